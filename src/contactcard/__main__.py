@@ -1,0 +1,3 @@
+from contactcard.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""Build the real dependencies from the settings: database, device, CDN, image fetcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contactcard.admin import Admin
+from contactcard.cdn import BlobStore, LocalFolderCdn
+from contactcard.contract import ImageRules
+from contactcard.device import SimulatedDevice
+from contactcard.images import HostPolicy, NetworkFetcher, SimulatedFetcher
+from contactcard.service import ContactCards, Policy
+from contactcard.settings import Settings
+from contactcard.store.db import Database, connect, migrate
+
+
+@dataclass
+class Services:
+    database: Database
+    cards: ContactCards
+    admin: Admin
+    cdn: BlobStore
+
+
+def build(settings: Settings, *, run_migrations: bool = True) -> Services:
+    database = connect(settings.resolved_database_url)
+    if run_migrations:
+        migrate(database)
+    device = SimulatedDevice(database.writer)
+    cdn = LocalFolderCdn(settings.media_dir)
+    policy = HostPolicy(allow_private=settings.image_allow_private, allowed_hosts=settings.allowed_image_hosts)
+    network = NetworkFetcher(
+        policy, max_bytes=settings.image_max_bytes, deadline=settings.image_fetch_timeout
+    )
+    fetcher = SimulatedFetcher(policy, network) if settings.image_fetch == "simulated" else network
+    rules = ImageRules(
+        allow_http=policy.allow_http,
+        own_cdn_prefix=f"{settings.resolved_cdn_base_url}/contact-card/",
+    )
+    cards = ContactCards(
+        database,
+        device,
+        cdn,
+        fetcher,
+        rules,
+        Policy(
+            profile=settings.profile,
+            write_budget=settings.write_budget,
+            write_budget_window=settings.write_budget_window,
+            cdn_base_url=settings.resolved_cdn_base_url,
+        ),
+    )
+    return Services(database, cards, Admin(database, device), cdn)

@@ -1,0 +1,41 @@
+"""What the server needs from a line's device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from contactcard.card import Card, Outcome
+
+
+class Device(Protocol):
+    def apply(self, card: Card) -> Outcome:
+        """Ask the line's device to show this card. Blocking; called from a worker thread."""
+        ...
+
+    def rcs_check_available(self, phone_number: str) -> bool:
+        """Whether the line's RCS capability check can run now."""
+        ...
+
+
+@dataclass(frozen=True)
+class DeviceScript:
+    """Scripted outcomes for one line's simulated device."""
+
+    fail_next: int = 0
+    rate_limit_next: int = 0
+    rcs_unavailable: bool = False
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """What a line's simulated device shows now, and what is scripted for it."""
+
+    phone_number: str
+    first_name: str | None
+    last_name: str | None
+    image_url: str | None
+    applies: int
+    applied_at: datetime | None
+    script: DeviceScript

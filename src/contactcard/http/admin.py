@@ -1,0 +1,177 @@
+"""`/admin/v1`: the operator API, so a test suite in any language can set up partners,
+keys and lines and script device outcomes without a shell. Bearer admin token."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from contactcard import errors
+from contactcard.admin import Admin, AdminError
+from contactcard.device import DeviceScript, DeviceView
+from contactcard.errors import ApiError
+from contactcard.keys import bearer_key
+
+
+def _admin(request: Request) -> Admin:
+    token: str | None = request.app.state.settings.admin_token
+    given = bearer_key(request.headers.getlist("authorization"))
+    if not token or given is None or not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError(errors.UNAUTHORIZED)
+    return request.app.state.admin
+
+
+AdminDep = Annotated[Admin, Depends(_admin)]
+router = APIRouter(prefix="/admin/v1", tags=["admin"])
+
+
+def _failed(exc: AdminError) -> ApiError:
+    return ApiError(errors.NOT_FOUND if exc.not_found else errors.BAD_VALUE, str(exc))
+
+
+class PartnerIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class PartnerOut(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class KeyIn(BaseModel):
+    key: str | None = Field(None, min_length=16, max_length=200, description="Optional fixed key (tests).")
+
+
+class IssuedKeyOut(BaseModel):
+    id: str
+    partner_id: str
+    key: str = Field(description="Shown once; only its hash is stored.")
+
+
+class KeyOut(BaseModel):
+    id: str
+    partner_id: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class LineIn(BaseModel):
+    partner_id: str
+    phone_number: str
+
+
+class LineOut(BaseModel):
+    phone_number: str
+    partner_id: str
+    has_card: bool
+    is_active: bool
+
+
+class ScriptIn(BaseModel):
+    fail_next: int = Field(0, ge=0, le=1_000_000)
+    rate_limit_next: int = Field(0, ge=0, le=1_000_000)
+    rcs_unavailable: bool = False
+
+
+class DeviceOut(BaseModel):
+    phone_number: str
+    first_name: str | None
+    last_name: str | None
+    image_url: str | None
+    applies: int
+    applied_at: datetime | None
+    fail_next: int
+    rate_limit_next: int
+    rcs_unavailable: bool
+
+
+def _device(view: DeviceView) -> DeviceOut:
+    return DeviceOut(
+        phone_number=view.phone_number,
+        first_name=view.first_name,
+        last_name=view.last_name,
+        image_url=view.image_url,
+        applies=view.applies,
+        applied_at=view.applied_at,
+        fail_next=view.script.fail_next,
+        rate_limit_next=view.script.rate_limit_next,
+        rcs_unavailable=view.script.rcs_unavailable,
+    )
+
+
+@router.post("/partners", response_model=PartnerOut)
+def create_partner(body: PartnerIn, admin: AdminDep) -> PartnerOut:
+    try:
+        return PartnerOut(**admin.create_partner(body.name).__dict__)
+    except AdminError as exc:
+        raise _failed(exc) from None
+
+
+@router.get("/partners", response_model=list[PartnerOut])
+def list_partners(admin: AdminDep) -> list[PartnerOut]:
+    return [PartnerOut(**p.__dict__) for p in admin.list_partners()]
+
+
+@router.post("/partners/{partner_id}/keys", response_model=IssuedKeyOut)
+def issue_key(partner_id: str, admin: AdminDep, body: KeyIn | None = None) -> IssuedKeyOut:
+    try:
+        return IssuedKeyOut(**admin.issue_key(partner_id, body.key if body else None).__dict__)
+    except AdminError as exc:
+        raise _failed(exc) from None
+
+
+@router.get("/keys", response_model=list[KeyOut])
+def list_keys(admin: AdminDep, partner_id: str | None = None) -> list[KeyOut]:
+    return [KeyOut(**k.__dict__) for k in admin.list_keys(partner_id)]
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+def revoke_key(key_id: str, admin: AdminDep) -> None:
+    try:
+        admin.revoke_key(key_id)
+    except AdminError as exc:
+        raise _failed(exc) from None
+
+
+@router.post("/lines", response_model=LineOut)
+def add_line(body: LineIn, admin: AdminDep) -> LineOut:
+    try:
+        return LineOut(**admin.add_line(body.partner_id, body.phone_number).__dict__)
+    except AdminError as exc:
+        raise _failed(exc) from None
+
+
+@router.get("/lines", response_model=list[LineOut])
+def list_lines(admin: AdminDep, partner_id: str | None = None) -> list[LineOut]:
+    return [LineOut(**line.__dict__) for line in admin.list_lines(partner_id)]
+
+
+@router.delete("/lines/{phone_number}", status_code=204)
+def remove_line(phone_number: str, admin: AdminDep) -> None:
+    try:
+        admin.remove_line(phone_number)
+    except AdminError as exc:
+        raise _failed(exc) from None
+
+
+@router.get("/devices/{phone_number}", response_model=DeviceOut)
+def device_view(phone_number: str, admin: AdminDep) -> DeviceOut:
+    try:
+        return _device(admin.device_view(phone_number))
+    except AdminError as exc:
+        raise _failed(exc) from None
+
+
+@router.put("/devices/{phone_number}/script", response_model=DeviceOut)
+def script_device(phone_number: str, body: ScriptIn, admin: AdminDep) -> DeviceOut:
+    try:
+        script = DeviceScript(body.fail_next, body.rate_limit_next, body.rcs_unavailable)
+        return _device(admin.script_device(phone_number, script))
+    except AdminError as exc:
+        raise _failed(exc) from None

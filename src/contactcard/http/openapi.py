@@ -1,0 +1,229 @@
+"""The OpenAPI document: the contract in machine form, built from the error catalogue.
+
+It is written here rather than generated from the routes because the contact-card routes
+read requests directly (see `cards.py`); tests prove that the document and the running
+server agree, answer by answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contactcard import errors
+from contactcard.contract import E164, MAX_BODY_BYTES, NAME_MAX
+
+CARD_PATHS = ("/v3/contact_card", "/api/partner/v3/contact_card")
+
+# The codes each operation can answer with, by HTTP status.
+_COMMON = {401: [2004], 413: [1413], 500: [3006]}
+OPERATION_ERRORS: dict[str, dict[int, list[int]]] = {
+    "get": {400: [1002, 1005], 403: [2005], **_COMMON},
+    "post": {
+        400: [1001, 1002, 1003, 1005, 5006, 5007],
+        403: [2005],
+        409: [2014],
+        429: [1007],
+        503: [4004],
+        **_COMMON,
+        500: [2022, 3006],
+    },
+    "patch": {
+        400: [1001, 1002, 1003, 1005, 5006, 5007],
+        403: [2005],
+        404: [2001],
+        429: [1007],
+        503: [4004],
+        **_COMMON,
+        500: [2022, 3006],
+    },
+}
+
+_PHONE = {"type": "string", "pattern": f"^{E164.pattern}$", "examples": ["+15551234567"]}
+_NAME = {"type": "string", "minLength": 1, "maxLength": NAME_MAX}
+_IMAGE_URL = {"type": "string", "maxLength": 2048, "description": "Absolute https URL of the image to rehost."}
+
+_SCHEMAS: dict[str, Any] = {
+    "ContactCard": {
+        "type": "object",
+        "required": ["phone_number", "first_name", "last_name", "image_url", "is_active"],
+        "properties": {
+            "phone_number": _PHONE,
+            "first_name": {"type": "string"},
+            "last_name": {"type": ["string", "null"]},
+            "image_url": {"type": ["string", "null"], "description": "The rehosted copy on our CDN."},
+            "is_active": {"type": "boolean", "description": "The line's device confirmed these values."},
+        },
+        "additionalProperties": False,
+    },
+    "ContactCardList": {
+        "type": "object",
+        "required": ["contact_cards"],
+        "properties": {"contact_cards": {"type": "array", "items": {"$ref": "#/components/schemas/ContactCard"}}},
+        "additionalProperties": False,
+    },
+    "SetupContactCard": {
+        "type": "object",
+        "required": ["phone_number", "first_name"],
+        "properties": {
+            "phone_number": _PHONE,
+            "first_name": _NAME,
+            "last_name": {"type": ["string", "null"], "maxLength": NAME_MAX},
+            "image_url": {**_IMAGE_URL, "type": ["string", "null"]},
+        },
+    },
+    "UpdateContactCard": {
+        "type": "object",
+        "description": "Present fields replace stored ones; omitted fields keep them; null clears "
+        "last_name or image_url. An empty object re-applies the stored values.",
+        "properties": {
+            "first_name": _NAME,
+            "last_name": {"type": ["string", "null"], "maxLength": NAME_MAX},
+            "image_url": {**_IMAGE_URL, "type": ["string", "null"]},
+        },
+    },
+    "Error": {
+        "type": "object",
+        "required": ["success", "error", "trace_id"],
+        "properties": {
+            "success": {"const": False},
+            "error": {
+                "type": "object",
+                "required": ["status", "code", "message", "doc_url"],
+                "properties": {
+                    "status": {"type": "integer"},
+                    "code": {"type": "integer", "enum": [e.code for e in errors.CATALOGUE]},
+                    "message": {"type": "string"},
+                    "doc_url": {"type": "string"},
+                    "retry_after": {"type": "integer", "minimum": 1, "description": "Only on 429."},
+                },
+                "additionalProperties": False,
+            },
+            "trace_id": {"type": "string"},
+        },
+        "additionalProperties": False,
+    },
+}
+
+_TRACE = {"x-trace-id": {"description": "The request's trace id.", "schema": {"type": "string"}}}
+_NO_RETRY = {"x-should-retry": {"description": "Always `false`: SDKs must not retry.", "schema": {"const": "false"}}}
+
+
+def _error_response(status: int, codes: list[int]) -> dict[str, Any]:
+    lines = [f"`{c}` {errors.BY_CODE[c].message}" for c in codes]
+    schema = {
+        "allOf": [
+            {"$ref": "#/components/schemas/Error"},
+            {
+                "properties": {
+                    "error": {"properties": {"status": {"const": status}, "code": {"enum": codes}}}
+                }
+            },
+        ]
+    }
+    if status == 429:
+        schema["allOf"].append({"properties": {"error": {"required": ["retry_after"]}}})
+    headers = dict(_TRACE)
+    if status in (409, 429):
+        headers.update(_NO_RETRY)
+    if status == 429:
+        headers["retry-after"] = {"description": "Seconds to wait.", "schema": {"type": "string"}}
+    return {
+        "description": "; ".join(lines),
+        "headers": headers,
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _responses(method: str, success_schema: str) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "OK",
+            "headers": _TRACE,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{success_schema}"}}},
+        }
+    }
+    for status, codes in sorted(OPERATION_ERRORS[method].items()):
+        responses[str(status)] = _error_response(status, codes)
+    return responses
+
+
+_PHONE_QUERY_OPTIONAL = {
+    "name": "phone_number",
+    "in": "query",
+    "required": False,
+    "description": "E.164 number to filter by. Omitted: every card of the partner.",
+    "schema": {"type": "string"},
+}
+
+
+def _operations() -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "getContactCards",
+            "summary": "Get contact cards",
+            "parameters": [_PHONE_QUERY_OPTIONAL],
+            "responses": _responses("get", "ContactCardList"),
+        },
+        "post": {
+            "operationId": "setupContactCard",
+            "summary": "Set up a contact card (first time only)",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SetupContactCard"}}},
+            },
+            "responses": _responses("post", "ContactCard"),
+        },
+        "patch": {
+            "operationId": "updateContactCard",
+            "summary": "Update a contact card",
+            "parameters": [{**_PHONE_QUERY_OPTIONAL, "required": True, "description": "E.164 number of the card."}],
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UpdateContactCard"}}},
+            },
+            "responses": _responses("patch", "ContactCard"),
+        },
+    }
+
+
+def document(server_url: str) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for index, path in enumerate(CARD_PATHS):
+        operations = _operations()
+        if index:  # the alias under the SDKs' default base URL
+            for operation in operations.values():
+                operation["operationId"] += "Partner"
+        paths[path] = operations
+    paths["/cdn/contact-card/{name}"] = {
+        "get": {
+            "operationId": "getCdnImage",
+            "summary": "A rehosted contact-card image",
+            "security": [],
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {
+                    "description": "The image, cached forever (the name is its sha256).",
+                    "headers": {**_TRACE, "etag": {"schema": {"type": "string"}}},
+                    "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "304": {"description": "Not modified (If-None-Match matched)."},
+                "404": _error_response(404, [2001]),
+            },
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "contactcard",
+            "version": "3",
+            "description": "The Linq API v3 contact card endpoints, self-hosted. Request bodies are "
+            f"limited to {MAX_BODY_BYTES // 1024} KiB.",
+        },
+        "servers": [{"url": server_url}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

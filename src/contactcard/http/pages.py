@@ -1,0 +1,60 @@
+"""Small routes beside the API: CDN images, error-code pages, health."""
+
+from __future__ import annotations
+
+import html
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from contactcard import errors
+from contactcard.cdn import BlobStore
+from contactcard.errors import ApiError
+from contactcard.http.envelope import json_response
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+async def cdn_image(request: Request) -> Response:
+    cdn: BlobStore = request.app.state.cdn
+    blob = await anyio.to_thread.run_sync(cdn.get, request.path_params["name"])
+    if blob is None:
+        raise ApiError(errors.NOT_FOUND)
+    headers = {"etag": blob.etag, "cache-control": IMMUTABLE, "x-content-type-options": "nosniff"}
+    if request.headers.get("if-none-match") == blob.etag:
+        return Response(status_code=304, headers=headers)
+    return Response(blob.data, media_type=blob.content_type, headers=headers)
+
+
+def _page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+        f"<body style='font-family:sans-serif;max-width:46em;margin:2em auto'>{body}</body></html>"
+    )
+
+
+async def error_index(request: Request) -> Response:
+    rows = "".join(
+        f"<tr><td>{e.status}</td><td><a href='errors/{e.code}'>{e.code}</a></td><td>{html.escape(e.message)}</td></tr>"
+        for e in errors.CATALOGUE
+    )
+    return _page("Error codes", f"<h1>Error codes</h1><table><tr><th>status</th><th>code</th><th>message</th></tr>{rows}</table>")
+
+
+async def error_page(request: Request) -> Response:
+    try:
+        entry = errors.BY_CODE[int(request.path_params["code"])]
+    except (KeyError, ValueError):
+        raise ApiError(errors.NOT_FOUND) from None
+    return _page(
+        f"Error {entry.code}",
+        f"<h1>{entry.code}: {html.escape(entry.message)}</h1><p>HTTP status {entry.status}.</p>"
+        f"<h2>What it means</h2><p>{html.escape(entry.meaning)}</p>"
+        f"<h2>What to do</h2><p>{html.escape(entry.fix)}</p>"
+        f"<p>Retry: {'yes, with backoff' if entry.retry else 'no, fix the request first'}.</p>",
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})

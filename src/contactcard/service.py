@@ -1,0 +1,211 @@
+"""The contact-card use cases: list, get, set up (POST) and update (PATCH).
+
+Every write follows the same lifecycle: under the line's write gate, check the state,
+spend the write budget, rehost the image, store the card inactive and commit, ask the
+device to apply it, then mark it active. A crash anywhere leaves either the old card or
+the new values inactive, never a half-written card.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+from sqlalchemy import delete
+
+from contactcard import contract, errors
+from contactcard.card import Card, Outcome
+from contactcard.cdn import BlobStore
+from contactcard.contract import ImageRules, SetupRequest, UpdateRequest
+from contactcard.device import Device
+from contactcard.errors import ApiError
+from contactcard.images import FetchError, ImageError, ImageFetcher, normalise
+from contactcard.store import cards as store
+from contactcard.store.db import Database
+from contactcard.store.gate import LineGate, LineWriter
+from contactcard.store.schema import api_keys, write_attempts
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    card: Card
+    # In the `hosted` profile a failed apply is an error *after* the card was stored.
+    error: ApiError | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    profile: str  # "seed" | "hosted"
+    write_budget: int  # 0: off
+    write_budget_window: int
+    cdn_base_url: str
+
+
+class ContactCards:
+    def __init__(
+        self,
+        database: Database,
+        device: Device,
+        cdn: BlobStore,
+        fetcher: ImageFetcher,
+        rules: ImageRules,
+        policy: Policy,
+    ) -> None:
+        self._db = database
+        self._gate = LineGate(database)
+        self._device = device
+        self._cdn = cdn
+        self._fetcher = fetcher
+        self.rules = rules
+        self._policy = policy
+
+    # --- reads: one query each, on the calling thread -------------------------------
+
+    def list_cards(self, key_hash: str) -> list[Card]:
+        with self._db.reader.connect() as conn:
+            partner, found = store.partner_cards(conn, key_hash)
+        if partner is None:
+            raise ApiError(errors.UNAUTHORIZED)
+        return found
+
+    def get_card(self, key_hash: str, phone: str) -> list[Card]:
+        access = self._access(key_hash, phone)
+        return [access.card] if access.card else []
+
+    def _access(self, key_hash: str, phone: str) -> store.LineAccess:
+        with self._db.reader.connect() as conn:
+            access = store.line_access(conn, key_hash, phone)
+        if access.partner_id is None:
+            raise ApiError(errors.UNAUTHORIZED)
+        if not access.owns_line:
+            raise ApiError(errors.FORBIDDEN)
+        return access
+
+    def require_key(self, key_hash: str) -> None:
+        """401 unless the key is known and not revoked (for requests refused before the lookup)."""
+        with self._db.reader.connect() as conn:
+            row = conn.execute(
+                api_keys.select().where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
+            ).first()
+        if row is None:
+            raise ApiError(errors.UNAUTHORIZED)
+
+    # --- writes ---------------------------------------------------------------------
+
+    async def setup(self, key_hash: str, request: SetupRequest) -> WriteResult:
+        phone = request.phone_number
+        await anyio.to_thread.run_sync(self._access, key_hash, phone)
+        async with self._gate.hold(phone) as line:
+            current = await line.run(store.card_for_line, phone)
+            if current is not None and current.is_active:
+                raise ApiError(errors.CARD_EXISTS, headers={"x-should-retry": "false"})
+            await line.run(self._check_budget, phone)
+            image_url, source = None, None
+            if request.image_url is not None:
+                image_url, source = await self._rehost(request.image_url), request.image_url
+            return await self._store_and_apply(
+                line, phone, request.first_name, request.last_name, image_url, source
+            )
+
+    async def update(self, key_hash: str, phone: str, request: UpdateRequest) -> WriteResult:
+        await anyio.to_thread.run_sync(self._access, key_hash, phone)
+        async with self._gate.hold(phone) as line:
+            current = await line.run(store.card_for_line, phone)
+            needs_setup_once = self._policy.profile == "seed"
+            if current is None or (needs_setup_once and not current.ever_active):
+                raise ApiError(errors.NOT_FOUND)
+            if not await anyio.to_thread.run_sync(self._device.rcs_check_available, phone):
+                raise ApiError(errors.RCS_UNAVAILABLE)
+            await line.run(self._check_budget, phone)
+            first_name = current.first_name if request.first_name is contract.UNSET else request.first_name
+            last_name = current.last_name if request.last_name is contract.UNSET else request.last_name
+            image_url, source = current.image_url, current.image_source_url
+            wanted = request.image_url
+            if wanted is None:
+                image_url, source = None, None
+            elif wanted is not contract.UNSET and wanted not in (current.image_url, current.image_source_url):
+                # Only a new URL is fetched: echoing back what GET returned costs nothing.
+                image_url, source = await self._rehost(wanted), wanted
+            return await self._store_and_apply(line, phone, first_name, last_name, image_url, source)
+
+    def _check_budget(self, conn: Any, phone: str) -> None:
+        budget, window = self._policy.write_budget, self._policy.write_budget_window
+        if budget <= 0:
+            return
+        now = time.time()
+        used, oldest = store.write_attempts_since(conn, phone, now - window)
+        if used >= budget:
+            wait = max(1, math.ceil((oldest or now) + window - now))
+            raise ApiError(
+                errors.RATE_LIMITED,
+                headers={"retry-after": str(wait), "x-should-retry": "false"},
+                retry_after=wait,
+            )
+
+    def _record_attempt(self, conn: Any, phone: str) -> None:
+        now = time.time()
+        store.record_write_attempt(conn, phone, now)
+        # Attempts older than the window can never count again.
+        conn.execute(
+            delete(write_attempts).where(
+                write_attempts.c.phone_number == phone,
+                write_attempts.c.at <= now - self._policy.write_budget_window,
+            )
+        )
+
+    async def _store_and_apply(
+        self,
+        line: LineWriter,
+        phone: str,
+        first_name: str,
+        last_name: str | None,
+        image_url: str | None,
+        source: str | None,
+    ) -> WriteResult:
+        def store_inactive(conn: Any) -> Card:
+            self._record_attempt(conn, phone)
+            return store.store_inactive(
+                conn,
+                phone=phone,
+                first_name=first_name,
+                last_name=last_name,
+                image_url=image_url,
+                image_source_url=source,
+            )
+
+        card = await line.run(store_inactive)
+        outcome = await anyio.to_thread.run_sync(self._device.apply, card, abandon_on_cancel=False)
+        if outcome is Outcome.APPLIED:
+            return WriteResult(await line.run(store.mark_active, card))
+        if outcome is Outcome.RATE_LIMITED:
+            raise ApiError(
+                errors.RCS_UNAVAILABLE,
+                headers={"x-should-retry": "false"},
+                text=errors.UPSTREAM_RATE_LIMITED_MESSAGE,
+            )
+        if self._policy.profile == "hosted":
+            return WriteResult(card, ApiError(errors.APPLY_INCOMPLETE))
+        return WriteResult(card)
+
+    async def _rehost(self, raw: str) -> str:
+        """Put the image behind `raw` on our CDN and return its CDN URL."""
+        own = self.rules.own_blob(raw)
+        if own is not None:
+            if await anyio.to_thread.run_sync(self._cdn.get, own) is None:
+                raise ApiError(errors.IMAGE_FETCH_FAILED, "no such image on this CDN")
+            return raw
+        url = self.rules.parse(raw)
+        try:
+            data = await self._fetcher.fetch(url)
+        except FetchError as exc:
+            raise ApiError(errors.IMAGE_FETCH_FAILED, exc.reason) from None
+        try:
+            image = await anyio.to_thread.run_sync(normalise, data)
+        except ImageError as exc:
+            raise ApiError(errors.IMAGE_UNUSABLE, exc.reason) from None
+        name = f"{image.digest}.{image.extension}"
+        await anyio.to_thread.run_sync(self._cdn.put, name, image.data)
+        return f"{self.rules.own_cdn_prefix}{name}"

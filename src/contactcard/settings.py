@@ -1,0 +1,112 @@
+"""Every setting of the server, read once from `CONTACTCARD_*` environment variables.
+
+The README's settings table is generated from this class (see `docs_table`), so the
+documentation and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CONTACTCARD_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    data_dir: Path = Field(
+        Path("data"),
+        description="Folder for the SQLite file and the local CDN folder.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL. Empty: `sqlite:///<data_dir>/contactcard.db`. "
+        "PostgreSQL: `postgresql+psycopg://user@host/db`.",
+    )
+    public_base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Base URL clients reach this server at; CDN and doc links are built from it.",
+    )
+    cdn_base_url: str | None = Field(
+        None,
+        description="Base URL of the CDN that serves rehosted images. Empty: `<public_base_url>/cdn`.",
+    )
+    docs_base_url: str | None = Field(
+        None,
+        description="Base of `error.doc_url`. Empty: `<public_base_url>/docs` (served by this server).",
+    )
+    profile: Literal["seed", "hosted"] = Field(
+        "seed",
+        description="`seed`: a failed apply answers 200 with `is_active: false`; PATCH needs a card "
+        "set up once. `hosted`: a failed apply answers 500 2022; PATCH needs only a card.",
+    )
+    write_budget: int = Field(
+        3, ge=0, description="POST+PATCH calls allowed per phone number per window; 0 switches the budget off."
+    )
+    write_budget_window: int = Field(600, ge=1, description="Length of the write-budget window, in seconds.")
+    image_fetch: Literal["network", "simulated"] = Field(
+        "network",
+        description="`network` fetches image URLs for real (public addresses only). `simulated` never "
+        "leaves the machine: allow-listed hosts are fetched, any other URL yields a generated placeholder.",
+    )
+    image_allow_private: bool = Field(
+        False, description="Allow image URLs on any private address (and `http`). For local work only."
+    )
+    image_allowed_hosts: str = Field(
+        "",
+        description="Comma-separated `host:port` entries allowed although private (and over `http`), "
+        "e.g. `127.0.0.1:9000,localhost:8080`.",
+    )
+    image_fetch_timeout: float = Field(10.0, gt=0, description="Total deadline for one image fetch, in seconds.")
+    image_max_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest image download accepted, in bytes.")
+    admin_token: str | None = Field(
+        None, description="Bearer token for the `/admin/v1` HTTP API. Empty: the admin API is switched off."
+    )
+    demo_api_key: str | None = Field(
+        None,
+        description="Key given to the demo partner `serve` creates in an empty database. Empty: a random key.",
+    )
+    log_level: str = Field("info", description="Log level of the server.")
+
+    @field_validator("public_base_url", "cdn_base_url", "docs_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'contactcard.db').resolve()}"
+
+    @property
+    def resolved_cdn_base_url(self) -> str:
+        return self.cdn_base_url or f"{self.public_base_url}/cdn"
+
+    @property
+    def resolved_docs_base_url(self) -> str:
+        return self.docs_base_url or f"{self.public_base_url}/docs"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "cdn"
+
+    @property
+    def allowed_image_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.image_allowed_hosts.split(",") if h.strip())
+
+
+def docs_table() -> str:
+    """The settings table of the README, as Markdown."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "" if default is None else str(default)
+        if isinstance(default, Path):
+            shown = default.as_posix()
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{shown}` | {field.description} |")
+    return "\n".join(rows)

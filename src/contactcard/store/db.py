@@ -1,0 +1,87 @@
+"""Engines and migrations for SQLite (the embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+@dataclass
+class Database:
+    """`reader` serves the read path; `writer` opens transactions that may write.
+
+    On SQLite the writer begins with `BEGIN IMMEDIATE`, so a write transaction takes the
+    file's write lock up front (waiting on `busy_timeout`) instead of failing half-way when
+    it upgrades from reading. On PostgreSQL both are the same engine.
+    """
+
+    url: str
+    reader: Engine
+    writer: Engine
+
+    @property
+    def dialect(self) -> str:
+        return self.writer.dialect.name
+
+    def dispose(self) -> None:
+        self.reader.dispose()
+        if self.writer is not self.reader:
+            self.writer.dispose()
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record) -> None:
+        # Own the transactions (pysqlite's implicit BEGIN would defer the write lock).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a write the server acknowledged survives a crash of the machine too.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def connect(url: str) -> Database:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return Database(url, _sqlite_engine(url, immediate=False), _sqlite_engine(url, immediate=True))
+    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return Database(url, engine, engine)
+
+
+def migrate(database: Database) -> None:
+    """Bring the schema to the newest migration (idempotent; safe at every start)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", database.url.replace("%", "%%"))
+    with database.writer.connect() as connection:
+        if database.dialect == "postgresql":
+            # Several processes may start at once against one database.
+            connection.exec_driver_sql("SELECT pg_advisory_lock(7212001)")
+        try:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            connection.commit()
+        finally:
+            if database.dialect == "postgresql":
+                connection.exec_driver_sql("SELECT pg_advisory_unlock(7212001)")
+                connection.commit()

@@ -1,0 +1,104 @@
+"""The database tables. Alembic migrations in `contactcard/migrations` create them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+partners = Table(
+    "partners",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("partner_id", String(32), ForeignKey("partners.id", ondelete="CASCADE"), nullable=False),
+    # sha256 of the key: keys are long random tokens, so a fast hash is enough and the
+    # lookup stays one indexed query.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+lines = Table(
+    "lines",
+    metadata,
+    Column("phone_number", String(16), primary_key=True),
+    Column("partner_id", String(32), ForeignKey("partners.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+cards = Table(
+    "cards",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "phone_number",
+        String(16),
+        ForeignKey("lines.phone_number", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,  # the backstop: never two cards for one line
+    ),
+    Column("first_name", String(400), nullable=False),
+    Column("last_name", String(400), nullable=True),
+    Column("image_url", String(2048), nullable=True),
+    Column("image_source_url", String(2048), nullable=True),
+    Column("is_active", Boolean, nullable=False),
+    Column("ever_active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+write_attempts = Table(
+    "write_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("phone_number", String(16), nullable=False),
+    Column("at", Float, nullable=False),  # unix seconds
+    Index("ix_write_attempts_phone_at", "phone_number", "at"),
+)
+
+device_scripts = Table(
+    "device_scripts",
+    metadata,
+    Column("phone_number", String(16), primary_key=True),
+    Column("fail_next", Integer, nullable=False, default=0),
+    Column("rate_limit_next", Integer, nullable=False, default=0),
+    Column("rcs_unavailable", Boolean, nullable=False, default=False),
+)
+
+device_displays = Table(
+    "device_displays",
+    metadata,
+    Column("phone_number", String(16), primary_key=True),
+    Column("first_name", String(400), nullable=False),
+    Column("last_name", String(400), nullable=True),
+    Column("image_url", String(2048), nullable=True),
+    Column("applies", Integer, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
