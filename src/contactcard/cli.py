@@ -226,10 +226,11 @@ def device_script(
     fail_next: Annotated[int, typer.Option(min=0, help="Fail the next N applies.")] = 0,
     rate_limit_next: Annotated[int, typer.Option(min=0, help="Answer upstream-rate-limited for the next N.")] = 0,
     rcs_unavailable: Annotated[bool, typer.Option(help="Make the RCS capability check unavailable.")] = False,
+    apply_delay: Annotated[float, typer.Option(min=0, help="Seconds the next apply takes.")] = 0.0,
 ) -> None:
     """Script the outcomes of a line's simulated device (replaces the previous script)."""
     try:
-        _print_device(_admin().script_device(phone_number, DeviceScript(fail_next, rate_limit_next, rcs_unavailable)))
+        _print_device(_admin().script_device(phone_number, DeviceScript(fail_next, rate_limit_next, rcs_unavailable, apply_delay)))
     except AdminError as exc:
         _fail(exc)
 

@@ -26,6 +26,7 @@ class DeviceScript:
     fail_next: int = 0
     rate_limit_next: int = 0
     rcs_unavailable: bool = False
+    apply_delay: float = 0.0  # seconds the next apply takes
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ what a line shows now.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
@@ -21,6 +22,16 @@ class SimulatedDevice:
         self._engine = engine
 
     def apply(self, card: Card) -> Outcome:
+        with self._engine.connect() as conn:
+            delay = self._script(conn, card.phone_number).apply_delay
+        if delay > 0:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    update(device_scripts)
+                    .where(device_scripts.c.phone_number == card.phone_number)
+                    .values(apply_delay=0.0)
+                )
+            time.sleep(delay)  # a slow device; the caller is a worker thread
         with self._engine.begin() as conn:
             outcome = self._take_scripted_outcome(conn, card.phone_number)
             if outcome is Outcome.APPLIED:
@@ -40,6 +51,7 @@ class SimulatedDevice:
                     fail_next=script.fail_next,
                     rate_limit_next=script.rate_limit_next,
                     rcs_unavailable=script.rcs_unavailable,
+                    apply_delay=script.apply_delay,
                 )
             )
 
@@ -71,7 +83,7 @@ class SimulatedDevice:
         ).first()
         if row is None:
             return DeviceScript()
-        return DeviceScript(row.fail_next, row.rate_limit_next, bool(row.rcs_unavailable))
+        return DeviceScript(row.fail_next, row.rate_limit_next, bool(row.rcs_unavailable), row.apply_delay)
 
     def _take_scripted_outcome(self, conn: Connection, phone_number: str) -> Outcome:
         script = self._script(conn, phone_number)

@@ -77,6 +77,7 @@ class ScriptIn(BaseModel):
     fail_next: int = Field(0, ge=0, le=1_000_000)
     rate_limit_next: int = Field(0, ge=0, le=1_000_000)
     rcs_unavailable: bool = False
+    apply_delay: float = Field(0.0, ge=0, le=3600, description="Seconds the next apply takes.")
 
 
 class DeviceOut(BaseModel):
@@ -89,6 +90,7 @@ class DeviceOut(BaseModel):
     fail_next: int
     rate_limit_next: int
     rcs_unavailable: bool
+    apply_delay: float
 
 
 def _device(view: DeviceView) -> DeviceOut:
@@ -102,6 +104,7 @@ def _device(view: DeviceView) -> DeviceOut:
         fail_next=view.script.fail_next,
         rate_limit_next=view.script.rate_limit_next,
         rcs_unavailable=view.script.rcs_unavailable,
+        apply_delay=view.script.apply_delay,
     )
 
 
@@ -171,7 +174,7 @@ def device_view(phone_number: str, admin: AdminDep) -> DeviceOut:
 @router.put("/devices/{phone_number}/script", response_model=DeviceOut)
 def script_device(phone_number: str, body: ScriptIn, admin: AdminDep) -> DeviceOut:
     try:
-        script = DeviceScript(body.fail_next, body.rate_limit_next, body.rcs_unavailable)
+        script = DeviceScript(body.fail_next, body.rate_limit_next, body.rcs_unavailable, body.apply_delay)
         return _device(admin.script_device(phone_number, script))
     except AdminError as exc:
         raise _failed(exc) from None

@@ -90,6 +90,8 @@ device_scripts = Table(
     Column("fail_next", Integer, nullable=False, default=0),
     Column("rate_limit_next", Integer, nullable=False, default=0),
     Column("rcs_unavailable", Boolean, nullable=False, default=False),
+    # Seconds the next apply takes: lets a test catch a write between "stored" and "applied".
+    Column("apply_delay", Float, nullable=False, default=0.0),
 )
 
 device_displays = Table(

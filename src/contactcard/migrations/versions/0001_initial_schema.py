@@ -29,6 +29,7 @@ def upgrade() -> None:
     sa.Column('fail_next', sa.Integer(), nullable=False),
     sa.Column('rate_limit_next', sa.Integer(), nullable=False),
     sa.Column('rcs_unavailable', sa.Boolean(), nullable=False),
+    sa.Column('apply_delay', sa.Float(), nullable=False),
     sa.PrimaryKeyConstraint('phone_number', name=op.f('pk_device_scripts'))
     )
     op.create_table('partners',
