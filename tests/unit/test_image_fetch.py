@@ -463,8 +463,300 @@ async def test_redirect_limit_is_configurable(origin):
     assert "too many redirects" in reason and origin.paths() == ["/redirect-relative"]
 
 
-async def test_https_only_policy_refuses_a_redirect_down_to_http(origin):
+def test_https_only_policy_refuses_a_redirect_down_to_http():
     # With no private hosts allowed, http is not allowed either, at any hop.
-    fetch = NetworkFetcher(HostPolicy(allow_private=False), resolver=LOCAL_NAMES)
-    next_hop = fetch._next_hop(url("https://img.test/a"), "http://img.test/b", 302)
-    assert next_hop is None if False else False  # unreachable; _next_hop raises
+    fetch = NetworkFetcher(HostPolicy(), resolver=LOCAL_NAMES)
+    with pytest.raises(FetchError, match="absolute https URL"):
+        fetch._next_hop(url("https://img.test/a", allow_http=False), "http://img.test/b", 302)
+
+
+# ---------------------------------------------------------------- time and size
+
+
+async def test_trickling_server_is_cut_off_by_the_total_deadline(origin):
+    fetch = fetcher(origin, deadline=1.5)
+    started = time.monotonic()
+    reason = await refused(fetch, url(f"http://img.test:{origin.port}/trickle"))
+    elapsed = time.monotonic() - started
+    assert reason == "image fetch timed out after 1.5 s"
+    assert 1.4 <= elapsed < 2.5
+
+
+async def test_endless_body_stops_at_the_size_limit(origin):
+    fetch = fetcher(origin, max_bytes=200_000)
+    reason = await refused(fetch, url(f"http://img.test:{origin.port}/endless"))
+    assert reason == "image is larger than 200000 bytes"
+
+
+async def test_declared_length_over_the_limit_is_refused_before_reading(origin):
+    started = time.monotonic()
+    reason = await refused(fetcher(origin), url(f"http://img.test:{origin.port}/huge-declared"))
+    assert reason == "image is larger than 10 MB"
+    assert time.monotonic() - started < 1.0  # did not wait for the body
+
+
+async def test_body_shorter_than_its_declared_length_is_refused(origin):
+    reason = await refused(fetcher(origin), url(f"http://img.test:{origin.port}/lying-length"))
+    assert "closed the connection" in reason
+
+
+async def test_content_encoding_is_refused(origin):
+    reason = await refused(fetcher(origin), url(f"http://img.test:{origin.port}/gzip"))
+    assert reason == "image host sent Content-Encoding gzip"
+
+
+@pytest.mark.parametrize(("route", "status"), [("missing", 404), ("broken", 500)])
+async def test_non_200_status_is_refused_by_name(origin, route, status):
+    reason = await refused(fetcher(origin), url(f"http://img.test:{origin.port}/{route}"))
+    assert reason == f"image host answered HTTP {status}"
+
+
+# ---------------------------------------------------------------- every failure is a FetchError
+
+
+async def test_unknown_host_name(origin):
+    reason = await refused(fetcher(origin), url("https://nowhere.test/a.png"))
+    assert reason == "image host could not be resolved"
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [([], "could not be resolved"), (["not-an-address"], "invalid address")],
+)
+async def test_odd_resolver_answers(origin, answers, expected):
+    resolve = resolver_for({"img.test": answers})
+    assert expected in await refused(fetcher(origin, resolver=resolve), url("https://img.test/"))
+
+
+async def test_resolver_raising_anything_is_a_fetch_error(origin):
+    def explode(host, port):
+        raise KeyError(host)
+
+    reason = await refused(fetcher(origin, resolver=explode), url("https://img.test/"))
+    assert reason == "image host could not be resolved"
+
+
+async def test_closed_port(origin):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    policy = HostPolicy(allowed_hosts=frozenset({f"127.0.0.1:{closed_port}"}))
+    reason = await refused(
+        fetcher(origin, policy=policy), url(f"http://127.0.0.1:{closed_port}/a.png")
+    )
+    assert reason == "could not connect to image host"
+
+
+async def test_server_speaking_garbage(origin):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def answer_garbage():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    policy = HostPolicy(allowed_hosts=frozenset({f"127.0.0.1:{port}"}))
+    try:
+        reason = await refused(fetcher(origin, policy=policy), url(f"http://127.0.0.1:{port}/"))
+    finally:
+        thread.join(2)
+        listener.close()
+    assert "malformed response" in reason
+
+
+async def test_unexpected_exceptions_become_fetch_errors(origin, monkeypatch):
+    def broken_stream(*args, **kwargs):
+        raise RuntimeError("library bug")
+
+    monkeypatch.setattr(httpx.AsyncClient, "stream", broken_stream)
+    reason = await refused(fetcher(origin), url(f"http://img.test:{origin.port}/good.png"))
+    assert reason == "image fetch failed (RuntimeError)"
+
+
+@pytest.mark.parametrize(
+    "error", [httpx.InvalidURL("bad"), httpx.UnsupportedProtocol("nope"), socket.gaierror(-2, "x")]
+)
+async def test_http_library_errors_become_fetch_errors(origin, monkeypatch, error):
+    def broken_stream(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(httpx.AsyncClient, "stream", broken_stream)
+    with pytest.raises(FetchError):
+        await fetcher(origin).fetch(url(f"http://img.test:{origin.port}/good.png"))
+
+
+# ---------------------------------------------------------------- the event loop stays free
+
+
+async def _longest_gap_while(work) -> float:
+    """Run `work` and a 20 ms ticker together; return the longest tick gap."""
+    gaps: list[float] = []
+    done = anyio.Event()
+
+    async def tick():
+        last = time.monotonic()
+        while not done.is_set():
+            await anyio.sleep(0.02)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async def run():
+        try:
+            await work()
+        finally:
+            done.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(tick)
+        tasks.start_soon(run)
+    return max(gaps)
+
+
+async def test_slow_dns_runs_off_the_event_loop_and_within_the_deadline(origin):
+    main_thread = threading.get_ident()
+    resolver_threads = []
+
+    def slow_resolver(host, port):
+        resolver_threads.append(threading.get_ident())
+        time.sleep(3)
+        return ["127.0.0.1"]
+
+    fetch = fetcher(origin, resolver=slow_resolver, deadline=0.5)
+
+    async def attempt():
+        assert "timed out" in await refused(fetch, url("https://img.test/a.png"))
+
+    started = time.monotonic()
+    assert await _longest_gap_while(attempt) < 0.2
+    assert time.monotonic() - started < 1.2
+    assert resolver_threads and resolver_threads[0] != main_thread
+
+
+async def test_trickling_fetch_leaves_the_loop_free(origin):
+    fetch = fetcher(origin, deadline=0.6)
+
+    async def attempt():
+        await refused(fetch, url(f"http://img.test:{origin.port}/trickle"))
+
+    assert await _longest_gap_while(attempt) < 0.2
+
+
+# ---------------------------------------------------------------- TLS: checked address, original name
+
+
+@dataclass
+class TlsOrigin:
+    port: int
+    client_context: ssl.SSLContext
+    server_names: list[str]
+
+
+def _make_certificate(directory, name: str):
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-nodes", "-days", "1",
+            "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-keyout", str(key), "-out", str(cert),
+            "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_origin(tmp_path_factory, sentinel) -> Iterator[TlsOrigin]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = _make_certificate(tmp_path_factory.mktemp("tls"), "img.test")
+    names: list[str] = []
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    server_context.sni_callback = lambda sock, name, ctx: names.append(name)
+    server = OriginServer(("127.0.0.1", 0), OriginHandler)
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    server.origin = Origin(port=server.server_address[1], sentinel_port=sentinel.port)
+    _serve(server)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    yield TlsOrigin(server.origin.port, client_context, names)
+    server.shutdown()
+    server.server_close()
+
+
+def _tls_fetcher(tls: TlsOrigin, host: str) -> NetworkFetcher:
+    policy = HostPolicy(allowed_hosts=frozenset({f"{host}:{tls.port}"}))
+    names = resolver_for({"img.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
+    return NetworkFetcher(policy, resolver=names, verify=tls.client_context, deadline=5.0)
+
+
+async def test_tls_uses_the_host_name_for_sni_and_certificate_check(tls_origin):
+    tls_origin.server_names.clear()
+    fetch = _tls_fetcher(tls_origin, "img.test")
+    data = await fetch.fetch(url(f"https://img.test:{tls_origin.port}/good.png", allow_http=False))
+    assert data == PNG
+    assert tls_origin.server_names == ["img.test"]
+
+
+async def test_tls_certificate_for_another_name_is_refused(tls_origin):
+    fetch = _tls_fetcher(tls_origin, "other.test")
+    reason = await refused(fetch, url(f"https://other.test:{tls_origin.port}/good.png"))
+    assert reason == "image host's TLS certificate could not be verified"
+
+
+async def test_tls_to_an_untrusted_certificate_is_refused(tls_origin):
+    policy = HostPolicy(allowed_hosts=frozenset({f"img.test:{tls_origin.port}"}))
+    fetch = NetworkFetcher(policy, resolver=LOCAL_NAMES, deadline=5.0)  # system trust store
+    reason = await refused(fetch, url(f"https://img.test:{tls_origin.port}/good.png"))
+    assert "certificate" in reason
+
+
+# ---------------------------------------------------------------- simulated fetcher
+
+
+def _offline_network(calls: list[str]) -> NetworkFetcher:
+    def must_not_resolve(host, port):
+        calls.append(host)
+        raise AssertionError("the simulated fetcher touched DNS")
+
+    return NetworkFetcher(HostPolicy(), resolver=must_not_resolve)
+
+
+async def test_simulated_image_is_deterministic_and_never_touches_the_network():
+    calls: list[str] = []
+    policy = HostPolicy()
+    simulated = SimulatedFetcher(policy, _offline_network(calls))
+    first = await simulated.fetch(url("https://cdn.example.com/a.jpg", allow_http=False))
+    again = await simulated.fetch(url("https://cdn.example.com/a.jpg", allow_http=False))
+    other = await simulated.fetch(url("https://cdn.example.com/b.jpg", allow_http=False))
+    assert first == again and first != other
+    assert calls == []
+    im = Image.open(io.BytesIO(first))
+    assert (im.format, im.size) == ("PNG", (512, 512))
+    assert normalise(first).width == 512
+
+
+async def test_simulated_fetcher_delegates_allowlisted_hosts(origin):
+    policy = local_policy(origin)
+    simulated = SimulatedFetcher(policy, fetcher(origin, policy=policy))
+    assert await simulated.fetch(url(f"http://img.test:{origin.port}/good.png")) == PNG
+    assert origin.paths() == ["/good.png"]
+
+
+@pytest.mark.parametrize(
+    "raw", ["http://127.0.0.1:{port}/", "http://169.254.169.254/latest/", "http://[::1]:{port}/"]
+)
+async def test_simulated_fetcher_still_refuses_private_ip_literals(origin, sentinel, raw):
+    policy = local_policy(origin)
+    simulated = SimulatedFetcher(policy, fetcher(origin, policy=policy))
+    reason = await refused(simulated, url(raw.format(port=sentinel.port)))
+    assert "non-public" in reason
+    sentinel.assert_untouched()
