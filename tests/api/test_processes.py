@@ -1,0 +1,454 @@
+"""The server as separate operating-system processes: crash safety and multi-process sharing.
+
+Each test starts `python -m contactcard serve` in subprocesses configured through
+`CONTACTCARD_*` environment variables, waits for `/healthz`, and drives the processes with
+the official SDK and raw httpx while reading the database directly with SQLAlchemy.
+
+- A process SIGKILLed while a line's device is applying a card leaves the card whole
+  and inactive; a restarted server shows it inactive and lets it be set up again.
+- Two processes on one PostgreSQL database share the per-number write budget, see a
+  revoked key at once, and serialise concurrent writes to one number between them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import linq
+import pytest
+from sqlalchemy import Engine, create_engine, func, select
+
+from contactcard.store.schema import cards, write_attempts
+from tests.conftest import ADMIN_TOKEN, POSTGRES_ENV, new_number
+from tests.support import images
+
+STARTUP_TIMEOUT = 30.0
+NEEDS_POSTGRES = f"needs PostgreSQL: set {POSTGRES_ENV} (e.g. postgresql+psycopg://root@127.0.0.1:5432/test)"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """One `contactcard serve` process; `start` may be called again after it died."""
+
+    data_dir: Path
+    database_url: str | None
+    port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    name: str = "server"
+    proc: subprocess.Popen | None = None
+    starts: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def partner_base(self) -> str:
+        return f"{self.base_url}/api/partner"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / f"{self.name}.{self.starts}.log"
+
+    def env(self) -> dict[str, str]:
+        # Hermetic: no CONTACTCARD_* setting leaks in from the shell running the tests.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTCARD_")}
+        env.update(
+            CONTACTCARD_DATA_DIR=str(self.data_dir),
+            CONTACTCARD_ADMIN_TOKEN=ADMIN_TOKEN,
+            CONTACTCARD_PUBLIC_BASE_URL=self.base_url,
+            CONTACTCARD_DEMO_API_KEY=f"demo-key-{uuid.uuid4().hex}",
+            CONTACTCARD_LOG_LEVEL="warning",
+            PYTHONUNBUFFERED="1",
+        )
+        if self.database_url:
+            env["CONTACTCARD_DATABASE_URL"] = self.database_url
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> ServerProcess:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "contactcard", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name} not ready after {STARTUP_TIMEOUT}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except FileNotFoundError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no cleanup, exactly like a crash."""
+        assert self.proc is not None and self.proc.poll() is None, "not running"
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        assert self.proc.returncode == -signal.SIGKILL
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{self.base_url}/admin/v1{path}",
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=10,
+            **kwargs,
+        )
+
+    def client(self, key: str, **kwargs: Any) -> linq.LinqAPIV3:
+        kwargs.setdefault("max_retries", 0)
+        kwargs.setdefault("timeout", 20)
+        return linq.LinqAPIV3(api_key=key, base_url=self.partner_base, **kwargs)
+
+
+@dataclass
+class ProcPartner:
+    id: str
+    key: str
+    key_id: str
+    lines: list[str]
+
+
+def create_partner(server: ServerProcess, lines: int) -> ProcPartner:
+    created = server.admin("POST", "/partners", json={"name": f"proc partner {uuid.uuid4().hex[:6]}"})
+    assert created.status_code == 200, created.text
+    partner_id = created.json()["id"]
+    issued = server.admin("POST", f"/partners/{partner_id}/keys")
+    assert issued.status_code == 200, issued.text
+    numbers = [new_number() for _ in range(lines)]
+    for number in numbers:
+        added = server.admin("POST", "/lines", json={"partner_id": partner_id, "phone_number": number})
+        assert added.status_code == 200, added.text
+    return ProcPartner(partner_id, issued.json()["key"], issued.json()["id"], numbers)
+
+
+def issue_key(server: ServerProcess, partner_id: str) -> tuple[str, str]:
+    issued = server.admin("POST", f"/partners/{partner_id}/keys")
+    assert issued.status_code == 200, issued.text
+    return issued.json()["key"], issued.json()["id"]
+
+
+def script(server: ServerProcess, phone: str, **values: Any) -> dict:
+    response = server.admin("PUT", f"/devices/{phone}/script", json=values)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def device(server: ServerProcess, phone: str) -> dict:
+    response = server.admin("GET", f"/devices/{phone}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def card_rows(engine: Engine, phone: str) -> list[Any]:
+    with engine.connect() as conn:
+        return conn.execute(select(cards).where(cards.c.phone_number == phone)).all()
+
+
+def attempts(engine: Engine, phone: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).select_from(write_attempts).where(write_attempts.c.phone_number == phone)
+        ).scalar_one()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServerProcess]]:
+    """Every process a test registers here is stopped (or killed) at teardown, pass or fail."""
+    started: list[ServerProcess] = []
+    try:
+        yield started
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, postgres_url, tmp_path) -> str | None:
+    """None: SQLite in the data dir (the server's default). Otherwise the PostgreSQL URL."""
+    if request.param == "sqlite":
+        return None
+    if postgres_url is None:
+        pytest.skip(NEEDS_POSTGRES)
+    return postgres_url
+
+
+@pytest.fixture
+def engine(database_url, tmp_path) -> Iterator[Engine]:
+    url = database_url or f"sqlite:///{tmp_path / 'data' / 'contactcard.db'}"
+    engine = create_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def test_killed_between_store_and_apply_leaves_an_inactive_card(
+    database_url, engine, tmp_path, processes, image_host
+):
+    server = ServerProcess(
+        tmp_path / "data",
+        database_url,
+        extra_env={"CONTACTCARD_IMAGE_ALLOWED_HOSTS": image_host.host_port},
+    )
+    processes.append(server)
+    server.start()
+    partner = create_partner(server, lines=1)
+    phone = partner.lines[0]
+    posted_image = image_host.serve(images.jpeg(colour=(10, 90, 200)))
+    posted = {"phone_number": phone, "first_name": "Kill", "last_name": "Ninety-Nine", "image_url": posted_image}
+    script(server, phone, apply_delay=30)
+
+    outcome: list[BaseException | object] = []
+
+    def post() -> None:
+        try:
+            outcome.append(server.client(partner.key, timeout=60).contact_card.create(**posted))
+        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
+            outcome.append(exc)
+
+    poster = threading.Thread(target=post, daemon=True)
+    poster.start()
+
+    # The card is stored inactive and committed before the (30 s) device apply starts.
+    deadline = time.monotonic() + 15
+    rows: list[Any] = []
+    while time.monotonic() < deadline:
+        rows = card_rows(engine, phone)
+        if rows:
+            break
+        time.sleep(0.02)
+    assert len(rows) == 1, f"no card row appeared while the device was applying:\n{server.log()}"
+    assert rows[0].is_active is False or rows[0].is_active == 0
+    assert not outcome, f"the POST answered before the device apply finished: {outcome}"
+
+    server.kill()
+    poster.join(15)
+    assert not poster.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], linq.APIConnectionError), outcome
+
+    # The row is whole: every value is exactly the posted one, nothing half-written.
+    (row,) = card_rows(engine, phone)
+    assert (row.phone_number, row.first_name, row.last_name, row.image_source_url) == (
+        phone, "Kill", "Ninety-Nine", posted_image,
+    )
+    cdn_prefix = f"{server.base_url}/cdn/contact-card/"
+    assert row.image_url.startswith(cdn_prefix)
+    assert (server.data_dir / "cdn" / row.image_url.removeprefix(cdn_prefix)).is_file()
+    assert not row.is_active and not row.ever_active
+    assert attempts(engine, phone) == 1
+    card_id = row.id
+
+    # Restart on the same data dir, database and port (the CDN URLs stored embed the port).
+    server.start()
+    client = server.client(partner.key)
+    shown = client.contact_card.retrieve(phone_number=phone).contact_cards
+    assert [(c.phone_number, c.first_name, c.last_name, c.image_url, c.is_active) for c in shown] == [
+        (phone, "Kill", "Ninety-Nine", row.image_url, False)
+    ]
+    image = httpx.get(row.image_url, timeout=10)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    assert images.decode(image.content).size[0] == images.decode(image.content).size[1]
+    assert device(server, phone)["applies"] == 0  # the device never finished the killed apply
+
+    # The card can be set up again: POST is not a 409 while the card is inactive.
+    created = client.contact_card.create(**posted)
+    assert (created.phone_number, created.first_name, created.last_name, created.is_active) == (
+        phone, "Kill", "Ninety-Nine", True,
+    )
+    assert created.image_url == row.image_url  # same bytes, same content address
+    assert [c.is_active for c in client.contact_card.retrieve(phone_number=phone).contact_cards] == [True]
+    shows = device(server, phone)
+    assert (shows["first_name"], shows["last_name"], shows["image_url"], shows["applies"]) == (
+        "Kill", "Ninety-Nine", row.image_url, 1,
+    )
+    (after,) = card_rows(engine, phone)
+    assert after.id == card_id and after.is_active and after.ever_active
+    assert attempts(engine, phone) == 2
+
+
+@pytest.fixture
+def two_servers(postgres_url, tmp_path, processes) -> tuple[ServerProcess, ServerProcess]:
+    if postgres_url is None:
+        pytest.skip(NEEDS_POSTGRES)
+    a = ServerProcess(tmp_path / "a", postgres_url, name="A")
+    b = ServerProcess(tmp_path / "b", postgres_url, name="B")
+    processes.extend([a, b])
+    # One after the other: `serve` seeds a demo partner into an empty database.
+    a.start()
+    b.start()
+    return a, b
+
+
+def test_two_processes_share_budget_serialisation_and_revocation(two_servers, postgres_url):
+    a, b = two_servers
+    engine = create_engine(postgres_url)
+    try:
+        partner = create_partner(a, lines=2)
+        _budget_is_shared(a, b, partner, engine)
+        _revocation_is_seen_at_once(a, b, partner)
+        _writes_are_serialised(a, b, partner, engine)
+    finally:
+        engine.dispose()
+    for server in (a, b):
+        assert server.proc is not None and server.proc.poll() is None, f"{server.name} died:\n{server.log()}"
+        log = server.log()
+        assert "Traceback" not in log and "unhandled error" not in log, f"{server.name} logged:\n{log}"
+
+
+def _budget_is_shared(a: ServerProcess, b: ServerProcess, partner: ProcPartner, engine: Engine) -> None:
+    phone = partner.lines[0]
+    on_a, on_b = a.client(partner.key), b.client(partner.key)
+    first = on_a.contact_card.create(phone_number=phone, first_name="One")
+    assert first.is_active
+    assert on_b.contact_card.update(phone_number=phone, first_name="Two").first_name == "Two"
+    assert on_a.contact_card.update(phone_number=phone, first_name="Three").first_name == "Three"
+    assert attempts(engine, phone) == 3
+
+    for client in (on_b, on_a):  # the fourth call is refused whichever process gets it
+        with pytest.raises(linq.RateLimitError) as caught:
+            client.contact_card.update(phone_number=phone, first_name="Four")
+        error = caught.value
+        assert error.code == 1007
+        retry_after = int(error.response.headers["retry-after"])
+        assert 1 <= retry_after <= 600
+        assert error.response.json()["error"]["retry_after"] == retry_after
+        assert error.response.headers["x-should-retry"] == "false"
+
+    assert attempts(engine, phone) == 3  # refused calls do not count
+    assert [c.first_name for c in on_b.contact_card.retrieve(phone_number=phone).contact_cards] == ["Three"]
+
+
+def _revocation_is_seen_at_once(a: ServerProcess, b: ServerProcess, partner: ProcPartner) -> None:
+    key, key_id = issue_key(a, partner.id)
+    on_b = b.client(key)
+    assert len(on_b.contact_card.retrieve().contact_cards) == 1  # B has used (and could cache) the key
+
+    revoked = a.admin("DELETE", f"/keys/{key_id}")
+    assert revoked.status_code == 204, revoked.text
+
+    with pytest.raises(linq.AuthenticationError) as caught:
+        on_b.contact_card.retrieve()
+    assert caught.value.code == 2004
+    with pytest.raises(linq.AuthenticationError) as caught:
+        on_b.contact_card.create(phone_number=partner.lines[1], first_name="Revoked")
+    assert caught.value.code == 2004
+    # The partner's other key still works.
+    assert len(b.client(partner.key).contact_card.retrieve().contact_cards) == 1
+
+
+def _writes_are_serialised(a: ServerProcess, b: ServerProcess, partner: ProcPartner, engine: Engine) -> None:
+    phone = partner.lines[1]  # fresh: no card, a whole budget of 3
+    assert card_rows(engine, phone) == []
+    # The first apply is slow, so any write not really queued behind it would see the
+    # stored-but-inactive card and go ahead (a second POST 200, a budget overrun).
+    script(a, phone, apply_delay=1.0)
+
+    count = 20
+    barrier = threading.Barrier(count)
+    requests = [
+        {
+            "server": a if i % 2 == 0 else b,
+            "method": "POST" if (i // 2) % 2 == 0 else "PATCH",
+            "name": f"Racer{i:02d}",
+        }
+        for i in range(count)
+    ]
+
+    def fire(spec: dict) -> tuple[str, str, int, dict]:
+        server: ServerProcess = spec["server"]
+        headers = {"authorization": f"Bearer {partner.key}"}
+        barrier.wait(10)
+        if spec["method"] == "POST":
+            response = httpx.post(
+                f"{server.partner_base}/v3/contact_card",
+                json={"phone_number": phone, "first_name": spec["name"]},
+                headers=headers,
+                timeout=30,
+            )
+        else:
+            response = httpx.patch(
+                f"{server.partner_base}/v3/contact_card",
+                params={"phone_number": phone},
+                json={"first_name": spec["name"]},
+                headers=headers,
+                timeout=30,
+            )
+        return spec["method"], spec["name"], response.status_code, response.json()
+
+    with ThreadPoolExecutor(count) as pool:
+        results = list(pool.map(fire, requests))
+
+    statuses = sorted(status for _, _, status, _ in results)
+    # 404: a PATCH served before the first POST (no card yet) is a legitimate serial order.
+    assert set(statuses) <= {200, 404, 409, 429, 503}, results
+    succeeded = [(method, name, body) for method, name, status, body in results if status == 200]
+    assert len([s for s in succeeded if s[0] == "POST"]) == 1, results  # one setup; the rest 409/429
+    assert 1 <= len(succeeded) <= 3, results  # the budget of 3 held across both processes
+    assert attempts(engine, phone) == len(succeeded)
+    for method, name, status, body in results:
+        if status == 409:
+            assert method == "POST" and body["error"]["code"] == 2014
+        elif status == 429:
+            assert body["error"]["code"] == 1007
+        elif status == 404:
+            assert method == "PATCH" and body["error"]["code"] == 2001
+
+    rows = card_rows(engine, phone)
+    assert len(rows) == 1, rows
+    (row,) = rows
+    requested = {spec["name"] for spec in requests}
+    assert row.first_name in requested
+    assert row.first_name in {name for _, name, _ in succeeded}  # the last write that was applied
+    assert row.is_active
+    shows = device(b, phone)
+    assert (shows["first_name"], shows["applies"]) == (row.first_name, len(succeeded))
