@@ -105,8 +105,8 @@ def docs_table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default
-        shown = "" if default is None else str(default)
+        shown = "*(empty)*" if default is None or default == "" else f"`{default}`"
         if isinstance(default, Path):
-            shown = default.as_posix()
-        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{shown}` | {field.description} |")
+            shown = f"`{default.as_posix()}`"
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)

@@ -476,7 +476,8 @@ def test_https_only_policy_refuses_a_redirect_down_to_http():
 async def test_trickling_server_is_cut_off_by_the_total_deadline(origin):
     fetch = fetcher(origin, deadline=1.5)
     started = time.monotonic()
-    reason = await refused(fetch, url(f"http://img.test:{origin.port}/trickle"))
+    with anyio.fail_after(5):  # so a missing deadline fails instead of hanging
+        reason = await refused(fetch, url(f"http://img.test:{origin.port}/trickle"))
     elapsed = time.monotonic() - started
     assert reason == "image fetch timed out after 1.5 s"
     assert 1.4 <= elapsed < 2.5
@@ -484,7 +485,8 @@ async def test_trickling_server_is_cut_off_by_the_total_deadline(origin):
 
 async def test_endless_body_stops_at_the_size_limit(origin):
     fetch = fetcher(origin, max_bytes=200_000)
-    reason = await refused(fetch, url(f"http://img.test:{origin.port}/endless"))
+    with anyio.fail_after(5):
+        reason = await refused(fetch, url(f"http://img.test:{origin.port}/endless"))
     assert reason == "image is larger than 200000 bytes"
 
 
