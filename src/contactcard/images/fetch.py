@@ -77,7 +77,7 @@ class NetworkFetcher:
         # httpx's timeout applies per read; only an outer deadline stops a
         # server that trickles one byte at a time.
         try:
-            with anyio.fail_after(None):
+            with anyio.fail_after(self._deadline):
                 return await self._follow(url)
         except FetchError:
             raise

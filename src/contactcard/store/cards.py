@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,14 +25,14 @@ _CARD_COLUMNS = (
 
 # Built once: the hot path only binds parameters.
 _ONE = (
-    select(api_keys.c.partner_id, lines.c.partner_id.label("owner"), *_CARD_COLUMNS)
+    select(api_keys.c.key_hash, api_keys.c.partner_id, lines.c.partner_id.label("owner"), *_CARD_COLUMNS)
     .select_from(api_keys)
     .outerjoin(lines, lines.c.phone_number == bindparam("phone"))
     .outerjoin(cards, cards.c.phone_number == lines.c.phone_number)
     .where(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
 )
 _ALL = (
-    select(api_keys.c.partner_id, *_CARD_COLUMNS)
+    select(api_keys.c.key_hash, api_keys.c.partner_id, *_CARD_COLUMNS)
     .select_from(api_keys)
     .outerjoin(lines, lines.c.partner_id == api_keys.c.partner_id)
     .outerjoin(cards, cards.c.phone_number == lines.c.phone_number)
@@ -66,7 +67,7 @@ def _card(row) -> Card | None:
 
 def line_access(conn: Connection, key_hash: str, phone: str) -> LineAccess:
     row = conn.execute(_ONE, {"key_hash": key_hash, "phone": phone}).first()
-    if row is None:
+    if row is None or not hmac.compare_digest(row.key_hash, key_hash):
         return LineAccess(None, False, None)
     owns = row.owner is not None and row.owner == row.partner_id
     return LineAccess(row.partner_id, owns, _card(row) if owns else None)
@@ -75,7 +76,7 @@ def line_access(conn: Connection, key_hash: str, phone: str) -> LineAccess:
 def partner_cards(conn: Connection, key_hash: str) -> tuple[str | None, list[Card]]:
     """The partner of a key and all of its cards, ordered by phone number."""
     rows = conn.execute(_ALL, {"key_hash": key_hash}).all()
-    if not rows:
+    if not rows or not hmac.compare_digest(rows[0].key_hash, key_hash):
         return None, []
     return rows[0].partner_id, [card for card in map(_card, rows) if card is not None]
 
