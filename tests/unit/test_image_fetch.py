@@ -615,9 +615,10 @@ async def _longest_gap_while(work) -> float:
         finally:
             done.set()
 
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(tick)
-        tasks.start_soon(run)
+    with anyio.fail_after(5):  # a fetcher without a deadline fails rather than hangs
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(tick)
+            tasks.start_soon(run)
     return max(gaps)
 
 

@@ -22,7 +22,6 @@ __all__ = [
     "NetworkFetcher",
     "RenditionImage",
     "SimulatedFetcher",
-    "ImageUrlError",
     "is_public_address",
     "normalise",
     "parse_image_url",

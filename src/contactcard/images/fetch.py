@@ -72,6 +72,7 @@ class NetworkFetcher:
         self._max_redirects = max_redirects
         self._resolver = resolver or system_resolver
         self._verify = verify
+        self._tls_context: ssl.SSLContext | None = None
 
     async def fetch(self, url: ImageUrl) -> bytes:
         # httpx's timeout applies per read; only an outer deadline stops a
@@ -149,7 +150,7 @@ class NetworkFetcher:
             extensions["sni_hostname"] = url.host
         # A fresh client per hop: no cookie jar, pool or auth carried between hosts.
         async with httpx.AsyncClient(
-            verify=self._verify,
+            verify=self._tls(),
             trust_env=False,
             follow_redirects=False,
             timeout=self._deadline,
@@ -158,6 +159,15 @@ class NetworkFetcher:
                 "GET", target, headers=headers, extensions=extensions
             ) as response:
                 return await self._read(url, response)
+
+    def _tls(self) -> ssl.SSLContext:
+        # Built once: loading the CA bundle for every hop costs milliseconds.
+        if self._tls_context is None:
+            if isinstance(self._verify, ssl.SSLContext):
+                self._tls_context = self._verify
+            else:
+                self._tls_context = httpx.create_ssl_context(verify=self._verify, trust_env=False)
+        return self._tls_context
 
     async def _read(self, url: ImageUrl, response: httpx.Response) -> bytes | ImageUrl:
         status = response.status_code

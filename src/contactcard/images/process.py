@@ -126,7 +126,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in _WIDE_GREY_MODES:
         # convert("L") clips 16-bit values instead of scaling them.
         transparency = im.info.get("transparency")
-        im = im.convert("L")
+        im = im.convert("I").point(lambda v: v / 257).convert("L")
         if isinstance(transparency, int):
             im.info["transparency"] = transparency // 257
     if im.mode in _ALPHA_MODES or "transparency" in im.info:
