@@ -167,7 +167,7 @@ class OriginHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(10**9))
         self.end_headers()
         self.wfile.flush()
-        self._origin.stop.wait(3)  # would keep the fetcher waiting if it read on
+        self._origin.stop.wait(8)  # would keep the fetcher waiting if it read on
 
     def route_trickle(self):
         self.send_response(200)
@@ -480,7 +480,8 @@ async def test_trickling_server_is_cut_off_by_the_total_deadline(origin):
         reason = await refused(fetch, url(f"http://img.test:{origin.port}/trickle"))
     elapsed = time.monotonic() - started
     assert reason == "image fetch timed out after 1.5 s"
-    assert 1.4 <= elapsed < 2.5
+    # Generous upper bound: a shared CI machine is slow; without the deadline it never ends.
+    assert 1.4 <= elapsed < 4.5
 
 
 async def test_endless_body_stops_at_the_size_limit(origin):
@@ -494,7 +495,7 @@ async def test_declared_length_over_the_limit_is_refused_before_reading(origin):
     started = time.monotonic()
     reason = await refused(fetcher(origin), url(f"http://img.test:{origin.port}/huge-declared"))
     assert reason == "image is larger than 10 MB"
-    assert time.monotonic() - started < 1.0  # did not wait for the body
+    assert time.monotonic() - started < 5.0  # did not wait for the body (the host holds it 8 s)
 
 
 async def test_body_shorter_than_its_declared_length_is_refused(origin):
@@ -637,8 +638,9 @@ async def test_slow_dns_runs_off_the_event_loop_and_within_the_deadline(origin):
         assert "timed out" in await refused(fetch, url("https://img.test/a.png"))
 
     started = time.monotonic()
-    assert await _longest_gap_while(attempt) < 0.2
-    assert time.monotonic() - started < 1.2
+    # A resolver on the loop would block it for the whole 3 s sleep.
+    assert await _longest_gap_while(attempt) < 1.0
+    assert time.monotonic() - started < 2.5
     assert resolver_threads and resolver_threads[0] != main_thread
 
 
@@ -648,7 +650,7 @@ async def test_trickling_fetch_leaves_the_loop_free(origin):
     async def attempt():
         await refused(fetch, url(f"http://img.test:{origin.port}/trickle"))
 
-    assert await _longest_gap_while(attempt) < 0.2
+    assert await _longest_gap_while(attempt) < 0.5
 
 
 # ---------------------------------------------------------------- TLS: checked address, original name
