@@ -1,0 +1,14 @@
+# An image for operators: `docker build -t contactcard .` then
+# `docker run -p 8000:8000 -v contactcard-data:/data contactcard`.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    CONTACTCARD_DATA_DIR=/data
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-cache-dir . && useradd --system --home /data contactcard \
+    && mkdir -p /data && chown contactcard /data
+USER contactcard
+VOLUME /data
+EXPOSE 8000
+CMD ["contactcard", "serve", "--host", "0.0.0.0", "--port", "8000"]
