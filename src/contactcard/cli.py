@@ -62,7 +62,10 @@ def serve(
     settings = Settings()
     services = build(settings)
     if services.admin.partner_count() == 0:
-        _create_demo(services.admin, settings)
+        try:
+            _create_demo(services.admin, settings)
+        except AdminError:  # another process started at the same moment made the demo
+            console.print("[yellow]demo partner already created by another process[/yellow]")
     else:
         console.print(f"[bold]contactcard[/bold] serving {settings.public_base_url} ({_describe(settings)})")
     services.database.dispose()

@@ -103,12 +103,10 @@ class ContactCards:
             if current is not None and current.is_active:
                 raise ApiError(errors.CARD_EXISTS, headers={"x-should-retry": "false"})
             await line.run(self._check_budget, phone)
-            image_url, source = None, None
+            blob, source = None, None
             if request.image_url is not None:
-                image_url, source = await self._rehost(request.image_url), request.image_url
-            return await self._store_and_apply(
-                line, phone, request.first_name, request.last_name, image_url, source
-            )
+                blob, source = await self._rehost(request.image_url), request.image_url
+            return await self._store_and_apply(line, phone, request.first_name, request.last_name, blob, source)
 
     async def update(self, key_hash: str, phone: str, request: UpdateRequest) -> WriteResult:
         await anyio.to_thread.run_sync(self._access, key_hash, phone)
@@ -122,14 +120,14 @@ class ContactCards:
             await line.run(self._check_budget, phone)
             first_name = current.first_name if request.first_name is contract.UNSET else request.first_name
             last_name = current.last_name if request.last_name is contract.UNSET else request.last_name
-            image_url, source = current.image_url, current.image_source_url
+            blob, source = current.image_blob, current.image_source_url
             wanted = request.image_url
             if wanted is None:
-                image_url, source = None, None
-            elif wanted is not contract.UNSET and wanted not in (current.image_url, current.image_source_url):
+                blob, source = None, None
+            elif wanted is not contract.UNSET and wanted not in (self.image_url(current), source):
                 # Only a new URL is fetched: echoing back what GET returned costs nothing.
-                image_url, source = await self._rehost(wanted), wanted
-            return await self._store_and_apply(line, phone, first_name, last_name, image_url, source)
+                blob, source = await self._rehost(wanted), wanted
+            return await self._store_and_apply(line, phone, first_name, last_name, blob, source)
 
     def _check_budget(self, conn: Any, phone: str) -> None:
         budget, window = self._policy.write_budget, self._policy.write_budget_window
@@ -162,7 +160,7 @@ class ContactCards:
         phone: str,
         first_name: str,
         last_name: str | None,
-        image_url: str | None,
+        blob: str | None,
         source: str | None,
     ) -> WriteResult:
         def store_inactive(conn: Any) -> Card:
@@ -172,12 +170,14 @@ class ContactCards:
                 phone=phone,
                 first_name=first_name,
                 last_name=last_name,
-                image_url=image_url,
+                image_blob=blob,
                 image_source_url=source,
             )
 
         card = await line.run(store_inactive)
-        outcome = await anyio.to_thread.run_sync(self._device.apply, card, abandon_on_cancel=False)
+        outcome = await anyio.to_thread.run_sync(
+            self._device.apply, card, self.image_url(card), abandon_on_cancel=False
+        )
         if outcome is Outcome.APPLIED:
             return WriteResult(await line.run(store.mark_active, card))
         if outcome is Outcome.RATE_LIMITED:
@@ -190,13 +190,16 @@ class ContactCards:
             return WriteResult(card, ApiError(errors.APPLY_INCOMPLETE))
         return WriteResult(card)
 
+    def image_url(self, card: Card) -> str | None:
+        return card.image_url(self.rules.own_cdn_prefix)
+
     async def _rehost(self, raw: str) -> str:
-        """Put the image behind `raw` on our CDN and return its CDN URL."""
+        """Put the image behind `raw` on our CDN and return its blob name."""
         own = self.rules.own_blob(raw)
         if own is not None:
             if await anyio.to_thread.run_sync(self._cdn.get, own) is None:
                 raise ApiError(errors.IMAGE_FETCH_FAILED, "no such image on this CDN")
-            return raw
+            return own
         url = self.rules.parse(raw)
         try:
             data = await self._fetcher.fetch(url)
@@ -208,4 +211,4 @@ class ContactCards:
             raise ApiError(errors.IMAGE_UNUSABLE, exc.reason) from None
         name = f"{image.digest}.{image.extension}"
         await anyio.to_thread.run_sync(self._cdn.put, name, image.data)
-        return f"{self.rules.own_cdn_prefix}{name}"
+        return name

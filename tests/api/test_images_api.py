@@ -95,3 +95,27 @@ def test_unknown_cdn_blob_is_404(server):
     assert response.status_code == 404 and response.json()["error"]["code"] == 2001
     traversal = httpx.get(f"{server.base_url}/cdn/contact-card/..%2F..%2Fcontactcard.db")
     assert traversal.status_code == 404
+
+
+def test_image_urls_follow_the_current_cdn_base(farm, image_host):
+    """Stored cards name blobs, not URLs: a new public address does not strand them."""
+    from tests.conftest import start_server
+
+    first = farm.get("sqlite", write_budget=0)
+    partner = make_partner(first, lines=1)
+    card = partner.client().contact_card.create(
+        phone_number=partner.lines[0], first_name="Moved", image_url=image_host.serve(images.jpeg())
+    )
+    moved = start_server(
+        {"image_allowed_hosts": image_host.host_port, "cdn_base_url": "https://cdn.example.test/media"},
+        first.settings.data_dir,
+    )
+    try:
+        response = httpx.get(
+            f"{moved.base_url}/v3/contact_card", headers={"authorization": f"Bearer {partner.key}"}
+        )
+        (shown,) = response.json()["contact_cards"]
+        blob = card.image_url.rsplit("/", 1)[1]
+        assert shown["image_url"] == f"https://cdn.example.test/media/contact-card/{blob}"
+    finally:
+        moved.stop()

@@ -10,8 +10,9 @@ from contactcard.card import Card, Outcome
 
 
 class Device(Protocol):
-    def apply(self, card: Card) -> Outcome:
-        """Ask the line's device to show this card. Blocking; called from a worker thread."""
+    def apply(self, card: Card, image_url: str | None) -> Outcome:
+        """Ask the line's device to show this card with the image at `image_url` (our CDN).
+        Blocking; called from a worker thread."""
         ...
 
     def rcs_check_available(self, phone_number: str) -> bool:

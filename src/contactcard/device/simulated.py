@@ -21,7 +21,7 @@ class SimulatedDevice:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def apply(self, card: Card) -> Outcome:
+    def apply(self, card: Card, image_url: str | None) -> Outcome:
         with self._engine.connect() as conn:
             delay = self._script(conn, card.phone_number).apply_delay
         if delay > 0:
@@ -35,7 +35,7 @@ class SimulatedDevice:
         with self._engine.begin() as conn:
             outcome = self._take_scripted_outcome(conn, card.phone_number)
             if outcome is Outcome.APPLIED:
-                self._show(conn, card)
+                self._show(conn, card, image_url)
         return outcome
 
     def rcs_check_available(self, phone_number: str) -> bool:
@@ -97,10 +97,10 @@ class SimulatedDevice:
         return Outcome.APPLIED
 
     @staticmethod
-    def _show(conn: Connection, card: Card) -> None:
+    def _show(conn: Connection, card: Card, image_url: str | None) -> None:
         now = datetime.now(UTC)
         where = device_displays.c.phone_number == card.phone_number
-        values = {"first_name": card.first_name, "last_name": card.last_name, "image_url": card.image_url}
+        values = {"first_name": card.first_name, "last_name": card.last_name, "image_url": image_url}
         shown = conn.execute(select(device_displays.c.applies).where(where)).first()
         if shown is None:
             conn.execute(

@@ -51,7 +51,8 @@ async def contact_card(request: Request) -> Response:
         lambda: contract.phone_from_query(request.query_params.getlist("phone_number"), required=False),
     )
     found = service.list_cards(hashed_key) if phone is None else service.get_card(hashed_key, phone)
-    return json_response({"contact_cards": [card.public() for card in found]})
+    prefix = service.rules.own_cdn_prefix
+    return json_response({"contact_cards": [card.public(prefix) for card in found]})
 
 
 async def _setup(request: Request, service: ContactCards, hashed_key: str) -> Response:
@@ -63,7 +64,7 @@ async def _setup(request: Request, service: ContactCards, hashed_key: str) -> Re
             contract.json_object(raw, request.headers.get("content-type")), service.rules
         ),
     )
-    return _written(await service.setup(hashed_key, setup))
+    return _written(service, await service.setup(hashed_key, setup))
 
 
 async def _update(request: Request, service: ContactCards, hashed_key: str) -> Response:
@@ -76,10 +77,10 @@ async def _update(request: Request, service: ContactCards, hashed_key: str) -> R
         return phone, contract.update_request(body, service.rules)
 
     phone, update = _validated(service, hashed_key, parse)
-    return _written(await service.update(hashed_key, phone, update))
+    return _written(service, await service.update(hashed_key, phone, update))
 
 
-def _written(result: WriteResult) -> Response:
+def _written(service: ContactCards, result: WriteResult) -> Response:
     if result.error is not None:
         raise result.error
-    return json_response(result.card.public())
+    return json_response(result.card.public(service.rules.own_cdn_prefix))

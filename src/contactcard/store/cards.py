@@ -17,7 +17,7 @@ _CARD_COLUMNS = (
     cards.c.phone_number,
     cards.c.first_name,
     cards.c.last_name,
-    cards.c.image_url,
+    cards.c.image_blob,
     cards.c.image_source_url,
     cards.c.is_active,
     cards.c.ever_active,
@@ -58,7 +58,7 @@ def _card(row) -> Card | None:
         phone_number=row.phone_number,
         first_name=row.first_name,
         last_name=row.last_name,
-        image_url=row.image_url,
+        image_blob=row.image_blob,
         image_source_url=row.image_source_url,
         is_active=bool(row.is_active),
         ever_active=bool(row.ever_active),
@@ -92,7 +92,7 @@ def store_inactive(
     phone: str,
     first_name: str,
     last_name: str | None,
-    image_url: str | None,
+    image_blob: str | None,
     image_source_url: str | None,
 ) -> Card:
     """Write the card's new values, inactive (step one of every apply)."""
@@ -100,7 +100,7 @@ def store_inactive(
     values = {
         "first_name": first_name,
         "last_name": last_name,
-        "image_url": image_url,
+        "image_blob": image_blob,
         "image_source_url": image_source_url,
         "is_active": False,
         "updated_at": now,

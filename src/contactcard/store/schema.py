@@ -66,7 +66,9 @@ cards = Table(
     ),
     Column("first_name", String(400), nullable=False),
     Column("last_name", String(400), nullable=True),
-    Column("image_url", String(2048), nullable=True),
+    # The blob name on our CDN; URLs are built from the CDN base at read time, so a new
+    # public address or CDN does not strand stored cards.
+    Column("image_blob", String(80), nullable=True),
     Column("image_source_url", String(2048), nullable=True),
     Column("is_active", Boolean, nullable=False),
     Column("ever_active", Boolean, nullable=False),

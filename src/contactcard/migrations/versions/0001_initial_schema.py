@@ -73,7 +73,7 @@ def upgrade() -> None:
     sa.Column('phone_number', sa.String(length=16), nullable=False),
     sa.Column('first_name', sa.String(length=400), nullable=False),
     sa.Column('last_name', sa.String(length=400), nullable=True),
-    sa.Column('image_url', sa.String(length=2048), nullable=True),
+    sa.Column('image_blob', sa.String(length=80), nullable=True),
     sa.Column('image_source_url', sa.String(length=2048), nullable=True),
     sa.Column('is_active', sa.Boolean(), nullable=False),
     sa.Column('ever_active', sa.Boolean(), nullable=False),
