@@ -115,9 +115,10 @@ def _create_demo(admin: Admin, settings: Settings) -> None:
     )
     console.print(
         Panel(
+            f"Serving {settings.public_base_url} ({_describe(settings)})\n"
             f"Demo partner [bold]{partner.id}[/bold] with lines {', '.join(DEMO_LINES)}\n"
             f"API key (shown once): [bold green]{issued.key}[/bold green]",
-            title=f"contactcard at {settings.public_base_url} ({_describe(settings)})",
+            title="contactcard",
             expand=False,
         )
     )

@@ -119,3 +119,19 @@ def test_image_urls_follow_the_current_cdn_base(farm, image_host):
         assert shown["image_url"] == f"https://cdn.example.test/media/contact-card/{blob}"
     finally:
         moved.stop()
+
+
+def test_without_private_hosts_only_https_public_urls_are_taken(farm, backend, image_host):
+    server = farm.get(backend, image_allowed_hosts="")
+    partner = make_partner(server, lines=1)
+    client = partner.client()
+    with pytest.raises(linq.BadRequestError) as plain_http:
+        client.contact_card.create(phone_number=partner.lines[0], first_name="A", image_url=image_host.serve(images.jpeg()))
+    assert plain_http.value.code == 1005 and "https" in plain_http.value.body["message"]
+    before = sum(image_host.hits.values())
+    for url in ("https://127.0.0.1/a.jpg", "https://[::1]/a.jpg", "https://169.254.169.254/latest", "https://2130706433/"):
+        with pytest.raises(linq.BadRequestError) as refused:
+            client.contact_card.create(phone_number=partner.lines[0], first_name="A", image_url=url)
+        assert refused.value.code in (1005, 5006), url
+    assert sum(image_host.hits.values()) == before
+    assert client.contact_card.retrieve().contact_cards == []

@@ -141,3 +141,17 @@ def test_budget_window_is_configurable(farm, backend):
     assert caught.value.retry_after == 1
     time.sleep(1.1)
     assert client.contact_card.update(phone_number=phone, first_name="C").first_name == "C"
+
+
+def test_upstream_rate_limit_on_patch_leaves_new_values_inactive(partner):
+    phone = partner.lines[0]
+    client = partner.client()
+    client.contact_card.create(phone_number=phone, first_name="Before")
+    partner.script(phone, rate_limit_next=1)
+    with partner.http() as http:
+        response = http.patch("/v3/contact_card", params={"phone_number": phone}, json={"first_name": "After"})
+    assert response.status_code == 503 and response.json()["error"]["code"] == 4004
+    assert response.headers["x-should-retry"] == "false"
+    card = client.contact_card.retrieve(phone_number=phone).contact_cards[0]
+    assert (card.first_name, card.is_active) == ("After", False)
+    assert partner.device(phone)["first_name"] == "Before"
