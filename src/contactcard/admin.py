@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from contactcard import contract, keys
@@ -77,7 +77,8 @@ class Admin:
         return [Partner(r.id, r.name, r.created_at) for r in rows]
 
     def partner_count(self) -> int:
-        return len(self.list_partners())
+        with self._db.reader.connect() as conn:
+            return conn.execute(select(func.count()).select_from(partners)).scalar_one()
 
     def _require_partner(self, conn, partner_id: str) -> None:
         if conn.execute(select(partners.c.id).where(partners.c.id == partner_id)).first() is None:

@@ -11,12 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from contactcard import errors
+from contactcard.admin import AdminError
 from contactcard.bootstrap import Services, build
 from contactcard.contract import MAX_BODY_BYTES
 from contactcard.errors import ApiError
 from contactcard.http import admin, cards, openapi, pages
 from contactcard.http.edge import BodyTooLarge, Edge
-from contactcard.http.envelope import error_response
+from contactcard.http.envelope import error_response, json_response
 from contactcard.settings import Settings
 
 log = logging.getLogger("contactcard")
@@ -59,6 +60,10 @@ def _install_error_handlers(app: FastAPI, docs_base_url: str) -> None:
             return render(request, ApiError(errors.BAD_BODY))
         return render(request, ApiError(errors.BAD_VALUE, f"{where}: {first.get('msg', 'invalid')}"))
 
+    async def admin_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AdminError)
+        return render(request, admin.admin_failure(exc))
+
     async def too_large(request: Request, exc: Exception) -> Response:
         return render(request, ApiError(errors.BODY_TOO_LARGE))
 
@@ -70,6 +75,7 @@ def _install_error_handlers(app: FastAPI, docs_base_url: str) -> None:
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(BodyTooLarge, too_large)
+    app.add_exception_handler(AdminError, admin_error)
     app.add_exception_handler(Exception, unexpected)
 
 
@@ -98,8 +104,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.router.add_route("/healthz", pages.healthz, methods=["GET"], include_in_schema=False)
 
     async def openapi_json(request: Request) -> Response:
-        from contactcard.http.envelope import json_response
-
         return json_response(document)
 
     app.router.add_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
