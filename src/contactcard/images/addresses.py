@@ -1,4 +1,4 @@
-"""Which addresses an image may be fetched from (HARDENING rules 4 and 7)."""
+"""Which addresses an image may be fetched from (docs/security.md, rules 4 and 7)."""
 
 from __future__ import annotations
 

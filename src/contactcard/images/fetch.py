@@ -1,5 +1,5 @@
 """Fetching a caller's image without letting the caller reach our network
-(HARDENING rules 2, 4-7, 9-14).
+(docs/security.md, rules 2, 4-7, 9-14).
 
 `NetworkFetcher` resolves the host itself, checks every address, connects to
 exactly the checked address (original Host header and TLS SNI kept, so the

@@ -1,5 +1,5 @@
 """Turning untrusted image bytes into our contact-card rendition
-(HARDENING rules 15-22): decode for real, orient, square, shrink, and
+(docs/security.md, rules 15-22): decode for real, orient, square, shrink, and
 re-encode from a fresh image so no metadata of the original survives.
 
 Synchronous and pure: the caller runs it in a worker thread.

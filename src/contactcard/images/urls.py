@@ -1,4 +1,4 @@
-"""One strict parser for caller-supplied image URLs (HARDENING rules 1-3).
+"""One strict parser for caller-supplied image URLs (docs/security.md, rules 1-3).
 
 Every URL the fetcher touches -- the caller's and every redirect target -- goes
 through `parse_image_url`, and the fetcher only ever uses the parsed pieces, so
