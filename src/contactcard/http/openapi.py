@@ -39,7 +39,11 @@ OPERATION_ERRORS: dict[str, dict[int, list[int]]] = {
 }
 
 _PHONE = {"type": "string", "pattern": f"^{E164.pattern}$", "examples": ["+15551234567"]}
-_NAME = {"type": "string", "minLength": 1, "maxLength": NAME_MAX}
+_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "description": f"1-{NAME_MAX} characters after trimming white space; no control or bidirectional characters.",
+}
 _IMAGE_URL = {"type": "string", "maxLength": 2048, "description": "Absolute https URL of the image to rehost."}
 
 _SCHEMAS: dict[str, Any] = {
@@ -67,7 +71,7 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "phone_number": _PHONE,
             "first_name": _NAME,
-            "last_name": {"type": ["string", "null"], "maxLength": NAME_MAX},
+            "last_name": {**_NAME, "type": ["string", "null"], "minLength": 0},
             "image_url": {**_IMAGE_URL, "type": ["string", "null"]},
         },
     },
@@ -77,7 +81,7 @@ _SCHEMAS: dict[str, Any] = {
         "last_name or image_url. An empty object re-applies the stored values.",
         "properties": {
             "first_name": _NAME,
-            "last_name": {"type": ["string", "null"], "maxLength": NAME_MAX},
+            "last_name": {**_NAME, "type": ["string", "null"], "minLength": 0},
             "image_url": {**_IMAGE_URL, "type": ["string", "null"]},
         },
     },
@@ -151,8 +155,9 @@ _PHONE_QUERY_OPTIONAL = {
     "name": "phone_number",
     "in": "query",
     "required": False,
-    "description": "E.164 number to filter by. Omitted: every card of the partner.",
-    "schema": {"type": "string"},
+    "description": "E.164 number to filter by. Omitted: every card of the partner. A leading space "
+    "(an unencoded `+` typed by hand) is read as `+`; anything else not E.164 is 400 1002.",
+    "schema": {"type": "string", "examples": ["+15551234567"]},
 }
 
 
