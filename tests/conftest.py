@@ -48,6 +48,14 @@ class RunningServer:
     thread: threading.Thread
 
     @property
+    def framework(self) -> Any:
+        """The FastAPI app inside the ASGI layers."""
+        app = self.app
+        while not hasattr(app, "state"):
+            app = app.app
+        return app
+
+    @property
     def partner_base(self) -> str:
         return f"{self.base_url}/api/partner"
 

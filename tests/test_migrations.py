@@ -30,3 +30,14 @@ def test_postgres_schema_matches_models(farm, postgres_url):
     if postgres_url is None:
         pytest.skip("PostgreSQL tests need CONTACTCARD_TEST_POSTGRES_URL (CI sets it)")
     assert _drift(postgres_url) == []
+
+
+def test_head_revision_constant_matches_alembic():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from contactcard.store.db import HEAD_REVISION, MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION

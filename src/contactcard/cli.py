@@ -55,6 +55,7 @@ def serve(
     import uvicorn
 
     from contactcard.bootstrap import build
+    from contactcard.http.app import create_app
 
     if simulate_images:
         os.environ["CONTACTCARD_IMAGE_FETCH"] = "simulated"
@@ -68,17 +69,20 @@ def serve(
             console.print("[yellow]demo partner already created by another process[/yellow]")
     else:
         console.print(f"[bold]contactcard[/bold] serving {settings.public_base_url} ({_describe(settings)})")
+    options = {
+        "host": host,
+        "port": port,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        "proxy_headers": False,
+        "server_header": False,
+    }
+    if workers == 1:  # this process serves: reuse what was just built
+        uvicorn.run(create_app(settings, services), **options)
+        return
+    services.cards.dispose()
     services.database.dispose()
-    uvicorn.run(
-        "contactcard.http.app:create_app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=settings.log_level,
-        proxy_headers=False,
-        server_header=False,
-    )
+    uvicorn.run("contactcard.http.app:create_app_from_env", factory=True, workers=workers, **options)
 
 
 def _display_host(host: str) -> str:

@@ -22,16 +22,17 @@ from contactcard.cdn import BlobStore
 from contactcard.contract import ImageRules, SetupRequest, UpdateRequest
 from contactcard.device import Device
 from contactcard.errors import ApiError
-from contactcard.images import FetchError, ImageError, ImageFetcher, normalise
+from contactcard import images
 from contactcard.store import cards as store
 from contactcard.store.db import Database
 from contactcard.store.gate import LineGate, LineWriter
-from contactcard.store.schema import api_keys, write_attempts
+from contactcard.store.reads import CardReads, LineAccess
+from contactcard.store.schema import write_attempts
 
 
 @dataclass(frozen=True)
 class WriteResult:
-    card: Card
+    card: dict  # as the API answers it
     # In the `hosted` profile a failed apply is an error *after* the card was stored.
     error: ApiError | None = None
 
@@ -50,7 +51,7 @@ class ContactCards:
         database: Database,
         device: Device,
         cdn: BlobStore,
-        fetcher: ImageFetcher,
+        fetcher: images.ImageFetcher,
         rules: ImageRules,
         policy: Policy,
     ) -> None:
@@ -61,23 +62,25 @@ class ContactCards:
         self._fetcher = fetcher
         self.rules = rules
         self._policy = policy
+        self._reads = CardReads(database, rules.own_cdn_prefix)
 
-    # --- reads: one query each, on the calling thread -------------------------------
+    def dispose(self) -> None:
+        self._reads.dispose()
 
-    def list_cards(self, key_hash: str) -> list[Card]:
-        with self._db.reader.connect() as conn:
-            partner, found = store.partner_cards(conn, key_hash)
+    # --- reads: one statement each, on the calling thread, answered as API dicts ----
+
+    def list_cards(self, key_hash: str) -> list[dict]:
+        partner, found = self._reads.partner_cards(key_hash)
         if partner is None:
             raise ApiError(errors.UNAUTHORIZED)
         return found
 
-    def get_card(self, key_hash: str, phone: str) -> list[Card]:
+    def get_card(self, key_hash: str, phone: str) -> list[dict]:
         access = self._access(key_hash, phone)
         return [access.card] if access.card else []
 
-    def _access(self, key_hash: str, phone: str) -> store.LineAccess:
-        with self._db.reader.connect() as conn:
-            access = store.line_access(conn, key_hash, phone)
+    def _access(self, key_hash: str, phone: str) -> LineAccess:
+        access = self._reads.line_access(key_hash, phone)
         if access.partner_id is None:
             raise ApiError(errors.UNAUTHORIZED)
         if not access.owns_line:
@@ -86,11 +89,7 @@ class ContactCards:
 
     def require_key(self, key_hash: str) -> None:
         """401 unless the key is known and not revoked (for requests refused before the lookup)."""
-        with self._db.reader.connect() as conn:
-            row = conn.execute(
-                api_keys.select().where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
-            ).first()
-        if row is None:
+        if self._reads.line_access(key_hash, "").partner_id is None:
             raise ApiError(errors.UNAUTHORIZED)
 
     # --- writes ---------------------------------------------------------------------
@@ -179,7 +178,7 @@ class ContactCards:
             self._device.apply, card, self.image_url(card), abandon_on_cancel=False
         )
         if outcome is Outcome.APPLIED:
-            return WriteResult(await line.run(store.mark_active, card))
+            return WriteResult(self.public(await line.run(store.mark_active, card)))
         if outcome is Outcome.RATE_LIMITED:
             raise ApiError(
                 errors.RCS_UNAVAILABLE,
@@ -187,11 +186,14 @@ class ContactCards:
                 text=errors.UPSTREAM_RATE_LIMITED_MESSAGE,
             )
         if self._policy.profile == "hosted":
-            return WriteResult(card, ApiError(errors.APPLY_INCOMPLETE))
-        return WriteResult(card)
+            return WriteResult(self.public(card), ApiError(errors.APPLY_INCOMPLETE))
+        return WriteResult(self.public(card))
 
     def image_url(self, card: Card) -> str | None:
         return card.image_url(self.rules.own_cdn_prefix)
+
+    def public(self, card: Card) -> dict:
+        return card.public(self.rules.own_cdn_prefix)
 
     async def _rehost(self, raw: str) -> str:
         """Put the image behind `raw` on our CDN and return its blob name."""
@@ -203,11 +205,11 @@ class ContactCards:
         url = self.rules.parse(raw)
         try:
             data = await self._fetcher.fetch(url)
-        except FetchError as exc:
+        except images.FetchError as exc:
             raise ApiError(errors.IMAGE_FETCH_FAILED, exc.reason) from None
         try:
-            image = await anyio.to_thread.run_sync(normalise, data)
-        except ImageError as exc:
+            image = await anyio.to_thread.run_sync(images.normalise, data)
+        except images.ImageError as exc:
             raise ApiError(errors.IMAGE_UNUSABLE, exc.reason) from None
         name = f"{image.digest}.{image.extension}"
         await anyio.to_thread.run_sync(self._cdn.put, name, image.data)

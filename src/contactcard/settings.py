@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         description="Key given to the demo partner `serve` creates in an empty database. Empty: a random key.",
     )
     log_level: str = Field("info", description="Log level of the server.")
+    access_log: bool = Field(
+        False, description="Log every request (uvicorn's access log). Off by default to keep the GET path lean."
+    )
 
     @field_validator("public_base_url", "cdn_base_url", "docs_base_url")
     @classmethod

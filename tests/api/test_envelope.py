@@ -232,7 +232,7 @@ def test_cross_partner_access_is_403_on_every_endpoint(partner, other_partner):
 
 
 def test_an_unhandled_exception_is_500_3006_without_a_trace(partner, monkeypatch):
-    cards = partner.server.app.app.state.cards
+    cards = partner.server.framework.state.cards
 
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals")

@@ -49,7 +49,7 @@ def check(document: dict, response: httpx.Response, path: str) -> None:
 
 def test_document_routes_match_the_app(server, document):
     served: dict[str, set[str]] = {}
-    for route in server.app.app.router.routes:
+    for route in server.framework.router.routes:
         if isinstance(route, Route) and (route.path in openapi.CARD_PATHS or route.path.startswith("/cdn/")):
             served[route.path] = {m.lower() for m in route.methods or ()} - {"head"}
     documented = {path: set(ops) for path, ops in document["paths"].items()}

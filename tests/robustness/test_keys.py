@@ -6,7 +6,7 @@ import logging
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, select
 
 from contactcard.keys import key_hash
 from contactcard.store.schema import api_keys
@@ -27,24 +27,24 @@ def test_only_the_hash_of_a_key_is_in_the_database(partner):
     assert key_hash(partner.key) in everything
 
 
-def _statements(server, request) -> list[str]:
-    """The SQL the server ran while answering `request()`."""
-    engine = server.app.app.state.cards._db.reader
+def _statements(server, request, monkeypatch) -> list[str]:
+    """The SQL the read path ran while the server answered `request()`."""
+    reads = server.framework.state.cards._reads
+    original = reads._rows
     seen: list[str] = []
 
-    def record(conn, cursor, statement, parameters, context, executemany):
-        seen.append(statement)
+    def recording(sql, params, many):
+        seen.append(sql)
+        return original(sql, params, many)
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(reads, "_rows", recording)
         response = request()
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert response.status_code == 401
     return seen
 
 
-def test_unknown_and_known_but_wrong_keys_take_the_same_path(partner):
+def test_unknown_and_known_but_wrong_keys_take_the_same_path(partner, monkeypatch):
     """An unknown key and a near miss of a real key run the very same queries, so their
     cost cannot tell an attacker how close a guess was."""
     base = partner.server.base_url
@@ -53,10 +53,12 @@ def test_unknown_and_known_but_wrong_keys_take_the_same_path(partner):
         unknown = _statements(
             partner.server,
             lambda: httpx.get(f"{base}{path}", params=params, headers={"authorization": "Bearer cc_unknown"}),
+            monkeypatch,
         )
         wrong = _statements(
             partner.server,
             lambda: httpx.get(f"{base}{path}", params=params, headers={"authorization": f"Bearer {near_miss}"}),
+            monkeypatch,
         )
         assert unknown == wrong
         assert len(unknown) == 1 and unknown[0].lstrip().upper().startswith("SELECT")
@@ -93,7 +95,7 @@ def test_nothing_secret_reaches_the_logs(tmp_path, image_host, caplog, monkeypat
             def explode(*args, **kwargs):
                 raise RuntimeError("boom")
 
-            monkeypatch.setattr(server.app.app.state.cards, "list_cards", explode)
+            monkeypatch.setattr(server.framework.state.cards, "list_cards", explode)
             assert http.get("/v3/contact_card").status_code == 500
         server.admin("GET", "/partners")
         httpx.get(f"{server.base_url}/admin/v1/partners", headers={"authorization": "Bearer wrong-admin-token"})

@@ -109,7 +109,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.router.add_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
     app.include_router(admin.router)
     _install_error_handlers(app, docs_base)
-    return Edge(app, max_body=MAX_BODY_BYTES, docs_base_url=docs_base)
+    fast = cards.FastGet(app, services.cards, docs_base)
+    return Edge(fast, max_body=MAX_BODY_BYTES, docs_base_url=docs_base)
 
 
 def create_app_from_env() -> Edge:

@@ -1,16 +1,14 @@
-"""Card queries: the read path (key, ownership and card in one round trip) and card writes."""
+"""Card writes, and the card of a line as the write path sees it (under its gate)."""
 
 from __future__ import annotations
 
-import hmac
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, and_, func, insert, select, update
 
 from contactcard.card import Card
-from contactcard.store.schema import api_keys, cards, lines, write_attempts
+from contactcard.store.schema import cards, write_attempts
 
 _CARD_COLUMNS = (
     cards.c.id,
@@ -22,33 +20,6 @@ _CARD_COLUMNS = (
     cards.c.is_active,
     cards.c.ever_active,
 )
-
-# Built once: the hot path only binds parameters.
-_ONE = (
-    select(api_keys.c.key_hash, api_keys.c.partner_id, lines.c.partner_id.label("owner"), *_CARD_COLUMNS)
-    .select_from(api_keys)
-    .outerjoin(lines, lines.c.phone_number == bindparam("phone"))
-    .outerjoin(cards, cards.c.phone_number == lines.c.phone_number)
-    .where(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
-)
-_ALL = (
-    select(api_keys.c.key_hash, api_keys.c.partner_id, *_CARD_COLUMNS)
-    .select_from(api_keys)
-    .outerjoin(lines, lines.c.partner_id == api_keys.c.partner_id)
-    .outerjoin(cards, cards.c.phone_number == lines.c.phone_number)
-    .where(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
-    .order_by(cards.c.phone_number)
-)
-
-
-@dataclass(frozen=True)
-class LineAccess:
-    """What one key may see of one line, found in a single query."""
-
-    partner_id: str | None  # None: unknown or revoked key
-    owns_line: bool
-    card: Card | None
-
 
 def _card(row) -> Card | None:
     if row.id is None:
@@ -63,22 +34,6 @@ def _card(row) -> Card | None:
         is_active=bool(row.is_active),
         ever_active=bool(row.ever_active),
     )
-
-
-def line_access(conn: Connection, key_hash: str, phone: str) -> LineAccess:
-    row = conn.execute(_ONE, {"key_hash": key_hash, "phone": phone}).first()
-    if row is None or not hmac.compare_digest(row.key_hash, key_hash):
-        return LineAccess(None, False, None)
-    owns = row.owner is not None and row.owner == row.partner_id
-    return LineAccess(row.partner_id, owns, _card(row) if owns else None)
-
-
-def partner_cards(conn: Connection, key_hash: str) -> tuple[str | None, list[Card]]:
-    """The partner of a key and all of its cards, ordered by phone number."""
-    rows = conn.execute(_ALL, {"key_hash": key_hash}).all()
-    if not rows or not hmac.compare_digest(rows[0].key_hash, key_hash):
-        return None, []
-    return rows[0].partner_id, [card for card in map(_card, rows) if card is not None]
 
 
 def card_for_line(conn: Connection, phone: str) -> Card | None:

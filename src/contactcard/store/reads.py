@@ -1,0 +1,133 @@
+"""The read path: key, ownership and cards in one statement on a raw DB-API connection.
+
+GET is the hot path, so it skips the ORM layers: one prepared statement, rows turned
+straight into the dicts the API answers with. Nothing is cached, so a revoked key or a
+write by another process is seen by the very next request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from contactcard.store.db import Database
+
+_ONE = """
+SELECT k.key_hash, k.partner_id, l.partner_id,
+       c.phone_number, c.first_name, c.last_name, c.image_blob, c.is_active
+FROM api_keys AS k
+LEFT JOIN lines AS l ON l.phone_number = {p}
+LEFT JOIN cards AS c ON c.phone_number = l.phone_number
+WHERE k.key_hash = {p} AND k.revoked_at IS NULL
+"""
+_ALL = """
+SELECT k.key_hash, k.partner_id,
+       c.phone_number, c.first_name, c.last_name, c.image_blob, c.is_active
+FROM api_keys AS k
+LEFT JOIN lines AS l ON l.partner_id = k.partner_id
+LEFT JOIN cards AS c ON c.phone_number = l.phone_number
+WHERE k.key_hash = {p} AND k.revoked_at IS NULL
+ORDER BY c.phone_number
+"""
+
+Card = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LineAccess:
+    """What one key may see of one line."""
+
+    partner_id: str | None  # None: unknown or revoked key
+    owns_line: bool
+    card: Card | None
+
+
+class CardReads:
+    def __init__(self, database: Database, cdn_prefix: str) -> None:
+        self._prefix = cdn_prefix
+        url = make_url(database.url)
+        if url.get_backend_name() == "sqlite":
+            self._path = url.database or ":memory:"
+            self._local = threading.local()
+            self._engine = None
+            marker = "?"
+        else:
+            # Its own pool, autocommit and without pre-ping: the hot path pays one round
+            # trip, not three.
+            self._engine = create_engine(
+                database.url, pool_size=5, max_overflow=10, isolation_level="AUTOCOMMIT"
+            )
+            marker = "%s"
+        self._one = _ONE.format(p=marker)
+        self._all = _ALL.format(p=marker)
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def _rows(self, sql: str, params: tuple, many: bool) -> list[tuple] | tuple | None:
+        if self._engine is None:
+            connection = getattr(self._local, "connection", None)
+            if connection is None:
+                connection = self._local.connection = self._sqlite()
+            # fetchall even for one row: the statement is finished and holds no snapshot.
+            rows = connection.execute(sql, params).fetchall()
+            return rows if many else (rows[0] if rows else None)
+        for attempt in (1, 2):
+            raw = self._engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                cursor.execute(sql, params)
+                return cursor.fetchall() if many else cursor.fetchone()
+            except Exception as exc:
+                # A connection the database dropped is thrown away and tried once more.
+                if attempt == 2 or not _is_disconnect(exc):
+                    raise
+                raw.invalidate()
+            finally:
+                raw.close()
+        return None  # unreachable
+
+    def _sqlite(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA query_only=ON")
+        connection.execute("PRAGMA busy_timeout=5000")
+        return connection
+
+    def _card(self, row: tuple, at: int) -> Card:
+        blob = row[at + 3]
+        return {
+            "phone_number": row[at],
+            "first_name": row[at + 1],
+            "last_name": row[at + 2],
+            "image_url": self._prefix + blob if blob else None,
+            "is_active": bool(row[at + 4]),
+        }
+
+    def line_access(self, key_hash: str, phone: str) -> LineAccess:
+        row = self._rows(self._one, (phone, key_hash), many=False)
+        if row is None or not hmac.compare_digest(row[0], key_hash):
+            return LineAccess(None, False, None)
+        owns = row[2] is not None and row[2] == row[1]
+        card = self._card(row, 3) if owns and row[3] is not None else None
+        return LineAccess(row[1], owns, card)
+
+    def partner_cards(self, key_hash: str) -> tuple[str | None, list[Card]]:
+        """The partner of a key and all of its cards, ordered by phone number."""
+        rows = self._rows(self._all, (key_hash,), many=True)
+        if not rows or not hmac.compare_digest(rows[0][0], key_hash):
+            return None, []
+        card = self._card
+        return rows[0][1], [card(row, 2) for row in rows if row[2] is not None]
+
+
+def _is_disconnect(exc: Exception) -> bool:
+    import psycopg
+
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
