@@ -76,6 +76,7 @@ def serve(
         "access_log": settings.access_log,
         "proxy_headers": False,
         "server_header": False,
+        "ws": "none",  # no WebSocket routes; not loading a WebSocket stack saves memory
     }
     if workers == 1:  # this process serves: reuse what was just built
         uvicorn.run(create_app(settings, services), **options)

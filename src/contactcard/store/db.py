@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+
+from contactcard.store.schema import metadata
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration; a test keeps it equal to Alembic's head. Knowing it lets a start on
@@ -86,21 +88,47 @@ def migrate(database: Database) -> None:
     """Bring the schema to the newest migration (idempotent; safe at every start)."""
     if current_revision(database) == HEAD_REVISION:
         return
+    with database.writer.connect() as connection:
+        if database.dialect == "postgresql":
+            # Several processes may start at once against one database.
+            connection.exec_driver_sql("SELECT pg_advisory_lock(7212001)")
+            connection.commit()
+        try:
+            if current_revision(database) == HEAD_REVISION:  # another process just did it
+                return
+            empty = not inspect(connection).get_table_names()
+            connection.rollback()
+            if empty:
+                _create_at_head(connection)
+            else:
+                _upgrade(database, connection)
+        finally:
+            if database.dialect == "postgresql":
+                connection.exec_driver_sql("SELECT pg_advisory_unlock(7212001)")
+                connection.commit()
+
+
+def _create_at_head(connection: Connection) -> None:
+    """An empty database gets the newest schema at once, stamped as migrated: the same
+    tables the migrations build (a test compares them), without loading Alembic."""
+    metadata.create_all(connection)
+    connection.execute(
+        text(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    connection.execute(text("INSERT INTO alembic_version (version_num) VALUES (:head)"), {"head": HEAD_REVISION})
+    connection.commit()
+
+
+def _upgrade(database: Database, connection: Connection) -> None:
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", database.url.replace("%", "%%"))
-    with database.writer.connect() as connection:
-        if database.dialect == "postgresql":
-            # Several processes may start at once against one database.
-            connection.exec_driver_sql("SELECT pg_advisory_lock(7212001)")
-        try:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-            connection.commit()
-        finally:
-            if database.dialect == "postgresql":
-                connection.exec_driver_sql("SELECT pg_advisory_unlock(7212001)")
-                connection.commit()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+    connection.commit()
