@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 
 import pillow_heif
-from PIL import Image, ImageOps
+from PIL import Image
 
 pillow_heif.register_heif_opener()
 
@@ -27,6 +27,19 @@ WHITE = (255, 255, 255)
 JPEG_QUALITY = 85
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+# Modes Pillow resamples as they are (alpha premultiplied); others become RGB first.
+_RESIZABLE_MODES = frozenset({"RGB", "L", "RGBA", "LA"})
+_ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the transpose that shows the picture upright (EXIF 2.32, 4.6.4).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 # warnings.catch_warnings swaps a process-wide filter list and is not
@@ -86,23 +99,29 @@ def _decode_square(
         raise ImageError(f"image is too large: {width}×{height} pixels")
 
     im.seek(0)  # first frame only of an animation
+    orientation = _orientation(im)
     # JPEG decodes straight at a power-of-two reduction that keeps both sides
     # at least max_side; other formats ignore the request.
     im.draft("RGB", (max_side, max_side))
     im.load()
-    im = _oriented(im)
-    im = _to_rgb(im)
+    if im.mode not in _RESIZABLE_MODES:
+        im = _to_rgb(im)
 
+    # The centre square is the same region whichever way the picture is turned,
+    # so crop and shrink first and orient the small square: far less memory
+    # and time than turning the whole decoded picture.
     side = min(im.size)
     left = (im.width - side) // 2
     top = (im.height - side) // 2
     box = (left, top, left + side, top + side)
     target = min(side, max_side)  # never upscale; side >= 1 so never 0 pixels
     if target == side:
-        return im.crop(box)
-    return im.resize(
-        (target, target), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0
-    )
+        square = im.crop(box)
+    else:
+        square = im.resize((target, target), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    square = _to_rgb(square)
+    method = _TRANSPOSE.get(orientation)
+    return square.transpose(method) if method is not None else square
 
 
 def _open(data: bytes) -> Image.Image:
@@ -114,12 +133,12 @@ def _open(data: bytes) -> Image.Image:
         return Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS))
 
 
-def _oriented(im: Image.Image) -> Image.Image:
+def _orientation(im: Image.Image) -> int | None:
     try:
-        return ImageOps.exif_transpose(im)
+        return im.getexif().get(_ORIENTATION_TAG)
     except Exception:
         # Corrupt EXIF is common in the wild; the picture is still usable.
-        return im
+        return None
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
