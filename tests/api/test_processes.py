@@ -12,195 +12,32 @@ the official SDK and raw httpx while reading the database directly with SQLAlche
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import linq
 import pytest
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Engine, create_engine
 
-from contactcard.store.schema import cards, write_attempts
-from tests.conftest import ADMIN_TOKEN, POSTGRES_ENV, new_number
 from tests.support import images
-
-STARTUP_TIMEOUT = 30.0
-NEEDS_POSTGRES = f"needs PostgreSQL: set {POSTGRES_ENV} (e.g. postgresql+psycopg://root@127.0.0.1:5432/test)"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class ServerProcess:
-    """One `contactcard serve` process; `start` may be called again after it died."""
-
-    data_dir: Path
-    database_url: str | None
-    port: int = field(default_factory=free_port)
-    extra_env: dict[str, str] = field(default_factory=dict)
-    name: str = "server"
-    proc: subprocess.Popen | None = None
-    starts: int = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def partner_base(self) -> str:
-        return f"{self.base_url}/api/partner"
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / f"{self.name}.{self.starts}.log"
-
-    def env(self) -> dict[str, str]:
-        # Hermetic: no CONTACTCARD_* setting leaks in from the shell running the tests.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTCARD_")}
-        env.update(
-            CONTACTCARD_DATA_DIR=str(self.data_dir),
-            CONTACTCARD_ADMIN_TOKEN=ADMIN_TOKEN,
-            CONTACTCARD_PUBLIC_BASE_URL=self.base_url,
-            CONTACTCARD_DEMO_API_KEY=f"demo-key-{uuid.uuid4().hex}",
-            CONTACTCARD_LOG_LEVEL="warning",
-            PYTHONUNBUFFERED="1",
-        )
-        if self.database_url:
-            env["CONTACTCARD_DATABASE_URL"] = self.database_url
-        env.update(self.extra_env)
-        return env
-
-    def start(self) -> ServerProcess:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "contactcard", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        self._wait_ready()
-        return self
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"{self.name} not ready after {STARTUP_TIMEOUT}s:\n{self.log()}")
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except FileNotFoundError:
-            return ""
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown hooks, no cleanup, exactly like a crash."""
-        assert self.proc is not None and self.proc.poll() is None, "not running"
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        assert self.proc.returncode == -signal.SIGKILL
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(
-            method,
-            f"{self.base_url}/admin/v1{path}",
-            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
-            timeout=10,
-            **kwargs,
-        )
-
-    def client(self, key: str, **kwargs: Any) -> linq.LinqAPIV3:
-        kwargs.setdefault("max_retries", 0)
-        kwargs.setdefault("timeout", 20)
-        return linq.LinqAPIV3(api_key=key, base_url=self.partner_base, **kwargs)
-
-
-@dataclass
-class ProcPartner:
-    id: str
-    key: str
-    key_id: str
-    lines: list[str]
-
-
-def create_partner(server: ServerProcess, lines: int) -> ProcPartner:
-    created = server.admin("POST", "/partners", json={"name": f"proc partner {uuid.uuid4().hex[:6]}"})
-    assert created.status_code == 200, created.text
-    partner_id = created.json()["id"]
-    issued = server.admin("POST", f"/partners/{partner_id}/keys")
-    assert issued.status_code == 200, issued.text
-    numbers = [new_number() for _ in range(lines)]
-    for number in numbers:
-        added = server.admin("POST", "/lines", json={"partner_id": partner_id, "phone_number": number})
-        assert added.status_code == 200, added.text
-    return ProcPartner(partner_id, issued.json()["key"], issued.json()["id"], numbers)
-
-
-def issue_key(server: ServerProcess, partner_id: str) -> tuple[str, str]:
-    issued = server.admin("POST", f"/partners/{partner_id}/keys")
-    assert issued.status_code == 200, issued.text
-    return issued.json()["key"], issued.json()["id"]
-
-
-def script(server: ServerProcess, phone: str, **values: Any) -> dict:
-    response = server.admin("PUT", f"/devices/{phone}/script", json=values)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def device(server: ServerProcess, phone: str) -> dict:
-    response = server.admin("GET", f"/devices/{phone}")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def card_rows(engine: Engine, phone: str) -> list[Any]:
-    with engine.connect() as conn:
-        return conn.execute(select(cards).where(cards.c.phone_number == phone)).all()
-
-
-def attempts(engine: Engine, phone: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            select(func.count()).select_from(write_attempts).where(write_attempts.c.phone_number == phone)
-        ).scalar_one()
+from tests.support.processes import (
+    NEEDS_POSTGRES,
+    ProcPartner,
+    ServerProcess,
+    assert_clean_log,
+    attempts,
+    card_rows,
+    create_partner,
+    database_engine,
+    device,
+    issue_key,
+    script,
+    stop_all,
+)
 
 
 @pytest.fixture
@@ -210,8 +47,7 @@ def processes() -> Iterator[list[ServerProcess]]:
     try:
         yield started
     finally:
-        for server in started:
-            server.stop()
+        stop_all(started)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -226,8 +62,7 @@ def database_url(request, postgres_url, tmp_path) -> str | None:
 
 @pytest.fixture
 def engine(database_url, tmp_path) -> Iterator[Engine]:
-    url = database_url or f"sqlite:///{tmp_path / 'data' / 'contactcard.db'}"
-    engine = create_engine(url)
+    engine = database_engine(database_url, tmp_path / "data")
     yield engine
     engine.dispose()
 
@@ -260,14 +95,20 @@ def test_killed_between_store_and_apply_leaves_an_inactive_card(
     poster.start()
 
     # The card is stored inactive and committed before the (30 s) device apply starts.
+    # Kill only once the device has started applying (it consumes its one-shot delay as it
+    # starts): killed earlier, the delay would still be scripted for the next apply, and
+    # the POST after the restart would take 30 s.
     deadline = time.monotonic() + 15
     rows: list[Any] = []
+    applying = False
     while time.monotonic() < deadline:
         rows = card_rows(engine, phone)
-        if rows:
+        applying = bool(rows) and device(server, phone)["apply_delay"] == 0
+        if applying:
             break
         time.sleep(0.02)
     assert len(rows) == 1, f"no card row appeared while the device was applying:\n{server.log()}"
+    assert applying, f"the device never started applying:\n{server.log()}"
     assert rows[0].is_active is False or rows[0].is_active == 0
     assert not outcome, f"the POST answered before the device apply finished: {outcome}"
 
@@ -340,9 +181,8 @@ def test_two_processes_share_budget_serialisation_and_revocation(two_servers, po
     finally:
         engine.dispose()
     for server in (a, b):
-        assert server.proc is not None and server.proc.poll() is None, f"{server.name} died:\n{server.log()}"
-        log = server.log()
-        assert "Traceback" not in log and "unhandled error" not in log, f"{server.name} logged:\n{log}"
+        assert server.running, f"{server.name} died:\n{server.log()}"
+        assert_clean_log(server)
 
 
 def _budget_is_shared(a: ServerProcess, b: ServerProcess, partner: ProcPartner, engine: Engine) -> None:
