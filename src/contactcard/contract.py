@@ -22,8 +22,12 @@ E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 NAME_MAX = 100
 MAX_BODY_BYTES = 64 * 1024
 
-# Bidirectional controls make a name display as something else.
-_BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+# Bidirectional controls (Unicode's Bidi_Control set) make a name display as something else.
+_BIDI_CONTROLS = frozenset(
+    chr(c) for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+)
+# Control characters, lone surrogates, and line or paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 _JSON_TYPES = ("application/json",)
 _UNSET: Any = object()
 
@@ -62,6 +66,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e999 overflows to infinity
+        raise ValueError("number too large")
+    return value
+
+
 def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > 20:
         raise ValueError("number too large")
@@ -83,6 +94,7 @@ def json_object(raw: bytes, content_type: str | None) -> dict[str, Any]:
             object_pairs_hook=_reject_duplicates,
             parse_constant=_reject_constant,
             parse_int=_bounded_int,
+            parse_float=_finite_float,
         )
     except UnicodeDecodeError:
         raise ApiError(errors.BAD_BODY, "body is not valid UTF-8") from None
@@ -112,7 +124,7 @@ def name(field: str, value: object) -> str:
         raise ApiError(errors.BAD_VALUE, f"{field} must be at most {NAME_MAX} characters")
     for char in value:
         category = unicodedata.category(char)
-        if category in ("Cc", "Cs") or char in _BIDI_CONTROLS:
+        if category in _REFUSED_CATEGORIES or char in _BIDI_CONTROLS:
             raise ApiError(errors.BAD_VALUE, f"{field} must not contain control or bidirectional characters")
     return value
 

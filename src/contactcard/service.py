@@ -30,6 +30,11 @@ from contactcard.store.reads import CardReads, LineAccess
 from contactcard.store.schema import write_attempts
 
 
+# Decoding a large image takes hundreds of MB for a moment; a few at a time keep a burst
+# of uploads from exhausting memory (the default thread limit is 40).
+DECODERS = 2
+
+
 @dataclass(frozen=True)
 class WriteResult:
     card: dict  # as the API answers it
@@ -63,6 +68,7 @@ class ContactCards:
         self.rules = rules
         self._policy = policy
         self._reads = CardReads(database, rules.own_cdn_prefix)
+        self._decoders: anyio.CapacityLimiter | None = None  # made on the event loop
 
     def dispose(self) -> None:
         self._reads.dispose()
@@ -207,8 +213,10 @@ class ContactCards:
             data = await self._fetcher.fetch(url)
         except images.FetchError as exc:
             raise ApiError(errors.IMAGE_FETCH_FAILED, exc.reason) from None
+        if self._decoders is None:
+            self._decoders = anyio.CapacityLimiter(DECODERS)
         try:
-            image = await anyio.to_thread.run_sync(images.normalise, data)
+            image = await anyio.to_thread.run_sync(images.normalise, data, limiter=self._decoders)
         except images.ImageError as exc:
             raise ApiError(errors.IMAGE_UNUSABLE, exc.reason) from None
         name = f"{image.digest}.{image.extension}"
