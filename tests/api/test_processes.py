@@ -2,7 +2,8 @@
 
 Each test starts `python -m contactcard serve` in subprocesses configured through
 `CONTACTCARD_*` environment variables, waits for `/healthz`, and drives the processes with
-the official SDK and raw httpx while reading the database directly with SQLAlchemy.
+the official SDK and raw httpx while reading the database directly with SQLAlchemy (the
+process and database helpers are in `tests/support/processes.py`).
 
 - A process SIGKILLed while a line's device is applying a card leaves the card whole
   and inactive; a restarted server shows it inactive and lets it be set up again.
