@@ -66,7 +66,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('phone_number', name=op.f('pk_lines'))
     )
     with op.batch_alter_table('lines', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_lines_partner_id'), ['partner_id'], unique=False)
+        batch_op.create_index('ix_lines_partner_phone', ['partner_id', 'phone_number'], unique=False)
 
     op.create_table('cards',
     sa.Column('id', sa.String(length=32), nullable=False),
@@ -88,7 +88,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('cards')
     with op.batch_alter_table('lines', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_lines_partner_id'))
+        batch_op.drop_index('ix_lines_partner_phone')
 
     op.drop_table('lines')
     op.drop_table('api_keys')
