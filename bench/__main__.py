@@ -1,0 +1,65 @@
+"""`python -m bench`: measure the real server over real HTTP on loopback (see bench/README.md).
+
+Exit status: 0 when the run completed (whatever the figures; targets are reported, never
+asserted), 1 when the harness itself broke, 2 when a tool or package it needs is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench import HarnessError, MissingDependency
+from bench.config import DEFAULT_OUT, Config
+
+
+def parse(argv: list[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark the contactcard server against same-run baselines; print one table, "
+        "write JSON, a PNG chart and Markdown.",
+    )
+    parser.add_argument("--quick", action="store_true", help="seconds, not minutes: 2 s wrk runs, 1 round, 10^4 cards (CI)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds of baseline and subject (default 3; quick 1)")
+    parser.add_argument("--duration", type=int, help="seconds of each measured wrk run (default 10; quick 2)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for latest.json, bench.png, results.md (default bench/results)")
+    parser.add_argument("--skip-postgres", action="store_true", help="run the SQLite figures only")
+    parser.add_argument(
+        "--postgres-url",
+        help="SQLAlchemy URL of a PostgreSQL server to create (and drop) databases contactcard_bench_* on "
+        "(default: $CONTACTCARD_BENCH_POSTGRES_URL or postgresql+psycopg://root@127.0.0.1:5432/test)",
+    )
+    docs = parser.add_mutually_exclusive_group()
+    docs.add_argument("--docs", dest="docs", action="store_true", default=None, help="also record the run in docs/bench (default for a full run)")
+    docs.add_argument("--no-docs", dest="docs", action="store_false", help="do not touch docs/bench (default with --quick)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (server logs, databases)")
+    args = parser.parse_args(argv)
+    return Config.build(
+        quick=args.quick,
+        rounds=args.rounds,
+        duration=args.duration,
+        out=args.out,
+        docs=args.docs,
+        skip_postgres=args.skip_postgres,
+        postgres_url=args.postgres_url,
+        keep=args.keep,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse(argv)
+    from bench.run import run
+
+    try:
+        return run(config)
+    except MissingDependency as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    except HarnessError as exc:
+        print(f"bench: the harness failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""What one run measures and how long: the full run and the short `--quick` mode."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO / "bench"
+CACHE_DIR = BENCH_DIR / ".cache"
+DEFAULT_OUT = BENCH_DIR / "results"
+DOCS_DIR = REPO / "docs" / "bench"
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
+
+# Targets live here, in the benchmark's report, never as assertions in tests.
+TARGETS = {
+    "get_rps": (">=", 0.30),  # figure 1: server req/s >= 0.30 x bare ASGI app's
+    "get_p99": ("<=", 2.0),  # figure 1: server p99 <= 2 x bare ASGI app's
+    "get_all": ("<=", 1.5),  # figure 2: server time <= 1.5 x raw query + orjson.dumps
+    "image_jpeg": ("<=", 1.2),  # figure 3: normalise() <= 1.2 x pyvips for JPEG
+    "image_other": ("<=", 1.5),  # figure 3: ... <= 1.5 x for PNG, WebP, HEIC
+    "image_memory": ("<=", 1.0),  # figure 3: memory growth per image <= pyvips's
+    "cold_start_s": ("<=", 1.0),  # figure 4: seconds, absolute
+    "peak_rss_mib": ("<=", 80.0),  # figure 5: MiB, absolute
+    "db_size": (">=", 0.90),  # figure 6: req/s with 10^6 cards >= 0.90 x with 10^3
+}
+
+
+@dataclass
+class Config:
+    quick: bool
+    rounds: int
+    duration: int  # seconds of each measured wrk run
+    warmup: int  # seconds of the one warm-up wrk run per server
+    threads: int = 2
+    connections: int = 64
+    small_cards: int = 1_000
+    large_cards: int = 1_000_000
+    cards_per_partner: int = 10_000  # so the figure-2 partner has 10,000 cards
+    get_numbers: int = 1_000  # (key, number) pairs the GET load rotates through
+    get_all_requests: int = 15  # sequential GET-all requests per round (and baseline calls)
+    images_per_worker: int = 4  # images each in-process image worker times (after one warm-up)
+    posts_per_format: int = 4  # full POSTs over HTTP per image format and database
+    cold_starts: int = 3
+    out: Path = DEFAULT_OUT
+    docs: Path | None = DOCS_DIR
+    postgres_url: str | None = DEFAULT_POSTGRES_URL
+    log_level: str = "info"  # the server's default, so uvicorn's access log is on, as deployed
+    keep: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        quick: bool,
+        rounds: int | None,
+        duration: int | None,
+        out: Path | None,
+        docs: bool | None,
+        skip_postgres: bool,
+        postgres_url: str | None,
+        keep: bool,
+    ) -> Config:
+        if quick:
+            config = cls(
+                quick=True,
+                rounds=1,
+                duration=2,
+                warmup=1,
+                large_cards=10_000,
+                get_numbers=500,
+                get_all_requests=3,
+                images_per_worker=1,
+                posts_per_format=1,
+                cold_starts=1,
+            )
+        else:
+            config = cls(quick=False, rounds=3, duration=10, warmup=2)
+        if rounds is not None:
+            config.rounds = max(1, rounds)
+            config.cold_starts = max(1, rounds)
+        if duration is not None:
+            config.duration = max(1, duration)
+        config.out = (out or DEFAULT_OUT).resolve()
+        # Only a full run is recorded in the docs, so CI's quick runs never overwrite it.
+        write_docs = (not quick) if docs is None else docs
+        config.docs = DOCS_DIR if write_docs else None
+        if skip_postgres:
+            config.postgres_url = None
+        else:
+            config.postgres_url = postgres_url or os.environ.get(
+                "CONTACTCARD_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL
+            )
+        config.keep = keep
+        return config
+
+    def public(self) -> dict:
+        data = asdict(self)
+        data["out"] = str(self.out)
+        data["docs"] = str(self.docs) if self.docs else None
+        if self.postgres_url:
+            from sqlalchemy.engine import make_url
+
+            data["postgres_url"] = make_url(self.postgres_url).render_as_string(hide_password=True)
+        return data
