@@ -29,6 +29,9 @@ import httpx
 import linq
 from sqlalchemy import Engine, create_engine, func, select
 
+from contactcard.admin import Admin
+from contactcard.device import SimulatedDevice
+from contactcard.store.db import connect, migrate
 from contactcard.store.schema import cards, write_attempts
 from tests.conftest import ADMIN_TOKEN, POSTGRES_ENV, new_number
 
@@ -76,6 +79,10 @@ class ServerProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     name: str = "server"
     workers: int = 1
+    # `serve` gives an empty database a demo partner owning fixed numbers (+15551234567…),
+    # which other tests of the session give to partners of their own. Unless a test wants
+    # the demo, a shared (PostgreSQL) database gets a placeholder partner first.
+    demo: bool = False
     proc: subprocess.Popen | None = None
     starts: int = 0
 
@@ -122,6 +129,8 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         assert not self.running, "already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.starts == 0 and self.database_url and not self.demo:
+            keep_demo_partner_out(self.database_url)
         self.starts += 1
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -138,6 +147,7 @@ class ServerProcess:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         healthy = False
+        workers_loaded_at: float | None = None
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
@@ -147,8 +157,19 @@ class ServerProcess:
                     healthy = httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
                 except httpx.TransportError:
                     pass
-            if healthy and (self.workers == 1 or self.log(None).count("Application startup complete.") >= self.workers):
+            if healthy and self.workers == 1:
                 return
+            if healthy:
+                # /healthz answered by one worker says nothing of the others: uvicorn logs each
+                # worker's startup (info). Without lifespan messages, allow a moment after
+                # every worker has loaded the app.
+                log = self.log(None)
+                if log.count("Application startup complete.") >= self.workers:
+                    return
+                if workers_loaded_at is None and log.count("Started server process") >= self.workers:
+                    workers_loaded_at = time.monotonic()
+                if workers_loaded_at is not None and time.monotonic() - workers_loaded_at > 1.0:
+                    return
             time.sleep(0.05)
         raise AssertionError(f"{self.name} not ready after {STARTUP_TIMEOUT}s:\n{self.log()}")
 
@@ -221,6 +242,18 @@ class ServerProcess:
             kwargs["limits"] = httpx.Limits(max_keepalive_connections=0)
         kwargs.setdefault("timeout", 30)
         return httpx.Client(base_url=self.base_url, headers={"authorization": f"Bearer {key}"}, **kwargs)
+
+
+def keep_demo_partner_out(database_url: str) -> None:
+    """Give an empty database (migrated) a partner, so `serve` seeds no demo partner into it."""
+    database = connect(database_url)
+    try:
+        migrate(database)
+        admin = Admin(database, SimulatedDevice(database.writer))
+        if admin.partner_count() == 0:
+            admin.create_partner("process tests (keeps the demo partner out)")
+    finally:
+        database.dispose()
 
 
 def _children(pid: int) -> list[int]:
