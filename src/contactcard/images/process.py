@@ -118,7 +118,9 @@ def _decode_square(
     if target == side:
         square = im.crop(box)
     else:
-        square = im.resize((target, target), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+        # reducing_gap=1: first average whole blocks of pixels (exact for a downscale), then
+        # Lanczos over at most a 2x step; a third of the time of Lanczos over the full step.
+        square = im.resize((target, target), Image.Resampling.LANCZOS, box=box, reducing_gap=1.0)
     square = _to_rgb(square)
     method = _TRANSPOSE.get(orientation)
     return square.transpose(method) if method is not None else square
