@@ -159,6 +159,17 @@ def farm(tmp_path_factory, postgres_url, image_host) -> Iterator[ServerFarm]:
     farm.close()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, postgres_url) -> str | None:
+    """For tests that run server processes: None is SQLite in the data dir (the server's
+    default); otherwise the session's PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    if postgres_url is None:
+        pytest.skip(f"needs PostgreSQL: set {POSTGRES_ENV} (CI sets it)")
+    return postgres_url
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def backend(request) -> str:
     return request.param

@@ -51,16 +51,6 @@ def processes() -> Iterator[list[ServerProcess]]:
         stop_all(started)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, postgres_url, tmp_path) -> str | None:
-    """None: SQLite in the data dir (the server's default). Otherwise the PostgreSQL URL."""
-    if request.param == "sqlite":
-        return None
-    if postgres_url is None:
-        pytest.skip(NEEDS_POSTGRES)
-    return postgres_url
-
-
 @pytest.fixture
 def engine(database_url, tmp_path) -> Iterator[Engine]:
     engine = database_engine(database_url, tmp_path / "data")
@@ -201,7 +191,7 @@ def _budget_is_shared(a: ServerProcess, b: ServerProcess, partner: ProcPartner, 
         error = caught.value
         assert error.code == 1007
         retry_after = int(error.response.headers["retry-after"])
-        assert 1 <= retry_after <= 600
+        assert retry_after in range(1, 601)
         assert error.response.json()["error"]["retry_after"] == retry_after
         assert error.response.headers["x-should-retry"] == "false"
 
@@ -274,7 +264,7 @@ def _writes_are_serialised(a: ServerProcess, b: ServerProcess, partner: ProcPart
     assert set(statuses) <= {200, 404, 409, 429, 503}, results
     succeeded = [(method, name, body) for method, name, status, body in results if status == 200]
     assert len([s for s in succeeded if s[0] == "POST"]) == 1, results  # one setup; the rest 409/429
-    assert 1 <= len(succeeded) <= 3, results  # the budget of 3 held across both processes
+    assert len(succeeded) in (1, 2, 3), results  # the budget of 3 held across both processes
     assert attempts(engine, phone) == len(succeeded)
     for method, name, status, body in results:
         if status == 409:

@@ -47,7 +47,6 @@ from sqlalchemy import Engine, select
 from contactcard.store.schema import device_displays
 from tests.conftest import ADMIN_TOKEN
 from tests.support.processes import (
-    NEEDS_POSTGRES,
     ServerProcess,
     assert_clean_log,
     cards_by_phone,
@@ -94,15 +93,6 @@ class Write:
     def __repr__(self) -> str:
         outcome: object = self.status if self.status is not None else ("in flight" if self.sent else "not sent")
         return f"{self.method} {self.first_name}/{self.last_name} (epoch {self.epoch}): {outcome}"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, postgres_url) -> str | None:
-    if request.param == "sqlite":
-        return None
-    if postgres_url is None:
-        pytest.skip(NEEDS_POSTGRES)
-    return postgres_url
 
 
 @pytest.fixture
