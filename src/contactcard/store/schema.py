@@ -53,19 +53,17 @@ lines = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     # A partner's lines in number order: GET all reads them without sorting.
     Index("ix_lines_partner_phone", "partner_id", "phone_number"),
+    # Clustered by number on SQLite: a lookup is one B-tree descent, not index then table.
+    sqlite_with_rowid=False,
 )
 
 cards = Table(
     "cards",
     metadata,
-    Column("id", String(32), primary_key=True),
-    Column(
-        "phone_number",
-        String(16),
-        ForeignKey("lines.phone_number", ondelete="CASCADE"),
-        nullable=False,
-        unique=True,  # the backstop: never two cards for one line
-    ),
+    # Keyed by its line: the backstop for "never two cards for one line", and the key every
+    # read uses (clustered on SQLite, like `lines`).
+    Column("phone_number", String(16), ForeignKey("lines.phone_number", ondelete="CASCADE"), primary_key=True),
+    Column("id", String(32), nullable=False, unique=True),  # the card's stable id (webhooks)
     Column("first_name", String(400), nullable=False),
     Column("last_name", String(400), nullable=True),
     # The blob name on our CDN; URLs are built from the CDN base at read time, so a new
@@ -76,6 +74,7 @@ cards = Table(
     Column("ever_active", Boolean, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    sqlite_with_rowid=False,
 )
 
 write_attempts = Table(

@@ -63,14 +63,15 @@ def upgrade() -> None:
     sa.Column('partner_id', sa.String(length=32), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_lines_partner_id_partners'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('phone_number', name=op.f('pk_lines'))
+    sa.PrimaryKeyConstraint('phone_number', name=op.f('pk_lines')),
+    sqlite_with_rowid=False,
     )
     with op.batch_alter_table('lines', schema=None) as batch_op:
         batch_op.create_index('ix_lines_partner_phone', ['partner_id', 'phone_number'], unique=False)
 
     op.create_table('cards',
-    sa.Column('id', sa.String(length=32), nullable=False),
     sa.Column('phone_number', sa.String(length=16), nullable=False),
+    sa.Column('id', sa.String(length=32), nullable=False),
     sa.Column('first_name', sa.String(length=400), nullable=False),
     sa.Column('last_name', sa.String(length=400), nullable=True),
     sa.Column('image_blob', sa.String(length=80), nullable=True),
@@ -80,8 +81,9 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['phone_number'], ['lines.phone_number'], name=op.f('fk_cards_phone_number_lines'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_cards')),
-    sa.UniqueConstraint('phone_number', name=op.f('uq_cards_phone_number'))
+    sa.PrimaryKeyConstraint('phone_number', name=op.f('pk_cards')),
+    sa.UniqueConstraint('id', name=op.f('uq_cards_id')),
+    sqlite_with_rowid=False,
     )
 
 
