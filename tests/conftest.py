@@ -34,6 +34,13 @@ POSTGRES_ENV = "CONTACTCARD_TEST_POSTGRES_URL"
 _numbers = itertools.count(1_000_000)
 
 
+def admin_request(base_url: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """A call to a server's `/admin/v1` API with the tests' admin token."""
+    return httpx.request(
+        method, f"{base_url}/admin/v1{path}", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10, **kwargs
+    )
+
+
 def new_number() -> str:
     """A phone number no other test uses in this session."""
     return f"+1555{next(_numbers):07d}"
@@ -60,13 +67,7 @@ class RunningServer:
         return f"{self.base_url}/api/partner"
 
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(
-            method,
-            f"{self.base_url}/admin/v1{path}",
-            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
-            timeout=10,
-            **kwargs,
-        )
+        return admin_request(self.base_url, method, path, **kwargs)
 
     def stop(self) -> None:
         self.server.should_exit = True

@@ -67,7 +67,6 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
             profile=settings.profile,
             write_budget=settings.write_budget,
             write_budget_window=settings.write_budget_window,
-            cdn_base_url=settings.resolved_cdn_base_url,
         ),
     )
     return Services(database, cards, Admin(database, device), cdn)

@@ -47,7 +47,6 @@ class Policy:
     profile: str  # "seed" | "hosted"
     write_budget: int  # 0: off
     write_budget_window: int
-    cdn_base_url: str
 
 
 class ContactCards:

@@ -33,7 +33,7 @@ from contactcard.admin import Admin
 from contactcard.device import SimulatedDevice
 from contactcard.store.db import connect, migrate
 from contactcard.store.schema import cards, write_attempts
-from tests.conftest import ADMIN_TOKEN, POSTGRES_ENV, new_number
+from tests.conftest import ADMIN_TOKEN, POSTGRES_ENV, admin_request, new_number
 
 STARTUP_TIMEOUT = 30.0
 NEEDS_POSTGRES = f"needs PostgreSQL: set {POSTGRES_ENV} (e.g. postgresql+psycopg://root@127.0.0.1:5432/test)"
@@ -222,13 +222,7 @@ class ServerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(
-            method,
-            f"{self.base_url}/admin/v1{path}",
-            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
-            timeout=10,
-            **kwargs,
-        )
+        return admin_request(self.base_url, method, path, **kwargs)
 
     def client(self, key: str, **kwargs: Any) -> linq.LinqAPIV3:
         kwargs.setdefault("max_retries", 0)
