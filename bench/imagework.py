@@ -2,9 +2,9 @@
 
 IMPL is `server` (contactcard.images.normalise, the server's pipeline) or `vips` (the
 baseline: pyvips thumbnail to a 1024 square centre crop, saved as the same JPEG: quality 85,
-metadata stripped). Each worker is a fresh process with only one of the two libraries
-loaded (pillow-heif and libvips each bring their own libheif; loading both in one process
-crashes), so its memory figures are its own. One warm-up image first (codecs, thread pools),
+metadata stripped). Each worker is a fresh process that loads only its own side, so
+its memory figures are its own (the server's side loads libvips too: it decodes PNG and WebP
+with it). One warm-up image first (codecs, thread pools),
 then COUNT timed images. For each image: RSS before, the peak RSS while it ran (VmHWM after
 resetting it through /proc/self/clear_refs), wall and CPU seconds. Prints one JSON line.
 

@@ -48,20 +48,19 @@ def jpeg_markers(data: bytes) -> list[int]:
     return markers
 
 
-def png_with_declared_size(width: int, height: int) -> bytes:
-    """A PNG whose header claims the given size but carries one tiny IDAT."""
+def png_chunks(header: bytes, pixel_data: bytes) -> bytes:
+    """A PNG file from a raw IHDR body and already-compressed IDAT data."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         crc = zlib.crc32(kind + body) & 0xFFFFFFFF
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixel_data) + chunk(b"IEND", b"")
+
+
+def png_with_declared_size(width: int, height: int) -> bytes:
+    """A PNG whose header claims the given size but carries one tiny IDAT."""
+    return png_chunks(struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0), zlib.compress(b"\x00" * 64))
 
 
 def quadrants(side: int = 96) -> Image.Image:
@@ -99,30 +98,39 @@ def test_same_input_gives_same_bytes():
     assert normalise(data).digest == normalise(data).digest
 
 
-def test_large_landscape_jpeg_is_center_cropped_and_shrunk_to_1024():
+# PNG and WebP pixels come from libvips (images/vips.py), the others from Pillow: the
+# behaviour tests run on both paths.
+LOSSY = {"JPEG": {"quality": 90}, "PNG": {}, "WEBP": {"quality": 90}}
+
+
+@pytest.mark.parametrize("fmt", sorted(LOSSY))
+def test_large_landscape_is_center_cropped_and_shrunk_to_1024(fmt):
     im = Image.new("RGB", (3000, 2000), BLUE)
     im.paste(RED, (500, 0, 2500, 2000))  # the middle square is red
-    rendition = normalise(encode(im, "JPEG", quality=90))
+    rendition = normalise(encode(im, fmt, **LOSSY[fmt]))
     out = decode(rendition)
     assert out.size == (1024, 1024)
     for corner in ("top-left", "top-right", "bottom-left", "bottom-right"):
         assert close_to(corner_colour(out, corner), RED)
 
 
-def test_portrait_is_center_cropped_vertically():
+@pytest.mark.parametrize("fmt", sorted(LOSSY))
+def test_portrait_is_center_cropped_vertically(fmt):
     im = Image.new("RGB", (200, 600), BLUE)
     im.paste(GREEN, (0, 200, 200, 400))
-    out = decode(normalise(encode(im, "PNG")))
+    out = decode(normalise(encode(im, fmt, **LOSSY[fmt])))
     assert out.size == (200, 200)
     assert close_to(out.getpixel((100, 5)), GREEN) and close_to(out.getpixel((100, 194)), GREEN)
 
 
-def test_max_side_is_configurable():
-    assert normalise(encode(quadrants(400), "PNG"), max_side=128).width == 128
+@pytest.mark.parametrize("fmt", sorted(LOSSY))
+def test_max_side_is_configurable(fmt):
+    assert normalise(encode(quadrants(400), fmt), max_side=128).width == 128
 
 
-def test_small_images_are_never_upscaled():
-    assert normalise(encode(quadrants(300), "PNG")).width == 300
+@pytest.mark.parametrize("fmt", sorted(LOSSY))
+def test_small_images_are_never_upscaled(fmt):
+    assert normalise(encode(quadrants(300), fmt)).width == 300
 
 
 def test_one_by_one_pixel_works():
@@ -158,27 +166,41 @@ ORIENTATION_CORNERS = {
 }
 
 
+@pytest.mark.parametrize("fmt", sorted(LOSSY))
 @pytest.mark.parametrize("orientation", sorted(ORIENTATION_CORNERS))
-def test_exif_orientation_is_applied(orientation):
+def test_exif_orientation_is_applied(orientation, fmt):
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = orientation
-    data = encode(quadrants(), "JPEG", quality=95, exif=exif.tobytes())
+    data = encode(quadrants(), fmt, exif=exif.tobytes(), **LOSSY[fmt])
     out = decode(normalise(data))
     red_corner, green_corner = ORIENTATION_CORNERS[orientation]
     assert close_to(corner_colour(out, red_corner), RED)
     assert close_to(corner_colour(out, green_corner), GREEN)
 
 
-def test_orientation_of_non_square_image_is_applied_before_cropping():
+@pytest.mark.parametrize("fmt", sorted(LOSSY))
+def test_orientation_of_non_square_image_is_applied_before_cropping(fmt):
     # Stored 300x100 with orientation 6 displays as 100x300: the crop must
     # then take the vertical middle of the displayed picture.
     im = Image.new("RGB", (300, 100), BLUE)
     im.paste(RED, (0, 0, 100, 100))
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = 6
-    out = decode(normalise(encode(im, "JPEG", quality=95, exif=exif.tobytes())))
+    out = decode(normalise(encode(im, fmt, exif=exif.tobytes(), **LOSSY[fmt])))
     assert out.size == (100, 100)
     assert close_to(out.getpixel((50, 50)), BLUE)
+
+
+def test_large_rotated_png_is_shrunk_then_turned():
+    # The libvips path shrinks the stored picture and process.py turns the small square.
+    im = Image.new("RGB", (2400, 1600), GREY)
+    im.paste(RED, (400, 0, 1200, 800))  # top-left of the centre square, as stored
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # displayed: that corner is top-right
+    out = decode(normalise(encode(im, "PNG", exif=exif.tobytes())))
+    assert out.size == (1024, 1024)
+    assert close_to(corner_colour(out, "top-right"), RED)
+    assert close_to(corner_colour(out, "top-left"), GREY)
 
 
 def test_corrupt_exif_is_ignored():
@@ -273,6 +295,35 @@ def test_animated_webp_uses_first_frame():
     data = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
     out = decode(normalise(data))
     assert close_to(out.getpixel((16, 16)), (0, 255, 0))
+
+
+def test_webp_alpha_is_composited_onto_white():
+    im = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    im.paste((0, 0, 200, 255), (0, 0, 32, 64))
+    out = decode(normalise(encode(im, "WEBP", lossless=True)))
+    assert close_to(out.getpixel((8, 32)), (0, 0, 200))
+    assert close_to(out.getpixel((56, 32)), (255, 255, 255), tolerance=3)
+
+
+def test_sixteen_bit_grey_with_alpha_png_is_scaled_and_flattened():
+    # 16x16, 16-bit grey + alpha (colour type 4): mid grey, the right half transparent.
+    row = b"\x00" + b"".join(struct.pack(">HH", 0x8000, 0xFFFF if x < 8 else 0) for x in range(16))
+    data = png_chunks(struct.pack(">IIBBBBB", 16, 16, 16, 4, 0, 0, 0), zlib.compress(row * 16))
+    out = decode(normalise(data))
+    assert close_to(out.getpixel((3, 8)), (128, 128, 128), tolerance=6)
+    assert close_to(out.getpixel((13, 8)), (255, 255, 255), tolerance=3)
+
+
+def test_libvips_reads_only_png_and_webp():
+    # A file Pillow called PNG or WebP is the only thing handed to libvips; its other
+    # loaders (JPEG, TIFF, SVG, ...) are blocked, so a mismatch cannot reach one.
+    from contactcard.images import vips
+
+    with pytest.raises(vips.VipsFailure):
+        vips.centre_square(encode(quadrants(), "JPEG"), 32)
+    with pytest.raises(vips.VipsFailure):
+        vips.centre_square(encode(quadrants(), "TIFF"), 32)
+    assert vips.centre_square(encode(quadrants(), "PNG"), 32).size == (32, 32)
 
 
 def test_webp():

@@ -1,6 +1,6 @@
 """Caller images: URL checks, SSRF-safe fetching, and normalisation.
 
-The fetcher (httpx, TLS) and the decoder (Pillow, libheif) load on first use: a server
+The fetcher (httpx, TLS) and the decoder (Pillow, libheif, libvips) load on first use: a server
 that only answers GETs starts faster and stays smaller without them.
 """
 

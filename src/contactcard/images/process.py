@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import pillow_heif
 from PIL import Image
 
+from contactcard.images import vips
+
 pillow_heif.register_heif_opener()
 
 # Only these decoders ever see caller bytes; EPS (Ghostscript), PSD, TIFF and
@@ -26,6 +28,8 @@ CORRUPT = "image data is truncated or corrupt"
 WHITE = (255, 255, 255)
 JPEG_QUALITY = 85
 
+# Decoded by libvips with the shrink (vips.py); Pillow only identifies them.
+_STREAMED_FORMATS = frozenset({"PNG", "WEBP"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # Modes Pillow resamples as they are (alpha premultiplied); others become RGB first.
 _RESIZABLE_MODES = frozenset({"RGB", "L", "RGBA", "LA"})
@@ -100,6 +104,16 @@ def _decode_square(
 
     im.seek(0)  # first frame only of an animation
     orientation = _orientation(im)
+    target = min(width, height, max_side)  # never upscale; >= 1 so never 0 pixels
+    if im.format in _STREAMED_FORMATS:
+        square = vips.centre_square(data, target)
+    else:
+        square = _pillow_square(im, max_side)
+    method = _TRANSPOSE.get(orientation)
+    return square.transpose(method) if method is not None else square
+
+
+def _pillow_square(im: Image.Image, max_side: int) -> Image.Image:
     # JPEG decodes straight at a power-of-two reduction that keeps both sides
     # at least max_side; other formats ignore the request.
     im.draft("RGB", (max_side, max_side))
@@ -121,9 +135,7 @@ def _decode_square(
         # reducing_gap=1: first average whole blocks of pixels (exact for a downscale), then
         # Lanczos over at most a 2x step; a third of the time of Lanczos over the full step.
         square = im.resize((target, target), Image.Resampling.LANCZOS, box=box, reducing_gap=1.0)
-    square = _to_rgb(square)
-    method = _TRANSPOSE.get(orientation)
-    return square.transpose(method) if method is not None else square
+    return _to_rgb(square)
 
 
 def _open(data: bytes) -> Image.Image:
