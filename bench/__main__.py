@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from bench import HarnessError, MissingDependency
-from bench.config import DEFAULT_OUT, Config
+from bench.config import ALL_FIGURES, DEFAULT_OUT, Config
 
 
 def parse(argv: list[str] | None = None) -> Config:
@@ -25,6 +25,11 @@ def parse(argv: list[str] | None = None) -> Config:
     parser.add_argument("--duration", type=int, help="seconds of each measured wrk run (default 10; quick 2)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for latest.json, bench.png, results.md (default bench/results)")
     parser.add_argument("--skip-postgres", action="store_true", help="run the SQLite figures only")
+    parser.add_argument(
+        "--figures",
+        type=_figures,
+        help="comma-separated figure numbers to run, e.g. 1,6 (default: all; 1, 5 and 6 share one GET load)",
+    )
     parser.add_argument(
         "--postgres-url",
         help="SQLAlchemy URL of a PostgreSQL server to create (and drop) databases contactcard_bench_* on "
@@ -44,7 +49,18 @@ def parse(argv: list[str] | None = None) -> Config:
         skip_postgres=args.skip_postgres,
         postgres_url=args.postgres_url,
         keep=args.keep,
+        figures=args.figures,
     )
+
+
+def _figures(text: str) -> frozenset[int]:
+    try:
+        chosen = frozenset(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of figure numbers: {text!r}") from None
+    if not chosen or not chosen <= ALL_FIGURES:
+        raise argparse.ArgumentTypeError(f"figures are numbered 1 to 6, got {text!r}")
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:

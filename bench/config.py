@@ -27,6 +27,9 @@ TARGETS = {
 }
 
 
+ALL_FIGURES = frozenset(range(1, 7))
+
+
 @dataclass
 class Config:
     quick: bool
@@ -48,6 +51,7 @@ class Config:
     postgres_url: str | None = DEFAULT_POSTGRES_URL
     log_level: str = "info"  # the server's default, so uvicorn's access log is on, as deployed
     keep: bool = False
+    figures: frozenset[int] = ALL_FIGURES
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -62,6 +66,7 @@ class Config:
         skip_postgres: bool,
         postgres_url: str | None,
         keep: bool,
+        figures: frozenset[int] | None = None,
     ) -> Config:
         if quick:
             config = cls(
@@ -94,12 +99,17 @@ class Config:
                 "CONTACTCARD_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL
             )
         config.keep = keep
+        if figures is not None:
+            config.figures = figures
+            if figures != ALL_FIGURES and docs is None:
+                config.docs = None  # a partial run never replaces the recorded one
         return config
 
     def public(self) -> dict:
         data = asdict(self)
         data["out"] = str(self.out)
         data["docs"] = str(self.docs) if self.docs else None
+        data["figures"] = sorted(self.figures)
         if self.postgres_url:
             from sqlalchemy.engine import make_url
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bench import HarnessError, MissingDependency
-from bench.config import REPO, Config
+from bench.config import ALL_FIGURES, REPO, Config
 from bench.figures import (
     Target,
     check_get_by_number,
@@ -85,6 +85,9 @@ def run(config: Config) -> int:
     log(f"contactcard benchmark ({'quick' if config.quick else 'full'}): {machine['cpu_model']}, {machine['cores']} cores")
     log("client (wrk and this process) and the servers share these cores: figures are ratios to same-run baselines")
 
+    wanted = config.figures
+    if wanted != ALL_FIGURES:
+        log(f"figures {', '.join(map(str, sorted(wanted)))} only (--figures)")
     tmp = Path(tempfile.mkdtemp(prefix="contactcard-bench-"))
     rows: list[dict] = []
     raw: dict = {}
@@ -196,39 +199,43 @@ def run(config: Config) -> int:
                 targets += [small, large]
                 pairs_of[b.name] = (small, large)
 
-            log(f"figures 1, 5, 6: GET by number, wrk -t{config.threads} -c{config.connections} -d{config.duration}s, {config.rounds} rounds")
-            get_load(config, wrk, targets, log)
-            raw["get_load"] = {t.name: {"label": t.label, "warmup": t.warmup, "rounds": t.results} for t in targets}
             raw["peak_rss"] = {}
-            for b in backends:
-                small, large = pairs_of[b.name]
-                rows += get_rows(bare_target, small, large, b.name, b.small_seed.total_cards, b.large_seed.total_cards)
-                r, peak = peak_rss_row(b.small, bare, b.name)
-                rows.append(r)
-                raw["peak_rss"][b.name] = {**peak, "large_server_status_kib": b.large.status()}
+            if wanted & {1, 5, 6}:
+                log(f"figures 1, 5, 6: GET by number, wrk -t{config.threads} -c{config.connections} -d{config.duration}s, {config.rounds} rounds")
+                get_load(config, wrk, targets, log)
+                raw["get_load"] = {t.name: {"label": t.label, "warmup": t.warmup, "rounds": t.results} for t in targets}
+                for b in backends:
+                    small, large = pairs_of[b.name]
+                    rows += get_rows(bare_target, small, large, b.name, b.small_seed.total_cards, b.large_seed.total_cards)
+                    r, peak = peak_rss_row(b.small, bare, b.name)
+                    rows.append(r)
+                    raw["peak_rss"][b.name] = {**peak, "large_server_status_kib": b.large.status()}
 
-            log(f"figure 2: GET all for a partner with {sq_large.partner0_cards:,} cards, sequential")
-            raw["get_all"] = {}
-            for b in backends:
-                r, detail = get_all(config, b, log)
-                rows.append(r)
-                raw["get_all"][b.name] = detail
+            if 2 in wanted:
+                log(f"figure 2: GET all for a partner with {sq_large.partner0_cards:,} cards, sequential")
+                raw["get_all"] = {}
+                for b in backends:
+                    r, detail = get_all(config, b, log)
+                    rows.append(r)
+                    raw["get_all"][b.name] = detail
 
-            log("figure 3: image work in-process, normalise() vs pyvips, fresh process per side")
-            image_rows, raw["image_work"] = image_work(config, images, log)
-            rows += image_rows
+            if 3 in wanted:
+                log("figure 3: image work in-process, normalise() vs pyvips, fresh process per side")
+                image_rows, raw["image_work"] = image_work(config, images, log)
+                rows += image_rows
 
-            log("figure 3 (information): POST with a 12 MP image over HTTP")
-            raw["post"] = {}
-            for b in backends:
-                post_rows, raw["post"][b.name] = post_images(config, b.name, b.small, b.small_seed, host, log)
-                rows += post_rows
-                raw["peak_rss"][b.name]["after_posts_status_kib"] = b.small.status()
+                log("figure 3 (information): POST with a 12 MP image over HTTP")
+                raw["post"] = {}
+                for b in backends:
+                    post_rows, raw["post"][b.name] = post_images(config, b.name, b.small, b.small_seed, host, log)
+                    rows += post_rows
+                    raw["peak_rss"].setdefault(b.name, {})["after_posts_status_kib"] = b.small.status()
             stop_all()
 
-        log("figure 4: cold start on an empty SQLite directory")
-        r, raw["cold_start_s"] = cold_start(config, tmp, settings, log)
-        rows.append(r)
+        if 4 in wanted:
+            log("figure 4: cold start on an empty SQLite directory")
+            r, raw["cold_start_s"] = cold_start(config, tmp, settings, log)
+            rows.append(r)
     except KeyboardInterrupt:
         print("interrupted: stopping the servers", file=sys.stderr)
         return 130
@@ -245,6 +252,7 @@ def run(config: Config) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous_term)
 
+    rows = [r for r in rows if r["figure"] in wanted]
     rows.sort(key=lambda r: (r["figure"], r.get("target") is None, _DB_ORDER.get(r["db"], 9)))
     finish_rows(rows)
     meta["load_average_at_end"] = list(os.getloadavg())

@@ -67,6 +67,7 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
             profile=settings.profile,
             write_budget=settings.write_budget,
             write_budget_window=settings.write_budget_window,
+            read_cache_size=settings.read_cache_size,
         ),
     )
     return Services(database, cards, Admin(database, device), cdn)

@@ -47,6 +47,7 @@ class Policy:
     profile: str  # "seed" | "hosted"
     write_budget: int  # 0: off
     write_budget_window: int
+    read_cache_size: int = 0  # GET-by-number answers kept per reader (SQLite only); 0: off
 
 
 class ContactCards:
@@ -66,7 +67,8 @@ class ContactCards:
         self._fetcher = fetcher
         self.rules = rules
         self._policy = policy
-        self._reads = CardReads(database, rules.own_cdn_prefix)
+        self._reads = CardReads(database, rules.own_cdn_prefix, memo=policy.read_cache_size > 0)
+        self.read_cache_size = policy.read_cache_size
         self._decoders: anyio.CapacityLimiter | None = None  # made on the event loop
 
     def dispose(self) -> None:
@@ -83,6 +85,10 @@ class ContactCards:
     def get_card(self, key_hash: str, phone: str) -> list[dict]:
         access = self._access(key_hash, phone)
         return [access.card] if access.card else []
+
+    def read_memo(self) -> dict | None:
+        """Where the HTTP layer may keep GET answers: emptied whenever the database changes."""
+        return self._reads.memo()
 
     def _access(self, key_hash: str, phone: str) -> LineAccess:
         access = self._reads.line_access(key_hash, phone)

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         3, ge=0, description="POST+PATCH calls allowed per phone number per window; 0 switches the budget off."
     )
     write_budget_window: int = Field(600, ge=1, description="Length of the write-budget window, in seconds.")
+    read_cache_size: int = Field(
+        4096,
+        ge=0,
+        description="GET-by-number answers kept in memory on SQLite, checked against the database's "
+        "change counter on every request so they are never stale; 0 switches the cache off.",
+    )
     image_fetch: Literal["network", "simulated"] = Field(
         "network",
         description="`network` fetches image URLs for real (public addresses only). `simulated` never "

@@ -1,12 +1,22 @@
 """The read path: key, ownership and cards in one statement on a raw DB-API connection.
 
 GET is the hot path, so it skips the ORM layers: one prepared statement, rows turned
-straight into the dicts the API answers with. Nothing is cached, so a revoked key or a
-write by another process is seen by the very next request.
+straight into the dicts the API answers with.
+
+On SQLite, `memo()` gives the HTTP layer a place to keep answers that can never be stale:
+the memo is emptied whenever `PRAGMA data_version` moved, a counter that moves when any
+other connection, in this process or another, commits to the database. So a write, a new or
+revoked key, or a line handed to another partner is seen by the next request, as without
+the memo. Asking costs about 5 µs (SQLite takes its shared-memory read lock), so it is
+asked once per turn of the event loop, not per request: every request run in one turn had
+arrived before the turn began, so the answer, read after its arrival, is one a fresh
+lookup could have given. PostgreSQL has no such local counter (asking costs the round trip
+a lookup costs), so it has no memo.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import sqlite3
 import threading
@@ -39,6 +49,36 @@ ORDER BY l.phone_number
 Card = dict[str, Any]
 
 
+class _Reader:
+    """One thread's SQLite connection and its memo for the current data_version."""
+
+    __slots__ = ("connection", "version", "memo", "checked")
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.version: int | None = None
+        self.memo: dict = {}
+        self.checked = False
+
+    def current_memo(self) -> dict:
+        if self.checked:
+            return self.memo
+        (version,) = self.connection.execute("PRAGMA data_version").fetchone()
+        if version != self.version:
+            self.memo.clear()
+            self.version = version
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self.memo  # no event loop: ask again next time
+        self.checked = True
+        loop.call_soon(self._next_turn)
+        return self.memo
+
+    def _next_turn(self) -> None:
+        self.checked = False
+
+
 @dataclass(frozen=True)
 class LineAccess:
     """What one key may see of one line."""
@@ -49,8 +89,9 @@ class LineAccess:
 
 
 class CardReads:
-    def __init__(self, database: Database, cdn_prefix: str) -> None:
+    def __init__(self, database: Database, cdn_prefix: str, *, memo: bool = False) -> None:
         self._prefix = cdn_prefix
+        self._memo_enabled = memo
         url = make_url(database.url)
         if url.get_backend_name() == "sqlite":
             self._path = url.database or ":memory:"
@@ -73,11 +114,8 @@ class CardReads:
 
     def _rows(self, sql: str, params: tuple, many: bool) -> list[tuple] | tuple | None:
         if self._engine is None:
-            connection = getattr(self._local, "connection", None)
-            if connection is None:
-                connection = self._local.connection = self._sqlite()
             # fetchall even for one row: the statement is finished and holds no snapshot.
-            rows = connection.execute(sql, params).fetchall()
+            rows = self._reader().connection.execute(sql, params).fetchall()
             return rows if many else (rows[0] if rows else None)
         for attempt in (1, 2):
             raw = self._engine.raw_connection()
@@ -93,6 +131,12 @@ class CardReads:
             finally:
                 raw.close()
         return None  # unreachable
+
+    def _reader(self) -> _Reader:
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._local.reader = _Reader(self._sqlite())
+        return reader
 
     def _sqlite(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -115,6 +159,18 @@ class CardReads:
 
     def line_access(self, key_hash: str, phone: str) -> LineAccess:
         row = self._rows(self._one, (phone, key_hash), many=False)
+        return self._line_access(row, key_hash)
+
+    def memo(self) -> dict | None:
+        """A dict for answers of this thread's reads, emptied whenever the database changed.
+
+        None when there is no memo (PostgreSQL, or switched off). Callers bound its size.
+        """
+        if self._engine is not None or not self._memo_enabled:
+            return None
+        return self._reader().current_memo()
+
+    def _line_access(self, row: tuple | None, key_hash: str) -> LineAccess:
         if row is None or not hmac.compare_digest(row[0], key_hash):
             return LineAccess(None, False, None)
         owns = row[2] is not None and row[2] == row[1]
