@@ -92,7 +92,7 @@ def start_server(settings_overrides: dict[str, Any], data_dir: Path) -> RunningS
         **settings_overrides,
     )
     app = create_app(settings)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -74,24 +74,32 @@ class ContactCards:
     def dispose(self) -> None:
         self._reads.dispose()
 
-    # --- reads: one statement each, on the calling thread, answered as API dicts ----
+    async def aclose(self) -> None:
+        await self._reads.aclose()
 
-    def list_cards(self, key_hash: str) -> list[dict]:
-        partner, found = self._reads.partner_cards(key_hash)
+    # --- reads: one statement each, answered as API dicts; GETs are awaited ----------
+
+    async def list_cards(self, key_hash: str) -> list[dict]:
+        """Every card of the key's partner (awaited: PostgreSQL never blocks the event loop)."""
+        partner, found = await self._reads.partner_cards(key_hash)
         if partner is None:
             raise ApiError(errors.UNAUTHORIZED)
         return found
 
-    def get_card(self, key_hash: str, phone: str) -> list[dict]:
-        access = self._access(key_hash, phone)
+    async def get_card(self, key_hash: str, phone: str) -> list[dict]:
+        """The card of one line of the key's partner, as a list of zero or one."""
+        access = self._checked(await self._reads.line_access_async(key_hash, phone))
         return [access.card] if access.card else []
 
-    def read_memo(self) -> dict | None:
+    async def read_memo(self) -> dict | None:
         """Where the HTTP layer may keep GET answers: emptied whenever the database changes."""
-        return self._reads.memo()
+        return await self._reads.memo()
 
     def _access(self, key_hash: str, phone: str) -> LineAccess:
-        access = self._reads.line_access(key_hash, phone)
+        return self._checked(self._reads.line_access(key_hash, phone))
+
+    @staticmethod
+    def _checked(access: LineAccess) -> LineAccess:
         if access.partner_id is None:
             raise ApiError(errors.UNAUTHORIZED)
         if not access.owns_line:

@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     read_cache_size: int = Field(
         4096,
         ge=0,
-        description="GET-by-number answers kept in memory on SQLite, checked against the database's "
-        "change counter on every request so they are never stale; 0 switches the cache off.",
+        description="GET-by-number answers kept in memory, emptied whenever anyone commits to the "
+        "database (checked after each request arrives, so never stale); 0 switches the memo off.",
     )
     image_fetch: Literal["network", "simulated"] = Field(
         "network",

@@ -1,13 +1,14 @@
-"""The GET memo on SQLite (store/reads.py, http/cards.py): fast, and never stale.
+"""The GET memo (store/memo.py, http/cards.py): fast, and never stale.
 
 A GET by number is answered from memory while the database is unchanged. These tests
-change the database behind the server's back (another connection, another process) and
-check that the very next GET sees the change, and that the memo is really in use, so that
-they would catch a memo that is never emptied.
+change the database behind the server's back (another connection, another process), on
+SQLite and on PostgreSQL, and check that the very next GET sees the change, and that the
+memo is really in use, so that they would catch a memo that is never emptied.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -17,21 +18,16 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, text
 
+from contactcard.store.memo import BatchMemo, TurnMemo
+from contactcard.store.reads import _PG_VERSION
 from tests.conftest import Partner, RunningServer, make_partner
 
-SQLITE = "sqlite"
-
 
 @pytest.fixture
-def sqlite_server(farm) -> RunningServer:
-    return farm.get(SQLITE)
-
-
-@pytest.fixture
-def owner(sqlite_server) -> Partner:
-    partner = make_partner(sqlite_server)
+def owner(server) -> Partner:
+    partner = make_partner(server)
     partner.client().contact_card.create(phone_number=partner.lines[0], first_name="Before")
     return partner
 
@@ -40,31 +36,34 @@ def owner(sqlite_server) -> Partner:
 def counting_statements(server: RunningServer) -> Iterator[list[str]]:
     """The statements the read path runs while the block executes."""
     reads = server.framework.state.cards._reads
-    original = reads._rows
+    original, original_async = reads._rows, reads._rows_async
     seen: list[str] = []
 
     def recording(sql: str, params: tuple, many: bool):
         seen.append(sql)
         return original(sql, params, many)
 
-    reads._rows = recording
+    async def recording_async(sql: str, params: tuple, many: bool):
+        # On SQLite this calls `_rows`, which records; the memo's own question is no lookup.
+        if reads._engine is not None and sql != _PG_VERSION:
+            seen.append(sql)
+        return await original_async(sql, params, many)
+
+    reads._rows, reads._rows_async = recording, recording_async
     try:
         yield seen
     finally:
-        del reads._rows
+        del reads._rows, reads._rows_async
 
 
-def database_file(server: RunningServer) -> str:
-    return make_url(server.settings.resolved_database_url).database
-
-
-@contextmanager
-def another_connection(server: RunningServer) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(database_file(server), isolation_level=None, timeout=10)
+def execute_elsewhere(server: RunningServer, sql: str, **params: object) -> None:
+    """Run one write on a connection of the test's own, not the server's."""
+    engine = create_engine(server.settings.resolved_database_url)
     try:
-        yield conn
+        with engine.begin() as conn:
+            conn.execute(text(sql), params)
     finally:
-        conn.close()
+        engine.dispose()
 
 
 def get_one(partner: Partner, phone: str) -> httpx.Response:
@@ -97,8 +96,7 @@ def test_a_write_by_another_connection_is_seen_by_the_next_get(owner):
     phone = owner.lines[0]
     assert get_one(owner, phone).json()["contact_cards"][0]["first_name"] == "Before"
     assert get_one(owner, phone).json()["contact_cards"][0]["first_name"] == "Before"  # memoised
-    with another_connection(owner.server) as conn:
-        conn.execute("UPDATE cards SET first_name = 'Behind' WHERE phone_number = ?", (phone,))
+    execute_elsewhere(owner.server, "UPDATE cards SET first_name = 'Behind' WHERE phone_number = :p", p=phone)
     assert get_one(owner, phone).json()["contact_cards"][0]["first_name"] == "Behind"
 
 
@@ -114,8 +112,11 @@ def test_a_key_revoked_by_another_process_is_refused_at_once(owner):
     phone = owner.lines[0]
     assert get_one(owner, phone).status_code == 200
     assert get_one(owner, phone).status_code == 200
-    env = {**os.environ, "CONTACTCARD_DATA_DIR": str(owner.server.settings.data_dir)}
-    env.pop("CONTACTCARD_DATABASE_URL", None)
+    env = {
+        **os.environ,
+        "CONTACTCARD_DATA_DIR": str(owner.server.settings.data_dir),
+        "CONTACTCARD_DATABASE_URL": owner.server.settings.resolved_database_url,
+    }
     revoked = subprocess.run(
         [sys.executable, "-m", "contactcard", "admin", "key", "revoke", owner.key_id],
         env=env, capture_output=True, text=True, timeout=60,
@@ -125,32 +126,26 @@ def test_a_key_revoked_by_another_process_is_refused_at_once(owner):
     assert (answer.status_code, answer.json()["error"]["code"]) == (401, 2004)
 
 
-def test_a_line_given_to_another_partner_is_refused_at_once(owner, sqlite_server):
+def test_a_line_given_to_another_partner_is_refused_at_once(owner, server):
     phone = owner.lines[0]
-    other = make_partner(sqlite_server, lines=0)
+    other = make_partner(server, lines=0)
     assert get_one(owner, phone).status_code == 200
     assert get_one(owner, phone).status_code == 200
-    with another_connection(owner.server) as conn:
-        conn.execute("UPDATE lines SET partner_id = ? WHERE phone_number = ?", (other.id, phone))
+    execute_elsewhere(owner.server, "UPDATE lines SET partner_id = :o WHERE phone_number = :p", o=other.id, p=phone)
     answer = get_one(owner, phone)
     assert (answer.status_code, answer.json()["error"]["code"]) == (403, 2005)
 
 
-def test_refusals_are_not_memoised(owner, other_partner_on_sqlite):
+def test_refusals_are_not_memoised(owner, other_partner):
     phone = owner.lines[0]
     for _ in range(2):
         with counting_statements(owner.server) as seen:
-            assert get_one(other_partner_on_sqlite, phone).status_code == 403
+            assert get_one(other_partner, phone).status_code == 403
         assert len(seen) == 1
 
 
-@pytest.fixture
-def other_partner_on_sqlite(sqlite_server) -> Partner:
-    return make_partner(sqlite_server)
-
-
-def test_the_memo_keeps_at_most_its_size(farm):
-    server = farm.get(SQLITE, read_cache_size=2)
+def test_the_memo_keeps_at_most_its_size(farm, backend):
+    server = farm.get(backend, read_cache_size=2)
     partner = make_partner(server, lines=3)
     for phone, name in zip(partner.lines, ("Ada", "Bo", "Cy"), strict=True):
         partner.client().contact_card.create(phone_number=phone, first_name=name)
@@ -170,8 +165,8 @@ def test_the_memo_keeps_at_most_its_size(farm):
     assert seen == []  # the two newest are still there
 
 
-def test_size_zero_switches_the_memo_off(farm):
-    server = farm.get(SQLITE, read_cache_size=0)
+def test_size_zero_switches_the_memo_off(farm, backend):
+    server = farm.get(backend, read_cache_size=0)
     partner = make_partner(server, lines=1)
     partner.client().contact_card.create(phone_number=partner.lines[0], first_name="Ada")
     with counting_statements(server) as seen:
@@ -180,50 +175,97 @@ def test_size_zero_switches_the_memo_off(farm):
     assert len(seen) == 3
 
 
-def test_postgresql_has_no_memo(farm):
-    server = farm.get("postgres")
-    assert server.framework.state.cards.read_memo() is None
+# ---------------------------------------------------------------- the memos' own rules
 
 
-class CountingConnection(sqlite3.Connection):
-    """A real SQLite connection that counts the data_version questions."""
-
-    asked = 0
-
-    def execute(self, sql, *args):
-        if "data_version" in sql:
-            self.asked += 1
-        return super().execute(sql, *args)
-
-
-def test_the_version_is_asked_once_per_turn_of_the_event_loop(tmp_path):
-    import asyncio
-
-    from contactcard.store.reads import _Reader
-
+def test_sqlite_version_is_asked_once_per_turn_of_the_event_loop(tmp_path):
     path = tmp_path / "memo.db"
     writer = sqlite3.connect(path, isolation_level=None)
     writer.execute("CREATE TABLE t (x)")
-    conn = sqlite3.connect(path, isolation_level=None, factory=CountingConnection)
-    reader = _Reader(conn)
+    reader = sqlite3.connect(path, isolation_level=None)
+    asked = []
+
+    def data_version() -> int:
+        asked.append(1)
+        return reader.execute("PRAGMA data_version").fetchone()[0]
+
+    memo = TurnMemo(data_version)
 
     async def scenario() -> None:
-        memo = reader.current_memo()
-        memo["answer"] = b"kept"
-        assert reader.current_memo() is memo and conn.asked == 1  # same turn: not asked again
+        first = memo.current()
+        first["answer"] = b"kept"
+        assert memo.current() is first and len(asked) == 1  # same turn: not asked again
         await asyncio.sleep(0)
-        assert reader.current_memo() == {"answer": b"kept"} and conn.asked == 2  # unchanged database
+        assert memo.current() is first and len(asked) == 2  # next turn, unchanged database
         writer.execute("INSERT INTO t VALUES (1)")
-        assert reader.current_memo() == {"answer": b"kept"}  # same turn: the old answer stands
+        assert memo.current() is first  # same turn: requests that arrived before the write
         await asyncio.sleep(0)
-        assert reader.current_memo() == {} and conn.asked == 3  # next turn: emptied
+        assert memo.current() == {} and len(asked) == 3  # next turn: a new, empty memo
 
     try:
         asyncio.run(scenario())
-        # Without an event loop every call asks.
-        reader.current_memo()
-        reader.current_memo()
-        assert conn.asked == 5
+        memo.current()
+        memo.current()
+        assert len(asked) == 5  # without an event loop every call asks
     finally:
-        conn.close()
+        reader.close()
         writer.close()
+
+
+async def settle() -> None:
+    """Let every task that can run, run (a few turns of the loop)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+class Questions:
+    """A stand-in for the PostgreSQL question: each one waits until the test answers it."""
+
+    def __init__(self) -> None:
+        self.pending: list[asyncio.Future] = []
+
+    async def ask(self) -> object:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        return await future
+
+    def answer(self, version: object) -> None:
+        self.pending.pop(0).set_result(version)
+
+
+def test_postgresql_requests_share_a_question_that_started_after_they_arrived():
+    async def scenario() -> None:
+        questions = Questions()
+        memo = BatchMemo(questions.ask)
+        first = [asyncio.ensure_future(memo.current()) for _ in range(3)]
+        await settle()
+        assert len(questions.pending) == 1  # one question for the three
+        late = asyncio.ensure_future(memo.current())  # arrives while it is in flight
+        await settle()
+        questions.answer("v1")
+        dicts = await asyncio.gather(*first)
+        assert all(d is dicts[0] for d in dicts)
+        dicts[0]["answer"] = b"kept"
+        await settle()
+        assert not late.done() and len(questions.pending) == 1  # the late one waits for the next
+        questions.answer("v1")
+        assert await late is dicts[0]  # unchanged version: the same memo, answers kept
+
+        again = asyncio.ensure_future(memo.current())
+        await settle()
+        questions.answer("v2")
+        assert await again == {}  # the version moved: a new memo
+        assert dicts[0] == {"answer": b"kept"}  # a lookup still holding the old one cannot reach it
+
+    asyncio.run(scenario())
+
+
+def test_postgresql_memo_is_withheld_when_the_question_fails():
+    async def failing() -> object:
+        raise OSError("connection refused")
+
+    async def scenario() -> None:
+        memo = BatchMemo(failing)
+        assert await asyncio.gather(memo.current(), memo.current()) == [None, None]
+
+    asyncio.run(scenario())

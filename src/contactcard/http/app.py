@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -83,7 +86,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or Settings()
     services = services or build(settings)
     docs_base = settings.resolved_docs_base_url
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Everything built so far (framework, routes, settings, modules) lives as long as
+        # the process: move it out of the collector's reach, so that a full collection,
+        # triggered by the garbage of requests, no longer walks it. Without this, one
+        # request in a few dozen waited ~50 ms for a collection under load.
+        gc.collect()
+        gc.freeze()
+        yield
+        await services.cards.aclose()  # PostgreSQL's pool of GET connections, bound to this loop
+
     app = FastAPI(
+        lifespan=lifespan,
         title="contactcard",
         redirect_slashes=False,
         docs_url=None,

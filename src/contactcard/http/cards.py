@@ -45,11 +45,14 @@ def _validated(service: ContactCards, hashed_key: str, parse: Callable[[], T]) -
         raise
 
 
-def read_cards(service: ContactCards, authorization: list[str], phones: list[str]) -> bytes:
+async def read_cards(service: ContactCards, authorization: list[str], phones: list[str]) -> bytes:
     """The body of a GET: every card of the key's partner, or one line's."""
     hashed_key = _key_hash(authorization)
     phone = _validated(service, hashed_key, lambda: contract.phone_from_query(phones, required=False))
-    found = service.list_cards(hashed_key) if phone is None else service.get_card(hashed_key, phone)
+    if phone is None:
+        found = await service.list_cards(hashed_key)
+    else:
+        found = await service.get_card(hashed_key, phone)
     return orjson.dumps({"contact_cards": found})
 
 
@@ -70,7 +73,7 @@ class FastGet:
         # GET by number answers are remembered by (hash of the exact Authorization value,
         # exact query): the same bytes against an unchanged database give the same answer,
         # so a hit skips parsing, the lookup and serialising. Only 200s are remembered.
-        memo = self.service.read_memo() if query and len(raw_authorization) == 1 else None
+        memo = await self.service.read_memo() if query and len(raw_authorization) == 1 else None
         if memo is not None:
             slot = (hashlib.sha256(raw_authorization[0]).digest(), query)
             body = memo.get(slot)
@@ -84,7 +87,7 @@ class FastGet:
             else []
         )
         try:
-            body = read_cards(self.service, authorization, phones)
+            body = await read_cards(self.service, authorization, phones)
         except ApiError as error:
             trace_id = scope.get("state", {}).get("trace_id", "")
             await error_response(error, trace_id, self.docs_base_url)(scope, receive, send)
@@ -113,7 +116,9 @@ async def contact_card(request: Request) -> Response:
         return await _setup(request, service, _key_hash(request.headers.getlist("authorization")))
     if request.method == "PATCH":
         return await _update(request, service, _key_hash(request.headers.getlist("authorization")))
-    body = read_cards(service, request.headers.getlist("authorization"), request.query_params.getlist("phone_number"))
+    body = await read_cards(
+        service, request.headers.getlist("authorization"), request.query_params.getlist("phone_number")
+    )
     return Response(body, media_type="application/json")
 
 

@@ -3,15 +3,8 @@
 GET is the hot path, so it skips the ORM layers: one prepared statement, rows turned
 straight into the dicts the API answers with.
 
-On SQLite, `memo()` gives the HTTP layer a place to keep answers that can never be stale:
-the memo is emptied whenever `PRAGMA data_version` moved, a counter that moves when any
-other connection, in this process or another, commits to the database. So a write, a new or
-revoked key, or a line handed to another partner is seen by the next request, as without
-the memo. Asking costs about 5 µs (SQLite takes its shared-memory read lock), so it is
-asked once per turn of the event loop, not per request: every request run in one turn had
-arrived before the turn began, so the answer, read after its arrival, is one a fresh
-lookup could have given. PostgreSQL has no such local counter (asking costs the round trip
-a lookup costs), so it has no memo.
+`memo()` gives the HTTP layer a place to keep GET answers that can never be stale: see
+`memo.py` for why it is exact on both databases.
 """
 
 from __future__ import annotations
@@ -27,6 +20,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from contactcard.store.db import Database
+from contactcard.store.memo import BatchMemo, Memo, TurnMemo
 
 _ONE = """
 SELECT k.key_hash, k.partner_id, l.partner_id,
@@ -49,34 +43,20 @@ ORDER BY l.phone_number
 Card = dict[str, Any]
 
 
-class _Reader:
-    """One thread's SQLite connection and its memo for the current data_version."""
+# Moves whenever a transaction that had an id ends, on the whole PostgreSQL server: a
+# conservative "anyone committed" (PostgreSQL 13 and later).
+_PG_VERSION = "SELECT pg_current_snapshot()::text"
 
-    __slots__ = ("connection", "version", "memo", "checked")
+
+class _Reader:
+    """One thread's SQLite connection and its memo."""
+
+    __slots__ = ("connection", "memo")
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
-        self.version: int | None = None
-        self.memo: dict = {}
-        self.checked = False
-
-    def current_memo(self) -> dict:
-        if self.checked:
-            return self.memo
-        (version,) = self.connection.execute("PRAGMA data_version").fetchone()
-        if version != self.version:
-            self.memo.clear()
-            self.version = version
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return self.memo  # no event loop: ask again next time
-        self.checked = True
-        loop.call_soon(self._next_turn)
-        return self.memo
-
-    def _next_turn(self) -> None:
-        self.checked = False
+        # Moves whenever another connection (this process's writer included) commits.
+        self.memo = TurnMemo(lambda: connection.execute("PRAGMA data_version").fetchone()[0])
 
 
 @dataclass(frozen=True)
@@ -99,18 +79,67 @@ class CardReads:
             self._engine = None
             marker = "?"
         else:
-            # Its own pool, autocommit and without pre-ping: the hot path pays one round
-            # trip, not three.
+            # Its own pool, autocommit and without pre-ping: a check pays one round trip,
+            # not three. GETs use the asynchronous pool below instead, so that waiting for
+            # PostgreSQL never stops the event loop.
             self._engine = create_engine(
                 database.url, pool_size=5, max_overflow=10, isolation_level="AUTOCOMMIT"
             )
+            self._conninfo = make_url(database.url).set(drivername="postgresql").render_as_string(hide_password=False)
             marker = "%s"
+        self._async_pool: Any = None  # psycopg_pool.AsyncConnectionPool, opened on the first GET
+        self._async_pool_opened: asyncio.Future | None = None
+        self._pg_memo = BatchMemo(self._pg_version)
         self._one = _ONE.format(p=marker)
         self._all = _ALL.format(p=marker)
+
+    async def _pg_version(self) -> object:
+        return await self._rows_async(_PG_VERSION, (), many=False)
 
     def dispose(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+    async def aclose(self) -> None:
+        if self._async_pool is not None:
+            await self._async_pool.close()
+            self._async_pool = self._async_pool_opened = None
+
+    async def _rows_async(self, sql: str, params: tuple, many: bool) -> list[tuple] | tuple | None:
+        """`_rows` for the event loop: SQLite answers in microseconds, so it is called
+        directly; PostgreSQL goes through an asynchronous pool."""
+        if self._engine is None:
+            return self._rows(sql, params, many)
+        pool = await self._pool()
+        for attempt in (1, 2):
+            try:
+                async with pool.connection() as connection:
+                    # Prepared once per connection: PostgreSQL then skips parsing and planning.
+                    cursor = await connection.execute(sql, params, prepare=True)
+                    return await (cursor.fetchall() if many else cursor.fetchone())
+            except Exception as exc:
+                # A connection the database dropped is discarded by the pool; try once more.
+                if attempt == 2 or not _is_disconnect(exc):
+                    raise
+        return None  # unreachable
+
+    async def _pool(self) -> Any:
+        if self._async_pool_opened is None:
+            from psycopg_pool import AsyncConnectionPool
+
+            # Connections are made in the background; a GET waits at most `timeout` seconds
+            # for one (then it is a 500, as when the database is down for a write).
+            self._async_pool = AsyncConnectionPool(
+                self._conninfo, min_size=2, max_size=10, kwargs={"autocommit": True}, timeout=10, open=False
+            )
+            # Every GET that arrives while the pool opens waits for the same opening.
+            self._async_pool_opened = asyncio.ensure_future(self._async_pool.open(wait=False))
+        try:
+            await self._async_pool_opened
+        except Exception:
+            self._async_pool = self._async_pool_opened = None  # the next GET tries again
+            raise
+        return self._async_pool
 
     def _rows(self, sql: str, params: tuple, many: bool) -> list[tuple] | tuple | None:
         if self._engine is None:
@@ -161,14 +190,18 @@ class CardReads:
         row = self._rows(self._one, (phone, key_hash), many=False)
         return self._line_access(row, key_hash)
 
-    def memo(self) -> dict | None:
-        """A dict for answers of this thread's reads, emptied whenever the database changed.
+    async def line_access_async(self, key_hash: str, phone: str) -> LineAccess:
+        row = await self._rows_async(self._one, (phone, key_hash), many=False)
+        return self._line_access(row, key_hash)
 
-        None when there is no memo (PostgreSQL, or switched off). Callers bound its size.
-        """
-        if self._engine is not None or not self._memo_enabled:
+    async def memo(self) -> Memo | None:
+        """A dict for GET answers, emptied whenever the database changed; None when off.
+        Callers bound its size."""
+        if not self._memo_enabled:
             return None
-        return self._reader().current_memo()
+        if self._engine is None:
+            return self._reader().memo.current()
+        return await self._pg_memo.current()
 
     def _line_access(self, row: tuple | None, key_hash: str) -> LineAccess:
         if row is None or not hmac.compare_digest(row[0], key_hash):
@@ -177,9 +210,9 @@ class CardReads:
         card = self._card(row, 3) if owns and row[3] is not None else None
         return LineAccess(row[1], owns, card)
 
-    def partner_cards(self, key_hash: str) -> tuple[str | None, list[Card]]:
+    async def partner_cards(self, key_hash: str) -> tuple[str | None, list[Card]]:
         """The partner of a key and all of its cards, ordered by phone number."""
-        rows = self._rows(self._all, (key_hash,), many=True)
+        rows = await self._rows_async(self._all, (key_hash,), many=True)
         if not rows or not hmac.compare_digest(rows[0][0], key_hash):
             return None, []
         prefix = self._prefix
