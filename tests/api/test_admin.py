@@ -136,3 +136,26 @@ def test_serve_on_an_empty_database_prints_a_ready_demo(tmp_path):
     assert key.startswith("cc_")
     assert "client.contact_card.retrieve()" in output and "curl" in output
     assert "+15551234567" in output
+
+
+def test_without_a_token_the_admin_api_is_a_401_and_fastapi_is_never_loaded(tmp_path):
+    # In a process of its own: this test process has FastAPI loaded already.
+    script = """
+import sys
+from starlette.testclient import TestClient
+from contactcard.http.app import create_app
+from contactcard.settings import Settings
+
+app = create_app(Settings(data_dir=sys.argv[1]))
+with TestClient(app) as client:
+    for method, path in (("GET", "/admin/v1/partners"), ("POST", "/admin/v1/lines"), ("DELETE", "/admin/v1/keys/x")):
+        answer = client.request(method, path, headers={"authorization": "Bearer anything"})
+        print(answer.status_code, answer.json()["error"]["code"])
+print("fastapi" in sys.modules, "pydantic" in sys.modules and "fastapi.routing" in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTCARD_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:4] == ["401 2004", "401 2004", "401 2004", "False False"]

@@ -13,16 +13,14 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
 from contactcard.store.memo import BatchMemo, TurnMemo
-from contactcard.store.reads import _PG_VERSION
 from tests.conftest import Partner, RunningServer, make_partner
+from tests.support.reads import recorded_lookups
 
 
 @pytest.fixture
@@ -30,30 +28,6 @@ def owner(server) -> Partner:
     partner = make_partner(server)
     partner.client().contact_card.create(phone_number=partner.lines[0], first_name="Before")
     return partner
-
-
-@contextmanager
-def counting_statements(server: RunningServer) -> Iterator[list[str]]:
-    """The statements the read path runs while the block executes."""
-    reads = server.framework.state.cards._reads
-    original, original_async = reads._rows, reads._rows_async
-    seen: list[str] = []
-
-    def recording(sql: str, params: tuple, many: bool):
-        seen.append(sql)
-        return original(sql, params, many)
-
-    async def recording_async(sql: str, params: tuple, many: bool):
-        # On SQLite this calls `_rows`, which records; the memo's own question is no lookup.
-        if reads._engine is not None and sql != _PG_VERSION:
-            seen.append(sql)
-        return await original_async(sql, params, many)
-
-    reads._rows, reads._rows_async = recording, recording_async
-    try:
-        yield seen
-    finally:
-        del reads._rows, reads._rows_async
 
 
 def execute_elsewhere(server: RunningServer, sql: str, **params: object) -> None:
@@ -74,7 +48,7 @@ def get_one(partner: Partner, phone: str) -> httpx.Response:
 def test_a_repeated_get_is_answered_without_a_statement(owner):
     phone = owner.lines[0]
     first = get_one(owner, phone)
-    with counting_statements(owner.server) as seen:
+    with recorded_lookups(owner.server) as seen:
         again = [get_one(owner, phone) for _ in range(3)]
     assert seen == []
     assert [a.content for a in again] == [first.content] * 3
@@ -85,7 +59,7 @@ def test_a_repeated_get_is_answered_without_a_statement(owner):
 def test_head_from_the_memo_has_no_body(owner):
     phone = owner.lines[0]
     full = get_one(owner, phone)
-    with owner.http() as http, counting_statements(owner.server) as seen:
+    with owner.http() as http, recorded_lookups(owner.server) as seen:
         head = http.head("/v3/contact_card", params={"phone_number": phone})
     assert seen == []
     assert head.status_code == 200 and head.content == b""
@@ -139,7 +113,7 @@ def test_a_line_given_to_another_partner_is_refused_at_once(owner, server):
 def test_refusals_are_not_memoised(owner, other_partner):
     phone = owner.lines[0]
     for _ in range(2):
-        with counting_statements(owner.server) as seen:
+        with recorded_lookups(owner.server) as seen:
             assert get_one(other_partner, phone).status_code == 403
         assert len(seen) == 1
 
@@ -156,10 +130,10 @@ def test_the_memo_keeps_at_most_its_size(farm, backend):
     assert names() == ["Ada", "Bo", "Cy"]
     # Three numbers through a memo of two: the oldest answer makes room, so a second pass
     # in the same order finds none of them and runs a statement for each.
-    with counting_statements(server) as seen:
+    with recorded_lookups(server) as seen:
         assert names() == ["Ada", "Bo", "Cy"]
     assert len(seen) == 3
-    with counting_statements(server) as seen:
+    with recorded_lookups(server) as seen:
         get_one(partner, partner.lines[2])
         get_one(partner, partner.lines[1])
     assert seen == []  # the two newest are still there
@@ -169,7 +143,7 @@ def test_size_zero_switches_the_memo_off(farm, backend):
     server = farm.get(backend, read_cache_size=0)
     partner = make_partner(server, lines=1)
     partner.client().contact_card.create(phone_number=partner.lines[0], first_name="Ada")
-    with counting_statements(server) as seen:
+    with recorded_lookups(server) as seen:
         for _ in range(3):
             assert get_one(partner, partner.lines[0]).status_code == 200
     assert len(seen) == 3

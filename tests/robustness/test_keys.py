@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, select
 from contactcard.keys import key_hash
 from contactcard.store.schema import api_keys
 from tests.conftest import ADMIN_TOKEN, make_partner, start_server
+from tests.support.reads import recorded_lookups
 
 pytestmark = pytest.mark.slow
 
@@ -27,24 +28,15 @@ def test_only_the_hash_of_a_key_is_in_the_database(partner):
     assert key_hash(partner.key) in everything
 
 
-def _statements(server, request, monkeypatch) -> list[str]:
+def _statements(server, request) -> list[str]:
     """The SQL the read path ran while the server answered `request()`."""
-    reads = server.framework.state.cards._reads
-    original = reads._rows
-    seen: list[str] = []
-
-    def recording(sql, params, many):
-        seen.append(sql)
-        return original(sql, params, many)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(reads, "_rows", recording)
+    with recorded_lookups(server) as seen:
         response = request()
     assert response.status_code == 401
     return seen
 
 
-def test_unknown_and_known_but_wrong_keys_take_the_same_path(partner, monkeypatch):
+def test_unknown_and_known_but_wrong_keys_take_the_same_path(partner):
     """An unknown key and a near miss of a real key run the very same queries, so their
     cost cannot tell an attacker how close a guess was."""
     base = partner.server.base_url
@@ -53,12 +45,10 @@ def test_unknown_and_known_but_wrong_keys_take_the_same_path(partner, monkeypatc
         unknown = _statements(
             partner.server,
             lambda: httpx.get(f"{base}{path}", params=params, headers={"authorization": "Bearer cc_unknown"}),
-            monkeypatch,
         )
         wrong = _statements(
             partner.server,
             lambda: httpx.get(f"{base}{path}", params=params, headers={"authorization": f"Bearer {near_miss}"}),
-            monkeypatch,
         )
         assert unknown == wrong
         assert len(unknown) == 1 and unknown[0].lstrip().upper().startswith("SELECT")

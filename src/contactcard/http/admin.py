@@ -1,5 +1,7 @@
 """`/admin/v1`: the operator API, so a test suite in any language can set up partners,
-keys and lines and script device outcomes without a shell. Bearer admin token."""
+keys and lines and script device outcomes without a shell. Bearer admin token.
+
+A FastAPI sub-app, mounted by `app.py` only when an admin token is set."""
 
 from __future__ import annotations
 
@@ -7,14 +9,17 @@ import hmac
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
+from starlette.responses import Response
 
 from contactcard import errors
 from contactcard.admin import Admin, AdminError
 from contactcard.device import DeviceScript, DeviceView
 from contactcard.errors import ApiError
 from contactcard.keys import bearer_key
+from contactcard.settings import Settings
 
 
 def _admin(request: Request) -> Admin:
@@ -26,11 +31,42 @@ def _admin(request: Request) -> Admin:
 
 
 AdminDep = Annotated[Admin, Depends(_admin)]
-router = APIRouter(prefix="/admin/v1", tags=["admin"])
+router = APIRouter(tags=["admin"])
+
+
+def admin_app(settings: Settings, admin: Admin, handlers: dict) -> FastAPI:
+    """The sub-app, with the app's error handlers plus the two of its own."""
+    app = FastAPI(redirect_slashes=False, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.admin = admin
+    for kind, handler in handlers.items():
+        app.add_exception_handler(kind, handler)
+    api_error = handlers[ApiError]
+
+    async def admin_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AdminError)
+        return await api_error(request, admin_failure(exc))
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        # pydantic's validation, in the same envelope (never 422).
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        kind = first.get("type", "")
+        if kind == "missing":
+            return await api_error(request, ApiError(errors.MISSING_FIELD, where or None))
+        if kind.startswith("json") or where == "":
+            return await api_error(request, ApiError(errors.BAD_BODY))
+        return await api_error(request, ApiError(errors.BAD_VALUE, f"{where}: {first.get('msg', 'invalid')}"))
+
+    app.add_exception_handler(AdminError, admin_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.include_router(router)
+    return app
 
 
 def admin_failure(exc: AdminError) -> ApiError:
-    """An operator request that cannot be done, as the envelope (handler in `app.py`)."""
+    """An operator request that cannot be done, as the envelope."""
     return ApiError(errors.NOT_FOUND if exc.not_found else errors.BAD_VALUE, str(exc))
 
 
