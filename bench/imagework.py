@@ -2,7 +2,7 @@
 
 IMPL is `server` (contactcard.images.normalise, the server's pipeline) or `vips` (the
 baseline: pyvips thumbnail to a 1024 square centre crop, saved as the same JPEG: quality 85,
-metadata stripped). Each worker is a fresh process that loads only its own side, so
+metadata stripped; on Debian's libvips42, see `system_pyvips`). Each worker is a fresh process that loads only its own side, so
 its memory figures are its own (the server's side loads libvips too: it decodes PNG and WebP
 with it). One warm-up image first (codecs, thread pools),
 then COUNT timed images. For each image: RSS before, the peak RSS while it ran (VmHWM after
@@ -53,9 +53,21 @@ def _server():
     return run, {}
 
 
-def _vips():
+def system_pyvips():
+    """pyvips on the system's libvips (Debian's libvips42), not the PyPI build the server
+    uses for PNG and WebP: that build has no HEVC decoder, so it cannot read HEIC, and the
+    baseline must read all four formats. Blocking pyvips-binary's module makes pyvips fall
+    back to loading libvips.so.42 from the system."""
+    sys.modules.setdefault("_libvips", None)  # `import _libvips` now raises ImportError
     import pyvips
 
+    if pyvips.API_mode:
+        raise RuntimeError("pyvips loaded its bundled libvips, not the system's")
+    return pyvips
+
+
+def _vips():
+    pyvips = system_pyvips()
     pyvips.cache_set_max(0)  # distinct images in a server: never answer from libvips's cache
 
     def run(data: bytes) -> tuple[int, int, int]:

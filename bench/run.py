@@ -56,14 +56,33 @@ class Log:
 
 
 def ensure_image_libs(log: Log) -> str:
-    """The libvips version pyvips loads (the server's own dependency, from pyvips-binary)."""
-    probe = [sys.executable, "-c", "import pyvips; print('%d.%d.%d' % tuple(pyvips.version(i) for i in range(3)))"]
-    done = subprocess.run(probe, capture_output=True, text=True, env=clean_env({}), cwd=REPO)
-    if done.returncode != 0:
-        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "?"
+    """The baseline's libvips: Debian's libvips42 (installed when root), whose libheif can
+    read HEIC; the server's own libvips comes from PyPI. Returns its version."""
+    probe = [
+        sys.executable, "-c",
+        "from bench.imagework import system_pyvips; v = system_pyvips().version; print('%d.%d.%d' % (v(0), v(1), v(2)))",
+    ]
+
+    def attempt() -> subprocess.CompletedProcess:
+        return subprocess.run(probe, capture_output=True, text=True, env=clean_env({}), cwd=REPO)
+
+    done = attempt()
+    if done.returncode == 0:
+        return done.stdout.strip()
+    if os.geteuid() != 0:
         raise MissingDependency(
-            f"pyvips cannot load libvips ({last}): reinstall the project, e.g. `source scripts/_venv bench`."
+            f"pyvips cannot load the system's libvips ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else '?'}): "
+            "install Debian's package with `sudo apt-get install -y libvips42`."
         )
+    log("libvips is missing: apt-get install -y libvips42")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    installed = subprocess.run(["apt-get", "install", "-y", "libvips42"], env=env, capture_output=True, text=True)
+    if installed.returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True)
+        installed = subprocess.run(["apt-get", "install", "-y", "libvips42"], env=env, capture_output=True, text=True)
+    done = attempt()
+    if done.returncode != 0:
+        raise MissingDependency(f"libvips42 could not be installed or loaded:\n{installed.stderr[-1500:]}\n{done.stderr[-1500:]}")
     return done.stdout.strip()
 
 
