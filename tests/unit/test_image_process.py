@@ -320,10 +320,11 @@ def test_libvips_reads_only_png_and_webp():
     from contactcard.images import vips
 
     with pytest.raises(vips.VipsFailure):
-        vips.centre_square(encode(quadrants(), "JPEG"), 32)
+        vips.square_jpeg(encode(quadrants(), "JPEG"), 32, None, 85)
     with pytest.raises(vips.VipsFailure):
-        vips.centre_square(encode(quadrants(), "TIFF"), 32)
-    assert vips.centre_square(encode(quadrants(), "PNG"), 32).size == (32, 32)
+        vips.square_jpeg(encode(quadrants(), "TIFF"), 32, None, 85)
+    _, width, height = vips.square_jpeg(encode(quadrants(), "PNG"), 32, None, 85)
+    assert (width, height) == (32, 32)
 
 
 def test_webp():

@@ -17,8 +17,11 @@ import pillow_heif
 from PIL import Image
 
 from contactcard.images import vips
+from contactcard.images.allocator import fix_mmap_threshold
 
 pillow_heif.register_heif_opener()
+# Loaded with the decoder: only a process that handles pictures needs it.
+fix_mmap_threshold()
 
 # Only these decoders ever see caller bytes; EPS (Ghostscript), PSD, TIFF and
 # the rest of Pillow's formats are never tried.
@@ -28,7 +31,8 @@ CORRUPT = "image data is truncated or corrupt"
 WHITE = (255, 255, 255)
 JPEG_QUALITY = 85
 
-# Decoded by libvips with the shrink (vips.py); Pillow only identifies them.
+# Decoded, shrunk and encoded by libvips (vips.py); Pillow only identifies them and reads
+# their orientation. Their pixels never exist at full size.
 _STREAMED_FORMATS = frozenset({"PNG", "WEBP"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # Modes Pillow resamples as they are (alpha premultiplied); others become RGB first.
@@ -78,8 +82,7 @@ def normalise(
     max_dimension: int = 16_384,
 ) -> RenditionImage:
     try:
-        square = _decode_square(data, max_side, max_pixels, max_dimension)
-        return _encode(square)
+        return _rendition(data, max_side, max_pixels, max_dimension)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -92,9 +95,7 @@ def normalise(
         raise ImageError(CORRUPT) from exc
 
 
-def _decode_square(
-    data: bytes, max_side: int, max_pixels: int, max_dimension: int
-) -> Image.Image:
+def _rendition(data: bytes, max_side: int, max_pixels: int, max_dimension: int) -> RenditionImage:
     im = _open(data)
     width, height = im.size
     if width < 1 or height < 1:
@@ -104,13 +105,13 @@ def _decode_square(
 
     im.seek(0)  # first frame only of an animation
     orientation = _orientation(im)
-    target = min(width, height, max_side)  # never upscale; >= 1 so never 0 pixels
     if im.format in _STREAMED_FORMATS:
-        square = vips.centre_square(data, target)
-    else:
-        square = _pillow_square(im, max_side)
+        target = min(width, height, max_side)  # never upscale; >= 1 so never 0 pixels
+        jpeg, side, _ = vips.square_jpeg(data, target, orientation, JPEG_QUALITY)
+        return _described(jpeg, side, side)
+    square = _pillow_square(im, max_side)
     method = _TRANSPOSE.get(orientation)
-    return square.transpose(method) if method is not None else square
+    return _encode(square.transpose(method) if method is not None else square)
 
 
 def _pillow_square(im: Image.Image, max_side: int) -> Image.Image:
@@ -176,12 +177,15 @@ def _encode(im: Image.Image) -> RenditionImage:
     fresh = Image.frombytes("RGB", im.size, im.tobytes())
     out = io.BytesIO()
     fresh.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=True)
-    data = out.getvalue()
+    return _described(out.getvalue(), fresh.width, fresh.height)
+
+
+def _described(data: bytes, width: int, height: int) -> RenditionImage:
     return RenditionImage(
         data=data,
         content_type="image/jpeg",
         extension="jpg",
-        width=fresh.width,
-        height=fresh.height,
+        width=width,
+        height=height,
         digest=hashlib.sha256(data).hexdigest(),
     )

@@ -1,10 +1,10 @@
-"""PNG and WebP pixels through libvips: shrink while decoding, never the whole picture.
+"""PNG and WebP through libvips: shrink while decoding, never the whole picture.
 
 Pillow decodes a 12-megapixel PNG into one 36 MB buffer and a WebP into RGBA copies of
 about 190 MB before anything can be shrunk. libvips streams PNG rows through the shrink
 and asks libwebp for a scaled decode, so an image costs a few megabytes. Pillow still
 identifies the file, checks its size and reads its orientation (process.py); this module
-only turns the bytes into the small centre square.
+turns the bytes into the rendition: the small centre square, upright, as a fresh JPEG.
 
 Hardened once per process: every libvips loader is blocked except the PNG and WebP
 buffer loaders, libvips's operation cache is off (each caller image is distinct, and a
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-
-from PIL import Image
 
 _ALLOWED_LOADERS = ("VipsForeignLoadPngBuffer", "VipsForeignLoadWebpBuffer")
 _SETUP_LOCK = threading.Lock()
@@ -51,11 +49,24 @@ class VipsFailure(Exception):
     """libvips refused the bytes (truncated, corrupt, or not what Pillow said)."""
 
 
-def centre_square(data: bytes, side: int) -> Image.Image:
-    """The centre square of the picture, `side` pixels wide, in RGB on white.
+# EXIF orientation -> what turns the stored picture upright (EXIF 2.32, 4.6.4), as the
+# libvips operations applied in order; process.py has the same table for Pillow.
+_UPRIGHT: dict[int, tuple[tuple[str, str], ...]] = {
+    2: (("flip", "horizontal"),),
+    3: (("rot", "d180"),),
+    4: (("flip", "vertical"),),
+    5: (("rot", "d90"), ("flip", "horizontal")),  # transpose
+    6: (("rot", "d90"),),
+    7: (("rot", "d270"), ("flip", "horizontal")),  # transverse
+    8: (("rot", "d270"),),
+}
 
-    The picture is not turned: the caller orients the small square, as for the other
-    formats, with the orientation Pillow read.
+
+def square_jpeg(data: bytes, side: int, orientation: int | None, quality: int) -> tuple[bytes, int, int]:
+    """The centre square of the picture, `side` pixels wide, upright, on white, as a fresh
+    JPEG without any metadata; with its width and height.
+
+    The orientation is the one Pillow read (process.py), applied to the small square.
     """
     vips = _library()
     try:
@@ -72,9 +83,12 @@ def centre_square(data: bytes, side: int) -> Image.Image:
             square = square.cast("uchar")
         if square.bands == 1:
             square = square.colourspace("srgb")
-        pixels = square.write_to_memory()
+        if square.bands != 3:
+            raise VipsFailure(f"unexpected libvips output: {square.bands} bands")
+        for operation, direction in _UPRIGHT.get(orientation or 1, ()):
+            square = getattr(square, operation)(direction)
+        # Encoded from pixels only: keep="none" writes no EXIF, XMP, ICC or comment.
+        out = square.jpegsave_buffer(Q=quality, optimize_coding=True, keep="none")
     except vips.Error as exc:
         raise VipsFailure(str(exc).strip().splitlines()[0] if str(exc).strip() else "libvips error") from None
-    if square.bands != 3 or len(pixels) != square.width * square.height * 3:
-        raise VipsFailure(f"unexpected libvips output: {square.bands} bands")
-    return Image.frombytes("RGB", (square.width, square.height), pixels)
+    return out, square.width, square.height
