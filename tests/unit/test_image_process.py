@@ -456,3 +456,13 @@ def test_error_reason_is_also_the_message():
     with pytest.raises(ImageError) as caught:
         normalise(b"nope")
     assert str(caught.value) == caught.value.reason
+
+
+def test_the_allocator_threshold_is_fixed_on_glibc_only(monkeypatch):
+    import platform
+
+    from contactcard.images import allocator
+
+    assert allocator.fix_mmap_threshold() is (platform.libc_ver()[0] == "glibc")
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("musl", "1.2"))
+    assert allocator.fix_mmap_threshold() is False
