@@ -55,6 +55,9 @@ class Backend:
     large_url: str  # SQLAlchemy URL of the large database (for the in-process baseline)
     small_pairs: Path
     large_pairs: Path
+    # The same databases served with the memo off (information rows).
+    small_off: Server | None = None
+    large_off: Server | None = None
 
 
 def row(figure: int, db: str, title: str, unit: str, target: str | None, **fields) -> dict:
@@ -199,6 +202,36 @@ def get_rows(bare: Target, small: Target, large: Target, db: str, small_cards: i
             + _probe_notes(large),
         )
     )
+    return rows
+
+
+def memo_off_rows(bare: Target, small: Target, large: Target | None, db: str, small_cards: int, large_cards: int) -> list[dict]:
+    """The same GET figures with the memo switched off (CONTACTCARD_READ_CACHE_SIZE=0), for
+    information: every request then runs the lookup, as a write-heavy workload would."""
+    rps = lambda t: [r["rps"] for r in t.results]  # noqa: E731
+    p99 = lambda t: [r["p99_ms"] for r in t.results]  # noqa: E731
+    notes = _error_notes(bare, small) + _probe_notes(small)
+    rows = [
+        row(
+            1, db, "GET by number, req/s, memo off (info)", "req/s", None, info_target="get_rps",
+            subject=spread(rps(small)), baseline=spread(rps(bare)), ratio=spread(ratios(rps(small), rps(bare))),
+            broken=_broken(bare, small), notes=list(notes),
+        ),
+        row(
+            1, db, "GET by number, p99, memo off (info)", "ms", None, info_target="get_p99",
+            subject=spread(p99(small)), baseline=spread(p99(bare)), ratio=spread(ratios(p99(small), p99(bare))),
+            broken=_broken(bare, small), notes=list(notes),
+        ),
+    ]
+    if large is not None:
+        rows.append(
+            row(
+                6, db, f"GET by number, req/s: {powers(large_cards)} vs {powers(small_cards)} cards, memo off (info)",
+                "req/s", None, info_target="db_size",
+                subject=spread(rps(large)), baseline=spread(rps(small)), ratio=spread(ratios(rps(large), rps(small))),
+                broken=_broken(small, large), notes=_error_notes(large),
+            )
+        )
     return rows
 
 

@@ -58,11 +58,13 @@ def verdict(r: dict) -> str:
 
 
 def target_text(r: dict) -> str:
-    key = r.get("target")
+    key = r.get("target") or r.get("info_target")
     if key is None:
         return "-"
     op, limit = TARGETS[key]
     sign = "≥" if op == ">=" else "≤"
+    if r.get("target") is None:  # information, shown beside the target it would have
+        return f"({sign} {limit:g}×)"
     if key == "cold_start_s":
         return f"{sign} {limit:g} s"
     if key == "peak_rss_mib":
@@ -216,7 +218,7 @@ def chart(rows: list[dict], meta: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     colours = {"PASS": "#2e7d32", "MISS": "#c62828", "ERR": "#6a1b9a", "INFO": "#78909c", "n/a": "#f9a825"}
-    ratio_rows = [r for r in rows if r.get("ratio") and r.get("target") and r["target"] in TARGETS]
+    ratio_rows = [r for r in rows if r.get("ratio") and (r.get("target") or r.get("info_target")) in TARGETS]
     cold = [r for r in rows if r.get("target") == "cold_start_s" and r.get("subject")]
     rss = [r for r in rows if r.get("target") == "peak_rss_mib" and r.get("subject")]
     posts = [r for r in rows if r["figure"] == 3 and r.get("target") is None and r.get("subject")]
@@ -230,7 +232,7 @@ def chart(rows: list[dict], meta: dict, path: Path) -> None:
         s = r["ratio"]
         ax.barh(yi, s["median"], color=colours[r["verdict"]], alpha=0.85, height=0.6)
         ax.errorbar(s["median"], yi, xerr=[[s["median"] - s["min"]], [s["max"] - s["median"]]], fmt="none", ecolor="black", capsize=3, lw=1)
-        op, limit = TARGETS[r["target"]]
+        op, limit = TARGETS[r.get("target") or r["info_target"]]
         ax.plot([limit, limit], [yi - 0.38, yi + 0.38], color="black", lw=2.2)
         ax.text(max(s["max"], limit) * 1.08, yi, f"{s['median']:.2f} ({'≥' if op == '>=' else '≤'}{limit:g}) {r['verdict']}", va="center", fontsize=8)
     ax.set_yticks(y)

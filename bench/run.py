@@ -21,6 +21,7 @@ from bench.figures import (
     get_all,
     get_load,
     get_rows,
+    memo_off_rows,
     image_work,
     peak_rss_row,
     pg_session_probe,
@@ -163,9 +164,10 @@ def run(config: Config) -> int:
             }
             meta["server_settings"] = {k: v for k, v in settings.items() if k != "CONTACTCARD_IMAGE_ALLOWED_HOSTS"}
 
-            def server(name: str, data_dir: str, url: str | None = None):
+            def server(name: str, data_dir: str, url: str | None = None, memo: bool = True):
+                own = settings if memo else {**settings, "CONTACTCARD_READ_CACHE_SIZE": "0"}
                 return contactcard_server(
-                    name, port=free_port(), data_dir=tmp / data_dir, log_dir=tmp, database_url=url, settings=settings
+                    name, port=free_port(), data_dir=tmp / data_dir, log_dir=tmp, database_url=url, settings=own
                 )
 
             sqlite = Backend(
@@ -174,6 +176,8 @@ def run(config: Config) -> int:
                 write_pairs(tmp / "pairs-sqlite-small.txt", sq_small.pairs),
                 write_pairs(tmp / "pairs-sqlite-large.txt", sq_large.pairs),
             )
+            sqlite.small_off = server("sqlite-small-memo-off", "sqlite-small", memo=False)
+            sqlite.large_off = server("sqlite-large-memo-off", "sqlite-large", memo=False)
             backends = [sqlite]
             if pg_small and pg_large:
                 backends.append(
@@ -182,17 +186,20 @@ def run(config: Config) -> int:
                         server("postgres-large", "pg-large", pg_urls["large"]), pg_small, pg_large, pg_urls["large"],
                         write_pairs(tmp / "pairs-pg-small.txt", pg_small.pairs),
                         write_pairs(tmp / "pairs-pg-large.txt", pg_large.pairs),
+                        small_off=server("postgres-small-memo-off", "pg-small", pg_urls["small"], memo=False),
                     )
                 )
             log("starting the servers")
             for b in backends:
-                b.small.start()
-                b.large.start()
+                for s in (b.small, b.large, b.small_off, b.large_off):
+                    if s is not None:
+                        s.start()
             for b in backends:
-                b.small.wait_ready()
-                b.large.wait_ready()
+                for s, seed in ((b.small, b.small_seed), (b.large, b.large_seed), (b.small_off, b.small_seed), (b.large_off, b.large_seed)):
+                    if s is not None:
+                        s.wait_ready()
+                        check_get_by_number(s, *seed.pairs[0])
                 body = check_get_by_number(b.small, *b.small_seed.pairs[0])
-                check_get_by_number(b.large, *b.large_seed.pairs[0])
                 if b.name == "SQLite":
                     (tmp / "bare-body.json").write_bytes(body)
             bare = bare_server(
@@ -209,6 +216,7 @@ def run(config: Config) -> int:
             bare_target = Target("bare", "bare ASGI", bare, sqlite.small_pairs)
             targets = [bare_target]
             pairs_of: dict[str, tuple[Target, Target]] = {}
+            memo_off: dict[str, tuple[Target, Target | None]] = {}
             for b in backends:
                 small = Target(b.small.name, f"{b.name} {b.small_seed.total_cards:,} cards", b.small, b.small_pairs)
                 large = Target(b.large.name, f"{b.name} {b.large_seed.total_cards:,} cards", b.large, b.large_pairs)
@@ -217,6 +225,15 @@ def run(config: Config) -> int:
                     large.probe = pg_session_probe(config.postgres_url, pg_databases[1])
                 targets += [small, large]
                 pairs_of[b.name] = (small, large)
+                if b.small_off is not None:
+                    off = Target(b.small_off.name, f"{small.label}, memo off", b.small_off, b.small_pairs)
+                    off_large = (
+                        Target(b.large_off.name, f"{large.label}, memo off", b.large_off, b.large_pairs)
+                        if b.large_off is not None
+                        else None
+                    )
+                    targets += [t for t in (off, off_large) if t is not None]
+                    memo_off[b.name] = (off, off_large)
 
             raw["peak_rss"] = {}
             if wanted & {1, 5, 6}:
@@ -226,6 +243,11 @@ def run(config: Config) -> int:
                 for b in backends:
                     small, large = pairs_of[b.name]
                     rows += get_rows(bare_target, small, large, b.name, b.small_seed.total_cards, b.large_seed.total_cards)
+                    if b.name in memo_off:
+                        off, off_large = memo_off[b.name]
+                        rows += memo_off_rows(
+                            bare_target, off, off_large, b.name, b.small_seed.total_cards, b.large_seed.total_cards
+                        )
                     r, peak = peak_rss_row(b.small, bare, b.name)
                     rows.append(r)
                     raw["peak_rss"][b.name] = {**peak, "large_server_status_kib": b.large.status()}
