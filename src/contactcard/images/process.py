@@ -107,6 +107,9 @@ def _rendition(data: bytes, max_side: int, max_pixels: int, max_dimension: int) 
     orientation = _orientation(im)
     if im.format in _STREAMED_FORMATS:
         target = min(width, height, max_side)  # never upscale; >= 1 so never 0 pixels
+        # Pillow's copy of the file (and, for WebP, its demuxer) go before libvips starts.
+        im.close()
+        del im
         jpeg, side, _ = vips.square_jpeg(data, target, orientation, JPEG_QUALITY)
         return _described(jpeg, side, side)
     square = _pillow_square(im, max_side)
