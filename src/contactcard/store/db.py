@@ -72,7 +72,10 @@ def connect(url: str) -> Database:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         return Database(url, _sqlite_engine(url, immediate=False), _sqlite_engine(url, immediate=True))
-    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # Up to 30 connections while writes run (each write holds one for its line's lock), but
+    # only 1 kept open when idle: several processes (and workers) share PostgreSQL's default
+    # of 100 connections.
+    engine = create_engine(url, pool_size=1, max_overflow=29, pool_pre_ping=True)
     return Database(url, engine, engine)
 
 

@@ -82,8 +82,10 @@ class CardReads:
             # Its own pool, autocommit and without pre-ping: a check pays one round trip,
             # not three. GETs use the asynchronous pool below instead, so that waiting for
             # PostgreSQL never stops the event loop.
+            # Small: only writes use it (their ownership check), and the per-line gate
+            # already bounds how many run at once.
             self._engine = create_engine(
-                database.url, pool_size=5, max_overflow=10, isolation_level="AUTOCOMMIT"
+                database.url, pool_size=1, max_overflow=9, isolation_level="AUTOCOMMIT"
             )
             self._conninfo = make_url(database.url).set(drivername="postgresql").render_as_string(hide_password=False)
             marker = "%s"
@@ -128,9 +130,11 @@ class CardReads:
             from psycopg_pool import AsyncConnectionPool
 
             # Connections are made in the background; a GET waits at most `timeout` seconds
-            # for one (then it is a 500, as when the database is down for a write).
+            # for one (then it is a 500, as when the database is down for a write). One
+            # stays open; those a burst opens close after 30 s idle, so that several
+            # processes stay well inside PostgreSQL's default 100 connections.
             self._async_pool = AsyncConnectionPool(
-                self._conninfo, min_size=2, max_size=10, kwargs={"autocommit": True}, timeout=10, open=False
+                self._conninfo, min_size=1, max_size=4, max_idle=30, kwargs={"autocommit": True}, timeout=10, open=False
             )
             # Every GET that arrives while the pool opens waits for the same opening.
             self._async_pool_opened = asyncio.ensure_future(self._async_pool.open(wait=False))
