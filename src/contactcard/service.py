@@ -47,7 +47,7 @@ class Policy:
     profile: str  # "seed" | "hosted"
     write_budget: int  # 0: off
     write_budget_window: int
-    read_cache_size: int = 0  # GET-by-number answers kept per reader (SQLite only); 0: off
+    read_cache_size: int = 0  # GET-by-number answers kept in the memo (store/memo.py); 0: off
 
 
 class ContactCards:

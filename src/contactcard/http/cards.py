@@ -8,11 +8,10 @@ routed endpoint call `read_cards`. The OpenAPI document describing them is `open
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import parse_qsl
-
-import hashlib
 
 import orjson
 from starlette.requests import Request

@@ -79,11 +79,9 @@ class CardReads:
             self._engine = None
             marker = "?"
         else:
-            # Its own pool, autocommit and without pre-ping: a check pays one round trip,
-            # not three. GETs use the asynchronous pool below instead, so that waiting for
-            # PostgreSQL never stops the event loop.
-            # Small: only writes use it (their ownership check), and the per-line gate
-            # already bounds how many run at once.
+            # For the writes' ownership check only (GETs use the asynchronous pool below,
+            # so that waiting for PostgreSQL never stops the event loop): small, autocommit
+            # and without pre-ping, so a check pays one round trip, not three.
             self._engine = create_engine(
                 database.url, pool_size=1, max_overflow=9, isolation_level="AUTOCOMMIT"
             )
