@@ -243,3 +243,23 @@ def test_postgresql_memo_is_withheld_when_the_question_fails():
         assert await asyncio.gather(memo.current(), memo.current()) == [None, None]
 
     asyncio.run(scenario())
+
+
+def test_postgresql_a_request_that_goes_away_does_not_stall_the_others():
+    async def scenario() -> None:
+        questions = Questions()
+        memo = BatchMemo(questions.ask)
+        leaving = asyncio.ensure_future(memo.current())
+        staying = asyncio.ensure_future(memo.current())
+        await settle()
+        leaving.cancel()  # its client disconnected while the question was in flight
+        await settle()
+        questions.answer("v1")
+        assert await asyncio.wait_for(staying, 5) == {}
+        assert leaving.cancelled()
+        again = asyncio.ensure_future(memo.current())  # the next request still gets a question
+        await settle()
+        questions.answer("v1")
+        assert await asyncio.wait_for(again, 5) is not None
+
+    asyncio.run(scenario())
