@@ -20,10 +20,17 @@ def parse(argv: list[str] | None = None) -> Config:
         description="Benchmark the contactcard server against same-run baselines; print one table, "
         "write JSON, a PNG chart and Markdown.",
     )
-    parser.add_argument("--quick", action="store_true", help="seconds, not minutes: 2 s wrk runs, 1 round, 10^4 cards (CI)")
+    parser.add_argument(
+        "--quick", action="store_true", help="seconds, not minutes: 2 s wrk runs, 1 round, 10^4 cards (CI)"
+    )
     parser.add_argument("--rounds", type=int, help="interleaved rounds of baseline and subject (default 3; quick 1)")
     parser.add_argument("--duration", type=int, help="seconds of each measured wrk run (default 10; quick 2)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for latest.json, bench.png, results.md (default bench/results)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="folder for latest.json, bench.png, results.md (default bench/results)",
+    )
     parser.add_argument("--skip-postgres", action="store_true", help="run the SQLite figures only")
     parser.add_argument(
         "--figures",
@@ -36,8 +43,16 @@ def parse(argv: list[str] | None = None) -> Config:
         "(default: $CONTACTCARD_BENCH_POSTGRES_URL or postgresql+psycopg://root@127.0.0.1:5432/test)",
     )
     docs = parser.add_mutually_exclusive_group()
-    docs.add_argument("--docs", dest="docs", action="store_true", default=None, help="also record the run in docs/bench (default for a full run)")
-    docs.add_argument("--no-docs", dest="docs", action="store_false", help="do not touch docs/bench (default with --quick)")
+    docs.add_argument(
+        "--docs",
+        dest="docs",
+        action="store_true",
+        default=None,
+        help="also record the run in docs/bench (default for a full run)",
+    )
+    docs.add_argument(
+        "--no-docs", dest="docs", action="store_false", help="do not touch docs/bench (default with --quick)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (server logs, databases)")
     args = parser.parse_args(argv)
     return Config.build(

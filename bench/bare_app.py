@@ -47,7 +47,7 @@ def _swap_app_in_uvicorn(options_file: str | None) -> None:
         name: p.default for name, p in inspect.signature(original).parameters.items() if p.default is not p.empty
     }
 
-    def init(self, app_ref, *args, **kwargs):  # noqa: ANN001 - uvicorn's signature
+    def init(self, app_ref, *args, **kwargs):
         # What `serve` set: the options that differ from uvicorn's own defaults.
         seen = {
             k: v

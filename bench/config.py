@@ -95,9 +95,7 @@ class Config:
         if skip_postgres:
             config.postgres_url = None
         else:
-            config.postgres_url = postgres_url or os.environ.get(
-                "CONTACTCARD_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL
-            )
+            config.postgres_url = postgres_url or os.environ.get("CONTACTCARD_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL)
         config.keep = keep
         if figures is not None:
             config.figures = figures

@@ -96,8 +96,12 @@ def get_load(config: Config, wrk: str, targets: list[Target], log: Callable[[str
     for target in targets:
         log(f"  warm-up {target.label}: wrk {config.warmup} s")
         target.warmup = run_wrk(
-            wrk, target.server.url, target.pairs_file,
-            duration=config.warmup, threads=config.threads, connections=config.connections,
+            wrk,
+            target.server.url,
+            target.pairs_file,
+            duration=config.warmup,
+            threads=config.threads,
+            connections=config.connections,
         )
     for r in range(config.rounds):
         shift = r % len(targets)
@@ -107,8 +111,12 @@ def get_load(config: Config, wrk: str, targets: list[Target], log: Callable[[str
         for target in order:
             before = target.probe() if target.probe else {}
             result = run_wrk(
-                wrk, target.server.url, target.pairs_file,
-                duration=config.duration, threads=config.threads, connections=config.connections,
+                wrk,
+                target.server.url,
+                target.pairs_file,
+                duration=config.duration,
+                threads=config.threads,
+                connections=config.connections,
             )
             if target.probe:
                 after = target.probe()
@@ -179,23 +187,43 @@ def get_rows(bare: Target, small: Target, large: Target, db: str, small_cards: i
     notes = _error_notes(bare, small) + _probe_notes(small)
     rows.append(
         row(
-            1, db, "GET by number, req/s", "req/s", "get_rps",
-            subject=spread(rps(small)), baseline=spread(rps(bare)), ratio=spread(ratios(rps(small), rps(bare))),
-            broken=_broken(bare, small), notes=list(notes),
+            1,
+            db,
+            "GET by number, req/s",
+            "req/s",
+            "get_rps",
+            subject=spread(rps(small)),
+            baseline=spread(rps(bare)),
+            ratio=spread(ratios(rps(small), rps(bare))),
+            broken=_broken(bare, small),
+            notes=list(notes),
         )
     )
     rows.append(
         row(
-            1, db, "GET by number, p99 at 64 connections", "ms", "get_p99",
-            subject=spread(p99(small)), baseline=spread(p99(bare)), ratio=spread(ratios(p99(small), p99(bare))),
-            broken=_broken(bare, small), notes=list(notes),
+            1,
+            db,
+            "GET by number, p99 at 64 connections",
+            "ms",
+            "get_p99",
+            subject=spread(p99(small)),
+            baseline=spread(p99(bare)),
+            ratio=spread(ratios(p99(small), p99(bare))),
+            broken=_broken(bare, small),
+            notes=list(notes),
         )
     )
     p99_ratio = spread(ratios(p99(large), p99(small)))
     rows.append(
         row(
-            6, db, f"GET by number, req/s: {powers(large_cards)} vs {powers(small_cards)} cards", "req/s", "db_size",
-            subject=spread(rps(large)), baseline=spread(rps(small)), ratio=spread(ratios(rps(large), rps(small))),
+            6,
+            db,
+            f"GET by number, req/s: {powers(large_cards)} vs {powers(small_cards)} cards",
+            "req/s",
+            "db_size",
+            subject=spread(rps(large)),
+            baseline=spread(rps(small)),
+            ratio=spread(ratios(rps(large), rps(small))),
             broken=_broken(small, large),
             notes=_error_notes(large)
             + ([f"p99 ratio median {p99_ratio['median']:.2f}"] if p99_ratio else [])
@@ -205,7 +233,9 @@ def get_rows(bare: Target, small: Target, large: Target, db: str, small_cards: i
     return rows
 
 
-def memo_off_rows(bare: Target, small: Target, large: Target | None, db: str, small_cards: int, large_cards: int) -> list[dict]:
+def memo_off_rows(
+    bare: Target, small: Target, large: Target | None, db: str, small_cards: int, large_cards: int
+) -> list[dict]:
     """The same GET figures with the memo switched off (CONTACTCARD_READ_CACHE_SIZE=0), for
     information: every request then runs the lookup, as a write-heavy workload would."""
     rps = lambda t: [r["rps"] for r in t.results]  # noqa: E731
@@ -213,23 +243,46 @@ def memo_off_rows(bare: Target, small: Target, large: Target | None, db: str, sm
     notes = _error_notes(bare, small) + _probe_notes(small)
     rows = [
         row(
-            1, db, "GET by number, req/s, memo off (info)", "req/s", None, info_target="get_rps",
-            subject=spread(rps(small)), baseline=spread(rps(bare)), ratio=spread(ratios(rps(small), rps(bare))),
-            broken=_broken(bare, small), notes=list(notes),
+            1,
+            db,
+            "GET by number, req/s, memo off (info)",
+            "req/s",
+            None,
+            info_target="get_rps",
+            subject=spread(rps(small)),
+            baseline=spread(rps(bare)),
+            ratio=spread(ratios(rps(small), rps(bare))),
+            broken=_broken(bare, small),
+            notes=list(notes),
         ),
         row(
-            1, db, "GET by number, p99, memo off (info)", "ms", None, info_target="get_p99",
-            subject=spread(p99(small)), baseline=spread(p99(bare)), ratio=spread(ratios(p99(small), p99(bare))),
-            broken=_broken(bare, small), notes=list(notes),
+            1,
+            db,
+            "GET by number, p99, memo off (info)",
+            "ms",
+            None,
+            info_target="get_p99",
+            subject=spread(p99(small)),
+            baseline=spread(p99(bare)),
+            ratio=spread(ratios(p99(small), p99(bare))),
+            broken=_broken(bare, small),
+            notes=list(notes),
         ),
     ]
     if large is not None:
         rows.append(
             row(
-                6, db, f"GET by number, req/s: {powers(large_cards)} vs {powers(small_cards)} cards, memo off (info)",
-                "req/s", None, info_target="db_size",
-                subject=spread(rps(large)), baseline=spread(rps(small)), ratio=spread(ratios(rps(large), rps(small))),
-                broken=_broken(small, large), notes=_error_notes(large),
+                6,
+                db,
+                f"GET by number, req/s: {powers(large_cards)} vs {powers(small_cards)} cards, memo off (info)",
+                "req/s",
+                None,
+                info_target="db_size",
+                subject=spread(rps(large)),
+                baseline=spread(rps(small)),
+                ratio=spread(ratios(rps(large), rps(small))),
+                broken=_broken(small, large),
+                notes=_error_notes(large),
             )
         )
     return rows
@@ -240,8 +293,14 @@ def peak_rss_row(server: Server, bare: Server, db: str) -> tuple[dict, dict]:
     mib = subject["VmHWM"] / KIB_PER_MIB
     raw = {"server": server.name, "status_kib": subject, "bare_status_kib": baseline}
     r = row(
-        5, db, "server peak RSS (VmHWM) after the GET load", "MiB", "peak_rss_mib",
-        subject=spread([mib]), baseline=spread([baseline["VmHWM"] / KIB_PER_MIB]), ratio=None,
+        5,
+        db,
+        "server peak RSS (VmHWM) after the GET load",
+        "MiB",
+        "peak_rss_mib",
+        subject=spread([mib]),
+        baseline=spread([baseline["VmHWM"] / KIB_PER_MIB]),
+        ratio=None,
         notes=[f"baseline column: the bare ASGI app's VmHWM (information); RSS now {subject['VmRSS'] / 1024:.0f} MiB"],
     )
     return r, raw
@@ -337,7 +396,9 @@ def get_all(config: Config, backend: Backend, log: Callable[[str], None]) -> tup
             per_round.append(times)
             subject.append(median(times["server"]) * 1000)
             base.append(median(times["baseline"]) * 1000)
-            log(f"  round {r + 1}/{config.rounds} GET all {backend.name}: server {subject[-1]:.1f} ms, baseline {base[-1]:.1f} ms")
+            log(
+                f"  round {r + 1}/{config.rounds} GET all {backend.name}: server {subject[-1]:.1f} ms, baseline {base[-1]:.1f} ms"
+            )
     finally:
         conn.close()
         close()
@@ -345,8 +406,15 @@ def get_all(config: Config, backend: Backend, log: Callable[[str], None]) -> tup
     if not same_body:
         notes.append("WARNING: the baseline's body differs from the server's")
     r = row(
-        2, backend.name, f"GET all, {expected:,} cards, time per request", "ms", "get_all",
-        subject=spread(subject), baseline=spread(base), ratio=spread(ratios(subject, base)), notes=notes,
+        2,
+        backend.name,
+        f"GET all, {expected:,} cards, time per request",
+        "ms",
+        "get_all",
+        subject=spread(subject),
+        baseline=spread(base),
+        ratio=spread(ratios(subject, base)),
+        notes=notes,
     )
     raw = {"db": backend.name, "cards": expected, "body_bytes": len(body), "same_body": same_body, "rounds": per_round}
     return r, raw
@@ -369,6 +437,7 @@ def image_work(config: Config, paths: dict[str, Path], log: Callable[[str], None
             log(f"  round {r + 1}/{config.rounds} {name}: normalise {s:.0f} ms, pyvips {v:.0f} ms")
     rows = []
     for name, entries in raw.items():
+
         def per_round(impl: str, key: str, scale: float) -> list[float]:
             return [median(i[key] for i in e[impl]["images"]) * scale for e in entries]
 
@@ -383,16 +452,26 @@ def image_work(config: Config, paths: dict[str, Path], log: Callable[[str], None
         cpu_ratio = spread(ratios(s_cpu, v_cpu))
         rows.append(
             row(
-                3, "-", f"image work, 12 MP {name}", "ms",
+                3,
+                "-",
+                f"image work, 12 MP {name}",
+                "ms",
                 "image_jpeg" if name == "JPEG" else "image_other",
-                subject=spread(s_wall), baseline=spread(v_wall), ratio=spread(ratios(s_wall, v_wall)),
+                subject=spread(s_wall),
+                baseline=spread(v_wall),
+                ratio=spread(ratios(s_wall, v_wall)),
                 notes=[f"CPU-time ratio median {cpu_ratio['median']:.2f}" if cpu_ratio else ""],
             )
         )
         rows.append(
             row(
-                3, "-", f"image memory growth per image, 12 MP {name}", "MiB", "image_memory",
-                subject=spread(s_mem), baseline=spread(v_mem),
+                3,
+                "-",
+                f"image memory growth per image, 12 MP {name}",
+                "MiB",
+                "image_memory",
+                subject=spread(s_mem),
+                baseline=spread(v_mem),
                 ratio=spread(ratios(s_mem, v_mem)) if all(v_mem) else None,
                 notes=[
                     f"working set (peak above the RSS just before the image): normalise {s_ws:.1f} MiB, "
@@ -425,7 +504,9 @@ def post_images(
                 )
                 started = time.perf_counter()
                 conn.request(
-                    "POST", "/v3/contact_card", body=body,
+                    "POST",
+                    "/v3/contact_card",
+                    body=body,
                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
                 )
                 response = conn.getresponse()
@@ -435,15 +516,23 @@ def post_images(
                     raise HarnessError(f"{server.name}: POST {name} answered {response.status}: {answer[:400]!r}")
                 card = orjson.loads(answer)
                 if not card.get("image_url") or card.get("is_active") is not True:
-                    raise HarnessError(f"{server.name}: POST {name} did not set up an active card with an image: {card}")
+                    raise HarnessError(
+                        f"{server.name}: POST {name} did not set up an active card with an image: {card}"
+                    )
                 if i:
                     times.append(elapsed * 1000)
             raw[name] = times
             log(f"  POST {backend_name} {name}: median {median(times):.0f} ms")
             rows.append(
                 row(
-                    3, backend_name, f"POST, 12 MP {name}: full latency (info)", "ms", None,
-                    subject=spread(times), baseline=None, ratio=None,
+                    3,
+                    backend_name,
+                    f"POST, 12 MP {name}: full latency (info)",
+                    "ms",
+                    None,
+                    subject=spread(times),
+                    baseline=None,
+                    ratio=None,
                 )
             )
     finally:
@@ -463,7 +552,10 @@ def cold_start(config: Config, tmp: Path, settings: dict[str, str], log: Callabl
         key = f"cc_bench_cold_{secrets.token_urlsafe(16)}"
         port = free_port()
         server = contactcard_server(
-            f"cold-start-{i}", port=port, data_dir=tmp / f"cold-{i}", log_dir=tmp,
+            f"cold-start-{i}",
+            port=port,
+            data_dir=tmp / f"cold-{i}",
+            log_dir=tmp,
             settings={**settings, "CONTACTCARD_DEMO_API_KEY": key},
         )
         server.ready_path = "/v3/contact_card"
@@ -480,8 +572,16 @@ def cold_start(config: Config, tmp: Path, settings: dict[str, str], log: Callabl
     notes = ["GET /v3/contact_card with the demo key, polled every 5 ms"]
     notes += [f"start failed: {' | '.join(f.splitlines()[-3:])}" for f in failures[:1]]
     r = row(
-        4, "SQLite", "cold start to first answered GET, empty DB", "s", "cold_start_s",
-        subject=spread(seconds), baseline=None, ratio=None, broken=bool(failures), notes=notes,
+        4,
+        "SQLite",
+        "cold start to first answered GET, empty DB",
+        "s",
+        "cold_start_s",
+        subject=spread(seconds),
+        baseline=None,
+        ratio=None,
+        broken=bool(failures),
+        notes=notes,
     )
     return r, {"seconds": seconds, "failures": failures}
 

@@ -109,7 +109,7 @@ class ImageHost:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 found = files.get(self.path)
                 if found is None:
                     self.send_error(404)

@@ -51,9 +51,7 @@ def write_pairs(path: Path, pairs: list[tuple[str, str]]) -> Path:
     return path
 
 
-def run_wrk(
-    wrk: str, url: str, pairs_file: Path, *, duration: int, threads: int, connections: int
-) -> dict:
+def run_wrk(wrk: str, url: str, pairs_file: Path, *, duration: int, threads: int, connections: int) -> dict:
     argv = [
         wrk,
         f"-t{threads}",

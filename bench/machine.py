@@ -52,8 +52,19 @@ def _version(package: str) -> str | None:
 def describe() -> dict:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     packages = (
-        "contactcard", "uvicorn", "uvloop", "httptools", "starlette", "fastapi", "sqlalchemy",
-        "psycopg", "pillow", "pillow-heif", "pyvips", "orjson", "matplotlib",
+        "contactcard",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "starlette",
+        "fastapi",
+        "sqlalchemy",
+        "psycopg",
+        "pillow",
+        "pillow-heif",
+        "pyvips",
+        "orjson",
+        "matplotlib",
     )
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

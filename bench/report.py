@@ -166,8 +166,13 @@ def markdown_table(rows: list[dict]) -> str:
     ]
     for r in rows:
         cells = [
-            str(r["figure"]), r["db"], r["title"], spread_text(r.get("subject"), r["unit"]),
-            spread_text(r.get("baseline"), r["unit"]), ratio_text(r.get("ratio")), r["target_text"],
+            str(r["figure"]),
+            r["db"],
+            r["title"],
+            spread_text(r.get("subject"), r["unit"]),
+            spread_text(r.get("baseline"), r["unit"]),
+            ratio_text(r.get("ratio")),
+            r["target_text"],
             f"**{r['verdict']}**",
         ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -231,10 +236,24 @@ def chart(rows: list[dict], meta: dict, path: Path) -> None:
     for yi, r in zip(y, ratio_rows):
         s = r["ratio"]
         ax.barh(yi, s["median"], color=colours[r["verdict"]], alpha=0.85, height=0.6)
-        ax.errorbar(s["median"], yi, xerr=[[s["median"] - s["min"]], [s["max"] - s["median"]]], fmt="none", ecolor="black", capsize=3, lw=1)
+        ax.errorbar(
+            s["median"],
+            yi,
+            xerr=[[s["median"] - s["min"]], [s["max"] - s["median"]]],
+            fmt="none",
+            ecolor="black",
+            capsize=3,
+            lw=1,
+        )
         op, limit = TARGETS[r.get("target") or r["info_target"]]
         ax.plot([limit, limit], [yi - 0.38, yi + 0.38], color="black", lw=2.2)
-        ax.text(max(s["max"], limit) * 1.08, yi, f"{s['median']:.2f} ({'≥' if op == '>=' else '≤'}{limit:g}) {r['verdict']}", va="center", fontsize=8)
+        ax.text(
+            max(s["max"], limit) * 1.08,
+            yi,
+            f"{s['median']:.2f} ({'≥' if op == '>=' else '≤'}{limit:g}) {r['verdict']}",
+            va="center",
+            fontsize=8,
+        )
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xscale("log")
@@ -280,12 +299,19 @@ def chart(rows: list[dict], meta: dict, path: Path) -> None:
     if rss:
         bare = rss[0].get("baseline")
         bars(
-            fig.add_subplot(grid[1, 1]), rss, "5. server peak RSS after the GET load (target dashed)", "MiB",
-            lambda r: r["db"], extra=("bare ASGI (info)", bare["median"]) if bare else None,
+            fig.add_subplot(grid[1, 1]),
+            rss,
+            "5. server peak RSS after the GET load (target dashed)",
+            "MiB",
+            lambda r: r["db"],
+            extra=("bare ASGI (info)", bare["median"]) if bare else None,
         )
     if posts:
         bars(
-            fig.add_subplot(grid[2, 1]), posts, "3. POST with a 12 MP image over HTTP (information)", "ms",
+            fig.add_subplot(grid[2, 1]),
+            posts,
+            "3. POST with a 12 MP image over HTTP (information)",
+            "ms",
             lambda r: f"{r['db']} {r['title'].split('12 MP ')[1].split(':')[0]}",
         )
     machine = meta["machine"]
@@ -331,9 +357,7 @@ def write_all(rows: list[dict], meta: dict, raw: dict, out: Path, docs: Path | N
         docs.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(png, docs / "bench.png")
         (docs / "results.md").write_text(markdown(rows, meta, "bench.png"))
-        (docs / "results.json").write_text(
-            json.dumps(_portable({"meta": meta, "rows": rows}), indent=2, default=str)
-        )
+        (docs / "results.json").write_text(json.dumps(_portable({"meta": meta, "rows": rows}), indent=2, default=str))
         written["docs"] = docs
     return written
 

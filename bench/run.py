@@ -15,20 +15,21 @@ from pathlib import Path
 from bench import HarnessError, MissingDependency
 from bench.config import ALL_FIGURES, REPO, Config
 from bench.figures import (
+    Backend,
     Target,
     check_get_by_number,
     cold_start,
     get_all,
     get_load,
     get_rows,
-    memo_off_rows,
     image_work,
+    memo_off_rows,
     peak_rss_row,
     pg_session_probe,
     post_images,
-    Backend,
 )
-from bench.images import FORMATS, ImageHost, describe as describe_images, test_images
+from bench.images import FORMATS, ImageHost, test_images
+from bench.images import describe as describe_images
 from bench.load import ensure_wrk, write_pairs, wrk_version
 from bench.machine import describe
 from bench.report import finish_rows, print_table, write_all
@@ -60,7 +61,8 @@ def ensure_image_libs(log: Log) -> str:
     """The baseline's libvips: Debian's libvips42 (installed when root), whose libheif can
     read HEIC; the server's own libvips comes from PyPI. Returns its version."""
     probe = [
-        sys.executable, "-c",
+        sys.executable,
+        "-c",
         "from bench.imagework import system_pyvips; v = system_pyvips().version; print('%d.%d.%d' % (v(0), v(1), v(2)))",
     ]
 
@@ -83,7 +85,9 @@ def ensure_image_libs(log: Log) -> str:
         installed = subprocess.run(["apt-get", "install", "-y", "libvips42"], env=env, capture_output=True, text=True)
     done = attempt()
     if done.returncode != 0:
-        raise MissingDependency(f"libvips42 could not be installed or loaded:\n{installed.stderr[-1500:]}\n{done.stderr[-1500:]}")
+        raise MissingDependency(
+            f"libvips42 could not be installed or loaded:\n{installed.stderr[-1500:]}\n{done.stderr[-1500:]}"
+        )
     return done.stdout.strip()
 
 
@@ -102,7 +106,9 @@ def run(config: Config) -> int:
     libvips = ensure_image_libs(log)
     ensure_matplotlib()
     machine = describe()
-    log(f"contactcard benchmark ({'quick' if config.quick else 'full'}): {machine['cpu_model']}, {machine['cores']} cores")
+    log(
+        f"contactcard benchmark ({'quick' if config.quick else 'full'}): {machine['cpu_model']}, {machine['cores']} cores"
+    )
     log("client (wrk and this process) and the servers share these cores: figures are ratios to same-run baselines")
 
     wanted = config.figures
@@ -147,7 +153,9 @@ def run(config: Config) -> int:
                     pg_databases.append(name)
                     pg_urls[size] = with_database(config.postgres_url, name)
                 log(f"seeding PostgreSQL {version} ({base}_small, {base}_large)")
-                pg_small = seed_postgres(pg_urls["small"], total_cards=config.small_cards, post_lines=post_lines, **seed_args)
+                pg_small = seed_postgres(
+                    pg_urls["small"], total_cards=config.small_cards, post_lines=post_lines, **seed_args
+                )
                 pg_large = seed_postgres(pg_urls["large"], total_cards=config.large_cards, post_lines=0, **seed_args)
                 raw["seed"].update(postgres_small=pg_small.public(), postgres_large=pg_large.public())
                 log(f"  seeded in {pg_small.seconds + pg_large.seconds:.1f} s")
@@ -171,8 +179,12 @@ def run(config: Config) -> int:
                 )
 
             sqlite = Backend(
-                "SQLite", server("sqlite-small", "sqlite-small"), server("sqlite-large", "sqlite-large"),
-                sq_small, sq_large, f"sqlite:///{(tmp / 'sqlite-large' / 'contactcard.db').resolve()}",
+                "SQLite",
+                server("sqlite-small", "sqlite-small"),
+                server("sqlite-large", "sqlite-large"),
+                sq_small,
+                sq_large,
+                f"sqlite:///{(tmp / 'sqlite-large' / 'contactcard.db').resolve()}",
                 write_pairs(tmp / "pairs-sqlite-small.txt", sq_small.pairs),
                 write_pairs(tmp / "pairs-sqlite-large.txt", sq_large.pairs),
             )
@@ -182,8 +194,12 @@ def run(config: Config) -> int:
             if pg_small and pg_large:
                 backends.append(
                     Backend(
-                        "PostgreSQL", server("postgres-small", "pg-small", pg_urls["small"]),
-                        server("postgres-large", "pg-large", pg_urls["large"]), pg_small, pg_large, pg_urls["large"],
+                        "PostgreSQL",
+                        server("postgres-small", "pg-small", pg_urls["small"]),
+                        server("postgres-large", "pg-large", pg_urls["large"]),
+                        pg_small,
+                        pg_large,
+                        pg_urls["large"],
                         write_pairs(tmp / "pairs-pg-small.txt", pg_small.pairs),
                         write_pairs(tmp / "pairs-pg-large.txt", pg_large.pairs),
                         small_off=server("postgres-small-memo-off", "pg-small", pg_urls["small"], memo=False),
@@ -195,7 +211,12 @@ def run(config: Config) -> int:
                     if s is not None:
                         s.start()
             for b in backends:
-                for s, seed in ((b.small, b.small_seed), (b.large, b.large_seed), (b.small_off, b.small_seed), (b.large_off, b.large_seed)):
+                for s, seed in (
+                    (b.small, b.small_seed),
+                    (b.large, b.large_seed),
+                    (b.small_off, b.small_seed),
+                    (b.large_off, b.large_seed),
+                ):
                     if s is not None:
                         s.wait_ready()
                         check_get_by_number(s, *seed.pairs[0])
@@ -203,8 +224,12 @@ def run(config: Config) -> int:
                 if b.name == "SQLite":
                     (tmp / "bare-body.json").write_bytes(body)
             bare = bare_server(
-                port=free_port(), body_file=tmp / "bare-body.json", options_file=tmp / "uvicorn-options.json",
-                data_dir=tmp / "bare", log_dir=tmp, settings={"CONTACTCARD_LOG_LEVEL": config.log_level},
+                port=free_port(),
+                body_file=tmp / "bare-body.json",
+                options_file=tmp / "uvicorn-options.json",
+                data_dir=tmp / "bare",
+                log_dir=tmp,
+                settings={"CONTACTCARD_LOG_LEVEL": config.log_level},
             ).start()
             bare.wait_ready()
             meta["uvicorn_options"] = {
@@ -237,12 +262,16 @@ def run(config: Config) -> int:
 
             raw["peak_rss"] = {}
             if wanted & {1, 5, 6}:
-                log(f"figures 1, 5, 6: GET by number, wrk -t{config.threads} -c{config.connections} -d{config.duration}s, {config.rounds} rounds")
+                log(
+                    f"figures 1, 5, 6: GET by number, wrk -t{config.threads} -c{config.connections} -d{config.duration}s, {config.rounds} rounds"
+                )
                 get_load(config, wrk, targets, log)
                 raw["get_load"] = {t.name: {"label": t.label, "warmup": t.warmup, "rounds": t.results} for t in targets}
                 for b in backends:
                     small, large = pairs_of[b.name]
-                    rows += get_rows(bare_target, small, large, b.name, b.small_seed.total_cards, b.large_seed.total_cards)
+                    rows += get_rows(
+                        bare_target, small, large, b.name, b.small_seed.total_cards, b.large_seed.total_cards
+                    )
                     if b.name in memo_off:
                         off, off_large = memo_off[b.name]
                         rows += memo_off_rows(

@@ -116,7 +116,9 @@ def _migrate(url: str) -> None:
     try:
         migrate(database)
     except Exception as exc:  # the server's own migration code: report it as such
-        raise HarnessError(f"the server's migrations failed on {database.dialect}: {type(exc).__name__}: {exc}") from exc
+        raise HarnessError(
+            f"the server's migrations failed on {database.dialect}: {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         database.dispose()
 

@@ -1,4 +1,5 @@
 import os
+
 from linq import LinqAPIV3
 
 client = LinqAPIV3(

@@ -198,9 +198,7 @@ class Partner:
         return AsyncLinqAPIV3(api_key=self.key, base_url=self.server.partner_base, **kwargs)
 
     def http(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.server.base_url, headers={"authorization": f"Bearer {self.key}"}, timeout=20
-        )
+        return httpx.Client(base_url=self.server.base_url, headers={"authorization": f"Bearer {self.key}"}, timeout=20)
 
     def script(self, phone: str, **script: Any) -> dict:
         response = self.server.admin("PUT", f"/devices/{phone}/script", json=script)

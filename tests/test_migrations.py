@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-
 from sqlalchemy import inspect
 
 from contactcard.store.db import HEAD_REVISION, _upgrade, connect, current_revision, migrate
@@ -34,7 +33,9 @@ def _columns(url: str) -> dict:
                     sorted((c["name"], str(c["type"]), c["nullable"]) for c in found.get_columns(table)),
                     sorted(str(i["column_names"]) + str(i["unique"]) for i in found.get_indexes(table)),
                     sorted(str(u["column_names"]) for u in found.get_unique_constraints(table)),
-                    sorted(str(f["referred_table"]) + str(f["constrained_columns"]) for f in found.get_foreign_keys(table)),
+                    sorted(
+                        str(f["referred_table"]) + str(f["constrained_columns"]) for f in found.get_foreign_keys(table)
+                    ),
                 )
                 for table in found.get_table_names()
             }

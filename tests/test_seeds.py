@@ -24,7 +24,10 @@ def test_seed_snippets_run_verbatim(farm, backend):
     server.admin("DELETE", "/lines/+15551234567")
     created = server.admin("POST", "/partners", json={"name": "seed"}).json()
     key = server.admin("POST", f"/partners/{created['id']}/keys").json()["key"]
-    assert server.admin("POST", "/lines", json={"partner_id": created["id"], "phone_number": "+15551234567"}).status_code == 200
+    assert (
+        server.admin("POST", "/lines", json={"partner_id": created["id"], "phone_number": "+15551234567"}).status_code
+        == 200
+    )
 
     empty = run("seed_retrieve.py", server.partner_base, key)
     assert empty.returncode == 0, empty.stderr

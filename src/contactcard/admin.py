@@ -133,7 +133,9 @@ class Admin:
                 if owner.partner_id == partner_id:
                     return self._line(conn, phone_number)
                 raise AdminError(f"{phone_number} already belongs to another partner")
-            conn.execute(insert(lines).values(phone_number=phone_number, partner_id=partner_id, created_at=datetime.now(UTC)))
+            conn.execute(
+                insert(lines).values(phone_number=phone_number, partner_id=partner_id, created_at=datetime.now(UTC))
+            )
             return self._line(conn, phone_number)
 
     def remove_line(self, phone_number: str) -> None:

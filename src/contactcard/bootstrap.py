@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from contactcard import images
 from contactcard.admin import Admin
 from contactcard.cdn import BlobStore, LocalFolderCdn
 from contactcard.contract import ImageRules
 from contactcard.device import SimulatedDevice
-from contactcard import images
 from contactcard.images import HostPolicy, ImageUrl
 from contactcard.service import ContactCards, Policy
 from contactcard.settings import Settings

@@ -104,9 +104,9 @@ def _create_demo(admin: Admin, settings: Settings) -> None:
     snippet = (
         f"export LINQ_API_V3_BASE_URL={base}\n"
         f"export LINQ_API_V3_API_KEY={issued.key}\n\n"
-        f"curl -s -H \"Authorization: Bearer $LINQ_API_V3_API_KEY\" \\\n"
+        f'curl -s -H "Authorization: Bearer $LINQ_API_V3_API_KEY" \\\n'
         f"  -H 'Content-Type: application/json' \\\n"
-        f"  -d '{{\"phone_number\": \"{DEMO_LINES[0]}\", \"first_name\": \"John\", \"last_name\": \"Doe\"}}' \\\n"
+        f'  -d \'{{"phone_number": "{DEMO_LINES[0]}", "first_name": "John", "last_name": "Doe"}}\' \\\n'
         f"  $LINQ_API_V3_BASE_URL/v3/contact_card\n\n"
         "python - <<'EOF'\n"
         "import os\n"
@@ -212,7 +212,9 @@ def line_remove(phone_number: str) -> None:
 def line_list(partner_id: Annotated[str | None, typer.Option("--partner")] = None) -> None:
     table = Table("phone number", "partner", "card", "active")
     for line in _admin().list_lines(partner_id):
-        table.add_row(line.phone_number, line.partner_id, "yes" if line.has_card else "no", "yes" if line.is_active else "no")
+        table.add_row(
+            line.phone_number, line.partner_id, "yes" if line.has_card else "no", "yes" if line.is_active else "no"
+        )
     console.print(table)
 
 
@@ -239,7 +241,9 @@ def device_script(
 ) -> None:
     """Script the outcomes of a line's simulated device (replaces the previous script)."""
     try:
-        _print_device(_admin().script_device(phone_number, DeviceScript(fail_next, rate_limit_next, rcs_unavailable, apply_delay)))
+        _print_device(
+            _admin().script_device(phone_number, DeviceScript(fail_next, rate_limit_next, rcs_unavailable, apply_delay))
+        )
     except AdminError as exc:
         _fail(exc)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from contactcard import errors
-from contactcard.errors import ApiError
 from contactcard.cdn.base import BLOB_NAME
+from contactcard.errors import ApiError
 from contactcard.images.urls import ImageUrl, ImageUrlError, parse_image_url
 
 # `[0-9]`, not `\d` (which matches Arabic and full-width digits); used with fullmatch so a
@@ -23,9 +23,7 @@ NAME_MAX = 100
 MAX_BODY_BYTES = 64 * 1024
 
 # Bidirectional controls (Unicode's Bidi_Control set) make a name display as something else.
-_BIDI_CONTROLS = frozenset(
-    chr(c) for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
-)
+_BIDI_CONTROLS = frozenset(chr(c) for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)))
 # Control characters, lone surrogates, and line or paragraph separators.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 _JSON_TYPES = ("application/json",)
@@ -182,8 +180,8 @@ class UpdateRequest:
     """Fields absent from the body are `UNSET`; `None` clears an optional field."""
 
     first_name: str | Any = _UNSET
-    last_name: str | None | Any = _UNSET
-    image_url: str | None | Any = _UNSET
+    last_name: str | Any | None = _UNSET
+    image_url: str | Any | None = _UNSET
 
 
 UNSET = _UNSET

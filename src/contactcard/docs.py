@@ -17,7 +17,9 @@ from contactcard.settings import docs_table
 def error_table() -> str:
     rows = ["| status | code | message | retry |", "|---|---|---|---|"]
     for e in errors.CATALOGUE:
-        rows.append(f"| {e.status} | [{e.code}](docs/errors.md#{e.code}) | {e.message} | {'yes' if e.retry else 'no'} |")
+        rows.append(
+            f"| {e.status} | [{e.code}](docs/errors.md#{e.code}) | {e.message} | {'yes' if e.retry else 'no'} |"
+        )
     return "\n".join(rows)
 
 

@@ -16,19 +16,17 @@ from typing import Any
 import anyio.to_thread
 from sqlalchemy import delete
 
-from contactcard import contract, errors
+from contactcard import contract, errors, images
 from contactcard.card import Card, Outcome
 from contactcard.cdn import BlobStore
 from contactcard.contract import ImageRules, SetupRequest, UpdateRequest
 from contactcard.device import Device
 from contactcard.errors import ApiError
-from contactcard import images
 from contactcard.store import cards as store
 from contactcard.store.db import Database
 from contactcard.store.gate import LineGate, LineWriter
 from contactcard.store.reads import CardReads, LineAccess
 from contactcard.store.schema import write_attempts
-
 
 # Decoding a large image takes hundreds of MB for a moment; a few at a time keep a burst
 # of uploads from exhausting memory (the default thread limit is 40).

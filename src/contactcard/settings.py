@@ -54,6 +54,27 @@ class Settings(BaseSettings):
         description="GET-by-number answers kept in memory, emptied whenever anyone commits to the "
         "database (checked after each request arrives, so never stale); 0 switches the memo off.",
     )
+    write_queue_limit: int = Field(
+        10000,
+        ge=1,
+        description="Writes that may wait at once (for their line or the database) in one process; "
+        "past it a write answers `503 4005` at once, with `Retry-After`.",
+    )
+    write_wait_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a write waits for its line or the database before answering `503 4005`, in seconds.",
+    )
+    database_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="Longest a request waits to reach the database before answering `503 4006`, in seconds.",
+    )
+    shutdown_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="On SIGTERM, how long in-flight requests may take to finish before the server exits, in seconds.",
+    )
     image_fetch: Literal["network", "simulated"] = Field(
         "network",
         description="`network` fetches image URLs for real (public addresses only). `simulated` never "

@@ -116,7 +116,10 @@ def test_serve_on_an_empty_database_prints_a_ready_demo(tmp_path):
     env.pop("CONTACTCARD_DATABASE_URL", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "contactcard", "serve", "--port", str(port), "--simulate-images"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30

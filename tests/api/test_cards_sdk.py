@@ -18,7 +18,10 @@ def test_setup_then_get_one_and_all(partner):
     first, second = partner.lines[0], partner.lines[1]
     created = client.contact_card.create(phone_number=second, first_name="Ada", last_name="Lovelace")
     assert (created.phone_number, created.first_name, created.last_name, created.is_active) == (
-        second, "Ada", "Lovelace", True,
+        second,
+        "Ada",
+        "Lovelace",
+        True,
     )
     assert created.image_url is None
     client.contact_card.create(phone_number=first, first_name="Grace")
@@ -44,7 +47,9 @@ def test_setup_twice_is_a_conflict_that_sdks_do_not_retry(partner):
     with pytest.raises(linq.ConflictError) as caught:
         client.contact_card.create(phone_number=phone, first_name="Twice")
     assert caught.value.code == 2014
-    assert caught.value.message.endswith("Contact card already exists") or "Contact card already exists" in str(caught.value)
+    assert caught.value.message.endswith("Contact card already exists") or "Contact card already exists" in str(
+        caught.value
+    )
     assert caught.value.response.headers["x-should-retry"] == "false"
     # The SDK honoured the header: one POST reached the device, the retry budget was not spent.
     assert partner.device(phone)["applies"] == 1

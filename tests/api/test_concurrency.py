@@ -29,7 +29,9 @@ def _card_rows(server, phone: str) -> int:
     engine = create_engine(server.settings.resolved_database_url)
     try:
         with engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(cards).where(cards.c.phone_number == phone)).scalar_one()
+            return conn.execute(
+                select(func.count()).select_from(cards).where(cards.c.phone_number == phone)
+            ).scalar_one()
     finally:
         engine.dispose()
 

@@ -63,7 +63,9 @@ def test_two_authorization_headers_are_401(partner):
 
 
 def test_scheme_is_case_insensitive(partner):
-    response = httpx.get(f"{partner.server.base_url}/v3/contact_card", headers={"authorization": f"bearer {partner.key}"})
+    response = httpx.get(
+        f"{partner.server.base_url}/v3/contact_card", headers={"authorization": f"bearer {partner.key}"}
+    )
     assert response.status_code == 200
 
 
@@ -125,7 +127,9 @@ def test_form_content_type_is_1003(partner):
 def test_oversize_bodies_are_413_declared_or_chunked(partner):
     big = json.dumps({"phone_number": partner.lines[0], "first_name": "A", "pad": "x" * 70_000}).encode()
     with partner.http() as http:
-        assert_envelope(http.post("/v3/contact_card", content=big, headers={"content-type": "application/json"}), 413, 1413)
+        assert_envelope(
+            http.post("/v3/contact_card", content=big, headers={"content-type": "application/json"}), 413, 1413
+        )
 
         def chunks():
             for start in range(0, len(big), 4096):
@@ -152,7 +156,11 @@ def test_oversize_bodies_are_413_declared_or_chunked(partner):
         ({"phone_number": "+15551230000", "first_name": "Bad\u0000Name"}, 1005, "first_name"),
         ({"phone_number": "+15551230000", "first_name": "Bad\u202eName"}, 1005, "first_name"),
         ({"phone_number": "+15551230000", "first_name": "A", "last_name": "\u2066x"}, 1005, "last_name"),
-        ({"phone_number": "+15551230000", "first_name": "A", "image_url": "ftp://example.com/a.jpg"}, 1005, "image_url"),
+        (
+            {"phone_number": "+15551230000", "first_name": "A", "image_url": "ftp://example.com/a.jpg"},
+            1005,
+            "image_url",
+        ),
         ({"phone_number": "+15551230000", "first_name": "A", "image_url": 7}, 1005, "image_url"),
     ],
 )
@@ -199,7 +207,11 @@ def test_patch_body_ignores_phone_number_and_is_active(partner):
         )
     assert response.status_code == 200, response.text
     assert response.json() == {
-        "phone_number": phone, "first_name": "Keep", "last_name": "Set", "image_url": None, "is_active": True,
+        "phone_number": phone,
+        "first_name": "Keep",
+        "last_name": "Set",
+        "image_url": None,
+        "is_active": True,
     }
     assert partner.client().contact_card.retrieve(phone_number=partner.lines[1]).contact_cards == []
 

@@ -111,9 +111,7 @@ def test_image_urls_follow_the_current_cdn_base(farm, image_host):
         first.settings.data_dir,
     )
     try:
-        response = httpx.get(
-            f"{moved.base_url}/v3/contact_card", headers={"authorization": f"Bearer {partner.key}"}
-        )
+        response = httpx.get(f"{moved.base_url}/v3/contact_card", headers={"authorization": f"Bearer {partner.key}"})
         (shown,) = response.json()["contact_cards"]
         blob = card.image_url.rsplit("/", 1)[1]
         assert shown["image_url"] == f"https://cdn.example.test/media/contact-card/{blob}"
@@ -126,10 +124,17 @@ def test_without_private_hosts_only_https_public_urls_are_taken(farm, backend, i
     partner = make_partner(server, lines=1)
     client = partner.client()
     with pytest.raises(linq.BadRequestError) as plain_http:
-        client.contact_card.create(phone_number=partner.lines[0], first_name="A", image_url=image_host.serve(images.jpeg()))
+        client.contact_card.create(
+            phone_number=partner.lines[0], first_name="A", image_url=image_host.serve(images.jpeg())
+        )
     assert plain_http.value.code == 1005 and "https" in plain_http.value.body["message"]
     before = sum(image_host.hits.values())
-    for url in ("https://127.0.0.1/a.jpg", "https://[::1]/a.jpg", "https://169.254.169.254/latest", "https://2130706433/"):
+    for url in (
+        "https://127.0.0.1/a.jpg",
+        "https://[::1]/a.jpg",
+        "https://169.254.169.254/latest",
+        "https://2130706433/",
+    ):
         with pytest.raises(linq.BadRequestError) as refused:
             client.contact_card.create(phone_number=partner.lines[0], first_name="A", image_url=url)
         assert refused.value.code in (1005, 5006), url

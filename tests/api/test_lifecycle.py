@@ -58,7 +58,10 @@ def test_rcs_check_unavailable_blocks_patch_and_changes_nothing(partner):
         response = http.patch("/v3/contact_card", params={"phone_number": phone}, json={"first_name": "Changed"})
     assert response.status_code == 503
     assert response.json()["error"] | {"doc_url": None} == {
-        "status": 503, "code": 4004, "message": "RCS capability check is temporarily unavailable.", "doc_url": None,
+        "status": 503,
+        "code": 4004,
+        "message": "RCS capability check is temporarily unavailable.",
+        "doc_url": None,
     }
     card = client.contact_card.retrieve(phone_number=phone).contact_cards[0]
     assert (card.first_name, card.is_active) == ("Stable", True)
@@ -110,10 +113,16 @@ def test_refused_calls_do_not_spend_the_budget(partner, image_host):
     with partner.http() as http:
         for _ in range(3):
             assert http.post("/v3/contact_card", json={"phone_number": phone, "first_name": "X"}).status_code == 409
-            assert http.patch(
-                "/v3/contact_card", params={"phone_number": phone}, json={"image_url": bad_image}
-            ).status_code == 400
-            assert http.patch("/v3/contact_card", params={"phone_number": phone}, json={"first_name": ""}).status_code == 400
+            assert (
+                http.patch(
+                    "/v3/contact_card", params={"phone_number": phone}, json={"image_url": bad_image}
+                ).status_code
+                == 400
+            )
+            assert (
+                http.patch("/v3/contact_card", params={"phone_number": phone}, json={"first_name": ""}).status_code
+                == 400
+            )
     assert client.contact_card.update(phone_number=phone, first_name="Second").is_active
     assert client.contact_card.update(phone_number=phone, first_name="Third").is_active
 

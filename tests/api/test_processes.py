@@ -58,9 +58,7 @@ def engine(database_url, tmp_path) -> Iterator[Engine]:
     engine.dispose()
 
 
-def test_killed_between_store_and_apply_leaves_an_inactive_card(
-    database_url, engine, tmp_path, processes, image_host
-):
+def test_killed_between_store_and_apply_leaves_an_inactive_card(database_url, engine, tmp_path, processes, image_host):
     server = ServerProcess(
         tmp_path / "data",
         database_url,
@@ -79,7 +77,7 @@ def test_killed_between_store_and_apply_leaves_an_inactive_card(
     def post() -> None:
         try:
             outcome.append(server.client(partner.key, timeout=60).contact_card.create(**posted))
-        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
+        except BaseException as exc:
             outcome.append(exc)
 
     poster = threading.Thread(target=post, daemon=True)
@@ -111,7 +109,10 @@ def test_killed_between_store_and_apply_leaves_an_inactive_card(
     # The row is whole: every value is exactly the posted one, nothing half-written.
     (row,) = card_rows(engine, phone)
     assert (row.phone_number, row.first_name, row.last_name, row.image_source_url) == (
-        phone, "Kill", "Ninety-Nine", posted_image,
+        phone,
+        "Kill",
+        "Ninety-Nine",
+        posted_image,
     )
     cdn_prefix = f"{server.base_url}/cdn/contact-card/"
     assert (server.data_dir / "cdn" / row.image_blob).is_file()
@@ -135,13 +136,19 @@ def test_killed_between_store_and_apply_leaves_an_inactive_card(
     # The card can be set up again: POST is not a 409 while the card is inactive.
     created = client.contact_card.create(**posted)
     assert (created.phone_number, created.first_name, created.last_name, created.is_active) == (
-        phone, "Kill", "Ninety-Nine", True,
+        phone,
+        "Kill",
+        "Ninety-Nine",
+        True,
     )
     assert created.image_url == image_url  # same bytes, same content address
     assert [c.is_active for c in client.contact_card.retrieve(phone_number=phone).contact_cards] == [True]
     shows = device(server, phone)
     assert (shows["first_name"], shows["last_name"], shows["image_url"], shows["applies"]) == (
-        "Kill", "Ninety-Nine", image_url, 1,
+        "Kill",
+        "Ninety-Nine",
+        image_url,
+        1,
     )
     (after,) = card_rows(engine, phone)
     assert after.id == card_id and after.is_active and after.ever_active

@@ -93,7 +93,10 @@ def test_a_key_revoked_by_another_process_is_refused_at_once(owner):
     }
     revoked = subprocess.run(
         [sys.executable, "-m", "contactcard", "admin", "key", "revoke", owner.key_id],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert revoked.returncode == 0, revoked.stderr
     answer = get_one(owner, phone)

@@ -111,7 +111,9 @@ class Sent:
     answered_at: float = 0.0
 
     def __repr__(self) -> str:
-        return f"#{self.i} {self.method} via {self.server} {self.first_name}/{self.last_name}: {self.status} {self.body}"
+        return (
+            f"#{self.i} {self.method} via {self.server} {self.first_name}/{self.last_name}: {self.status} {self.body}"
+        )
 
 
 class ConnectionWatch:
@@ -152,12 +154,9 @@ def test_a_burst_at_one_number_is_serialised_across_three_processes(cluster):
     rng.shuffle(methods)
     # Several clients: two per port (A's port is served by its two workers).
     clients = {
-        name: [server.http(partner.key, keepalive=False) for _ in range(2)]
-        for name, server in (("A", a), ("B", b))
+        name: [server.http(partner.key, keepalive=False) for _ in range(2)] for name, server in (("A", a), ("B", b))
     }
-    requests = [
-        Sent(i, method, "A" if i % 3 else "B", f"F{i:03d}", f"L{i:03d}") for i, method in enumerate(methods)
-    ]
+    requests = [Sent(i, method, "A" if i % 3 else "B", f"F{i:03d}", f"L{i:03d}") for i, method in enumerate(methods)]
     go = threading.Event()
 
     def fire(sent: Sent) -> Sent:
@@ -196,7 +195,10 @@ def test_a_burst_at_one_number_is_serialised_across_three_processes(cluster):
     for r in results:
         if r.status == 200:
             assert (r.body["phone_number"], r.body["first_name"], r.body["last_name"], r.body["is_active"]) == (
-                phone, r.first_name, r.last_name, True,
+                phone,
+                r.first_name,
+                r.last_name,
+                True,
             ), r
             assert r is setup or r.answered_at > setup.sent_at, f"{r} answered before the card was set up"
         elif r.status == 404:

@@ -135,7 +135,7 @@ class Loop:
     def drive(self, line: str, slow: bool) -> None:
         try:
             self._drive(line, slow)
-        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
+        except BaseException as exc:
             self.failures.append(f"client of {line}: {exc!r}")
 
     def _drive(self, line: str, slow: bool) -> None:
@@ -258,9 +258,7 @@ def test_sigkill_loop_loses_no_acknowledged_write(server, engine):
     with engine.connect() as conn:
         shown = {
             row.phone_number: row
-            for row in conn.execute(
-                select(device_displays).where(device_displays.c.phone_number.in_(partner.lines))
-            )
+            for row in conn.execute(select(device_displays).where(device_displays.c.phone_number.in_(partner.lines)))
         }
     problems: list[str] = []
     for line in partner.lines:
@@ -310,7 +308,9 @@ def test_sigkill_loop_loses_no_acknowledged_write(server, engine):
             assert again.status_code == 200, f"{where} {line}: {again.status_code} {again.text}"
             body = again.json()
             assert (body["first_name"], body["last_name"], body["is_active"]) == (
-                row.first_name, row.last_name, True,
+                row.first_name,
+                row.last_name,
+                True,
             ), f"{where} {line}: {body}"
 
         listed = http.get("/v3/contact_card")

@@ -334,12 +334,27 @@ def _misbehaviours() -> list[tuple[str, object, int, str]]:
         ("length_longer_then_close", lambda: hh.lying_length(len(jpeg) + 5000, jpeg), 5006, "closed"),
         ("length_longer_then_wait", lambda: hh.lying_length(len(jpeg) + 5000, jpeg, then="hold"), 5006, "timed out"),
         ("length_shorter", lambda: hh.lying_length(len(jpeg) // 2, jpeg), 5007, "truncated"),
-        ("gzip_encoded", lambda: hh.respond(gzip.compress(jpeg), extra=[("Content-Encoding", "gzip")]), 5006, "Content-Encoding"),
+        (
+            "gzip_encoded",
+            lambda: hh.respond(gzip.compress(jpeg), extra=[("Content-Encoding", "gzip")]),
+            5006,
+            "Content-Encoding",
+        ),
         ("gzip_bomb", lambda: hh.respond(gzip_bomb(), extra=[("Content-Encoding", "gzip")]), 5006, "Content-Encoding"),
-        ("html_page", lambda: hh.respond(b"<!doctype html><html><body>hi</body></html>", "text/html"), 5007, "not a supported image"),
+        (
+            "html_page",
+            lambda: hh.respond(b"<!doctype html><html><body>hi</body></html>", "text/html"),
+            5007,
+            "not a supported image",
+        ),
         ("server_error", lambda: hh.respond(jpeg, status=500), 5006, "500"),
         ("endless_informational", lambda: hh.repeat(b"", b"HTTP/1.1 102 Processing\r\n\r\n", 0.05), 5006, "timed out"),
-        ("header_flood", lambda: hh.repeat(b"HTTP/1.1 200 OK\r\n", b"X-Flood: " + b"a" * 1000 + b"\r\n"), 5006, "malformed"),
+        (
+            "header_flood",
+            lambda: hh.repeat(b"HTTP/1.1 200 OK\r\n", b"X-Flood: " + b"a" * 1000 + b"\r\n"),
+            5006,
+            "malformed",
+        ),
         ("not_http", lambda: hh.raw(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), 5006, "malformed"),
     ]
 
@@ -347,9 +362,7 @@ def _misbehaviours() -> list[tuple[str, object, int, str]]:
 MISBEHAVIOURS = _misbehaviours()
 
 
-@pytest.mark.parametrize(
-    ("make", "code", "needle"), [m[1:] for m in MISBEHAVIOURS], ids=[m[0] for m in MISBEHAVIOURS]
-)
+@pytest.mark.parametrize(("make", "code", "needle"), [m[1:] for m in MISBEHAVIOURS], ids=[m[0] for m in MISBEHAVIOURS])
 def test_misbehaving_hosts_are_refused_in_time(tight, hostile, make, code, needle):
     partner = with_lines(tight)
     url = hostile.publish(make())
@@ -453,10 +466,7 @@ def _html_reaching(port: int) -> bytes:
     return f'<html><body><img src="http://127.0.0.1:{port}/from-html"></body></html>'.encode()
 
 
-EPS = (
-    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n"
-    b"newpath 0 0 moveto 64 64 lineto stroke\nshowpage\n%%EOF\n"
-)
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nnewpath 0 0 moveto 64 64 lineto stroke\nshowpage\n%%EOF\n"
 
 # name: (body for a canary port, Content-Type, what the refusal must say). Built lazily:
 # the big PNGs take a second to compress.
@@ -546,7 +556,10 @@ def _json_attacks(phone: str) -> dict[str, bytes]:
     attacks = {
         "nested_arrays_in_ignored_field": "{" + good + ', "x": ' + "[" * arrays + "]" * arrays + "}",
         "nested_objects_in_ignored_field": "{" + good + ', "x": ' + '{"a":' * objects + "1" + "}" * objects + "}",
-        "nested_arrays_as_first_name": f'{{"phone_number": "{phone}", "first_name": ' + "[" * arrays + "]" * arrays + "}",
+        "nested_arrays_as_first_name": f'{{"phone_number": "{phone}", "first_name": '
+        + "[" * arrays
+        + "]" * arrays
+        + "}",
         "duplicate_first_name": "{" + good + ', "first_name": "B"}',
         "duplicate_phone_number": "{" + good + ', "phone_number": "+15550000000"}',
         "duplicate_via_escape": "{" + good + ', "first\\u005fname": "B"}',
@@ -631,7 +644,12 @@ def _name_body(phone: str, field: str, value: object) -> bytes:
 
 
 # A blank last name is no last name (stored as null), not an error.
-NAME_CASES = [(kind, field) for kind in BAD_NAMES for field in ("first_name", "last_name") if (kind, field) != ("blank", "last_name")]
+NAME_CASES = [
+    (kind, field)
+    for kind in BAD_NAMES
+    for field in ("first_name", "last_name")
+    if (kind, field) != ("blank", "last_name")
+]
 
 
 @pytest.mark.parametrize(("kind", "field"), NAME_CASES, ids=[f"{k}-{f}" for k, f in NAME_CASES])
@@ -654,7 +672,9 @@ def test_hostile_names_in_patch_change_nothing(partner):
             body = _name_body(phone, field, BAD_NAMES[kind])
             with partner.http() as http:
                 response = http.patch(
-                    "/v3/contact_card", params={"phone_number": phone}, content=body,
+                    "/v3/contact_card",
+                    params={"phone_number": phone},
+                    content=body,
                     headers={"content-type": "application/json"},
                 )
             error = error_of(response)
@@ -668,7 +688,10 @@ def test_hostile_names_in_patch_change_nothing(partner):
 def test_names_that_are_merely_unusual_are_kept_exactly(server):
     partner = with_lines(server, 2)
     """The control: emoji, ZWJ sequences, combining marks and right-to-left script are names."""
-    first, last = "\U0001f469\u200d\U0001f469\u200d\U0001f467 Zo\u0065\u0301", "\u05db\u05d4\u05df \u0645\u062d\u0645\u062f"
+    first, last = (
+        "\U0001f469\u200d\U0001f469\u200d\U0001f467 Zo\u0065\u0301",
+        "\u05db\u05d4\u05df \u0645\u062d\u0645\u062f",
+    )
     card = partner.client().contact_card.create(phone_number=partner.lines[0], first_name=first, last_name=last)
     assert (card.first_name, card.last_name) == (first, last)
     with pytest.raises(linq.BadRequestError):  # and the SDK sees the same refusals

@@ -91,7 +91,9 @@ def test_nothing_secret_reaches_the_logs(tmp_path, image_host, caplog, monkeypat
         httpx.get(f"{server.base_url}/admin/v1/partners", headers={"authorization": "Bearer wrong-admin-token"})
     finally:
         server.stop()
-    server_records = [r for r in caplog.records if r.name.startswith(("contactcard", "uvicorn", "sqlalchemy", "fastapi"))]
+    server_records = [
+        r for r in caplog.records if r.name.startswith(("contactcard", "uvicorn", "sqlalchemy", "fastapi"))
+    ]
     assert any(r.name == "contactcard" for r in server_records), "the 500 must be logged"
     text = "\n".join(
         f"{r.getMessage()} {r.args!r} {logging.Formatter().formatException(r.exc_info) if r.exc_info else ''}"

@@ -15,7 +15,7 @@ class ImageHost:
         host = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 host.hits[self.path] += 1
                 status, body, content_type = host._files.get(self.path, (404, b"not found", "text/plain"))
                 self.send_response(status)

@@ -7,7 +7,9 @@ import io
 from PIL import Image
 
 
-def jpeg(width: int = 64, height: int = 48, colour: tuple[int, int, int] = (200, 30, 30), exif_orientation: int | None = None) -> bytes:
+def jpeg(
+    width: int = 64, height: int = 48, colour: tuple[int, int, int] = (200, 30, 30), exif_orientation: int | None = None
+) -> bytes:
     image = Image.new("RGB", (width, height), colour)
     out = io.BytesIO()
     if exif_orientation is not None:

@@ -363,9 +363,7 @@ async def test_one_private_answer_among_public_ones_is_enough_to_refuse(origin):
     assert "non-public" in reason and origin.requests == []
 
 
-@pytest.mark.parametrize(
-    "answer", ["169.254.169.254", "10.0.0.5", "::1", "::ffff:127.0.0.1", "fe80::1", "100.64.0.1"]
-)
+@pytest.mark.parametrize("answer", ["169.254.169.254", "10.0.0.5", "::1", "::ffff:127.0.0.1", "fe80::1", "100.64.0.1"])
 async def test_hostname_resolving_to_non_public_addresses_is_refused(origin, answer):
     resolve = resolver_for({"evil.test": [answer]})
     reason = await refused(fetcher(origin, resolver=resolve), url("https://evil.test/a.png"))
@@ -428,9 +426,7 @@ async def test_redirect_to_a_private_port_is_refused_and_never_connected(origin,
 
 
 async def test_allowlist_is_per_port_at_every_hop(origin, sentinel):
-    reason = await refused(
-        fetcher(origin), url(f"http://img.test:{origin.port}/redirect-forbidden-name")
-    )
+    reason = await refused(fetcher(origin), url(f"http://img.test:{origin.port}/redirect-forbidden-name"))
     assert "non-public" in reason
     sentinel.assert_untouched()
 
@@ -457,9 +453,7 @@ async def test_too_many_redirects(origin):
 
 
 async def test_redirect_limit_is_configurable(origin):
-    reason = await refused(
-        fetcher(origin, max_redirects=0), url(f"http://img.test:{origin.port}/redirect-relative")
-    )
+    reason = await refused(fetcher(origin, max_redirects=0), url(f"http://img.test:{origin.port}/redirect-relative"))
     assert "too many redirects" in reason and origin.paths() == ["/redirect-relative"]
 
 
@@ -544,9 +538,7 @@ async def test_closed_port(origin):
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     policy = HostPolicy(allowed_hosts=frozenset({f"127.0.0.1:{closed_port}"}))
-    reason = await refused(
-        fetcher(origin, policy=policy), url(f"http://127.0.0.1:{closed_port}/a.png")
-    )
+    reason = await refused(fetcher(origin, policy=policy), url(f"http://127.0.0.1:{closed_port}/a.png"))
     assert reason == "could not connect to image host"
 
 
@@ -668,10 +660,24 @@ def _make_certificate(directory, name: str):
     cert, key = directory / f"{name}.pem", directory / f"{name}.key"
     subprocess.run(
         [
-            "openssl", "req", "-x509", "-nodes", "-days", "1",
-            "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-keyout", str(key), "-out", str(cert),
-            "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+            "openssl",
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "1",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=DNS:{name}",
         ],
         check=True,
         capture_output=True,
@@ -757,9 +763,7 @@ async def test_simulated_fetcher_delegates_allowlisted_hosts(origin):
     assert origin.paths() == ["/good.png"]
 
 
-@pytest.mark.parametrize(
-    "raw", ["http://127.0.0.1:{port}/", "http://169.254.169.254/latest/", "http://[::1]:{port}/"]
-)
+@pytest.mark.parametrize("raw", ["http://127.0.0.1:{port}/", "http://169.254.169.254/latest/", "http://[::1]:{port}/"])
 async def test_simulated_fetcher_still_refuses_private_ip_literals(origin, sentinel, raw):
     policy = local_policy(origin)
     simulated = SimulatedFetcher(policy, fetcher(origin, policy=policy))

@@ -50,9 +50,7 @@ def test_ipv4_mapped_ipv6_parses_to_one_canonical_form(host):
 
 
 def test_punycode_host_is_fine():
-    assert parse_image_url("https://xn--bcher-kva.example/", allow_http=False).host == (
-        "xn--bcher-kva.example"
-    )
+    assert parse_image_url("https://xn--bcher-kva.example/", allow_http=False).host == ("xn--bcher-kva.example")
 
 
 def test_http_only_when_allowed():

@@ -58,9 +58,7 @@ class SimulatedDevice:
     def view(self, phone_number: str) -> DeviceView:
         with self._engine.connect() as conn:
             script = self._script(conn, phone_number)
-            shown = conn.execute(
-                select(device_displays).where(device_displays.c.phone_number == phone_number)
-            ).first()
+            shown = conn.execute(select(device_displays).where(device_displays.c.phone_number == phone_number)).first()
         return DeviceView(
             phone_number=phone_number,
             first_name=shown.first_name if shown else None,
@@ -78,9 +76,7 @@ class SimulatedDevice:
 
     @staticmethod
     def _script(conn: Connection, phone_number: str) -> DeviceScript:
-        row = conn.execute(
-            select(device_scripts).where(device_scripts.c.phone_number == phone_number)
-        ).first()
+        row = conn.execute(select(device_scripts).where(device_scripts.c.phone_number == phone_number)).first()
         if row is None:
             return DeviceScript()
         return DeviceScript(row.fail_next, row.rate_limit_next, bool(row.rcs_unavailable), row.apply_delay)
@@ -107,4 +103,6 @@ class SimulatedDevice:
                 insert(device_displays).values(phone_number=card.phone_number, applies=1, applied_at=now, **values)
             )
         else:
-            conn.execute(update(device_displays).where(where).values(applies=shown.applies + 1, applied_at=now, **values))
+            conn.execute(
+                update(device_displays).where(where).values(applies=shown.applies + 1, applied_at=now, **values)
+            )

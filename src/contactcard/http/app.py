@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or Settings()
     services = services or build(settings)
     docs_base = settings.resolved_docs_base_url
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Everything built so far (framework, routes, settings, modules) lives as long as

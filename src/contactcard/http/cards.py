@@ -126,9 +126,7 @@ async def _setup(request: Request, service: ContactCards, hashed_key: str) -> Re
     setup = _validated(
         service,
         hashed_key,
-        lambda: contract.setup_request(
-            contract.json_object(raw, request.headers.get("content-type")), service.rules
-        ),
+        lambda: contract.setup_request(contract.json_object(raw, request.headers.get("content-type")), service.rules),
     )
     return _written(service, await service.setup(hashed_key, setup))
 

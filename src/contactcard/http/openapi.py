@@ -117,11 +117,7 @@ def _error_response(status: int, codes: list[int]) -> dict[str, Any]:
     schema = {
         "allOf": [
             {"$ref": "#/components/schemas/Error"},
-            {
-                "properties": {
-                    "error": {"properties": {"status": {"const": status}, "code": {"enum": codes}}}
-                }
-            },
+            {"properties": {"error": {"properties": {"status": {"const": status}, "code": {"enum": codes}}}}},
         ]
     }
     if status == 429:

@@ -39,7 +39,9 @@ async def error_index(request: Request) -> Response:
         f"<tr><td>{e.status}</td><td><a href='errors/{e.code}'>{e.code}</a></td><td>{html.escape(e.message)}</td></tr>"
         for e in errors.CATALOGUE
     )
-    return _page("Error codes", f"<h1>Error codes</h1><table><tr><th>status</th><th>code</th><th>message</th></tr>{rows}</table>")
+    return _page(
+        "Error codes", f"<h1>Error codes</h1><table><tr><th>status</th><th>code</th><th>message</th></tr>{rows}</table>"
+    )
 
 
 async def error_page(request: Request) -> Response:

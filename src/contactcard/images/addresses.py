@@ -69,12 +69,7 @@ def is_public_address(ip: IPAddress) -> bool:
     elif any(ip in net for net in _NON_PUBLIC_V4):
         return False
     return ip.is_global and not (
-        ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_private
+        ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_private
     )
 
 

@@ -123,9 +123,7 @@ class NetworkFetcher:
     async def _resolve(self, url: ImageUrl) -> list[IPAddress]:
         try:
             # abandon_on_cancel: a hanging lookup must not outlive the deadline.
-            answers = await anyio.to_thread.run_sync(
-                self._resolver, url.host, url.port, abandon_on_cancel=True
-            )
+            answers = await anyio.to_thread.run_sync(self._resolver, url.host, url.port, abandon_on_cancel=True)
         except Exception:
             raise FetchError("image host could not be resolved") from None
         try:
@@ -154,11 +152,8 @@ class NetworkFetcher:
             trust_env=False,
             follow_redirects=False,
             timeout=self._deadline,
-        ) as client:
-            async with client.stream(
-                "GET", target, headers=headers, extensions=extensions
-            ) as response:
-                return await self._read(url, response)
+        ) as client, client.stream("GET", target, headers=headers, extensions=extensions) as response:
+            return await self._read(url, response)
 
     def _tls(self) -> ssl.SSLContext:
         # Built once: loading the CA bundle for every hop costs milliseconds.
@@ -271,9 +266,7 @@ def simulated_image(seed: str, side: int = 512) -> bytes:
         )
     radius = side // 4 + digest[7] % (side // 8)
     centre = side // 2
-    draw.ellipse(
-        (centre - radius, centre - radius, centre + radius, centre + radius), fill=disc
-    )
+    draw.ellipse((centre - radius, centre - radius, centre + radius, centre + radius), fill=disc)
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()

@@ -67,9 +67,7 @@ def parse_image_url(raw: str, *, allow_http: bool) -> ImageUrl:
     # Printable ASCII only: whitespace, control characters and non-ASCII are
     # where parsers disagree (urllib silently strips tabs and newlines).
     if not raw or any(not ("!" <= ch <= "~") for ch in raw):
-        raise ImageUrlError(
-            "image_url must be printable ASCII without spaces or control characters"
-        )
+        raise ImageUrlError("image_url must be printable ASCII without spaces or control characters")
     if "\\" in raw:
         raise ImageUrlError("image_url must not contain backslashes")
 
@@ -146,8 +144,7 @@ def _parse_ipv4(host: str) -> str:
     )
     if not canonical:
         raise ImageUrlError(
-            "image_url IP address must be a dotted-quad IPv4 (like 203.0.113.7)"
-            " or a bracketed IPv6 address"
+            "image_url IP address must be a dotted-quad IPv4 (like 203.0.113.7) or a bracketed IPv6 address"
         )
     return str(ipaddress.IPv4Address(host))
 

@@ -72,7 +72,13 @@ def square_jpeg(data: bytes, side: int, orientation: int | None, quality: int) -
     try:
         square = vips.Image.thumbnail_buffer(
             # fail_on reaches the loader only through the option string.
-            data, side, height=side, crop="centre", size="down", no_rotate=True, option_string="fail_on=error"
+            data,
+            side,
+            height=side,
+            crop="centre",
+            size="down",
+            no_rotate=True,
+            option_string="fail_on=error",
         )
         if square.interpretation not in ("srgb", "b-w"):
             # 16-bit, CMYK or Lab input: scaled down to 8-bit sRGB, not clipped.

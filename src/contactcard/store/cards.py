@@ -21,6 +21,7 @@ _CARD_COLUMNS = (
     cards.c.ever_active,
 )
 
+
 def _card(row) -> Card | None:
     if row.id is None:
         return None
@@ -63,9 +64,7 @@ def store_inactive(
     updated = conn.execute(update(cards).where(cards.c.phone_number == phone).values(**values))
     if updated.rowcount == 0:
         conn.execute(
-            insert(cards).values(
-                id=uuid.uuid4().hex, phone_number=phone, ever_active=False, created_at=now, **values
-            )
+            insert(cards).values(id=uuid.uuid4().hex, phone_number=phone, ever_active=False, created_at=now, **values)
         )
     card = card_for_line(conn, phone)
     assert card is not None

@@ -38,7 +38,7 @@ class TurnMemo:
 
     Handed out only on one event loop's thread (the caller keeps one per thread)."""
 
-    __slots__ = ("_ask", "_version", "_memo", "_checked")
+    __slots__ = ("_ask", "_checked", "_memo", "_version")
 
     def __init__(self, ask: Callable[[], object]) -> None:
         self._ask = ask

@@ -82,9 +82,7 @@ class CardReads:
             # For the writes' ownership check only (GETs use the asynchronous pool below,
             # so that waiting for PostgreSQL never stops the event loop): small, autocommit
             # and without pre-ping, so a check pays one round trip, not three.
-            self._engine = create_engine(
-                database.url, pool_size=1, max_overflow=9, isolation_level="AUTOCOMMIT"
-            )
+            self._engine = create_engine(database.url, pool_size=1, max_overflow=9, isolation_level="AUTOCOMMIT")
             self._conninfo = make_url(database.url).set(drivername="postgresql").render_as_string(hide_password=False)
             marker = "%s"
         self._async_pool: Any = None  # psycopg_pool.AsyncConnectionPool, opened on the first GET
