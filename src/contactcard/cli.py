@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.table import Table
 from contactcard.admin import Admin, AdminError
 from contactcard.device import DeviceScript, DeviceView
 from contactcard.settings import Settings, docs_table
+
+if TYPE_CHECKING:
+    from contactcard.http.edge import Edge
 
 app = typer.Typer(help="A self-hostable server for the Linq API v3 contact card endpoints.", no_args_is_help=True)
 admin_app = typer.Typer(help="Partners, keys, lines and simulated-device scripts.", no_args_is_help=True)
@@ -37,7 +40,7 @@ def _admin() -> Admin:
     return build(Settings()).admin
 
 
-def _fail(exc: AdminError) -> None:
+def _fail(exc: AdminError) -> NoReturn:
     console.print(f"[red]error:[/red] {exc}")
     raise typer.Exit(1)
 
@@ -52,8 +55,6 @@ def serve(
     ] = False,
 ) -> None:
     """Run the server. An empty database gets a demo partner, key and lines."""
-    import uvicorn
-
     from contactcard.bootstrap import build
     from contactcard.http.app import create_app
 
@@ -69,21 +70,34 @@ def serve(
             console.print("[yellow]demo partner already created by another process[/yellow]")
     else:
         console.print(f"[bold]contactcard[/bold] serving {settings.public_base_url} ({_describe(settings)})")
-    options = {
-        "host": host,
-        "port": port,
-        "log_level": settings.log_level,
-        "access_log": settings.access_log,
-        "proxy_headers": False,
-        "server_header": False,
-        "ws": "none",  # no WebSocket routes; not loading a WebSocket stack saves memory
-    }
     if workers == 1:  # this process serves: reuse what was just built
-        uvicorn.run(create_app(settings, services), **options)
+        _run_uvicorn(create_app(settings, services), settings, host=host, port=port)
         return
     services.cards.dispose()
     services.database.dispose()
-    uvicorn.run("contactcard.http.app:create_app_from_env", factory=True, workers=workers, **options)
+    _run_uvicorn(
+        "contactcard.http.app:create_app_from_env", settings, host=host, port=port, factory=True, workers=workers
+    )
+
+
+def _run_uvicorn(
+    target: Edge | str, settings: Settings, *, host: str, port: int, factory: bool = False, workers: int | None = None
+) -> None:
+    """uvicorn.run with the options every server process shares, spelled out so each is type-checked."""
+    import uvicorn
+
+    uvicorn.run(
+        target,
+        factory=factory,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        proxy_headers=False,
+        server_header=False,
+        ws="none",  # no WebSocket routes; not loading a WebSocket stack saves memory
+    )
 
 
 def _display_host(host: str) -> str:

@@ -273,7 +273,7 @@ def _writes_are_serialised(a: ServerProcess, b: ServerProcess, partner: ProcPart
     assert len([s for s in succeeded if s[0] == "POST"]) == 1, results  # one setup; the rest 409/429
     assert len(succeeded) in (1, 2, 3), results  # the budget of 3 held across both processes
     assert attempts(engine, phone) == len(succeeded)
-    for method, name, status, body in results:
+    for method, _name, status, body in results:
         if status == 409:
             assert method == "POST" and body["error"]["code"] == 2014
         elif status == 429:

@@ -44,11 +44,16 @@ def test_unknown_and_known_but_wrong_keys_take_the_same_path(partner):
     for path, params in (("/v3/contact_card", {}), ("/v3/contact_card", {"phone_number": partner.lines[0]})):
         unknown = _statements(
             partner.server,
-            lambda: httpx.get(f"{base}{path}", params=params, headers={"authorization": "Bearer cc_unknown"}),
+            # Default arguments bind this iteration's path and params (the call runs at once anyway).
+            lambda path=path, params=params: httpx.get(
+                f"{base}{path}", params=params, headers={"authorization": "Bearer cc_unknown"}
+            ),
         )
         wrong = _statements(
             partner.server,
-            lambda: httpx.get(f"{base}{path}", params=params, headers={"authorization": f"Bearer {near_miss}"}),
+            lambda path=path, params=params: httpx.get(
+                f"{base}{path}", params=params, headers={"authorization": f"Bearer {near_miss}"}
+            ),
         )
         assert unknown == wrong
         assert len(unknown) == 1 and unknown[0].lstrip().upper().startswith("SELECT")

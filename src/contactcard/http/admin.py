@@ -6,6 +6,7 @@ A FastAPI sub-app, mounted by `app.py` only when an admin token is set."""
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Annotated
 
@@ -27,14 +28,16 @@ def _admin(request: Request) -> Admin:
     given = bearer_key(request.headers.getlist("authorization"))
     if not token or given is None or not hmac.compare_digest(given.encode(), token.encode()):
         raise ApiError(errors.UNAUTHORIZED)
-    return request.app.state.admin
+    admin: Admin = request.app.state.admin
+    return admin
 
 
 AdminDep = Annotated[Admin, Depends(_admin)]
 router = APIRouter(tags=["admin"])
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 
-def admin_app(settings: Settings, admin: Admin, handlers: dict) -> FastAPI:
+def admin_app(settings: Settings, admin: Admin, handlers: Mapping[type[Exception], ErrorHandler]) -> FastAPI:
     """The sub-app, with the app's error handlers plus the two of its own."""
     app = FastAPI(redirect_slashes=False, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings

@@ -147,12 +147,15 @@ class NetworkFetcher:
         if url.scheme == "https" and not url.is_ip:
             extensions["sni_hostname"] = url.host
         # A fresh client per hop: no cookie jar, pool or auth carried between hosts.
-        async with httpx.AsyncClient(
-            verify=self._tls(),
-            trust_env=False,
-            follow_redirects=False,
-            timeout=self._deadline,
-        ) as client, client.stream("GET", target, headers=headers, extensions=extensions) as response:
+        async with (
+            httpx.AsyncClient(
+                verify=self._tls(),
+                trust_env=False,
+                follow_redirects=False,
+                timeout=self._deadline,
+            ) as client,
+            client.stream("GET", target, headers=headers, extensions=extensions) as response,
+        ):
             return await self._read(url, response)
 
     def _tls(self) -> ssl.SSLContext:

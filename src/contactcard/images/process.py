@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 
 import pillow_heif
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from contactcard.images import vips
 from contactcard.images.allocator import fix_mmap_threshold
@@ -87,7 +87,7 @@ def normalise(
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("image is too large (possible decompression bomb)") from None
-    except Image.UnidentifiedImageError:
+    except UnidentifiedImageError:
         raise ImageError(NOT_AN_IMAGE) from None
     except MemoryError:
         raise ImageError("image is too large to decode") from None
@@ -113,7 +113,7 @@ def _rendition(data: bytes, max_side: int, max_pixels: int, max_dimension: int) 
         jpeg, side, _ = vips.square_jpeg(data, target, orientation, JPEG_QUALITY)
         return _described(jpeg, side, side)
     square = _pillow_square(im, max_side)
-    method = _TRANSPOSE.get(orientation)
+    method = _TRANSPOSE.get(orientation or 1)  # 1 (or none read): already upright
     return _encode(square.transpose(method) if method is not None else square)
 
 

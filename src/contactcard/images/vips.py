@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from types import ModuleType
 
 _ALLOWED_LOADERS = ("VipsForeignLoadPngBuffer", "VipsForeignLoadWebpBuffer")
 _SETUP_LOCK = threading.Lock()
-_vips = None
+_vips: ModuleType | None = None
 
 
-def _library():
+def _library() -> ModuleType:
     global _vips
     with _SETUP_LOCK:
         if _vips is None:
