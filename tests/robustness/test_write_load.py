@@ -35,6 +35,7 @@ from tests.support.writes import (
     device_shows,
     fire,
     first,
+    log_excerpt,
     outcomes,
     set_up_cards,
     sockets_to,
@@ -91,7 +92,7 @@ def test_256_writers_on_distinct_lines_all_answer_and_leave_one_card_each(databa
     not_ok = [w for w in burst if w.status != 200]
     assert not not_ok, (
         f"{len(not_ok)} of {len(burst)} writes not answered 200 (budget off: none may be): {outcomes(burst)}\n"
-        f"{first([repr(w) for w in not_ok])}\n{server.log()}"
+        f"{first([repr(w) for w in not_ok])}\n{log_excerpt(server)}"
     )
     assert not list(answer_problems(burst)), first(list(answer_problems(burst)))
 

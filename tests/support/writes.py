@@ -42,7 +42,7 @@ from sqlalchemy import Engine, insert, select
 from contactcard.store.schema import device_displays
 from contactcard.store.schema import lines as line_table
 from tests.conftest import new_number
-from tests.support.processes import ProcPartner, ServerProcess, issue_key
+from tests.support.processes import ProcPartner, ServerProcess, issue_key, log_trouble
 
 _names = itertools.count(1)
 
@@ -289,6 +289,16 @@ def first(problems: Sequence[str], limit: int = 15) -> str:
     if len(problems) > limit:
         shown.append(f"... and {len(problems) - limit} more")
     return "\n".join(shown)
+
+
+def log_excerpt(server: ServerProcess) -> str:
+    """The server log's first traceback (with its surroundings), or else its last lines."""
+    log = "\n".join(
+        (server.data_dir / f"{server.name}.{start}.log").read_text(errors="replace")
+        for start in range(1, server.starts + 1)
+        if (server.data_dir / f"{server.name}.{start}.log").exists()
+    )
+    return log_trouble(log) or "server log (end): " + log[-1500:]
 
 
 def sigterm(server: ServerProcess, wait: float) -> float | None:
