@@ -1,9 +1,12 @@
-"""Build the real dependencies from the settings: database, device, CDN, image fetcher."""
+"""Build the real collaborators from the settings and hand them to the use cases:
+database, writer, line locks, reads, device, CDN, image fetcher."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from sqlalchemy.engine import make_url
 
 from contactcard import images
 from contactcard.admin import Admin
@@ -13,7 +16,13 @@ from contactcard.device import SimulatedDevice
 from contactcard.images import HostPolicy, ImageUrl
 from contactcard.service import ContactCards, Policy
 from contactcard.settings import Settings
+from contactcard.store.accounts import Accounts
+from contactcard.store.cards import CardWrites
 from contactcard.store.db import Database, connect, migrate
+from contactcard.store.devices import DeviceRecords
+from contactcard.store.locks import AdvisoryLocks, LineLocks
+from contactcard.store.reads import CardReads
+from contactcard.store.writer import PostgresWriter, SqliteWriter, Writer
 
 
 class FetcherOnFirstUse:
@@ -27,7 +36,8 @@ class FetcherOnFirstUse:
     async def fetch(self, url: ImageUrl) -> bytes:
         if self._fetcher is None:
             self._fetcher = self._build()
-        return await self._fetcher.fetch(url)
+        data: bytes = await self._fetcher.fetch(url)
+        return data
 
 
 @dataclass
@@ -36,13 +46,47 @@ class Services:
     cards: ContactCards
     admin: Admin
     cdn: BlobStore
+    writer: Writer
+    reads: CardReads
+    locks: LineLocks
+
+    async def aclose(self) -> None:
+        """Let queued writes finish and close what is bound to the event loop."""
+        await self.locks.aclose()
+        await self.reads.aclose()
+
+    def close(self) -> None:
+        self.writer.close()
+        self.database.dispose()
+
+
+def _conninfo(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def writer_for(database: Database, timeout: float) -> Writer:
+    url = make_url(database.url)
+    if database.dialect == "sqlite":
+        return SqliteWriter(url.database or ":memory:", timeout=timeout)
+    return PostgresWriter(_conninfo(database.url), timeout=timeout)
+
+
+def admin_for(database: Database, writer: Writer | None = None) -> Admin:
+    """The operator use cases on a database (the CLI needs no writer threads)."""
+    records = DeviceRecords(writer or writer_for(database, 2.0), database.writer)
+    return Admin(Accounts(database), SimulatedDevice(records))
 
 
 def build(settings: Settings, *, run_migrations: bool = True) -> Services:
-    database = connect(settings.resolved_database_url)
+    database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
     if run_migrations:
         migrate(database)
-    device = SimulatedDevice(database.writer)
+    writer = writer_for(database, settings.database_timeout)
+    shared = None
+    if database.dialect == "postgresql":
+        shared = AdvisoryLocks(_conninfo(database.url), connect_timeout=settings.database_timeout)
+    locks = LineLocks(timeout=settings.write_wait_timeout, shared=shared)
+    device = SimulatedDevice(DeviceRecords(writer, database.writer))
     cdn = LocalFolderCdn(settings.media_dir)
     policy = HostPolicy(allow_private=settings.image_allow_private, allowed_hosts=settings.allowed_image_hosts)
 
@@ -52,22 +96,31 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
         )
         return images.SimulatedFetcher(policy, network) if settings.image_fetch == "simulated" else network
 
-    fetcher = FetcherOnFirstUse(fetcher_for)
     rules = ImageRules(
         allow_http=policy.allow_http,
         own_cdn_prefix=f"{settings.resolved_cdn_base_url}/contact-card/",
     )
+    reads = CardReads(
+        database.url,
+        rules.own_cdn_prefix,
+        memo=settings.read_cache_size > 0,
+        timeout=settings.database_timeout,
+    )
     cards = ContactCards(
-        database,
-        device,
-        cdn,
-        fetcher,
-        rules,
-        Policy(
+        reads=reads,
+        writes=CardWrites(writer),
+        locks=locks,
+        device=device,
+        cdn=cdn,
+        fetcher=FetcherOnFirstUse(fetcher_for),
+        rules=rules,
+        policy=Policy(
             profile=settings.profile,
             write_budget=settings.write_budget,
             write_budget_window=settings.write_budget_window,
-            read_cache_size=settings.read_cache_size,
+            write_queue_limit=settings.write_queue_limit,
         ),
+        read_cache_size=settings.read_cache_size,
     )
-    return Services(database, cards, Admin(database, device), cdn)
+    admin = Admin(Accounts(database), device)
+    return Services(database, cards, admin, cdn, writer, reads, locks)

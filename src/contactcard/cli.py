@@ -73,8 +73,7 @@ def serve(
     if workers == 1:  # this process serves: reuse what was just built
         _run_uvicorn(create_app(settings, services), settings, host=host, port=port)
         return
-    services.cards.dispose()
-    services.database.dispose()
+    services.close()
     _run_uvicorn(
         "contactcard.http.app:create_app_from_env", settings, host=host, port=port, factory=True, workers=workers
     )
@@ -97,6 +96,8 @@ def _run_uvicorn(
         proxy_headers=False,
         server_header=False,
         ws="none",  # no WebSocket routes; not loading a WebSocket stack saves memory
+        # On SIGTERM: stop accepting, let requests under way finish within this bound.
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
     )
 
 

@@ -9,7 +9,8 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, Final
 
 from contactcard import errors
 from contactcard.cdn.base import BLOB_NAME
@@ -27,7 +28,6 @@ _BIDI_CONTROLS = frozenset(chr(c) for c in (0x061C, 0x200E, 0x200F, *range(0x202
 # Control characters, lone surrogates, and line or paragraph separators.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 _JSON_TYPES = ("application/json",)
-_UNSET: Any = object()
 
 
 def phone_number(value: object) -> str:
@@ -175,16 +175,22 @@ class SetupRequest:
     image_url: str | None
 
 
+class Unset(Enum):
+    """A field absent from a PATCH body (a typed sentinel: `None` already means "clear")."""
+
+    UNSET = "unset"
+
+
+UNSET: Final = Unset.UNSET
+
+
 @dataclass(frozen=True)
 class UpdateRequest:
     """Fields absent from the body are `UNSET`; `None` clears an optional field."""
 
-    first_name: str | Any = _UNSET
-    last_name: str | Any | None = _UNSET
-    image_url: str | Any | None = _UNSET
-
-
-UNSET = _UNSET
+    first_name: str | Unset = UNSET
+    last_name: str | Unset | None = UNSET
+    image_url: str | Unset | None = UNSET
 
 
 def setup_request(body: dict[str, Any], rules: ImageRules) -> SetupRequest:

@@ -146,6 +146,8 @@ DATABASE_UNAVAILABLE = ErrorCode(
     "Retry after `Retry-After` seconds; operators: see the server log for the cause.",
     retry=True,
 )
+# The same code answers an upstream rate limit on an apply (with its own message).
+UPSTREAM_RATE_LIMITED = RCS_UNAVAILABLE
 IMAGE_FETCH_FAILED = ErrorCode(
     400,
     5006,

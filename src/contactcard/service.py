@@ -1,41 +1,45 @@
 """The contact-card use cases: list, get, set up (POST) and update (PATCH).
 
-Every write follows the same lifecycle: under the line's write gate, check the state,
-spend the write budget, rehost the image, store the card inactive and commit, ask the
-device to apply it, then mark it active. A crash anywhere leaves either the old card or
-the new values inactive, never a half-written card.
+Every write follows the same lifecycle, holding only its line's lock: read the line's
+state, check it, spend the write budget, rehost the image, store the card inactive and
+commit, ask the device to apply it, then mark it active. A crash anywhere leaves either
+the old card or the new values inactive, never a half-written card.
+
+The use cases receive their collaborators (`bootstrap.py` builds the real ones; the unit
+tests hand in-memory fakes) and never see SQL.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.to_thread
-from sqlalchemy import delete
 
-from contactcard import contract, errors, images
+from contactcard import errors, images
 from contactcard.card import Card, Outcome
 from contactcard.cdn import BlobStore
-from contactcard.contract import ImageRules, SetupRequest, UpdateRequest
+from contactcard.contract import UNSET, ImageRules, SetupRequest, UpdateRequest
 from contactcard.device import Device
 from contactcard.errors import ApiError
-from contactcard.store import cards as store
-from contactcard.store.db import Database
-from contactcard.store.gate import LineGate, LineWriter
-from contactcard.store.reads import CardReads, LineAccess
-from contactcard.store.schema import write_attempts
+from contactcard.store.cards import CardValues, LineState
+from contactcard.store.locks import LineBusy
+from contactcard.store.writer import StoreUnavailable
 
 # Decoding a large image takes hundreds of MB for a moment; a few at a time keep a burst
 # of uploads from exhausting memory (the default thread limit is 40).
 DECODERS = 2
+# A 503 that the SDKs may retry after a second (they honour Retry-After).
+_RETRY_SOON = {"retry-after": "1", "x-should-retry": "true"}
 
 
 @dataclass(frozen=True)
 class WriteResult:
-    card: dict  # as the API answers it
+    card: dict[str, object]  # as the API answers it
     # In the `hosted` profile a failed apply is an error *after* the card was stored.
     error: ApiError | None = None
 
@@ -45,160 +49,184 @@ class Policy:
     profile: str  # "seed" | "hosted"
     write_budget: int  # 0: off
     write_budget_window: int
-    read_cache_size: int = 0  # GET-by-number answers kept in the memo (store/memo.py); 0: off
+    write_queue_limit: int = 10_000  # writes waiting at once in this process
+
+
+class Fetcher(Protocol):
+    async def fetch(self, url: images.ImageUrl) -> bytes: ...
+
+
+class LineLocks(Protocol):
+    def hold(self, phone: str) -> Any:  # an async context manager
+        ...
+
+
+class CardWrites(Protocol):
+    async def line_state(self, key_hash: str, phone: str, budget_since: float) -> LineState: ...
+    async def store_inactive(
+        self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float
+    ) -> Card: ...
+    async def mark_active(self, card: Card) -> Card: ...
+
+
+class CardReads(Protocol):
+    async def partner_cards(self, key_hash: str) -> tuple[str | None, list[dict[str, Any]]]: ...
+    async def line_access_async(self, key_hash: str, phone: str) -> Any: ...
+    async def memo(self) -> dict[Any, Any] | None: ...
 
 
 class ContactCards:
     def __init__(
         self,
-        database: Database,
+        *,
+        reads: CardReads,
+        writes: CardWrites,
+        locks: LineLocks,
         device: Device,
         cdn: BlobStore,
-        fetcher: images.ImageFetcher,
+        fetcher: Fetcher,
         rules: ImageRules,
         policy: Policy,
+        read_cache_size: int = 0,
+        clock: Any = time.time,
     ) -> None:
-        self._db = database
-        self._gate = LineGate(database)
+        self._reads = reads
+        self._writes = writes
+        self._locks = locks
         self._device = device
         self._cdn = cdn
         self._fetcher = fetcher
         self.rules = rules
         self._policy = policy
-        self._reads = CardReads(database, rules.own_cdn_prefix, memo=policy.read_cache_size > 0)
-        self.read_cache_size = policy.read_cache_size
+        self.read_cache_size = read_cache_size  # GET-by-number answers the HTTP layer may keep
+        self._clock = clock
+        self._writing = 0  # writes in this process, waiting or under way
         self._decoders: anyio.CapacityLimiter | None = None  # made on the event loop
 
-    def dispose(self) -> None:
-        self._reads.dispose()
+    # --- reads: one statement each, answered as API dicts --------------------------
 
-    async def aclose(self) -> None:
-        await self._reads.aclose()
-
-    # --- reads: one statement each, answered as API dicts; GETs are awaited ----------
-
-    async def list_cards(self, key_hash: str) -> list[dict]:
-        """Every card of the key's partner (awaited: PostgreSQL never blocks the event loop)."""
-        partner, found = await self._reads.partner_cards(key_hash)
+    async def list_cards(self, key_hash: str) -> list[dict[str, Any]]:
+        """Every card of the key's partner."""
+        try:
+            partner, found = await self._reads.partner_cards(key_hash)
+        except StoreUnavailable:
+            raise ApiError(errors.DATABASE_UNAVAILABLE, headers=_RETRY_SOON) from None
         if partner is None:
             raise ApiError(errors.UNAUTHORIZED)
         return found
 
-    async def get_card(self, key_hash: str, phone: str) -> list[dict]:
+    async def get_card(self, key_hash: str, phone: str) -> list[dict[str, Any]]:
         """The card of one line of the key's partner, as a list of zero or one."""
-        access = self._checked(await self._reads.line_access_async(key_hash, phone))
+        try:
+            access = await self._reads.line_access_async(key_hash, phone)
+        except StoreUnavailable:
+            raise ApiError(errors.DATABASE_UNAVAILABLE, headers=_RETRY_SOON) from None
+        _check_access(access.partner_id, access.owns_line)
         return [access.card] if access.card else []
 
-    async def read_memo(self) -> dict | None:
+    async def read_memo(self) -> dict[Any, Any] | None:
         """Where the HTTP layer may keep GET answers: emptied whenever the database changes."""
-        return await self._reads.memo()
+        try:
+            return await self._reads.memo()
+        except StoreUnavailable:
+            raise ApiError(errors.DATABASE_UNAVAILABLE, headers=_RETRY_SOON) from None
 
-    def _access(self, key_hash: str, phone: str) -> LineAccess:
-        return self._checked(self._reads.line_access(key_hash, phone))
-
-    @staticmethod
-    def _checked(access: LineAccess) -> LineAccess:
-        if access.partner_id is None:
-            raise ApiError(errors.UNAUTHORIZED)
-        if not access.owns_line:
-            raise ApiError(errors.FORBIDDEN)
-        return access
-
-    def require_key(self, key_hash: str) -> None:
+    async def require_key(self, key_hash: str) -> None:
         """401 unless the key is known and not revoked (for requests refused before the lookup)."""
-        if self._reads.line_access(key_hash, "").partner_id is None:
+        try:
+            access = await self._reads.line_access_async(key_hash, "")
+        except StoreUnavailable:
+            raise ApiError(errors.DATABASE_UNAVAILABLE, headers=_RETRY_SOON) from None
+        if access.partner_id is None:
             raise ApiError(errors.UNAUTHORIZED)
 
     # --- writes ---------------------------------------------------------------------
 
     async def setup(self, key_hash: str, request: SetupRequest) -> WriteResult:
         phone = request.phone_number
-        self._access(key_hash, phone)  # one indexed statement, like GET: no thread hop
-        async with self._gate.hold(phone) as line:
-            current = await line.run(store.card_for_line, phone)
-            if current is not None and current.is_active:
+        async with self._line(phone):
+            state = await self._state(key_hash, phone)
+            if state.card is not None and state.card.is_active:
                 raise ApiError(errors.CARD_EXISTS, headers={"x-should-retry": "false"})
-            await line.run(self._check_budget, phone)
-            blob, source = None, None
-            if request.image_url is not None:
-                blob, source = await self._rehost(request.image_url), request.image_url
-            return await self._store_and_apply(line, phone, request.first_name, request.last_name, blob, source)
+            self._check_budget(state)
+            blob = await self._rehost(request.image_url) if request.image_url is not None else None
+            values = CardValues(request.first_name, request.last_name, blob, request.image_url)
+            return await self._store_and_apply(phone, values)
 
     async def update(self, key_hash: str, phone: str, request: UpdateRequest) -> WriteResult:
-        self._access(key_hash, phone)  # one indexed statement, like GET: no thread hop
-        async with self._gate.hold(phone) as line:
-            current = await line.run(store.card_for_line, phone)
+        async with self._line(phone):
+            state = await self._state(key_hash, phone)
+            current = state.card
             needs_setup_once = self._policy.profile == "seed"
             if current is None or (needs_setup_once and not current.ever_active):
                 raise ApiError(errors.NOT_FOUND)
-            if not await anyio.to_thread.run_sync(self._device.rcs_check_available, phone):
+            if not await self._device.rcs_check_available(phone):
                 raise ApiError(errors.RCS_UNAVAILABLE)
-            await line.run(self._check_budget, phone)
-            first_name = current.first_name if request.first_name is contract.UNSET else request.first_name
-            last_name = current.last_name if request.last_name is contract.UNSET else request.last_name
-            blob, source = current.image_blob, current.image_source_url
-            wanted = request.image_url
-            if wanted is None:
-                blob, source = None, None
-            elif wanted is not contract.UNSET and wanted not in (self.image_url(current), source):
-                # Only a new URL is fetched: echoing back what GET returned costs nothing.
-                blob, source = await self._rehost(wanted), wanted
-            return await self._store_and_apply(line, phone, first_name, last_name, blob, source)
+            self._check_budget(state)
+            return await self._store_and_apply(phone, await self._merged(current, request))
 
-    def _check_budget(self, conn: Any, phone: str) -> None:
+    async def _merged(self, current: Card, request: UpdateRequest) -> CardValues:
+        """A PATCH: present fields replace, absent ones keep, `null` clears."""
+        first_name = current.first_name if request.first_name is UNSET else request.first_name
+        last_name = current.last_name if request.last_name is UNSET else request.last_name
+        blob, source = current.image_blob, current.image_source_url
+        wanted = request.image_url
+        if wanted is None:
+            blob, source = None, None
+        elif wanted is not UNSET and wanted not in (self.image_url(current), source):
+            # Only a new URL is fetched: echoing back what GET returned costs nothing.
+            blob, source = await self._rehost(wanted), wanted
+        return CardValues(first_name, last_name, blob, source)
+
+    @asynccontextmanager
+    async def _line(self, phone: str) -> AsyncIterator[None]:
+        """Hold the line's lock, refusing at once when too many writes already wait. The
+        store's failures become the catalogue's: nothing was half-written either way."""
+        if self._writing >= self._policy.write_queue_limit:
+            raise ApiError(errors.WRITES_BUSY, headers=_RETRY_SOON)
+        self._writing += 1
+        try:
+            async with self._locks.hold(phone):
+                yield
+        except LineBusy:
+            raise ApiError(errors.WRITES_BUSY, headers=_RETRY_SOON) from None
+        except StoreUnavailable:
+            raise ApiError(errors.DATABASE_UNAVAILABLE, headers=_RETRY_SOON) from None
+        finally:
+            self._writing -= 1
+
+    async def _state(self, key_hash: str, phone: str) -> LineState:
+        state = await self._writes.line_state(key_hash, phone, self._clock() - self._policy.write_budget_window)
+        _check_access(state.partner_id, state.owns_line)
+        return state
+
+    def _check_budget(self, state: LineState) -> None:
         budget, window = self._policy.write_budget, self._policy.write_budget_window
-        if budget <= 0:
+        if budget <= 0 or state.attempts < budget:
             return
-        now = time.time()
-        used, oldest = store.write_attempts_since(conn, phone, now - window)
-        if used >= budget:
-            wait = max(1, math.ceil((oldest or now) + window - now))
-            raise ApiError(
-                errors.RATE_LIMITED,
-                headers={"retry-after": str(wait), "x-should-retry": "false"},
-                retry_after=wait,
-            )
-
-    def _record_attempt(self, conn: Any, phone: str) -> None:
-        now = time.time()
-        store.record_write_attempt(conn, phone, now)
-        # Attempts older than the window can never count again.
-        conn.execute(
-            delete(write_attempts).where(
-                write_attempts.c.phone_number == phone,
-                write_attempts.c.at <= now - self._policy.write_budget_window,
-            )
+        now = self._clock()
+        wait = max(1, math.ceil((state.oldest_attempt or now) + window - now))
+        raise ApiError(
+            errors.RATE_LIMITED,
+            headers={"retry-after": str(wait), "x-should-retry": "false"},
+            retry_after=wait,
         )
 
-    async def _store_and_apply(
-        self,
-        line: LineWriter,
-        phone: str,
-        first_name: str,
-        last_name: str | None,
-        blob: str | None,
-        source: str | None,
-    ) -> WriteResult:
-        def store_inactive(conn: Any) -> Card:
-            self._record_attempt(conn, phone)
-            return store.store_inactive(
-                conn,
-                phone=phone,
-                first_name=first_name,
-                last_name=last_name,
-                image_blob=blob,
-                image_source_url=source,
-            )
-
-        card = await line.run(store_inactive)
-        outcome = await anyio.to_thread.run_sync(
-            self._device.apply, card, self.image_url(card), abandon_on_cancel=False
+    async def _store_and_apply(self, phone: str, values: CardValues) -> WriteResult:
+        now = self._clock()
+        budget_on = self._policy.write_budget > 0
+        card = await self._writes.store_inactive(
+            phone,
+            values,
+            attempt_at=now if budget_on else None,
+            prune_before=now - self._policy.write_budget_window,
         )
+        outcome = await self._device.apply(card, self.image_url(card))
         if outcome is Outcome.APPLIED:
-            return WriteResult(self.public(await line.run(store.mark_active, card)))
+            return WriteResult(self.public(await self._writes.mark_active(card)))
         if outcome is Outcome.RATE_LIMITED:
             raise ApiError(
-                errors.RCS_UNAVAILABLE,
+                errors.UPSTREAM_RATE_LIMITED,
                 headers={"x-should-retry": "false"},
                 text=errors.UPSTREAM_RATE_LIMITED_MESSAGE,
             )
@@ -209,7 +237,7 @@ class ContactCards:
     def image_url(self, card: Card) -> str | None:
         return card.image_url(self.rules.own_cdn_prefix)
 
-    def public(self, card: Card) -> dict:
+    def public(self, card: Card) -> dict[str, object]:
         return card.public(self.rules.own_cdn_prefix)
 
     async def _rehost(self, raw: str) -> str:
@@ -233,3 +261,10 @@ class ContactCards:
         name = f"{image.digest}.{image.extension}"
         await anyio.to_thread.run_sync(self._cdn.put, name, image.data)
         return name
+
+
+def _check_access(partner_id: str | None, owns_line: bool) -> None:
+    if partner_id is None:
+        raise ApiError(errors.UNAUTHORIZED)
+    if not owns_line:
+        raise ApiError(errors.FORBIDDEN)

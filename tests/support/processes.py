@@ -29,8 +29,7 @@ import httpx
 import linq
 from sqlalchemy import Engine, create_engine, func, select
 
-from contactcard.admin import Admin
-from contactcard.device import SimulatedDevice
+from contactcard.bootstrap import admin_for
 from contactcard.store.db import connect, migrate
 from contactcard.store.schema import cards, write_attempts
 from tests.conftest import ADMIN_TOKEN, POSTGRES_ENV, admin_request, new_number
@@ -243,7 +242,7 @@ def keep_demo_partner_out(database_url: str) -> None:
     database = connect(database_url)
     try:
         migrate(database)
-        admin = Admin(database, SimulatedDevice(database.writer))
+        admin = admin_for(database)
         if admin.partner_count() == 0:
             admin.create_partner("process tests (keeps the demo partner out)")
     finally:

@@ -23,7 +23,7 @@ def recorded_lookups(server: Any) -> Iterator[list[str]]:
 
     async def recording_async(sql: str, params: tuple, many: bool):
         # On SQLite this calls `_rows`, which records already.
-        if reads._engine is not None and sql != _PG_VERSION:
+        if reads._postgres and sql != _PG_VERSION:
             seen.append(sql)
         return await original_async(sql, params, many)
 

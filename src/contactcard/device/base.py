@@ -10,12 +10,13 @@ from contactcard.card import Card, Outcome
 
 
 class Device(Protocol):
-    def apply(self, card: Card, image_url: str | None) -> Outcome:
-        """Ask the line's device to show this card with the image at `image_url` (our CDN).
-        Blocking; called from a worker thread."""
+    """Called on the event loop; a slow device must await, never block it."""
+
+    async def apply(self, card: Card, image_url: str | None) -> Outcome:
+        """Ask the line's device to show this card with the image at `image_url` (our CDN)."""
         ...
 
-    def rcs_check_available(self, phone_number: str) -> bool:
+    async def rcs_check_available(self, phone_number: str) -> bool:
         """Whether the line's RCS capability check can run now."""
         ...
 

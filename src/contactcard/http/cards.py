@@ -35,19 +35,19 @@ def _key_hash(authorization: list[str]) -> str:
     return key_hash(key)
 
 
-def _validated(service: ContactCards, hashed_key: str, parse: Callable[[], T]) -> T:
+async def _validated(service: ContactCards, hashed_key: str, parse: Callable[[], T]) -> T:
     """Parse the request; a bad request from an unknown key is still a 401."""
     try:
         return parse()
     except ApiError:
-        service.require_key(hashed_key)
+        await service.require_key(hashed_key)
         raise
 
 
 async def read_cards(service: ContactCards, authorization: list[str], phones: list[str]) -> bytes:
     """The body of a GET: every card of the key's partner, or one line's."""
     hashed_key = _key_hash(authorization)
-    phone = _validated(service, hashed_key, lambda: contract.phone_from_query(phones, required=False))
+    phone = await _validated(service, hashed_key, lambda: contract.phone_from_query(phones, required=False))
     if phone is None:
         found = await service.list_cards(hashed_key)
     else:
@@ -123,12 +123,12 @@ async def contact_card(request: Request) -> Response:
 
 async def _setup(request: Request, service: ContactCards, hashed_key: str) -> Response:
     raw = await request.body()
-    setup = _validated(
+    setup = await _validated(
         service,
         hashed_key,
         lambda: contract.setup_request(contract.json_object(raw, request.headers.get("content-type")), service.rules),
     )
-    return _written(service, await service.setup(hashed_key, setup))
+    return _written(await service.setup(hashed_key, setup))
 
 
 async def _update(request: Request, service: ContactCards, hashed_key: str) -> Response:
@@ -140,11 +140,11 @@ async def _update(request: Request, service: ContactCards, hashed_key: str) -> R
         assert phone is not None
         return phone, contract.update_request(body, service.rules)
 
-    phone, update = _validated(service, hashed_key, parse)
-    return _written(service, await service.update(hashed_key, phone, update))
+    phone, update = await _validated(service, hashed_key, parse)
+    return _written(await service.update(hashed_key, phone, update))
 
 
-def _written(service: ContactCards, result: WriteResult) -> Response:
+def _written(result: WriteResult) -> Response:
     if result.error is not None:
         raise result.error
     return json_response(result.card)

@@ -1,94 +1,137 @@
-"""Card writes, and the card of a line as the write path sees it (under its gate)."""
+"""The write path's statements: a line's state under its lock, the card stored, activated.
+
+Each step is one transaction of statements that do not depend on each other's answers,
+so the writer can send a whole batch of them at once (see `writer.py`). The SQL is the
+same on SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import hmac
 import uuid
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, and_, func, insert, select, update
-
 from contactcard.card import Card
-from contactcard.store.schema import cards, write_attempts
+from contactcard.store.writer import Stmt, Writer
 
-_CARD_COLUMNS = (
-    cards.c.id,
-    cards.c.phone_number,
-    cards.c.first_name,
-    cards.c.last_name,
-    cards.c.image_blob,
-    cards.c.image_source_url,
-    cards.c.is_active,
-    cards.c.ever_active,
-)
+# The key, the line's owner, its card (only when the key's partner owns the line) and the
+# write budget used, in one statement.
+_STATE = """
+SELECT k.key_hash, k.partner_id, l.partner_id,
+       c.id, c.first_name, c.last_name, c.image_blob, c.image_source_url, c.is_active, c.ever_active,
+       (SELECT count(*) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since),
+       (SELECT min(w.at) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since)
+FROM api_keys AS k
+LEFT JOIN lines AS l ON l.phone_number = :phone
+LEFT JOIN cards AS c ON c.phone_number = l.phone_number AND l.partner_id = k.partner_id
+WHERE k.key_hash = :key AND k.revoked_at IS NULL
+"""
+
+_RECORD_ATTEMPT = "INSERT INTO write_attempts (phone_number, at) VALUES (:phone, :at)"
+# Attempts older than the window can never count again.
+_PRUNE_ATTEMPTS = "DELETE FROM write_attempts WHERE phone_number = :phone AND at <= :before"
+
+_STORE_INACTIVE = """
+INSERT INTO cards (phone_number, id, first_name, last_name, image_blob, image_source_url,
+                   is_active, ever_active, created_at, updated_at)
+VALUES (:phone, :id, :first_name, :last_name, :image_blob, :image_source_url, false, false, :now, :now)
+ON CONFLICT (phone_number) DO UPDATE SET
+  first_name = excluded.first_name, last_name = excluded.last_name,
+  image_blob = excluded.image_blob, image_source_url = excluded.image_source_url,
+  is_active = false, updated_at = excluded.updated_at
+RETURNING id, ever_active
+"""
+
+_MARK_ACTIVE = """
+UPDATE cards SET is_active = true, ever_active = true, updated_at = :now
+WHERE phone_number = :phone AND id = :id
+"""
 
 
-def _card(row) -> Card | None:
-    if row.id is None:
-        return None
-    return Card(
-        id=row.id,
-        phone_number=row.phone_number,
-        first_name=row.first_name,
-        last_name=row.last_name,
-        image_blob=row.image_blob,
-        image_source_url=row.image_source_url,
-        is_active=bool(row.is_active),
-        ever_active=bool(row.ever_active),
-    )
+@dataclass(frozen=True)
+class LineState:
+    """What one key may do with one line, read under the line's lock."""
+
+    partner_id: str | None  # None: unknown or revoked key
+    owns_line: bool
+    card: Card | None
+    attempts: int  # writes that reached the device since the budget window began
+    oldest_attempt: float | None
 
 
-def card_for_line(conn: Connection, phone: str) -> Card | None:
-    row = conn.execute(select(*_CARD_COLUMNS).where(cards.c.phone_number == phone)).first()
-    return _card(row) if row else None
+@dataclass(frozen=True)
+class CardValues:
+    first_name: str
+    last_name: str | None
+    image_blob: str | None
+    image_source_url: str | None
 
 
-def store_inactive(
-    conn: Connection,
-    *,
-    phone: str,
-    first_name: str,
-    last_name: str | None,
-    image_blob: str | None,
-    image_source_url: str | None,
-) -> Card:
-    """Write the card's new values, inactive (step one of every apply)."""
-    now = datetime.now(UTC)
-    values = {
-        "first_name": first_name,
-        "last_name": last_name,
-        "image_blob": image_blob,
-        "image_source_url": image_source_url,
-        "is_active": False,
-        "updated_at": now,
-    }
-    updated = conn.execute(update(cards).where(cards.c.phone_number == phone).values(**values))
-    if updated.rowcount == 0:
-        conn.execute(
-            insert(cards).values(id=uuid.uuid4().hex, phone_number=phone, ever_active=False, created_at=now, **values)
+class CardWrites:
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+
+    async def line_state(self, key_hash: str, phone: str, budget_since: float) -> LineState:
+        rows = await self._writer.read(Stmt(_STATE, {"key": key_hash, "phone": phone, "since": budget_since}))
+        row = rows[0] if rows else None
+        if row is None or not hmac.compare_digest(row[0], key_hash):
+            return LineState(None, False, None, 0, None)
+        owns = row[2] is not None and row[2] == row[1]
+        card = None
+        if owns and row[3] is not None:
+            card = Card(
+                id=row[3],
+                phone_number=phone,
+                first_name=row[4],
+                last_name=row[5],
+                image_blob=row[6],
+                image_source_url=row[7],
+                is_active=bool(row[8]),
+                ever_active=bool(row[9]),
+            )
+        return LineState(row[1], owns, card, int(row[10] or 0), row[11])
+
+    async def store_inactive(
+        self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float
+    ) -> Card:
+        """Step one of every apply: the new values, inactive, committed (with the write
+        attempt that spends the budget, when the budget is on)."""
+        now = datetime.now(UTC)
+        tx = []
+        if attempt_at is not None:
+            tx.append(Stmt(_RECORD_ATTEMPT, {"phone": phone, "at": attempt_at}))
+            tx.append(Stmt(_PRUNE_ATTEMPTS, {"phone": phone, "before": prune_before}))
+        tx.append(
+            Stmt(
+                _STORE_INACTIVE,
+                {
+                    "phone": phone,
+                    "id": uuid.uuid4().hex,
+                    "first_name": values.first_name,
+                    "last_name": values.last_name,
+                    "image_blob": values.image_blob,
+                    "image_source_url": values.image_source_url,
+                    "now": now,
+                },
+                rows=True,
+            )
         )
-    card = card_for_line(conn, phone)
-    assert card is not None
-    return card
-
-
-def mark_active(conn: Connection, card: Card) -> Card:
-    conn.execute(
-        update(cards)
-        .where(cards.c.id == card.id)
-        .values(is_active=True, ever_active=True, updated_at=datetime.now(UTC))
-    )
-    return Card(**{**card.__dict__, "is_active": True, "ever_active": True})
-
-
-def record_write_attempt(conn: Connection, phone: str, at: float) -> None:
-    conn.execute(insert(write_attempts).values(phone_number=phone, at=at))
-
-
-def write_attempts_since(conn: Connection, phone: str, since: float) -> tuple[int, float | None]:
-    """How many writes reached the device since `since`, and when the oldest of them was."""
-    row = conn.execute(
-        select(func.count(), func.min(write_attempts.c.at)).where(
-            and_(write_attempts.c.phone_number == phone, write_attempts.c.at > since)
+        results = await self._writer.run(tx)
+        card_id, ever_active = results[-1][0]
+        return Card(
+            id=card_id,
+            phone_number=phone,
+            first_name=values.first_name,
+            last_name=values.last_name,
+            image_blob=values.image_blob,
+            image_source_url=values.image_source_url,
+            is_active=False,
+            ever_active=bool(ever_active),
         )
-    ).one()
-    return int(row[0]), row[1]
+
+    async def mark_active(self, card: Card) -> Card:
+        await self._writer.run(
+            [Stmt(_MARK_ACTIVE, {"phone": card.phone_number, "id": card.id, "now": datetime.now(UTC)})]
+        )
+        return replace(card, is_active=True, ever_active=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,10 @@ HEAD_REVISION = "0001"
 
 @dataclass
 class Database:
-    """`reader` serves the read path; `writer` opens transactions that may write.
+    """The operator side's engines (admin, CLI, migrations); the API's writes go through
+    `writer.py` and its reads through `reads.py`.
+
+    `reader` reads; `writer` opens transactions that may write.
 
     On SQLite the writer begins with `BEGIN IMMEDIATE`, so a write transaction takes the
     file's write lock up front (waiting on `busy_timeout`) instead of failing half-way when
@@ -40,11 +44,11 @@ class Database:
             self.writer.dispose()
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+def _sqlite_engine(url: str, *, immediate: bool, timeout: float) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": timeout})
 
     @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection, _record) -> None:
+    def _pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
         # Own the transactions (pysqlite's implicit BEGIN would defer the write lock).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -52,13 +56,13 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         # FULL: a write the server acknowledged survives a crash of the machine too.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         cursor.close()
 
     if immediate:
 
         @event.listens_for(engine, "begin")
-        def _begin(connection) -> None:
+        def _begin(connection: Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     # The reader runs each statement in SQLite's autocommit mode: a single SELECT is its
@@ -66,16 +70,27 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
-def connect(url: str) -> Database:
+def connect(url: str, *, timeout: float = 30.0) -> Database:
+    """`timeout`: how long a statement waits for a locked SQLite file, or a connection to
+    PostgreSQL, before failing."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        return Database(url, _sqlite_engine(url, immediate=False), _sqlite_engine(url, immediate=True))
-    # Up to 30 connections while writes run (each write holds one for its line's lock), but
-    # only 1 kept open when idle: several processes (and workers) share PostgreSQL's default
-    # of 100 connections.
-    engine = create_engine(url, pool_size=1, max_overflow=29, pool_pre_ping=True)
+        return Database(
+            url,
+            _sqlite_engine(url, immediate=False, timeout=timeout),
+            _sqlite_engine(url, immediate=True, timeout=timeout),
+        )
+    # Operator requests only: one connection kept, a few more for a burst of admin calls.
+    engine = create_engine(
+        url,
+        pool_size=1,
+        max_overflow=4,
+        pool_pre_ping=True,
+        pool_timeout=timeout,
+        connect_args={"connect_timeout": max(1, round(timeout))},
+    )
     return Database(url, engine, engine)
 
 

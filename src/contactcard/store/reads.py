@@ -16,11 +16,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from contactcard.store.db import Database
 from contactcard.store.memo import BatchMemo, Memo, TurnMemo
+from contactcard.store.writer import StoreUnavailable
 
 _ONE = """
 SELECT k.key_hash, k.partner_id, l.partner_id,
@@ -40,7 +39,8 @@ WHERE k.key_hash = {p} AND k.revoked_at IS NULL
 ORDER BY l.phone_number
 """
 
-Card = dict[str, Any]
+# A card as the API answers it (not the domain `Card`: the read path never builds one).
+CardDict = dict[str, Any]
 
 
 # Moves whenever a transaction that had an id ends, on the whole PostgreSQL server: a
@@ -65,28 +65,25 @@ class LineAccess:
 
     partner_id: str | None  # None: unknown or revoked key
     owns_line: bool
-    card: Card | None
+    card: CardDict | None
 
 
 class CardReads:
-    def __init__(self, database: Database, cdn_prefix: str, *, memo: bool = False) -> None:
+    def __init__(self, database_url: str, cdn_prefix: str, *, memo: bool = False, timeout: float = 2.0) -> None:
         self._prefix = cdn_prefix
         self._memo_enabled = memo
-        url = make_url(database.url)
-        if url.get_backend_name() == "sqlite":
+        self._timeout = timeout  # longest wait for the database before "unavailable"
+        url = make_url(database_url)
+        self._postgres = url.get_backend_name() != "sqlite"
+        if not self._postgres:
             self._path = url.database or ":memory:"
             self._local = threading.local()
-            self._engine = None
             marker = "?"
         else:
-            # For the writes' ownership check only (GETs use the asynchronous pool below,
-            # so that waiting for PostgreSQL never stops the event loop): small, autocommit
-            # and without pre-ping, so a check pays one round trip, not three.
-            self._engine = create_engine(database.url, pool_size=1, max_overflow=9, isolation_level="AUTOCOMMIT")
-            self._conninfo = make_url(database.url).set(drivername="postgresql").render_as_string(hide_password=False)
+            self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
             marker = "%s"
         self._async_pool: Any = None  # psycopg_pool.AsyncConnectionPool, opened on the first GET
-        self._async_pool_opened: asyncio.Future | None = None
+        self._async_pool_opened: asyncio.Future[None] | None = None
         self._pg_memo = BatchMemo(self._pg_version)
         self._one = _ONE.format(p=marker)
         self._all = _ALL.format(p=marker)
@@ -94,31 +91,36 @@ class CardReads:
     async def _pg_version(self) -> object:
         return await self._rows_async(_PG_VERSION, (), many=False)
 
-    def dispose(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-
     async def aclose(self) -> None:
         if self._async_pool is not None:
             await self._async_pool.close()
             self._async_pool = self._async_pool_opened = None
 
-    async def _rows_async(self, sql: str, params: tuple, many: bool) -> list[tuple] | tuple | None:
-        """`_rows` for the event loop: SQLite answers in microseconds, so it is called
-        directly; PostgreSQL goes through an asynchronous pool."""
-        if self._engine is None:
-            return self._rows(sql, params, many)
-        pool = await self._pool()
-        for attempt in (1, 2):
+    async def _rows_async(self, sql: str, params: tuple[Any, ...], many: bool) -> Any:
+        """The rows of a read, awaited. SQLite answers in microseconds, so it is asked
+        directly; PostgreSQL goes through an asynchronous pool, never blocking the loop."""
+        if not self._postgres:
             try:
-                async with pool.connection() as connection:
-                    # Prepared once per connection: PostgreSQL then skips parsing and planning.
-                    cursor = await connection.execute(sql, params, prepare=True)
-                    return await (cursor.fetchall() if many else cursor.fetchone())
-            except Exception as exc:
-                # A connection the database dropped is discarded by the pool; try once more.
-                if attempt == 2 or not _is_disconnect(exc):
-                    raise
+                return self._rows(sql, params, many)
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(str(exc)) from exc
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            pool = await self._pool()
+            for attempt in (1, 2):
+                try:
+                    async with pool.connection() as connection:
+                        # Prepared once per connection: PostgreSQL then skips parsing and planning.
+                        cursor = await connection.execute(sql, params, prepare=True)
+                        return await (cursor.fetchall() if many else cursor.fetchone())
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    # A connection the database dropped is discarded by the pool; try once more.
+                    if attempt == 2:
+                        raise
+        except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
         return None  # unreachable
 
     async def _pool(self) -> Any:
@@ -126,11 +128,17 @@ class CardReads:
             from psycopg_pool import AsyncConnectionPool
 
             # Connections are made in the background; a GET waits at most `timeout` seconds
-            # for one (then it is a 500, as when the database is down for a write). One
-            # stays open; those a burst opens close after 30 s idle, so that several
-            # processes stay well inside PostgreSQL's default 100 connections.
+            # for one (then it answers "database unavailable"). One stays open; those a
+            # burst opens close after 30 s idle, so that several processes stay well
+            # inside PostgreSQL's default 100 connections.
             self._async_pool = AsyncConnectionPool(
-                self._conninfo, min_size=1, max_size=4, max_idle=30, kwargs={"autocommit": True}, timeout=10, open=False
+                self._conninfo,
+                min_size=1,
+                max_size=4,
+                max_idle=30,
+                kwargs={"autocommit": True, "connect_timeout": max(1, round(self._timeout))},
+                timeout=self._timeout,
+                open=False,
             )
             # Every GET that arrives while the pool opens waits for the same opening.
             self._async_pool_opened = asyncio.ensure_future(self._async_pool.open(wait=False))
@@ -141,25 +149,10 @@ class CardReads:
             raise
         return self._async_pool
 
-    def _rows(self, sql: str, params: tuple, many: bool) -> list[tuple] | tuple | None:
-        if self._engine is None:
-            # fetchall even for one row: the statement is finished and holds no snapshot.
-            rows = self._reader().connection.execute(sql, params).fetchall()
-            return rows if many else (rows[0] if rows else None)
-        for attempt in (1, 2):
-            raw = self._engine.raw_connection()
-            try:
-                cursor = raw.cursor()
-                cursor.execute(sql, params)
-                return cursor.fetchall() if many else cursor.fetchone()
-            except Exception as exc:
-                # A connection the database dropped is thrown away and tried once more.
-                if attempt == 2 or not _is_disconnect(exc):
-                    raise
-                raw.invalidate()
-            finally:
-                raw.close()
-        return None  # unreachable
+    def _rows(self, sql: str, params: tuple[Any, ...], many: bool) -> Any:
+        # fetchall even for one row: the statement is finished and holds no snapshot.
+        rows = self._reader().connection.execute(sql, params).fetchall()
+        return rows if many else (rows[0] if rows else None)
 
     def _reader(self) -> _Reader:
         reader = getattr(self._local, "reader", None)
@@ -170,13 +163,13 @@ class CardReads:
     def _sqlite(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA query_only=ON")
-        connection.execute("PRAGMA busy_timeout=5000")
+        connection.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
         # Read pages through the OS page cache directly: a large database costs a GET no
         # more than a small one once its hot pages are mapped.
         connection.execute("PRAGMA mmap_size=1073741824")
         return connection
 
-    def _card(self, row: tuple, at: int) -> Card:
+    def _card(self, row: tuple[Any, ...], at: int) -> CardDict:
         blob = row[at + 3]
         return {
             "phone_number": row[at],
@@ -185,10 +178,6 @@ class CardReads:
             "image_url": self._prefix + blob if blob else None,
             "is_active": bool(row[at + 4]),
         }
-
-    def line_access(self, key_hash: str, phone: str) -> LineAccess:
-        row = self._rows(self._one, (phone, key_hash), many=False)
-        return self._line_access(row, key_hash)
 
     async def line_access_async(self, key_hash: str, phone: str) -> LineAccess:
         row = await self._rows_async(self._one, (phone, key_hash), many=False)
@@ -199,18 +188,21 @@ class CardReads:
         Callers bound its size."""
         if not self._memo_enabled:
             return None
-        if self._engine is None:
-            return self._reader().memo.current()
+        if not self._postgres:
+            try:
+                return self._reader().memo.current()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(str(exc)) from exc
         return await self._pg_memo.current()
 
-    def _line_access(self, row: tuple | None, key_hash: str) -> LineAccess:
+    def _line_access(self, row: tuple[Any, ...] | None, key_hash: str) -> LineAccess:
         if row is None or not hmac.compare_digest(row[0], key_hash):
             return LineAccess(None, False, None)
         owns = row[2] is not None and row[2] == row[1]
         card = self._card(row, 3) if owns and row[3] is not None else None
         return LineAccess(row[1], owns, card)
 
-    async def partner_cards(self, key_hash: str) -> tuple[str | None, list[Card]]:
+    async def partner_cards(self, key_hash: str) -> tuple[str | None, list[CardDict]]:
         """The partner of a key and all of its cards, ordered by phone number."""
         rows = await self._rows_async(self._all, (key_hash,), many=True)
         if not rows or not hmac.compare_digest(rows[0][0], key_hash):
@@ -228,9 +220,3 @@ class CardReads:
             for _, _, phone, first, last, blob, active in rows
             if phone is not None
         ]
-
-
-def _is_disconnect(exc: Exception) -> bool:
-    import psycopg
-
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)

@@ -1,0 +1,158 @@
+"""Partners, their keys and their lines: the operator side of the store (SQLAlchemy Core,
+off the hot path)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from contactcard.store.db import Database
+from contactcard.store.schema import api_keys, cards, device_displays, device_scripts, lines, partners
+
+
+class NoSuchPartner(Exception):
+    pass
+
+
+class KeyInUse(Exception):
+    pass
+
+
+class LineTaken(Exception):
+    """The number belongs to another partner."""
+
+
+@dataclass(frozen=True)
+class PartnerRow:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: str
+    partner_id: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LineRow:
+    phone_number: str
+    partner_id: str
+    has_card: bool
+    is_active: bool
+
+
+_LINE_COLUMNS = (lines.c.phone_number, lines.c.partner_id, cards.c.id, cards.c.is_active)
+
+
+class Accounts:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def add_partner(self, partner: PartnerRow) -> None:
+        with self._db.writer.begin() as conn:
+            conn.execute(insert(partners).values(id=partner.id, name=partner.name, created_at=partner.created_at))
+
+    def partners(self) -> list[PartnerRow]:
+        with self._db.reader.connect() as conn:
+            rows = conn.execute(select(partners).order_by(partners.c.created_at, partners.c.id)).all()
+        return [PartnerRow(r.id, r.name, r.created_at) for r in rows]
+
+    def partner_count(self) -> int:
+        with self._db.reader.connect() as conn:
+            count: int = conn.execute(select(func.count()).select_from(partners)).scalar_one()
+        return count
+
+    def add_key(self, key_id: str, partner_id: str, key_hash: str, prefix: str, created_at: datetime) -> None:
+        with self._db.writer.begin() as conn:
+            _require_partner(conn, partner_id)
+            try:
+                conn.execute(
+                    insert(api_keys).values(
+                        id=key_id, partner_id=partner_id, key_hash=key_hash, prefix=prefix, created_at=created_at
+                    )
+                )
+            except IntegrityError:
+                raise KeyInUse() from None
+
+    def keys(self, partner_id: str | None = None) -> list[KeyRow]:
+        query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
+        if partner_id:
+            query = query.where(api_keys.c.partner_id == partner_id)
+        with self._db.reader.connect() as conn:
+            rows = conn.execute(query).all()
+        return [KeyRow(r.id, r.partner_id, r.prefix, r.created_at, r.revoked_at) for r in rows]
+
+    def revoke_key(self, key_id: str, at: datetime) -> bool:
+        """False when there is no such key (revoking twice is fine)."""
+        with self._db.writer.begin() as conn:
+            done = conn.execute(
+                update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=at)
+            )
+            if done.rowcount:
+                return True
+            return conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id)).first() is not None
+
+    def add_line(self, partner_id: str, phone_number: str, created_at: datetime) -> LineRow:
+        """The line, added to the partner (or already theirs)."""
+        with self._db.writer.begin() as conn:
+            _require_partner(conn, partner_id)
+            owner = conn.execute(select(lines.c.partner_id).where(lines.c.phone_number == phone_number)).first()
+            if owner is not None and owner.partner_id != partner_id:
+                raise LineTaken()
+            if owner is None:
+                conn.execute(
+                    insert(lines).values(phone_number=phone_number, partner_id=partner_id, created_at=created_at)
+                )
+            return _line(conn, phone_number)
+
+    def remove_line(self, phone_number: str) -> bool:
+        """Remove the line with its card and its device's records; False when there is none."""
+        with self._db.writer.begin() as conn:
+            conn.execute(delete(cards).where(cards.c.phone_number == phone_number))
+            gone = conn.execute(delete(lines).where(lines.c.phone_number == phone_number))
+            conn.execute(delete(device_scripts).where(device_scripts.c.phone_number == phone_number))
+            conn.execute(delete(device_displays).where(device_displays.c.phone_number == phone_number))
+            return bool(gone.rowcount)
+
+    def lines(self, partner_id: str | None = None) -> list[LineRow]:
+        query = (
+            select(*_LINE_COLUMNS)
+            .select_from(lines)
+            .outerjoin(cards, cards.c.phone_number == lines.c.phone_number)
+            .order_by(lines.c.phone_number)
+        )
+        if partner_id:
+            query = query.where(lines.c.partner_id == partner_id)
+        with self._db.reader.connect() as conn:
+            rows = conn.execute(query).all()
+        return [LineRow(r.phone_number, r.partner_id, r.id is not None, bool(r.is_active)) for r in rows]
+
+    def has_line(self, phone_number: str) -> bool:
+        with self._db.reader.connect() as conn:
+            return (
+                conn.execute(select(lines.c.phone_number).where(lines.c.phone_number == phone_number)).first()
+                is not None
+            )
+
+
+def _require_partner(conn: Connection, partner_id: str) -> None:
+    if conn.execute(select(partners.c.id).where(partners.c.id == partner_id)).first() is None:
+        raise NoSuchPartner()
+
+
+def _line(conn: Connection, phone_number: str) -> LineRow:
+    row = conn.execute(
+        select(*_LINE_COLUMNS)
+        .select_from(lines)
+        .outerjoin(cards, cards.c.phone_number == lines.c.phone_number)
+        .where(lines.c.phone_number == phone_number)
+    ).one()
+    return LineRow(row.phone_number, row.partner_id, row.id is not None, bool(row.is_active))

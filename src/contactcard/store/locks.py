@@ -1,0 +1,178 @@
+"""One writer per line at a time, across every process sharing the database.
+
+Inside one process an `asyncio.Lock` per number queues the writers: a burst of requests
+to one number waits on the event loop, holding no thread and no connection. On
+PostgreSQL the holder also takes a session-level advisory lock on the number. All of a
+process's advisory locks live on one connection of its own (`AdvisoryLocks`), so a write
+that fetches an image or waits for a device holds no pooled connection, and the server
+releases every lock of a process that dies, at once. Requests for those locks are sent
+together, one statement for all that are waiting. SQLite is one process's database: the
+in-process lock is the whole rule there.
+
+Every wait is bounded: past `timeout` the write answers "too many writes waiting".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from contactcard.store.writer import StoreUnavailable
+
+
+class LineBusy(Exception):
+    """A line's lock was not free within the wait bound."""
+
+
+class CrossProcessLocks(Protocol):
+    async def acquire(self, phone: str, deadline: float) -> None: ...
+    async def release(self, phone: str) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class LineLocks:
+    def __init__(self, *, timeout: float, shared: CrossProcessLocks | None = None) -> None:
+        self._timeout = timeout
+        self._shared = shared
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @asynccontextmanager
+    async def hold(self, phone: str) -> AsyncIterator[None]:
+        lock = self._locks.get(phone)
+        if lock is None:
+            lock = self._locks[phone] = asyncio.Lock()  # a strong reference while we wait or hold
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        try:
+            await asyncio.wait_for(lock.acquire(), self._timeout)
+        except TimeoutError:
+            raise LineBusy(phone) from None
+        try:
+            if self._shared is not None:
+                await self._shared.acquire(phone, deadline)
+            try:
+                yield
+            finally:
+                if self._shared is not None:
+                    await asyncio.shield(self._shared.release(phone))
+        finally:
+            lock.release()
+
+    async def aclose(self) -> None:
+        if self._shared is not None:
+            await self._shared.aclose()
+
+
+def advisory_key(phone: str) -> int:
+    return int.from_bytes(hashlib.sha256(phone.encode()).digest()[:8], "big", signed=True)
+
+
+# Both lists in one statement: unlocks first, so a number released and asked for again in
+# the same batch is granted.
+_TRADE = (
+    "SELECT (SELECT count(pg_advisory_unlock(u)) FROM unnest(%(release)s::bigint[]) AS u), "
+    "ARRAY(SELECT pg_try_advisory_lock(k) FROM unnest(%(take)s::bigint[]) WITH ORDINALITY AS t(k, n) ORDER BY n)"
+)
+# How often a lock held by another process is asked for again (they are held for
+# milliseconds; two processes writing one number at once is rare).
+_RETRY = 0.005
+
+
+class AdvisoryLocks:
+    """PostgreSQL advisory locks of this process, all held on one connection."""
+
+    def __init__(self, conninfo: str, *, connect_timeout: float) -> None:
+        self._conninfo = conninfo
+        self._connect_timeout = connect_timeout
+        self._connection: Any = None
+        self._take: list[tuple[int, asyncio.Future[bool]]] = []
+        self._release: list[int] = []
+        self._sending: asyncio.Task[None] | None = None
+        self._held: set[int] = set()
+        self._closing: asyncio.Future[None] | None = None  # a dropped connection, closing
+
+    async def acquire(self, phone: str, deadline: float) -> None:
+        key = advisory_key(phone)
+        loop = asyncio.get_running_loop()
+        while True:
+            waiter: asyncio.Future[bool] = loop.create_future()
+            self._take.append((key, waiter))
+            self._kick()
+            if await waiter:
+                self._held.add(key)
+                return
+            if loop.time() + _RETRY > deadline:
+                raise LineBusy(phone)
+            await asyncio.sleep(_RETRY)
+
+    async def release(self, phone: str) -> None:
+        key = advisory_key(phone)
+        if key in self._held:
+            self._held.discard(key)
+            self._release.append(key)
+            self._kick()
+
+    def _kick(self) -> None:
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        while self._take or self._release:
+            take, self._take = self._take, []
+            release, self._release = self._release, []
+            try:
+                connection = await self._connected()
+                cursor = await connection.execute(_TRADE, {"release": release, "take": [k for k, _ in take]})
+                row = await cursor.fetchone()
+                granted = row[1] if row else [False] * len(take)
+            except Exception as exc:
+                # The connection is gone, and with it every lock it held (PostgreSQL
+                # released them). Writes under way finish their current step; there is
+                # nothing left to unlock for them. A new connection is made on demand.
+                self._drop()
+                failure = StoreUnavailable(f"advisory locks: {exc}")
+                for _, waiter in take:
+                    if not waiter.done():
+                        waiter.set_exception(failure)
+                continue
+            for (key, waiter), ok in zip(take, granted, strict=True):
+                if not waiter.done():
+                    waiter.set_result(bool(ok))
+                elif ok:  # the asker went away: give it back at once
+                    self._release.append(key)
+
+    async def _connected(self) -> Any:
+        if self._connection is None or self._connection.closed:
+            import psycopg
+
+            self._connection = await asyncio.wait_for(
+                psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
+                ),
+                self._connect_timeout,
+            )
+        return self._connection
+
+    def _drop(self) -> None:
+        self._held.clear()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._closing = asyncio.ensure_future(_close_quietly(connection))
+
+    async def aclose(self) -> None:
+        if self._sending is not None:
+            await asyncio.gather(self._sending, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+
+async def _close_quietly(connection: Any) -> None:
+    try:
+        await connection.close()
+    except Exception:
+        pass

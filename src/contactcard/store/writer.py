@@ -1,0 +1,322 @@
+"""Every write transaction of the API, group-committed by writer threads.
+
+A request never holds a database connection while it waits: it hands a transaction (a
+list of statements, `Tx`) to a queue and awaits its answer on the event loop. Writer
+threads, each owning one connection, take every transaction that is waiting, run them
+together in one database transaction and commit once; each request is answered only
+after the commit that made its own data durable (group commit).
+
+- SQLite has one writer at a time, so there is one writer thread: no busy-waiting on the
+  file's lock between requests, and one fsync for a whole batch instead of one each.
+- PostgreSQL: a few writer threads, each sending its batch as one pipeline (`BEGIN`, the
+  statements, `COMMIT` in one round trip), so the cost of a write is its statements,
+  not its round trips.
+
+A transaction's statements never depend on each other's results (conditions live in the
+SQL), which is what lets a batch be sent at once. If one transaction of a batch fails
+(say, a line removed meanwhile breaks a foreign key) the batch is rolled back and each
+of its transactions is run again on its own, so only the broken one fails. If the
+database cannot be reached, every transaction waiting fails with `StoreUnavailable` at
+once rather than after a timeout; the next transaction tries to connect again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+log = logging.getLogger("contactcard")
+
+Row = tuple[Any, ...]
+Params = dict[str, Any]
+
+# Transactions per batch: enough to share one commit among every waiting request, small
+# enough that one batch's answer is not held back long.
+MAX_BATCH = 256
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached, or refused the change (locked, read-only, full)."""
+
+
+@dataclass(frozen=True)
+class Stmt:
+    """One SQL statement with `:name` placeholders; `rows` when its answer is wanted."""
+
+    sql: str
+    params: Params
+    rows: bool = False
+
+
+Tx = Sequence[Stmt]
+
+
+@dataclass
+class _Job:
+    tx: Tx
+    future: asyncio.Future[list[list[Row]]]
+    loop: asyncio.AbstractEventLoop
+    queued_at: float = field(default_factory=time.monotonic)
+
+    def answer(self, result: list[list[Row]] | BaseException) -> None:
+        self.loop.call_soon_threadsafe(self._settle, result)
+
+    def _settle(self, result: list[list[Row]] | BaseException) -> None:
+        if self.future.done():  # the request went away (cancelled at shutdown)
+            return
+        if isinstance(result, BaseException):
+            self.future.set_exception(result)
+        else:
+            self.future.set_result(result)
+
+
+_PLACEHOLDER = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def pyformat(sql: str) -> str:
+    """`:name` placeholders as psycopg's `%(name)s` (the SQL itself has no `%`)."""
+    return _PLACEHOLDER.sub(r"%(\1)s", sql)
+
+
+class Writer:
+    """The queue and the writer threads; subclasses own the connections."""
+
+    threads = 1
+
+    def __init__(self, *, timeout: float) -> None:
+        self._timeout = timeout  # how long a transaction may wait for the database
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    async def run(self, tx: Tx) -> list[list[Row]]:
+        """Run `tx` in a committed transaction; the rows of each statement that wants them."""
+        if self._closed:
+            raise StoreUnavailable("the server is stopping")
+        self._start()
+        loop = asyncio.get_running_loop()
+        job = _Job(tx, loop.create_future(), loop)
+        self._queue.put(job)
+        # Shielded: once queued the transaction will run; a cancelled request must not
+        # let the next write of its line overtake it (the line's lock is released then).
+        return await asyncio.shield(job.future)
+
+    async def read(self, stmt: Stmt) -> list[Row]:
+        """The rows of one read the write path makes under its line's lock."""
+        return (await self.run([Stmt(stmt.sql, stmt.params, rows=True)]))[0]
+
+    def _start(self) -> None:
+        if self._workers:
+            return
+        with self._lock:
+            if self._workers:
+                return
+            for number in range(self.threads):
+                worker = threading.Thread(target=self._serve, name=f"contactcard-writer-{number}", daemon=True)
+                worker.start()
+                self._workers.append(worker)
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the threads and close the connections."""
+        self._closed = True
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join(timeout=30)
+        self._workers = []
+
+    def _serve(self) -> None:
+        connection: Any = None
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._queue.put(None)  # for this thread's next turn, after this batch
+                    break
+                batch.append(job)
+            connection = self._serve_batch(connection, batch)
+        if connection is not None:
+            self._disconnect(connection)
+
+    def _serve_batch(self, connection: Any, batch: list[_Job]) -> Any:
+        try:
+            if connection is None:
+                connection = self._connect()
+            results = self._commit(connection, [job.tx for job in batch])
+        except StoreUnavailable as exc:
+            if connection is not None:
+                self._disconnect(connection)
+            for job in batch:
+                job.answer(exc)
+            return None
+        except Exception:
+            # One transaction is broken: the batch was rolled back; run each on its own.
+            for job in batch:
+                try:
+                    job.answer(self._commit(connection, [job.tx])[0])
+                except StoreUnavailable as exc:
+                    self._disconnect(connection)
+                    connection = None
+                    job.answer(exc)
+                except Exception as exc:
+                    job.answer(exc)
+            return connection
+        for job, result in zip(batch, results, strict=True):
+            job.answer(result)
+        return connection
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _disconnect(self, connection: Any) -> None:
+        try:
+            connection.close()
+        except Exception:
+            pass
+
+    def _commit(self, connection: Any, txs: list[Tx]) -> list[list[list[Row]]]:
+        """Run the transactions in one database transaction; raise StoreUnavailable when the
+        database is gone or refuses, any other exception when one of them is broken."""
+        raise NotImplementedError
+
+
+def sqlite_value(value: object) -> object:
+    # The text form SQLAlchemy's SQLite dialect stores, so the admin side reads it back.
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+class SqliteWriter(Writer):
+    """One writer thread on one connection: SQLite has one writer at a time anyway."""
+
+    threads = 1
+
+    def __init__(self, path: str, *, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._path = path
+        self._reader: sqlite3.Connection | None = None
+
+    async def read(self, stmt: Stmt) -> list[Row]:
+        # Reads need no writer: in WAL mode a plain SELECT on the event loop's own
+        # connection sees every commit and takes microseconds.
+        try:
+            if self._reader is None:
+                self._reader = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+                self._reader.execute("PRAGMA query_only=ON")
+                self._reader.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+            return self._reader.execute(stmt.sql, {k: sqlite_value(v) for k, v in stmt.params.items()}).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def close(self) -> None:
+        super().close()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            # FULL: a write the server acknowledged survives a crash of the machine too.
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            # Another process holding the file's write lock (the admin CLI, say) is waited
+            # for this long, then the batch answers "database unavailable".
+            connection.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return connection
+
+    def _commit(self, connection: sqlite3.Connection, txs: list[Tx]) -> list[list[list[Row]]]:
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        try:
+            results = [
+                [
+                    _sqlite_rows(
+                        connection.execute(stmt.sql, {k: sqlite_value(v) for k, v in stmt.params.items()}), stmt
+                    )
+                    for stmt in tx
+                ]
+                for tx in txs
+            ]
+            connection.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            _rollback(connection)
+            # Locked, read-only, disk full, I/O error: the database refuses, not the request.
+            raise StoreUnavailable(str(exc)) from exc
+        except BaseException:
+            _rollback(connection)
+            raise
+        return results
+
+
+def _sqlite_rows(cursor: sqlite3.Cursor, stmt: Stmt) -> list[Row]:
+    return cursor.fetchall() if stmt.rows else []
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    try:
+        connection.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+
+
+class PostgresWriter(Writer):
+    """A few writer threads, each sending a whole batch as one pipeline."""
+
+    # Each thread waits for its commit's flush while the others fill their next batch.
+    threads = 3
+
+    def __init__(self, conninfo: str, *, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._conninfo = conninfo
+        self._sql: dict[str, str] = {}
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            return psycopg.connect(self._conninfo, connect_timeout=max(1, round(self._timeout)))
+        except psycopg.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def _text(self, sql: str) -> str:
+        text = self._sql.get(sql)
+        if text is None:
+            text = self._sql[sql] = pyformat(sql)
+        return text
+
+    def _commit(self, connection: Any, txs: list[Tx]) -> list[list[list[Row]]]:
+        import psycopg
+
+        try:
+            with connection.pipeline(), connection.transaction():
+                cursors = [[connection.execute(self._text(stmt.sql), stmt.params) for stmt in tx] for tx in txs]
+            return [
+                [cursor.fetchall() if stmt.rows else [] for cursor, stmt in zip(tx_cursors, tx, strict=True)]
+                for tx_cursors, tx in zip(cursors, txs, strict=True)
+            ]
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
