@@ -24,6 +24,7 @@ import uvicorn
 from linq import AsyncLinqAPIV3, LinqAPIV3
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from contactcard.http.app import create_app
 from contactcard.settings import Settings
@@ -118,7 +119,9 @@ def postgres_url() -> Iterator[str | None]:
         yield None
         return
     name = f"contactcard_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    # No pooled connection: an `outage` test restarts PostgreSQL in between, and a connection
+    # kept from before would fail the DROP at the end.
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)

@@ -298,7 +298,7 @@ def log_excerpt(server: ServerProcess) -> str:
         for start in range(1, server.starts + 1)
         if (server.data_dir / f"{server.name}.{start}.log").exists()
     )
-    return log_trouble(log) or "server log (end): " + log[-1500:]
+    return log_trouble(log) or "server log (end): " + log[-800:]
 
 
 def sigterm(server: ServerProcess, wait: float) -> float | None:
