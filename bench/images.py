@@ -149,7 +149,7 @@ def run_worker(impl: str, path: Path, count: int) -> dict:
     """One fresh process timing `count` images with one implementation."""
     argv = [sys.executable, "-m", "bench.imagework", impl, str(path), str(count)]
     done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=clean_env({}), timeout=600)
-    lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise HarnessError(f"image worker {impl} {path.name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(lines[-1])

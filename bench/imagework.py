@@ -2,10 +2,10 @@
 
 IMPL is `server` (contactcard.images.normalise, the server's pipeline) or `vips` (the
 baseline: pyvips thumbnail to a 1024 square centre crop, saved as the same JPEG: quality 85,
-metadata stripped; on Debian's libvips42, see `system_pyvips`). Each worker is a fresh process that loads only its own side, so
-its memory figures are its own (the server's side loads libvips too: it decodes PNG and WebP
-with it). One warm-up image first (codecs, thread pools),
-then COUNT timed images. For each image: RSS before, the peak RSS while it ran (VmHWM after
+metadata stripped; on Debian's libvips42, see `system_pyvips`). Each worker is a fresh
+process that loads only its own side, so its memory figures are its own (the server's side
+loads libvips too: it decodes PNG and WebP with it). One warm-up image first (codecs, thread
+pools), then COUNT timed images. For each image: RSS before, the peak RSS while it ran (VmHWM after
 resetting it through /proc/self/clear_refs), wall and CPU seconds. Prints one JSON line.
 
 Memory growth per image is that peak above the RSS of the process once the library is

@@ -37,6 +37,21 @@ MEASURES = """\
    target <= 80 MiB.
 6. **Database size**: figure 1's req/s with 10^6 cards in the database against 10^3 cards
    (the baseline). Target: within 10 %, i.e. ratio >= 0.90.
+7. **PATCH** (`PATCH /v3/contact_card?phone_number=` with a new `first_name`, no image,
+   simulated device, write budget off, one server process) on a partner with 200 lines, each
+   with a card, at a random line per request: `wrk` at 1, 64 and 256 connections. Baseline,
+   the floor: the same two committed updates per write (the new values inactive, then
+   active) in raw SQL on the same database with the same durability (SQLite: one
+   connection, WAL, `synchronous=FULL`; PostgreSQL: 16 threads with a connection each).
+   Figures: 2xx writes/s against the floor's writes/s (target >= 0.5 at 64 and 256
+   connections; 1 connection for information), p99 at 64 connections (absolute, target
+   <= 100 ms) and the failed requests over all three loads (absolute, target 0): non-2xx
+   answers, wrk's socket errors and timeouts (a write unanswered for 5 s), and the writes
+   left in flight by a run after which the server did not answer a PATCH within 5 s (it is
+   then restarted).
+8. **Mixed load**: 64 connections, each request a PATCH (5 %) or a GET by number (95 %) of a
+   random line of figure 7's partner, against the same GETs alone on the same database served
+   with the memo off (`CONTACTCARD_READ_CACHE_SIZE=0`). 2xx answers per second, target >= 0.5.
 
 Every ratio is taken per round (baseline and subject measured back to back, the order
 alternating), and the table shows the min / median / max of those per-round ratios; the
@@ -49,8 +64,8 @@ def verdict(r: dict) -> str:
         return "INFO"
     if r.get("broken"):
         return "ERR"
-    op, limit = TARGETS[key]
-    value = r["subject"] if key in ("cold_start_s", "peak_rss_mib") else r.get("ratio")
+    op, limit, unit = TARGETS[key]
+    value = r.get("ratio") if unit == "×" else r["subject"]
     if not value:
         return "n/a"
     ok = value["median"] >= limit if op == ">=" else value["median"] <= limit
@@ -61,15 +76,9 @@ def target_text(r: dict) -> str:
     key = r.get("target") or r.get("info_target")
     if key is None:
         return "-"
-    op, limit = TARGETS[key]
-    sign = "≥" if op == ">=" else "≤"
-    if r.get("target") is None:  # information, shown beside the target it would have
-        return f"({sign} {limit:g}×)"
-    if key == "cold_start_s":
-        return f"{sign} {limit:g} s"
-    if key == "peak_rss_mib":
-        return f"{sign} {limit:g} MiB"
-    return f"{sign} {limit:g}×"
+    op, limit, unit = TARGETS[key]
+    text = f"{'≥' if op == '>=' else '≤'} {limit:g}{unit if unit == '×' else ' ' + unit}"
+    return text if r.get("target") else f"({text})"  # information: beside the target it would have
 
 
 def _num(value: float) -> str:
@@ -105,26 +114,46 @@ def finish_rows(rows: list[dict]) -> list[dict]:
     return rows
 
 
+COLUMNS = ("#", "db", "figure", "subject", "baseline", "ratio min / med / max", "target", "verdict")
+
+
+def cells(r: dict) -> list[str]:
+    return [
+        str(r["figure"]),
+        r["db"],
+        r["title"],
+        spread_text(r.get("subject"), r["unit"]),
+        spread_text(r.get("baseline"), r["unit"]),
+        ratio_text(r.get("ratio")),
+        r["target_text"],
+        r["verdict"],
+    ]
+
+
 BASELINES = (
     "baselines (same run): 1 a bare ASGI app answering the same body on the same uvicorn options; "
     "2 the raw SQL query + orjson.dumps in-process; 3 pyvips thumbnail + JPEG save in-process, in its own "
-    "process; 5 the bare app's VmHWM (information only); 6 the same server with 10^3 cards"
+    "process; 5 the bare app's VmHWM (information only); 6 the same server with 10^3 cards; 7 the same two "
+    "committed updates per write in raw SQL, same durability; 8 the same GETs alone, memo off"
 )
 
 
 def header_lines(meta: dict) -> list[str]:
-    machine = meta["machine"]
-    config = meta["config"]
+    machine, config = meta["machine"], meta["config"]
+    mode = "quick" if config["quick"] else "full"
+    loads = [
+        " ".join(f"{v:.2f}" for v in values)
+        for values in (machine["load_average_at_start"], meta.get("load_average_at_end", []))
+    ]
     return [
-        f"date: {machine['date']}   wall time: {meta['wall_seconds']:.0f} s   mode: {'quick' if config['quick'] else 'full'}",
+        f"date: {machine['date']}   wall time: {meta['wall_seconds']:.0f} s   mode: {mode}",
         f"machine: {headline(machine)}; kernel {machine['kernel']}",
         f"client and server share the {machine['cores']} cores: wrk ({config['threads']} threads, "
-        f"{config['connections']} connections, {config['duration']} s per run), the bench process and "
-        "every server run on the same machine; other work on it adds noise",
-        f"rounds: {config['rounds']} (baseline and subject interleaved); load average at start "
-        + " ".join(f"{v:.2f}" for v in machine["load_average_at_start"])
-        + "; at end "
-        + " ".join(f"{v:.2f}" for v in meta.get("load_average_at_end", [])),
+        f"{config['connections']} connections, {config['duration']} s per run; writes "
+        f"{config.get('write_duration', '-')} s per run), the bench process and every server run on the same "
+        "machine; other work on it adds noise",
+        f"rounds: {config['rounds']} (baseline and subject interleaved); "
+        f"load average at start {loads[0]}; at end {loads[1]}",
         BASELINES,
     ]
 
@@ -137,66 +166,47 @@ def print_table(rows: list[dict], meta: dict) -> None:
     for line in header_lines(meta):
         console.print(line, highlight=False, markup=False)
     table = Table(title="contactcard benchmark", show_lines=False)
-    for column in ("#", "db", "figure", "subject", "baseline", "ratio min / med / max", "target", "verdict"):
+    for column in COLUMNS:
         table.add_column(column, overflow="fold")
     colours = {"PASS": "green", "MISS": "red", "ERR": "bold red", "INFO": "dim", "n/a": "yellow"}
     for r in rows:
-        table.add_row(
-            str(r["figure"]),
-            r["db"],
-            r["title"],
-            spread_text(r.get("subject"), r["unit"]),
-            spread_text(r.get("baseline"), r["unit"]),
-            ratio_text(r.get("ratio")),
-            r["target_text"],
-            f"[{colours.get(r['verdict'], 'white')}]{r['verdict']}[/]",
-        )
+        *rest, verdict_cell = cells(r)
+        table.add_row(*rest, f"[{colours.get(r['verdict'], 'white')}]{verdict_cell}[/]")
     console.print(table)
-    notes = [(r, n) for r in rows for n in r["notes"]]
-    for r, note in notes:
-        console.print(f"  {r['figure']} {r['db']} {r['title']}: {note}", highlight=False, markup=False)
+    for r in rows:
+        for note in r["notes"]:
+            console.print(f"  {r['figure']} {r['db']} {r['title']}: {note}", highlight=False, markup=False)
     for note in meta.get("notes", []):
         console.print(f"  note: {note}", highlight=False, markup=False)
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = [
-        "| # | db | figure | subject | baseline | ratio min / med / max | target | verdict |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
-        cells = [
-            str(r["figure"]),
-            r["db"],
-            r["title"],
-            spread_text(r.get("subject"), r["unit"]),
-            spread_text(r.get("baseline"), r["unit"]),
-            ratio_text(r.get("ratio")),
-            r["target_text"],
-            f"**{r['verdict']}**",
-        ]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        *rest, verdict_cell = cells(r)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in [*rest, f"**{verdict_cell}**"]) + " |")
     return "\n".join(lines)
 
 
 def markdown(rows: list[dict], meta: dict, chart_name: str) -> str:
-    machine = meta["machine"]
+    machine, quick = meta["machine"], meta["config"]["quick"]
     notes = [f"- {r['figure']} {r['db']} {r['title']}: {n}" for r in rows for n in r["notes"]]
     notes += [f"- {n}" for n in meta.get("notes", [])]
     packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v)
+    options = json.dumps(meta.get("uvicorn_options", {}), sort_keys=True)
     return "\n".join(
         [
             "# Benchmark results",
             "",
-            f"Recorded by `python -m bench{' --quick' if meta['config']['quick'] else ''}`"
-            f"{' (quick mode: 1 short round, figures are only a smoke test)' if meta['config']['quick'] else ''};"
+            f"Recorded by `python -m bench{' --quick' if quick else ''}`"
+            f"{' (quick mode: 1 short round, figures are only a smoke test)' if quick else ''};"
             " regenerate with the same command. Targets are the",
             "benchmark's, never test assertions. Every ratio is against a baseline measured in the same run.",
             "",
             *[f"- {line}" for line in header_lines(meta)],
             f"- software: {packages}; {meta.get('wrk_version', 'wrk')}; libvips {meta.get('libvips', '?')}; "
             f"PostgreSQL {meta.get('postgres_version') or 'not run'}",
-            f"- uvicorn options of both the server and the bare baseline: `{json.dumps(meta.get('uvicorn_options', {}), sort_keys=True)}`",
+            f"- uvicorn options of both the server and the bare baseline: `{options}`",
             "",
             f"![benchmark chart]({chart_name})",
             "",
@@ -216,44 +226,30 @@ def markdown(rows: list[dict], meta: dict, chart_name: str) -> str:
     )
 
 
-def chart(rows: list[dict], meta: dict, path: Path) -> None:
-    import matplotlib
+COLOURS = {"PASS": "#2e7d32", "MISS": "#c62828", "ERR": "#6a1b9a", "INFO": "#78909c", "n/a": "#f9a825"}
+# The chart's right-hand panels: absolute figures, (target key or None for POST, title).
+PANELS = (
+    ("cold_start_s", "4. cold start, empty SQLite (target dashed)"),
+    ("peak_rss_mib", "5. server peak RSS after the GET load (target dashed)"),
+    ("write_p99_ms", "7. PATCH p99 at 64 connections (target dashed)"),
+    ("write_failed", "7. PATCH failed requests, all loads (target 0)"),
+    (None, "3. POST with a 12 MP image over HTTP (information)"),
+)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    colours = {"PASS": "#2e7d32", "MISS": "#c62828", "ERR": "#6a1b9a", "INFO": "#78909c", "n/a": "#f9a825"}
-    ratio_rows = [r for r in rows if r.get("ratio") and (r.get("target") or r.get("info_target")) in TARGETS]
-    cold = [r for r in rows if r.get("target") == "cold_start_s" and r.get("subject")]
-    rss = [r for r in rows if r.get("target") == "peak_rss_mib" and r.get("subject")]
-    posts = [r for r in rows if r["figure"] == 3 and r.get("target") is None and r.get("subject")]
-
-    fig = plt.figure(figsize=(15, max(7.5, 0.42 * len(ratio_rows) + 2.5)), dpi=110)
-    grid = fig.add_gridspec(3, 2, width_ratios=[1.9, 1], hspace=0.55, wspace=0.32)
-    ax = fig.add_subplot(grid[:, 0])
+def _ratio_panel(ax, ratio_rows: list[dict]) -> None:
     labels = [f"{r['figure']}. {r['db'] if r['db'] != '-' else ''} {r['title']}".replace("  ", " ") for r in ratio_rows]
     y = list(range(len(ratio_rows)))[::-1]
-    for yi, r in zip(y, ratio_rows):
+    for yi, r in zip(y, ratio_rows, strict=True):
         s = r["ratio"]
-        ax.barh(yi, s["median"], color=colours[r["verdict"]], alpha=0.85, height=0.6)
-        ax.errorbar(
-            s["median"],
-            yi,
-            xerr=[[s["median"] - s["min"]], [s["max"] - s["median"]]],
-            fmt="none",
-            ecolor="black",
-            capsize=3,
-            lw=1,
-        )
-        op, limit = TARGETS[r.get("target") or r["info_target"]]
+        ax.barh(yi, s["median"], color=COLOURS[r["verdict"]], alpha=0.85, height=0.6)
+        low, high = s["median"] - s["min"], s["max"] - s["median"]
+        ax.errorbar(s["median"], yi, xerr=[[low], [high]], fmt="none", ecolor="black", capsize=3, lw=1)
+        op, limit, _unit = TARGETS[r.get("target") or r["info_target"]]
         ax.plot([limit, limit], [yi - 0.38, yi + 0.38], color="black", lw=2.2)
-        ax.text(
-            max(s["max"], limit) * 1.08,
-            yi,
-            f"{s['median']:.2f} ({'≥' if op == '>=' else '≤'}{limit:g}) {r['verdict']}",
-            va="center",
-            fontsize=8,
-        )
+        sign = "≥" if op == ">=" else "≤"
+        text = f"{s['median']:.2f} ({sign}{limit:g}) {r['verdict']}"
+        ax.text(max(s["max"], limit) * 1.08, yi, text, va="center", fontsize=8)
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xscale("log")
@@ -261,59 +257,67 @@ def chart(rows: list[dict], meta: dict, path: Path) -> None:
     ax.set_xlabel("ratio to the same-run baseline (log scale); black tick = target; whiskers = min–max over rounds")
     ax.set_title("Ratios against baselines measured in the same run", fontsize=11)
     right = max((r["ratio"]["max"] for r in ratio_rows), default=2.0)
-    ax.set_xlim(left=min([0.05] + [r["ratio"]["min"] * 0.8 for r in ratio_rows]), right=right * 4)
+    # A ratio of 0 (a load that got no answer) has no place on a log scale: drawn at the left edge.
+    left = min([0.05] + [r["ratio"]["min"] * 0.8 for r in ratio_rows if r["ratio"]["min"] > 0])
+    ax.set_xlim(left=left, right=right * 4)
 
-    def bars(axis, chosen, title, unit, label, extra=None):
-        names = [label(r) for r in chosen]
-        values = [r["subject"]["median"] for r in chosen]
-        lows = [r["subject"]["median"] - r["subject"]["min"] for r in chosen]
-        highs = [r["subject"]["max"] - r["subject"]["median"] for r in chosen]
-        colour = [colours[r["verdict"]] for r in chosen]
-        if extra:  # (label, value): a grey reference bar
-            names, values, lows, highs = names + [extra[0]], values + [extra[1]], lows + [0], highs + [0]
-            colour = colour + ["#b0bec5"]
-        y = list(range(len(names)))[::-1]
-        axis.barh(y, values, xerr=[lows, highs], capsize=3, color=colour, alpha=0.85, height=0.6)
-        axis.set_yticks(y)
-        axis.set_yticklabels(names, fontsize=8)
-        for yi, value, high in zip(y, values, highs):
-            axis.text(value + high, yi, f"  {_num(value)}", va="center", fontsize=8)
-        for r in chosen:
-            if r.get("target") in TARGETS:
-                axis.axvline(TARGETS[r["target"]][1], color="black", lw=1.5, ls="--")
-                break
-        axis.set_title(title, fontsize=10)
-        axis.set_xlabel(unit, fontsize=8)
-        axis.margins(x=0.25)
 
-    def missing(axis, title, why):
-        axis.set_title(title, fontsize=10)
-        axis.text(0.5, 0.5, why, ha="center", va="center", transform=axis.transAxes, color=colours["ERR"])
-        axis.set_axis_off()
+def _bar_panel(axis, chosen: list[dict], title: str, key: str | None) -> None:
+    """Absolute values (median, whiskers min–max), the target dashed; figure 5 adds the bare
+    app's peak RSS as a grey reference bar."""
+    names = [r["db"] if key else f"{r['db']} {r['title'].split('12 MP ')[1].split(':')[0]}" for r in chosen]
+    if key == "cold_start_s":
+        names = [f"{r['db']}, n={r['subject']['n']}" for r in chosen]
+    values = [r["subject"]["median"] for r in chosen]
+    lows = [r["subject"]["median"] - r["subject"]["min"] for r in chosen]
+    highs = [r["subject"]["max"] - r["subject"]["median"] for r in chosen]
+    colour = [COLOURS[r["verdict"]] for r in chosen]
+    if key == "peak_rss_mib" and chosen[0].get("baseline"):
+        names, values = [*names, "bare ASGI (info)"], [*values, chosen[0]["baseline"]["median"]]
+        lows, highs, colour = [*lows, 0], [*highs, 0], [*colour, "#b0bec5"]
+    y = list(range(len(names)))[::-1]
+    axis.barh(y, values, xerr=[lows, highs], capsize=3, color=colour, alpha=0.85, height=0.6)
+    axis.set_yticks(y)
+    axis.set_yticklabels(names, fontsize=8)
+    for yi, value, high in zip(y, values, highs, strict=True):
+        axis.text(value + high, yi, f"  {_num(value)}", va="center", fontsize=8)
+    if key is not None and TARGETS[key][1] > 0:
+        axis.axvline(TARGETS[key][1], color="black", lw=1.5, ls="--")
+    axis.set_title(title, fontsize=10)
+    axis.set_xlabel(chosen[0]["unit"], fontsize=8)
+    axis.margins(x=0.25)
+    if max(values, default=0) == 0:
+        axis.set_xlim(0, 1)
 
-    cold_title = "4. cold start, empty SQLite (target dashed)"
-    if cold:
-        bars(fig.add_subplot(grid[0, 1]), cold, cold_title, "s", lambda r: f"{r['db']}, n={r['subject']['n']}")
-    elif any(r.get("target") == "cold_start_s" for r in rows):
-        missing(fig.add_subplot(grid[0, 1]), cold_title, "the server did not start (see the report)")
-    if rss:
-        bare = rss[0].get("baseline")
-        bars(
-            fig.add_subplot(grid[1, 1]),
-            rss,
-            "5. server peak RSS after the GET load (target dashed)",
-            "MiB",
-            lambda r: r["db"],
-            extra=("bare ASGI (info)", bare["median"]) if bare else None,
-        )
-    if posts:
-        bars(
-            fig.add_subplot(grid[2, 1]),
-            posts,
-            "3. POST with a 12 MP image over HTTP (information)",
-            "ms",
-            lambda r: f"{r['db']} {r['title'].split('12 MP ')[1].split(':')[0]}",
-        )
+
+def chart(rows: list[dict], meta: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ratio_rows = [r for r in rows if r.get("ratio") and (r.get("target") or r.get("info_target")) in TARGETS]
+    panels = []
+    for key, title in PANELS:
+        if key is None:
+            chosen = [r for r in rows if r["figure"] == 3 and r.get("target") is None]
+        else:
+            chosen = [r for r in rows if r.get("target") == key]
+        if chosen:
+            panels.append((key, title, chosen))
+    fig = plt.figure(figsize=(15, max(7.5, 0.42 * len(ratio_rows) + 2.5, 2.6 * len(panels))), dpi=110)
+    grid = fig.add_gridspec(max(3, len(panels)), 2, width_ratios=[1.9, 1], hspace=0.6, wspace=0.32)
+    if ratio_rows:
+        _ratio_panel(fig.add_subplot(grid[:, 0]), ratio_rows)
+    for i, (key, title, chosen) in enumerate(panels):
+        axis = fig.add_subplot(grid[i, 1])
+        measured = [r for r in chosen if r.get("subject")]
+        if measured:
+            _bar_panel(axis, measured, title, key)
+        else:  # e.g. the server did not start
+            axis.set_title(title, fontsize=10)
+            axis.text(0.5, 0.5, "not measured (see the report)", ha="center", va="center", transform=axis.transAxes)
+            axis.set_axis_off()
     machine = meta["machine"]
     fig.suptitle(
         f"contactcard benchmark, {machine['date'][:10]}: {headline(machine)}\n"
@@ -342,20 +346,13 @@ def _portable(value):
 
 def write_all(rows: list[dict], meta: dict, raw: dict, out: Path, docs: Path | None) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    written = {}
-    document = _portable({"meta": meta, "rows": rows, "raw": raw})
-    json_path = out / "latest.json"
-    json_path.write_text(json.dumps(document, indent=2, default=str))
-    written["json"] = json_path
-    png = out / "bench.png"
-    chart(rows, meta, png)
-    written["png"] = png
-    md = out / "results.md"
-    md.write_text(markdown(rows, meta, "bench.png"))
-    written["markdown"] = md
+    written = {"json": out / "latest.json", "png": out / "bench.png", "markdown": out / "results.md"}
+    written["json"].write_text(json.dumps(_portable({"meta": meta, "rows": rows, "raw": raw}), indent=2, default=str))
+    chart(rows, meta, written["png"])
+    written["markdown"].write_text(markdown(rows, meta, "bench.png"))
     if docs is not None:
         docs.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(png, docs / "bench.png")
+        shutil.copyfile(written["png"], docs / "bench.png")
         (docs / "results.md").write_text(markdown(rows, meta, "bench.png"))
         (docs / "results.json").write_text(json.dumps(_portable({"meta": meta, "rows": rows}), indent=2, default=str))
         written["docs"] = docs

@@ -8,6 +8,7 @@ POST lines: `+1199<7-digit index>`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import secrets
@@ -133,6 +134,20 @@ def _partner_rows(seeded: Seeded, now) -> tuple[list[str], list[tuple], list[tup
     return partner_ids, partners, keys
 
 
+@functools.cache
+def _sqlite_datetime():
+    from sqlalchemy import DateTime
+    from sqlalchemy.dialects import sqlite
+
+    dialect = sqlite.dialect()
+    return DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+
+
+def sqlite_now() -> str:
+    """The exact text SQLAlchemy stores on SQLite for a timezone-aware DateTime of now."""
+    return _sqlite_datetime()(datetime.now(UTC))
+
+
 def seed_sqlite(
     data_dir: Path, *, total_cards: int, per_partner: int, sample: int, post_lines: int, seed: int = 1
 ) -> Seeded:
@@ -143,13 +158,7 @@ def seed_sqlite(
     _migrate(f"sqlite:///{path}")
     seeded = _plan(total_cards, per_partner, sample, post_lines, seed)
 
-    from sqlalchemy import DateTime
-    from sqlalchemy.dialects import sqlite
-
-    dialect = sqlite.dialect()
-    # The exact text SQLAlchemy stores for a timezone-aware DateTime on SQLite.
-    now = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)(datetime.now(UTC))
-
+    now = sqlite_now()
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA synchronous=OFF")

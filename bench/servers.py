@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import HarnessError
@@ -64,7 +64,7 @@ class Server:
     port: int
     log_path: Path
     ready_path: str = "/healthz"
-    ready_headers: dict[str, str] = field(default_factory=dict)
+    ready_key: str | None = None  # a bearer key for the ready path
     process: subprocess.Popen | None = None
     started_at: float = 0.0
     _log: object = None
@@ -79,7 +79,7 @@ class Server:
         return self.process.pid
 
     def start(self) -> Server:
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed by stop())
         self.started_at = time.perf_counter()
         self.process = subprocess.Popen(
             self.argv,
@@ -93,17 +93,40 @@ class Server:
         _ALL.append(self)
         return self
 
-    def answer(self, timeout: float = 2.0) -> tuple[int, bytes] | None:
-        """One GET of the ready path; None while nothing listens yet."""
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+    def connection(self, timeout: float = 120.0) -> http.client.HTTPConnection:
+        """A keep-alive connection to the server, for a sequence of `call`s."""
+        return http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        key: str | None = None,
+        body: dict | None = None,
+        *,
+        timeout: float = 120.0,
+        conn: http.client.HTTPConnection | None = None,
+    ) -> tuple[int, bytes]:
+        """One request (on `conn` when given, else on a connection of its own)."""
+        own = conn is None
+        conn = conn or self.connection(timeout)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         try:
-            conn.request("GET", self.ready_path, headers=self.ready_headers)
+            conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
             response = conn.getresponse()
             return response.status, response.read()
+        finally:
+            if own:
+                conn.close()
+
+    def answer(self, timeout: float = 2.0) -> tuple[int, bytes] | None:
+        """One GET of the ready path; None while nothing listens yet."""
+        try:
+            return self.call("GET", self.ready_path, self.ready_key, timeout=timeout)
         except (ConnectionError, OSError, http.client.HTTPException):
             return None
-        finally:
-            conn.close()
 
     def wait_ready(self, timeout: float = 60.0, poll: float = 0.005) -> float:
         """Seconds from start to the first 200 on the ready path."""
@@ -141,6 +164,11 @@ class Server:
         except ProcessLookupError:
             pass
         self._close()
+
+    def restart(self) -> None:
+        """Stop (SIGKILL after 3 s) and start again: a server that no longer answers."""
+        self.stop(grace=3.0)
+        self.start().wait_ready()
 
     def _close(self) -> None:
         if self._log is not None:
