@@ -24,13 +24,8 @@ def parse(argv: list[str] | None = None) -> Config:
         "--quick", action="store_true", help="seconds, not minutes: 2 s wrk runs, 1 round, 10^4 cards (CI)"
     )
     parser.add_argument("--rounds", type=int, help="interleaved rounds of baseline and subject (default 3; quick 1)")
-    parser.add_argument("--duration", type=int, help="seconds of each measured wrk run (default 10; quick 2)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=DEFAULT_OUT,
-        help="folder for latest.json, bench.png, results.md (default bench/results)",
-    )
+    parser.add_argument("--duration", type=int, help="seconds of each measured run (default 10, writes 5; quick 2)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for latest.json, bench.png, results.md")
     parser.add_argument("--skip-postgres", action="store_true", help="run the SQLite figures only")
     parser.add_argument(
         "--figures",
@@ -43,29 +38,12 @@ def parse(argv: list[str] | None = None) -> Config:
         "(default: $CONTACTCARD_BENCH_POSTGRES_URL or postgresql+psycopg://root@127.0.0.1:5432/test)",
     )
     docs = parser.add_mutually_exclusive_group()
-    docs.add_argument(
-        "--docs",
-        dest="docs",
-        action="store_true",
-        default=None,
-        help="also record the run in docs/bench (default for a full run)",
-    )
+    docs.add_argument("--docs", action="store_true", default=None, help="record the run in docs/bench (full run: yes)")
     docs.add_argument(
         "--no-docs", dest="docs", action="store_false", help="do not touch docs/bench (default with --quick)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (server logs, databases)")
-    args = parser.parse_args(argv)
-    return Config.build(
-        quick=args.quick,
-        rounds=args.rounds,
-        duration=args.duration,
-        out=args.out,
-        docs=args.docs,
-        skip_postgres=args.skip_postgres,
-        postgres_url=args.postgres_url,
-        keep=args.keep,
-        figures=args.figures,
-    )
+    return Config.build(**vars(parser.parse_args(argv)))
 
 
 def _figures(text: str) -> frozenset[int]:

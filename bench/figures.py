@@ -65,7 +65,7 @@ def get_by_number(run) -> list[dict]:
             side.probe = pg_session_probe(config.postgres_url, run.pg_name(size))
     order = [bare_side, *sides.values()]
     run.log(f"  wrk -t{config.threads} -c{config.connections} -d{config.duration}s, {config.rounds} rounds")
-    interleave(order, rounds=config.rounds, duration=config.duration, warmup=config.warmup, log=run.log)
+    run.interleave(order)
     run.raw["get_load"] = {side.name: side.raw() for side in order}
     run.raw["peak_rss"] = {}
     rows = []
@@ -84,27 +84,17 @@ def get_by_number(run) -> list[dict]:
                 rows.append(compare(6, db, size_title + off, "req/s", "db_size", large, small, info=info, notes=more))
         server = servers[db, "small", True]
         subject, baseline = server.status(), bare.status()
-        run.raw["peak_rss"][db] = {
-            "server": server.name,
-            "status_kib": subject,
-            "bare_status_kib": baseline,
-            "large_server_status_kib": servers[db, "large", True].status(),
+        large = servers[db, "large", True].status()
+        run.raw["peak_rss"][db] = dict(server=server.name, status_kib=subject, bare_status_kib=baseline,
+                                       large_server_status_kib=large)  # fmt: skip
+        hwm = {
+            "subject": spread([subject["VmHWM"] / KIB_PER_MIB]),
+            "baseline": spread([baseline["VmHWM"] / KIB_PER_MIB]),
         }
-        rows.append(
-            row(
-                5,
-                db,
-                "server peak RSS (VmHWM) after the GET load",
-                "MiB",
-                "peak_rss_mib",
-                subject=spread([subject["VmHWM"] / KIB_PER_MIB]),
-                baseline=spread([baseline["VmHWM"] / KIB_PER_MIB]),
-                notes=[
-                    "baseline column: the bare ASGI app's VmHWM (information); "
-                    f"RSS now {subject['VmRSS'] / KIB_PER_MIB:.0f} MiB"
-                ],
-            )
-        )
+        rss = subject["VmRSS"] / KIB_PER_MIB
+        notes = [f"baseline column: the bare ASGI app's VmHWM (information); RSS now {rss:.0f} MiB"]
+        title = "server peak RSS (VmHWM) after the GET load"
+        rows.append(row(5, db, title, "MiB", "peak_rss_mib", notes=notes, **hwm))
     return rows
 
 
@@ -258,40 +248,21 @@ def image_work(run) -> list[dict]:
 
         s_wall, v_wall = per_round("server", "wall_s", 1000), per_round("vips", "wall_s", 1000)
         cpu = spread(ratios(per_round("server", "cpu_s", 1000), per_round("vips", "cpu_s", 1000)))
-        s_mem = per_round("server", "peak_above_loaded_kib", 1 / KIB_PER_MIB)
-        v_mem = per_round("vips", "peak_above_loaded_kib", 1 / KIB_PER_MIB)
-        s_ws = median(per_round("server", "peak_growth_kib", 1 / KIB_PER_MIB))
-        v_ws = median(per_round("vips", "peak_growth_kib", 1 / KIB_PER_MIB))
-        rows.append(
-            row(
-                3,
-                "-",
-                f"image work, 12 MP {name}",
-                "ms",
-                "image_jpeg" if name == "JPEG" else "image_other",
-                subject=spread(s_wall),
-                baseline=spread(v_wall),
-                ratio=spread(ratios(s_wall, v_wall)),
-                notes=[f"CPU-time ratio median {cpu['median']:.2f}" if cpu else ""],
-            )
-        )
-        rows.append(
-            row(
-                3,
-                "-",
-                f"image memory growth per image, 12 MP {name}",
-                "MiB",
-                "image_memory",
-                subject=spread(s_mem),
-                baseline=spread(v_mem),
-                ratio=spread(ratios(s_mem, v_mem)) if all(v_mem) else None,
-                notes=[
-                    f"working set (peak above the RSS just before the image): normalise {s_ws:.1f} MiB, "
-                    f"pyvips {v_ws:.1f} MiB; RSS retained per image: normalise {retained('server'):+.1f} MiB, "
-                    f"pyvips {retained('vips'):+.1f} MiB"
-                ],
-            )
-        )
+        s_mem, v_mem = (per_round(impl, "peak_above_loaded_kib", 1 / KIB_PER_MIB) for impl in ("server", "vips"))
+        s_ws, v_ws = (median(per_round(impl, "peak_growth_kib", 1 / KIB_PER_MIB)) for impl in ("server", "vips"))
+        wall = {"subject": spread(s_wall), "baseline": spread(v_wall), "ratio": spread(ratios(s_wall, v_wall))}
+        target = "image_jpeg" if name == "JPEG" else "image_other"
+        notes = [f"CPU-time ratio median {cpu['median']:.2f}" if cpu else ""]
+        rows.append(row(3, "-", f"image work, 12 MP {name}", "ms", target, notes=notes, **wall))
+        memory = {"subject": spread(s_mem), "baseline": spread(v_mem)}
+        memory["ratio"] = spread(ratios(s_mem, v_mem)) if all(v_mem) else None
+        notes = [
+            f"working set (peak above the RSS just before the image): normalise {s_ws:.1f} MiB, "
+            f"pyvips {v_ws:.1f} MiB; RSS retained per image: normalise {retained('server'):+.1f} MiB, "
+            f"pyvips {retained('vips'):+.1f} MiB"
+        ]
+        title = f"image memory growth per image, 12 MP {name}"
+        rows.append(row(3, "-", title, "MiB", "image_memory", notes=notes, **memory))
     return rows
 
 

@@ -85,13 +85,14 @@ class Side:
     """One side of a figure: `measure(seconds)` returns a result (a wrk load's: `rps`,
     `p99_ms`, `requests`, `errors`, `status_errors`, ...); `after(result)` runs after each
     measurement (to let a server settle, to annotate the result); `show(result)` is the
-    log's line for it."""
+    log's line for it (by default: the rate in `unit`, p99 and errors)."""
 
     name: str
     label: str
     measure: Callable[[float], dict]
     after: Callable[[dict], None] | None = None
-    show: Callable[[dict], str] = summary
+    unit: str = "req/s"
+    show: Callable[[dict], str] | None = None
     # Counters read before and after each measured run; the deltas go into the result
     # (PostgreSQL: sessions opened, to show connection churn in the server's pool).
     probe: Callable[[], dict[str, int]] | None = None
@@ -137,4 +138,5 @@ def interleave(sides: list[Side], *, rounds: int, duration: float, warmup: float
             result = _measure(side, duration)
             result["round"] = r
             side.results.append(result)
-            log(f"  round {r + 1}/{rounds} {side.label}: {side.show(result)}")
+            shown = side.show(result) if side.show else summary(result, side.unit)
+            log(f"  round {r + 1}/{rounds} {side.label}: {shown}")

@@ -10,49 +10,7 @@ from bench.config import TARGETS
 from bench.machine import headline
 
 MEASURES = """\
-1. **GET by number** (`GET /v3/contact_card?phone_number=`, authenticated, the card in the
-   database, one server process, SQLite with 10^3 cards or PostgreSQL with 10^3 cards): `wrk`
-   with fixed threads and connections rotates through up to 1,000 (key, number) pairs.
-   Baseline: a bare ASGI app (`bench/bare_app.py`, no framework) answering the same JSON body,
-   run by the server's own `serve` command with only the app swapped, so uvicorn gets
-   exactly the same options. Figures: req/s ratio (target >= 0.30) and p99 ratio (target <= 2).
-2. **GET all** for a partner with 10,000 cards (in the large database): the server's time
-   per request over HTTP, sequential requests on one keep-alive connection, against the
-   in-process baseline: the raw SQL query for those rows plus `orjson.dumps` of the same body
-   (checked byte for byte). Target <= 1.5.
-3. **Image work**: `contactcard.images.normalise` (the server's pipeline) on a 12-megapixel
-   photo with EXIF orientation set, in-process, against pyvips `thumbnail_buffer` to a 1024
-   square centre crop saved as the same JPEG (quality 85, stripped). Each side runs in a fresh
-   process; wall time per image (target <= 1.2 for JPEG, <= 1.5 for PNG, WebP, HEIC) and
-   memory growth per image: the peak RSS while an image is processed (VmHWM, reset before
-   each image through `/proc/self/clear_refs`) above the RSS of the process with its library
-   loaded and no image processed yet, so that what earlier images left resident counts too;
-   target <= pyvips's. The notes give each side's working set (peak above the RSS just before
-   the image) and the RSS retained per image. Also for information: the full `POST` over
-   HTTP (the image fetched from an allow-listed host on 127.0.0.1, simulated device).
-4. **Cold start**: from spawning `contactcard serve` on an empty SQLite directory to the
-   first `200` of `GET /v3/contact_card` with the demo key (polled every 5 ms). Absolute,
-   target <= 1 s.
-5. **Peak RSS**: VmHWM of the server process (figure 1's) after the GET load. Absolute,
-   target <= 80 MiB.
-6. **Database size**: figure 1's req/s with 10^6 cards in the database against 10^3 cards
-   (the baseline). Target: within 10 %, i.e. ratio >= 0.90.
-7. **PATCH** (`PATCH /v3/contact_card?phone_number=` with a new `first_name`, no image,
-   simulated device, write budget off, one server process) on a partner with 200 lines, each
-   with a card, at a random line per request: `wrk` at 1, 64 and 256 connections. Baseline,
-   the floor: the same two committed updates per write (the new values inactive, then
-   active) in raw SQL on the same database with the same durability (SQLite: one
-   connection, WAL, `synchronous=FULL`; PostgreSQL: 16 threads with a connection each).
-   Figures: 2xx writes/s against the floor's writes/s (target >= 0.5 at 64 and 256
-   connections; 1 connection for information), p99 at 64 connections (absolute, target
-   <= 100 ms) and the failed requests over all three loads (absolute, target 0): non-2xx
-   answers, wrk's socket errors and timeouts (a write unanswered for 5 s), and the writes
-   left in flight by a run after which the server did not answer a PATCH within 5 s (it is
-   then restarted).
-8. **Mixed load**: 64 connections, each request a PATCH (5 %) or a GET by number (95 %) of a
-   random line of figure 7's partner, against the same GETs alone on the same database served
-   with the memo off (`CONTACTCARD_READ_CACHE_SIZE=0`). 2xx answers per second, target >= 0.5.
-
+`bench/README.md` ("The figures") says what each figure measures and against which baseline.
 Every ratio is taken per round (baseline and subject measured back to back, the order
 alternating), and the table shows the min / median / max of those per-round ratios; the
 verdict is on the median."""
@@ -82,7 +40,7 @@ def target_text(r: dict) -> str:
 
 
 def _num(value: float) -> str:
-    if value >= 1000:
+    if value >= 1000 or value == 0:
         return f"{value:,.0f}"
     if value >= 100:
         return f"{value:.0f}"

@@ -18,7 +18,7 @@ from bench.config import ALL_FIGURES, Config
 from bench.deps import ensure_image_libs, ensure_matplotlib, ensure_wrk, wrk_version
 from bench.images import FORMATS, ImageHost, test_images
 from bench.images import describe as describe_images
-from bench.load import write_pairs
+from bench.load import Side, interleave, write_pairs
 from bench.machine import describe
 from bench.report import finish_rows, print_table, write_all
 from bench.seed import (
@@ -31,7 +31,7 @@ from bench.seed import (
     seed_sqlite,
     with_database,
 )
-from bench.servers import Server, bare_server, contactcard_server, free_port, read_options, stop_all
+from bench.servers import Server, contactcard_server, free_port, read_options, stop_all
 
 _DB_ORDER = {"SQLite": 0, "PostgreSQL": 1, "-": 2}
 PREFIX = {"SQLite": "sqlite", "PostgreSQL": "postgres"}
@@ -126,29 +126,23 @@ class Run:
 
     def servers(self, *wanted: tuple[str, str, bool]) -> list[Server]:
         """`contactcard serve` on (db, size, memo) each, started together the first time."""
-        fresh = []
+        names, fresh = [], []
         for db, size, memo in wanted:
-            name = f"{PREFIX[db]}-{size}" + ("" if memo else "-memo-off")
+            folder = f"{PREFIX[db]}-{size}"  # SQLite's database, and the CDN's files
+            names.append(name := folder + ("" if memo else "-memo-off"))
             if name not in self._servers:
-                self.seeded(db, size)
                 settings = {**self.settings, **({} if memo else {"CONTACTCARD_READ_CACHE_SIZE": "0"})}
                 if size == "writes":
                     settings["CONTACTCARD_ADMIN_TOKEN"] = self.admin_token
-                folder = f"sqlite-{size}" if db == "SQLite" else f"pg-{size}"
                 url = None if db == "SQLite" else self.url(db, size)
-                server = contactcard_server(
-                    name,
-                    port=free_port(),
-                    data_dir=self.tmp / folder,
-                    log_dir=self.tmp,
-                    database_url=url,
-                    settings=settings,
-                )
+                self.seeded(db, size)
+                server = contactcard_server(name, port=free_port(), data_dir=self.tmp / folder, log_dir=self.tmp,
+                                            database_url=url, settings=settings)  # fmt: skip
                 self._servers[name] = server.start()
                 fresh.append(server)
         for server in fresh:
             server.wait_ready()
-        return [self._servers[f"{PREFIX[db]}-{size}" + ("" if memo else "-memo-off")] for db, size, memo in wanted]
+        return [self._servers[name] for name in names]
 
     def bare(self, body: bytes) -> Server:
         """Figure 1's baseline, answering `body`. It runs `contactcard serve` too (for its
@@ -160,19 +154,25 @@ class Run:
             shutil.copyfile(self.tmp / "sqlite-small" / "contactcard.db", folder / "contactcard.db")
             (self.tmp / "bare-body.json").write_bytes(body)
             options = self.tmp / "uvicorn-options.json"
-            self._bare = bare_server(
-                port=free_port(),
-                body_file=self.tmp / "bare-body.json",
-                options_file=options,
-                data_dir=folder,
-                log_dir=self.tmp,
-                settings={"CONTACTCARD_LOG_LEVEL": self.config.log_level},
+            settings = {
+                "CONTACTCARD_LOG_LEVEL": self.config.log_level,
+                "BENCH_BARE_BODY_FILE": str(self.tmp / "bare-body.json"),
+                "BENCH_BARE_OPTIONS_FILE": str(options),
+            }
+            self._bare = contactcard_server(
+                "bare-asgi", port=free_port(), data_dir=folder, log_dir=self.tmp, settings=settings, bare=True
             ).start()
             self._bare.wait_ready()
             self.meta["uvicorn_options"] = {k: v for k, v in read_options(options).items() if k != "port"}
             if not self.meta["uvicorn_options"]:
                 raise HarnessError("the bare baseline did not record uvicorn's options (contactcard serve changed?)")
         return self._bare
+
+    def interleave(self, sides: list[Side], duration: float | None = None) -> None:
+        """The run's rounds of `sides` (bench/load.py), each measured run `duration` seconds."""
+        config = self.config
+        duration = config.duration if duration is None else duration
+        interleave(sides, rounds=config.rounds, duration=duration, warmup=config.warmup, log=self.log)
 
     def close(self) -> None:
         stop_all()

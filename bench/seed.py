@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,18 +88,10 @@ def _card_rows(total: int, per_partner: int, now) -> Iterator[tuple]:
     for p in range(partners):
         for i in range(_cards_of(p, total, per_partner)):
             phone = number(p, i)
-            yield (
-                uuid.UUID(int=(p << 40) | i, version=4).hex,
-                phone,
-                FIRST[i % len(FIRST)],
-                LAST[(i // 7) % len(LAST)],
-                hashlib.sha256(phone.encode()).hexdigest() + ".jpg",
-                f"https://images.example.com/people/{p}/{i}.jpg",
-                True,
-                True,
-                now,
-                now,
-            )
+            blob = hashlib.sha256(phone.encode()).hexdigest() + ".jpg"
+            source = f"https://images.example.com/people/{p}/{i}.jpg"
+            card_id = uuid.UUID(int=(p << 40) | i, version=4).hex
+            yield card_id, phone, FIRST[i % len(FIRST)], LAST[(i // 7) % len(LAST)], blob, source, True, True, now, now
 
 
 def _line_rows(seeded: Seeded, per_partner: int, partner_ids: list[str], now) -> Iterator[tuple]:
@@ -124,14 +116,33 @@ def _migrate(url: str) -> None:
         database.dispose()
 
 
-def _partner_rows(seeded: Seeded, now) -> tuple[list[str], list[tuple], list[tuple]]:
+COLUMNS = {
+    "partners": "id, name, created_at",
+    "api_keys": "id, partner_id, key_hash, prefix, created_at, revoked_at",
+    "lines": "phone_number, partner_id, created_at",
+    "cards": "id, phone_number, first_name, last_name, image_blob, image_source_url, is_active, ever_active, "
+    "created_at, updated_at",
+}
+
+
+def _tables(seeded: Seeded, per_partner: int, now) -> Iterator[tuple[str, Iterable[tuple]]]:
+    """Each table with its rows, in the order foreign keys need."""
     partner_ids = [uuid.uuid4().hex for _ in range(seeded.partners)]
-    partners = [(pid, f"Bench partner {p}", now) for p, pid in enumerate(partner_ids)]
-    keys = [
-        (uuid.uuid4().hex, pid, seeded.key_hashes[p], seeded.keys[p][:10], now, None)
-        for p, pid in enumerate(partner_ids)
-    ]
-    return partner_ids, partners, keys
+    yield "partners", [(pid, f"Bench partner {p}", now) for p, pid in enumerate(partner_ids)]
+    keys = seeded.keys
+    yield (
+        "api_keys",
+        [(uuid.uuid4().hex, pid, seeded.key_hashes[p], keys[p][:10], now, None) for p, pid in enumerate(partner_ids)],
+    )
+    yield "lines", _line_rows(seeded, per_partner, partner_ids, now)
+    yield "cards", _card_rows(seeded.total_cards, per_partner, now)
+
+
+def _counted(seeded: Seeded, count: int, db: str, started: float) -> Seeded:
+    if count != seeded.total_cards:
+        raise HarnessError(f"seeded {count} cards into {db}, expected {seeded.total_cards}")
+    seeded.seconds = time.perf_counter() - started
+    return seeded
 
 
 @functools.cache
@@ -158,37 +169,21 @@ def seed_sqlite(
     _migrate(f"sqlite:///{path}")
     seeded = _plan(total_cards, per_partner, sample, post_lines, seed)
 
-    now = sqlite_now()
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA cache_size=-262144")  # 256 MiB while seeding only
         conn.execute("BEGIN")
-        partner_ids, partners, keys = _partner_rows(seeded, now)
-        conn.executemany("INSERT INTO partners (id, name, created_at) VALUES (?, ?, ?)", partners)
-        conn.executemany(
-            "INSERT INTO api_keys (id, partner_id, key_hash, prefix, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
-            keys,
-        )
-        conn.executemany(
-            "INSERT INTO lines (phone_number, partner_id, created_at) VALUES (?, ?, ?)",
-            _line_rows(seeded, per_partner, partner_ids, now),
-        )
-        conn.executemany(
-            "INSERT INTO cards (id, phone_number, first_name, last_name, image_blob, image_source_url,"
-            " is_active, ever_active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            _card_rows(total_cards, per_partner, now),
-        )
+        for table, rows in _tables(seeded, per_partner, sqlite_now()):
+            marks = ", ".join("?" * (COLUMNS[table].count(",") + 1))
+            conn.executemany(f"INSERT INTO {table} ({COLUMNS[table]}) VALUES ({marks})", rows)
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         count = conn.execute("SELECT count(*) FROM cards").fetchone()[0]
     finally:
         conn.close()
-    if count != total_cards:
-        raise HarnessError(f"seeded {count} cards into SQLite, expected {total_cards}")
-    seeded.seconds = time.perf_counter() - started
     seeded.extra["file_mib"] = round(path.stat().st_size / 2**20, 1)
-    return seeded
+    return _counted(seeded, count, "SQLite", started)
 
 
 # --- PostgreSQL ----------------------------------------------------------------------
@@ -245,36 +240,20 @@ def seed_postgres(
     started = time.perf_counter()
     _migrate(sqlalchemy_url)
     seeded = _plan(total_cards, per_partner, sample, post_lines, seed)
-    now = datetime.now(UTC)
     with psycopg.connect(libpq_url(sqlalchemy_url)) as conn:
         try:  # skip the foreign-key triggers during the bulk load (needs a superuser)
             conn.execute("SET session_replication_role = replica")
         except psycopg.Error:
             conn.rollback()
-        partner_ids, partners, keys = _partner_rows(seeded, now)
         with conn.cursor() as cur:
-            cur.executemany("INSERT INTO partners (id, name, created_at) VALUES (%s, %s, %s)", partners)
-            cur.executemany(
-                "INSERT INTO api_keys (id, partner_id, key_hash, prefix, created_at, revoked_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                keys,
-            )
-            with cur.copy("COPY lines (phone_number, partner_id, created_at) FROM STDIN") as copy:
-                for row in _line_rows(seeded, per_partner, partner_ids, now):
-                    copy.write_row(row)
-            with cur.copy(
-                "COPY cards (id, phone_number, first_name, last_name, image_blob, image_source_url,"
-                " is_active, ever_active, created_at, updated_at) FROM STDIN"
-            ) as copy:
-                for row in _card_rows(total_cards, per_partner, now):
-                    copy.write_row(row)
+            for table, rows in _tables(seeded, per_partner, datetime.now(UTC)):
+                with cur.copy(f"COPY {table} ({COLUMNS[table]}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
         conn.commit()
         conn.autocommit = True
         # A long-running database is analysed by autovacuum; do it now so the plans are
         # the settled ones and not whatever autovacuum has reached mid-run.
         conn.execute("ANALYZE")
         count = conn.execute("SELECT count(*) FROM cards").fetchone()[0]
-    if count != total_cards:
-        raise HarnessError(f"seeded {count} cards into PostgreSQL, expected {total_cards}")
-    seeded.seconds = time.perf_counter() - started
-    return seeded
+    return _counted(seeded, count, "PostgreSQL", started)

@@ -194,29 +194,16 @@ def contactcard_server(
     log_dir: Path,
     database_url: str | None = None,
     settings: dict[str, str] | None = None,
+    bare: bool = False,
 ) -> Server:
-    env = {
-        "CONTACTCARD_DATA_DIR": str(data_dir),
-        "CONTACTCARD_PUBLIC_BASE_URL": f"http://{HOST}:{port}",
-        **(settings or {}),
-    }
-    if database_url:
-        env["CONTACTCARD_DATABASE_URL"] = database_url
-    return Server(name, contactcard_argv(port), clean_env(env), port, log_dir / f"{name}.log")
-
-
-def bare_server(
-    *, port: int, body_file: Path, options_file: Path, data_dir: Path, log_dir: Path, settings: dict[str, str]
-) -> Server:
-    env = {
-        "CONTACTCARD_DATA_DIR": str(data_dir),
-        "CONTACTCARD_PUBLIC_BASE_URL": f"http://{HOST}:{port}",
-        "BENCH_BARE_BODY_FILE": str(body_file),
-        "BENCH_BARE_OPTIONS_FILE": str(options_file),
-        **settings,
-    }
-    argv = [sys.executable, "-m", "bench.bare_app", "--host", HOST, "--port", str(port)]
-    return Server("bare-asgi", argv, clean_env(env), port, log_dir / "bare-asgi.log", ready_path="/")
+    """`contactcard serve` on `port`; `bare`: figure 1's baseline, the same command with the
+    bare ASGI app swapped in (bench/bare_app.py), answering on `/`."""
+    env = {"CONTACTCARD_DATA_DIR": str(data_dir), "CONTACTCARD_PUBLIC_BASE_URL": f"http://{HOST}:{port}"}
+    env.update({"CONTACTCARD_DATABASE_URL": database_url} if database_url else {}, **(settings or {}))
+    argv = [sys.executable, "-m", "bench.bare_app", "--host", HOST, "--port", str(port)] if bare else None
+    server = Server(name, argv or contactcard_argv(port), clean_env(env), port, log_dir / f"{name}.log")
+    server.ready_path = "/" if bare else server.ready_path
+    return server
 
 
 def read_options(options_file: Path) -> dict:

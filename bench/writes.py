@@ -27,7 +27,7 @@ import orjson
 
 from bench import HarnessError
 from bench.figures import check_get_by_number
-from bench.load import SOCKET_ERRORS, Side, by_number, interleave, summary, wrk_side
+from bench.load import SOCKET_ERRORS, Side, by_number, wrk_side
 from bench.rows import compare, median, row, spread
 from bench.seed import libpq_url, sqlite_now
 from bench.servers import Server
@@ -174,69 +174,56 @@ def failures(side: Side) -> list[str]:
     return [f"{side.label}: {', '.join(parts)}"] if parts else []
 
 
+def _connections(count: int) -> str:
+    return f"{count} connection{'s' if count != 1 else ''}"
+
+
 def _writing_side(run, server: Server, db: str, name: str, label: str, **options) -> Side:
-    """wrk on the `writes` database's lines at random, answers counted by status."""
-    config = run.config
-    side = wrk_side(
-        run.wrk,
-        f"{server.name}-{name}",
-        f"{db} {label}",
-        server.url,
-        run.pairs(db, "writes"),
-        threads=config.threads,
-        timeout=config.write_timeout,
-        random=True,
-        statuses=True,
-        **options,
-    )
-    key, phone = run.seeded(db, "writes").pairs[0]
-    side.after = settle(run, server, key, phone)
+    """wrk on the `writes` database's lines at random, answers counted by status; the
+    server settles after each run."""
+    config, pairs = run.config, run.pairs(db, "writes")
+    side = wrk_side(run.wrk, f"{server.name}-{name}", f"{db} {label}", server.url, pairs, threads=config.threads,
+                    timeout=config.write_timeout, random=True, statuses=True, **options)  # fmt: skip
+    side.after = settle(run, server, *run.seeded(db, "writes").pairs[0])
     return side
 
 
+def _floor(run, db: str, server: Server) -> Side:
+    phones = [phone for _, phone in run.seeded(db, "writes").pairs]
+    if db == "SQLite":
+        from sqlalchemy.engine import make_url
+
+        measure = sqlite_floor(make_url(run.url(db, "writes")).database, phones)
+    else:
+        measure = postgres_floor(run.url(db, "writes"), phones, run.config.floor_threads)
+    return Side(f"{server.name}-floor", f"{db} raw SQL floor", measure, unit="writes/s")
+
+
 def patch_writes(run) -> list[dict]:
-    config, rows = run.config, []
-    run.raw["writes"] = {}
+    config, rows, run.raw["writes"] = run.config, [], {}
     for db in run.databases:
         (server,) = run.servers((db, "writes", True))
-        seeded = run.seeded(db, "writes")
-        key, phones = seeded.keys[0], [phone for _, phone in seeded.pairs]
-        check_patch(server, key, phones[0])
-        if db == "SQLite":
-            from sqlalchemy.engine import make_url
-
-            measure = sqlite_floor(make_url(run.url(db, "writes")).database, phones)
-        else:
-            measure = postgres_floor(run.url(db, "writes"), phones, config.floor_threads)
-        floor = Side(f"{server.name}-floor", f"{db} raw SQL floor", measure, show=lambda r: summary(r, "writes/s"))
+        check_patch(server, *run.seeded(db, "writes").pairs[0])
+        floor = _floor(run, db, server)
         patches = {
-            c: _writing_side(
-                run, server, db, f"c{c}", f"PATCH, {c} connection{'s' if c > 1 else ''}", connections=c, patch_share=1
-            )
+            c: _writing_side(run, server, db, f"c{c}", f"PATCH, {_connections(c)}", connections=c, patch_share=1)
             for c in config.write_connections
         }
-        for side in patches.values():
-            side.show = lambda r: summary(r, "writes/s")
         sides = [floor, *patches.values()]
-        interleave(sides, rounds=config.rounds, duration=config.write_duration, warmup=config.warmup, log=run.log)
+        for side in sides:
+            side.unit = "writes/s"
+        run.interleave(sides, config.write_duration)
         run.raw["writes"][db] = {side.name: side.raw() for side in sides}
         for c, side in patches.items():
-            title = f"PATCH, writes/s at {c} connection{'s' if c > 1 else ''}"
             info = c < config.connections  # the targets are at 64 connections and more
-            rows.append(
-                compare(7, db, title, "writes/s", "write_rps", side, floor, key="ok_rps", info=info, checked=False)
-            )
+            title = f"PATCH, writes/s at {_connections(c)}"
+            rows.append(compare(7, db, title, "writes/s", "write_rps", side, floor, "ok_rps", info=info, checked=False))
         at = patches.get(config.connections)
         if at is not None:
-            others = [
-                f"p99 at {c} connections: {median(s.values('p99_ms')):.0f} ms"
-                for c, s in patches.items()
-                if s is not at
-            ]
-            title = f"PATCH, p99 at {config.connections} connections"
-            rows.append(
-                compare(7, db, title, "ms", "write_p99_ms", at, None, key="p99_ms", checked=False, notes=others)
-            )
+            p99 = {c: median(s.values("p99_ms")) for c, s in patches.items() if s is not at}
+            notes = [f"p99 at {_connections(c)}: {ms:.0f} ms" for c, ms in p99.items()]
+            title = f"PATCH, p99 at {_connections(config.connections)}"
+            rows.append(compare(7, db, title, "ms", "write_p99_ms", at, None, "p99_ms", checked=False, notes=notes))
         failed = [sum(side.results[r]["failed"] for side in patches.values()) for r in range(config.rounds)]
         notes = [n for side in patches.values() for n in failures(side)]
         title = "PATCH, failed requests (non-2xx, socket errors), all connection counts"
@@ -245,27 +232,20 @@ def patch_writes(run) -> list[dict]:
 
 
 def mixed_load(run) -> list[dict]:
-    config, rows = run.config, []
+    config, rows, run.raw["mixed"] = run.config, [], {}
     share = f"{config.mixed_patch_share:.0%} PATCH, {1 - config.mixed_patch_share:.0%} GET"
-    run.raw["mixed"] = {}
     for db in run.databases:
         server, memo_off = run.servers((db, "writes", True), (db, "writes", False))
-        seeded = run.seeded(db, "writes")
-        key, phone = seeded.pairs[0]
-        check_patch(server, key, phone)
-        check_get_by_number(memo_off, key, phone)
+        check_patch(server, *run.seeded(db, "writes").pairs[0])
+        check_get_by_number(memo_off, *run.seeded(db, "writes").pairs[0])
         gets = _writing_side(run, memo_off, db, "get", "GET, memo off", connections=config.connections)
         gets.after = None  # nothing to wait for
-        mixed = _writing_side(
-            run, server, db, "mixed", share, connections=config.connections, patch_share=config.mixed_patch_share
-        )
-        interleave(
-            [gets, mixed], rounds=config.rounds, duration=config.write_duration, warmup=config.warmup, log=run.log
-        )
+        options = dict(connections=config.connections, patch_share=config.mixed_patch_share)
+        mixed = _writing_side(run, server, db, "mixed", share, **options)
+        run.interleave([gets, mixed], config.write_duration)
         run.raw["mixed"][db] = {side.name: side.raw() for side in (gets, mixed)}
         with_writes, alone = (median(side.values("p99_ms")) for side in (mixed, gets))
-        p99 = f"p99: {with_writes:.1f} ms mixed, {alone:.1f} ms GET alone"
-        title = f"mixed {share} by number at {config.connections} connections, req/s vs GET alone, memo off"
-        notes = [p99, *failures(gets), *failures(mixed)]
-        rows.append(compare(8, db, title, "req/s", "mixed_rps", mixed, gets, key="ok_rps", checked=False, notes=notes))
+        notes = [f"p99: {with_writes:.1f} ms mixed, {alone:.1f} ms GET alone", *failures(gets), *failures(mixed)]
+        title = f"mixed {share} by number at {_connections(config.connections)}, req/s vs GET alone, memo off"
+        rows.append(compare(8, db, title, "req/s", "mixed_rps", mixed, gets, "ok_rps", checked=False, notes=notes))
     return rows
