@@ -190,14 +190,8 @@ def get_all(run) -> list[dict]:
             notes.append("WARNING: the baseline's body differs from the server's")
         title = f"GET all, {expected:,} cards, time per request"
         rows.append(compare(2, db, title, "ms", "get_all", sides[0], sides[1], key="ms", notes=notes))
-        run.raw["get_all"][db] = {
-            "cards": expected,
-            "body_bytes": len(body),
-            "same_body": same_body,
-            "rounds": [
-                {"server": s["times"], "baseline": b["times"]} for s, b in zip(*(x.results for x in sides), strict=True)
-            ],
-        }
+        raw = {"cards": expected, "body_bytes": len(body), "same_body": same_body}
+        run.raw["get_all"][db] = {**raw, **{side.name: side.raw() for side in sides}}
     return rows
 
 
@@ -209,9 +203,8 @@ def images(run) -> list[dict]:
     run.raw["post"] = {}
     for db in run.databases:
         rows += post_images(run, db)
-        run.raw.setdefault("peak_rss", {}).setdefault(db, {})["after_posts_status_kib"] = run.servers(
-            (db, "small", True)
-        )[0].status()
+        (server,) = run.servers((db, "small", True))
+        run.raw.setdefault("peak_rss", {}).setdefault(db, {})["after_posts_status_kib"] = server.status()
     threads = next((e["vips"].get("vips_concurrency", "?") for es in run.raw["image_work"].values() for e in es), "?")
     run.notes += [
         "POST latency: sequential POSTs on one keep-alive connection, each to a fresh line; it covers the "

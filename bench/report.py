@@ -237,8 +237,9 @@ def _bar_panel(axis, chosen: list[dict], title: str, key: str | None) -> None:
     axis.barh(y, values, xerr=[lows, highs], capsize=3, color=colour, alpha=0.85, height=0.6)
     axis.set_yticks(y)
     axis.set_yticklabels(names, fontsize=8)
-    for yi, value, high in zip(y, values, highs, strict=True):
-        axis.text(value + high, yi, f"  {_num(value)}", va="center", fontsize=8)
+    verdicts = [f" {r['verdict']}" if r.get("target") else "" for r in chosen] + [""] * (len(values) - len(chosen))
+    for yi, value, high, said in zip(y, values, highs, verdicts, strict=True):
+        axis.text(value + high, yi, f"  {_num(value)}{said}", va="center", fontsize=8)
     if key is not None and TARGETS[key][1] > 0:
         axis.axvline(TARGETS[key][1], color="black", lw=1.5, ls="--")
     axis.set_title(title, fontsize=10)

@@ -226,7 +226,7 @@ def patch_writes(run) -> list[dict]:
             rows.append(compare(7, db, title, "ms", "write_p99_ms", at, None, "p99_ms", checked=False, notes=notes))
         failed = [sum(side.results[r]["failed"] for side in patches.values()) for r in range(config.rounds)]
         notes = [n for side in patches.values() for n in failures(side)]
-        title = "PATCH, failed requests (non-2xx, socket errors), all connection counts"
+        title = "PATCH, failed requests (non-2xx, socket errors)"
         rows.append(row(7, db, title, "requests", "write_failed", subject=spread(failed), notes=notes))
     return rows
 
@@ -246,6 +246,6 @@ def mixed_load(run) -> list[dict]:
         run.raw["mixed"][db] = {side.name: side.raw() for side in (gets, mixed)}
         with_writes, alone = (median(side.values("p99_ms")) for side in (mixed, gets))
         notes = [f"p99: {with_writes:.1f} ms mixed, {alone:.1f} ms GET alone", *failures(gets), *failures(mixed)]
-        title = f"mixed {share} by number at {_connections(config.connections)}, req/s vs GET alone, memo off"
+        title = f"mixed {share} by number, req/s at {_connections(config.connections)}"
         rows.append(compare(8, db, title, "req/s", "mixed_rps", mixed, gets, "ok_rps", checked=False, notes=notes))
     return rows
