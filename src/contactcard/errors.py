@@ -146,6 +146,15 @@ DATABASE_UNAVAILABLE = ErrorCode(
     "Retry after `Retry-After` seconds; operators: see the server log for the cause.",
     retry=True,
 )
+SHUTTING_DOWN = ErrorCode(
+    503,
+    4007,
+    "Server is shutting down; retry",
+    "(ours) The server stopped before this request finished, after its graceful-shutdown bound "
+    "(`CONTACTCARD_SHUTDOWN_TIMEOUT`). A write may have stored its values inactive.",
+    "Retry after `Retry-After` seconds (another instance, or this one once restarted).",
+    retry=True,
+)
 # The same code answers an upstream rate limit on an apply (with its own message).
 UPSTREAM_RATE_LIMITED = RCS_UNAVAILABLE
 IMAGE_FETCH_FAILED = ErrorCode(
@@ -182,6 +191,7 @@ CATALOGUE: tuple[ErrorCode, ...] = (
     RCS_UNAVAILABLE,
     WRITES_BUSY,
     DATABASE_UNAVAILABLE,
+    SHUTTING_DOWN,
     IMAGE_FETCH_FAILED,
     IMAGE_UNUSABLE,
 )

@@ -7,6 +7,7 @@ Content-Length), and turns any exception that escapes into `500 3006` with no de
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -64,6 +65,15 @@ class Edge:
 
         try:
             await self.app(scope, receive_bounded, send_traced)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when its graceful-shutdown bound
+            # passes; left alone it would answer a plain-text 500 and log a traceback. The
+            # task ends here either way, so answering and returning loses nothing.
+            if started:
+                raise
+            log.warning("request cut off by the shutdown (trace_id=%s)", trace_id)
+            error = ApiError(errors.SHUTTING_DOWN, headers={"retry-after": "1", "x-should-retry": "true"})
+            await error_response(error, trace_id, self.docs_base_url)(scope, receive, send_traced)
         except Exception:
             if not started:  # otherwise the app's own handler already logged and answered
                 log.exception("unhandled error (trace_id=%s)", trace_id)

@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,8 @@ CardDict = dict[str, Any]
 
 # Moves whenever a transaction that had an id ends, on the whole PostgreSQL server: a
 # conservative "anyone committed" (PostgreSQL 13 and later).
+# How long reads fail fast after the database proved unreachable, in seconds.
+_DOWN_PAUSE = 1.0
 _PG_VERSION = "SELECT pg_current_snapshot()::text"
 
 
@@ -82,6 +85,7 @@ class CardReads:
         else:
             self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
             marker = "%s"
+        self._down_until = 0.0  # monotonic time before which reads fail fast
         self._async_pool: Any = None  # psycopg_pool.AsyncConnectionPool, opened on the first GET
         self._async_pool_opened: asyncio.Future[None] | None = None
         self._pg_memo = BatchMemo(self._pg_version)
@@ -107,20 +111,28 @@ class CardReads:
         import psycopg
         from psycopg_pool import PoolTimeout
 
+        # Once the database proved unreachable, reads fail at once for a moment: a GET makes
+        # two reads (memo, then the card), and each waiting its own bound would double the
+        # time to the answer.
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable("the database was unreachable moments ago")
         try:
-            pool = await self._pool()
-            for attempt in (1, 2):
-                try:
-                    async with pool.connection() as connection:
-                        # Prepared once per connection: PostgreSQL then skips parsing and planning.
-                        cursor = await connection.execute(sql, params, prepare=True)
-                        return await (cursor.fetchall() if many else cursor.fetchone())
-                except (psycopg.OperationalError, psycopg.InterfaceError):
-                    # A connection the database dropped is discarded by the pool; try once more.
-                    if attempt == 2:
-                        raise
-        except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            # One bound for the whole read, the retry on a dropped connection included.
+            async with asyncio.timeout(self._timeout):
+                pool = await self._pool()
+                for attempt in (1, 2):
+                    try:
+                        async with pool.connection() as connection:
+                            # Prepared once per connection: PostgreSQL then skips parsing and planning.
+                            cursor = await connection.execute(sql, params, prepare=True)
+                            return await (cursor.fetchall() if many else cursor.fetchone())
+                    except (psycopg.OperationalError, psycopg.InterfaceError):
+                        # A connection the database dropped is discarded by the pool; try once more.
+                        if attempt == 2:
+                            raise
+        except (TimeoutError, PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            self._down_until = time.monotonic() + _DOWN_PAUSE
+            raise StoreUnavailable(str(exc) or "no answer from the database in time") from exc
         return None  # unreachable
 
     async def _pool(self) -> Any:

@@ -163,7 +163,9 @@ class Writer:
         except StoreUnavailable as exc:
             if connection is not None:
                 self._disconnect(connection)
-            for job in batch:
+            # What queued meanwhile would wait the same bound for the same refusal, and
+            # each batch in turn would add its bound to the next one's wait.
+            for job in [*batch, *self._drain()]:
                 job.answer(exc)
             return None
         except Exception:
@@ -181,6 +183,23 @@ class Writer:
         for job, result in zip(batch, results, strict=True):
             job.answer(result)
         return connection
+
+    def _drain(self) -> list[_Job]:
+        """Take every queued transaction off the queue (a stop marker stays queued)."""
+        taken: list[_Job] = []
+        stops = 0
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                stops += 1
+            else:
+                taken.append(job)
+        for _ in range(stops):
+            self._queue.put(None)
+        return taken
 
     def _connect(self) -> Any:
         raise NotImplementedError
