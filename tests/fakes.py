@@ -25,7 +25,7 @@ from contactcard.card import Card, Outcome
 from contactcard.cdn.base import BLOB_NAME, CONTENT_TYPES, Blob
 from contactcard.contract import ImageRules
 from contactcard.service import ContactCards, Policy
-from contactcard.store.cards import CardValues, LineState
+from contactcard.store.cards import CardValues, LineState, Stored
 from contactcard.store.locks import LineBusy
 from contactcard.store.reads import LineAccess
 from contactcard.store.writer import StoreUnavailable
@@ -120,8 +120,8 @@ class FakeStore:
         return LineState(partner, owns, card, len(counted), min(counted) if counted else None)
 
     async def store_inactive(
-        self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float
-    ) -> Card:
+        self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float, image_url: str | None
+    ) -> Stored:
         self._check()
         self.journal.append("store_inactive")
         if attempt_at is not None:
@@ -139,7 +139,7 @@ class FakeStore:
             ever_active=old.ever_active if old is not None else False,
         )
         self.cards[phone] = card
-        return card
+        return Stored(card)  # the fake device applies on its own, after the commit
 
     async def mark_active(self, card: Card) -> Card:
         self._check()

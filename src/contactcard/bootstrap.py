@@ -108,7 +108,8 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
     )
     cards = ContactCards(
         reads=reads,
-        writes=CardWrites(writer),
+        # The device is the simulated one: its steps join the card's statements.
+        writes=CardWrites(writer, simulated_device=True),
         locks=locks,
         device=device,
         cdn=cdn,

@@ -26,7 +26,7 @@ from contactcard.cdn import BlobStore
 from contactcard.contract import UNSET, ImageRules, SetupRequest, UpdateRequest
 from contactcard.device import Device
 from contactcard.errors import ApiError
-from contactcard.store.cards import CardValues, LineState
+from contactcard.store.cards import CardValues, LineState, Stored
 from contactcard.store.locks import LineBusy
 from contactcard.store.writer import StoreUnavailable
 
@@ -64,8 +64,8 @@ class LineLocks(Protocol):
 class CardWrites(Protocol):
     async def line_state(self, key_hash: str, phone: str, budget_since: float) -> LineState: ...
     async def store_inactive(
-        self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float
-    ) -> Card: ...
+        self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float, image_url: str | None
+    ) -> Stored: ...
     async def mark_active(self, card: Card) -> Card: ...
 
 
@@ -160,7 +160,7 @@ class ContactCards:
             needs_setup_once = self._policy.profile == "seed"
             if current is None or (needs_setup_once and not current.ever_active):
                 raise ApiError(errors.NOT_FOUND)
-            if not await self._device.rcs_check_available(phone):
+            if not await self._rcs_available(state, phone):
                 raise ApiError(errors.RCS_UNAVAILABLE)
             self._check_budget(state)
             return await self._store_and_apply(phone, await self._merged(current, request))
@@ -200,6 +200,11 @@ class ContactCards:
         _check_access(state.partner_id, state.owns_line)
         return state
 
+    async def _rcs_available(self, state: LineState, phone: str) -> bool:
+        if state.rcs_unavailable is not None:  # read with the state (the simulated device)
+            return not state.rcs_unavailable
+        return await self._device.rcs_check_available(phone)
+
     def _check_budget(self, state: LineState) -> None:
         budget, window = self._policy.write_budget, self._policy.write_budget_window
         if budget <= 0 or state.attempts < budget:
@@ -215,13 +220,17 @@ class ContactCards:
     async def _store_and_apply(self, phone: str, values: CardValues) -> WriteResult:
         now = self._clock()
         budget_on = self._policy.write_budget > 0
-        card = await self._writes.store_inactive(
+        image_url = f"{self.rules.own_cdn_prefix}{values.image_blob}" if values.image_blob else None
+        stored = await self._writes.store_inactive(
             phone,
             values,
             attempt_at=now if budget_on else None,
             prune_before=now - self._policy.write_budget_window,
+            image_url=image_url,
         )
-        outcome = await self._device.apply(card, self.image_url(card))
+        card, outcome = stored.card, stored.outcome
+        if outcome is None:
+            outcome = await self._device.apply(card, image_url)
         if outcome is Outcome.APPLIED:
             return WriteResult(self.public(await self._writes.mark_active(card)))
         if outcome is Outcome.RATE_LIMITED:

@@ -3,6 +3,12 @@
 Each step is one transaction of statements that do not depend on each other's answers,
 so the writer can send a whole batch of them at once (see `writer.py`). The SQL is the
 same on SQLite and PostgreSQL.
+
+When the line's device is the simulated one, its records live in this database too, so
+its steps ride along with the card's: the RCS check is a column of the state read, and
+the apply joins the transaction that stores the card inactive. A write is then one read
+and two commits (stored and applied; marked active), and a crash still leaves the old
+card or the new values inactive.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from contactcard.card import Card
+from contactcard.card import Card, Outcome
+from contactcard.store import devices
 from contactcard.store.writer import Stmt, Writer
 
 # The key, the line's owner, its card (only when the key's partner owns the line) and the
@@ -21,7 +28,7 @@ _STATE = """
 SELECT k.key_hash, k.partner_id, l.partner_id,
        c.id, c.first_name, c.last_name, c.image_blob, c.image_source_url, c.is_active, c.ever_active,
        (SELECT count(*) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since),
-       (SELECT min(w.at) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since)
+       (SELECT min(w.at) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since){device}
 FROM api_keys AS k
 LEFT JOIN lines AS l ON l.phone_number = :phone
 LEFT JOIN cards AS c ON c.phone_number = l.phone_number AND l.partner_id = k.partner_id
@@ -58,6 +65,15 @@ class LineState:
     card: Card | None
     attempts: int  # writes that reached the device since the budget window began
     oldest_attempt: float | None
+    rcs_unavailable: bool | None = None  # None: not read here; ask the device
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A card stored inactive, and the device's answer when its apply joined the commit."""
+
+    card: Card
+    outcome: Outcome | None = None  # None: the device has yet to apply it
 
 
 @dataclass(frozen=True)
@@ -69,11 +85,13 @@ class CardValues:
 
 
 class CardWrites:
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: Writer, *, simulated_device: bool = False) -> None:
         self._writer = writer
+        self._device_joins = simulated_device
+        self._state = _STATE.format(device=f",\n       {devices.RCS_COLUMN}" if simulated_device else "")
 
     async def line_state(self, key_hash: str, phone: str, budget_since: float) -> LineState:
-        rows = await self._writer.read(Stmt(_STATE, {"key": key_hash, "phone": phone, "since": budget_since}))
+        rows = await self._writer.read(Stmt(self._state, {"key": key_hash, "phone": phone, "since": budget_since}))
         row = rows[0] if rows else None
         if row is None or not hmac.compare_digest(row[0], key_hash):
             return LineState(None, False, None, 0, None)
@@ -90,13 +108,15 @@ class CardWrites:
                 is_active=bool(row[8]),
                 ever_active=bool(row[9]),
             )
-        return LineState(row[1], owns, card, int(row[10] or 0), row[11])
+        rcs_unavailable = bool(row[12]) if self._device_joins else None
+        return LineState(row[1], owns, card, int(row[10] or 0), row[11], rcs_unavailable)
 
     async def store_inactive(
-        self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float
-    ) -> Card:
+        self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float, image_url: str | None
+    ) -> Stored:
         """Step one of every apply: the new values, inactive, committed (with the write
-        attempt that spends the budget, when the budget is on)."""
+        attempt that spends the budget, when the budget is on, and the simulated device's
+        apply of `image_url`, our CDN's URL of the image)."""
         now = datetime.now(UTC)
         tx = []
         if attempt_at is not None:
@@ -117,9 +137,12 @@ class CardWrites:
                 rows=True,
             )
         )
+        stored_at = len(tx) - 1
+        if self._device_joins:
+            tx.extend(devices.apply_statements(phone, values.first_name, values.last_name, image_url))
         results = await self._writer.run(tx)
-        card_id, ever_active = results[-1][0]
-        return Card(
+        card_id, ever_active = results[stored_at][0]
+        card = Card(
             id=card_id,
             phone_number=phone,
             first_name=values.first_name,
@@ -129,6 +152,7 @@ class CardWrites:
             is_active=False,
             ever_active=bool(ever_active),
         )
+        return Stored(card, devices.joined_outcome(results[stored_at + 1]) if self._device_joins else None)
 
     async def mark_active(self, card: Card) -> Card:
         await self._writer.run(
