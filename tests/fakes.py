@@ -120,7 +120,14 @@ class FakeStore:
         return LineState(partner, owns, card, len(counted), min(counted) if counted else None)
 
     async def store_inactive(
-        self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float, image_url: str | None
+        self,
+        phone: str,
+        values: CardValues,
+        *,
+        attempt_at: float | None,
+        prune_before: float,
+        image_url: str | None,
+        device_scripted: bool | None = None,
     ) -> Stored:
         self._check()
         self.journal.append("store_inactive")

@@ -64,7 +64,14 @@ class LineLocks(Protocol):
 class CardWrites(Protocol):
     async def line_state(self, key_hash: str, phone: str, budget_since: float) -> LineState: ...
     async def store_inactive(
-        self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float, image_url: str | None
+        self,
+        phone: str,
+        values: CardValues,
+        *,
+        attempt_at: float | None,
+        prune_before: float,
+        image_url: str | None,
+        device_scripted: bool | None = None,
     ) -> Stored: ...
     async def mark_active(self, card: Card) -> Card: ...
 
@@ -151,7 +158,7 @@ class ContactCards:
             self._check_budget(state)
             blob = await self._rehost(request.image_url) if request.image_url is not None else None
             values = CardValues(request.first_name, request.last_name, blob, request.image_url)
-            return await self._store_and_apply(phone, values)
+            return await self._store_and_apply(phone, values, state)
 
     async def update(self, key_hash: str, phone: str, request: UpdateRequest) -> WriteResult:
         async with self._line(phone):
@@ -163,7 +170,7 @@ class ContactCards:
             if not await self._rcs_available(state, phone):
                 raise ApiError(errors.RCS_UNAVAILABLE)
             self._check_budget(state)
-            return await self._store_and_apply(phone, await self._merged(current, request))
+            return await self._store_and_apply(phone, await self._merged(current, request), state)
 
     async def _merged(self, current: Card, request: UpdateRequest) -> CardValues:
         """A PATCH: present fields replace, absent ones keep, `null` clears."""
@@ -217,7 +224,7 @@ class ContactCards:
             retry_after=wait,
         )
 
-    async def _store_and_apply(self, phone: str, values: CardValues) -> WriteResult:
+    async def _store_and_apply(self, phone: str, values: CardValues, state: LineState) -> WriteResult:
         now = self._clock()
         budget_on = self._policy.write_budget > 0
         image_url = f"{self.rules.own_cdn_prefix}{values.image_blob}" if values.image_blob else None
@@ -227,6 +234,7 @@ class ContactCards:
             attempt_at=now if budget_on else None,
             prune_before=now - self._policy.write_budget_window,
             image_url=image_url,
+            device_scripted=state.device_scripted,
         )
         card, outcome = stored.card, stored.outcome
         if outcome is None:

@@ -66,6 +66,7 @@ class LineState:
     attempts: int  # writes that reached the device since the budget window began
     oldest_attempt: float | None
     rcs_unavailable: bool | None = None  # None: not read here; ask the device
+    device_scripted: bool | None = None  # the simulated device has outcomes scripted
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class CardWrites:
     def __init__(self, writer: Writer, *, simulated_device: bool = False) -> None:
         self._writer = writer
         self._device_joins = simulated_device
-        self._state = _STATE.format(device=f",\n       {devices.RCS_COLUMN}" if simulated_device else "")
+        self._state = _STATE.format(device=f",\n       {devices.STATE_COLUMNS}" if simulated_device else "")
 
     async def line_state(self, key_hash: str, phone: str, budget_since: float) -> LineState:
         rows = await self._writer.read(Stmt(self._state, {"key": key_hash, "phone": phone, "since": budget_since}))
@@ -109,10 +110,18 @@ class CardWrites:
                 ever_active=bool(row[9]),
             )
         rcs_unavailable = bool(row[12]) if self._device_joins else None
-        return LineState(row[1], owns, card, int(row[10] or 0), row[11], rcs_unavailable)
+        scripted = bool(row[13]) if self._device_joins else None
+        return LineState(row[1], owns, card, int(row[10] or 0), row[11], rcs_unavailable, scripted)
 
     async def store_inactive(
-        self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float, image_url: str | None
+        self,
+        phone: str,
+        values: CardValues,
+        *,
+        attempt_at: float | None,
+        prune_before: float,
+        image_url: str | None,
+        device_scripted: bool | None = None,
     ) -> Stored:
         """Step one of every apply: the new values, inactive, committed (with the write
         attempt that spends the budget, when the budget is on, and the simulated device's
@@ -138,8 +147,11 @@ class CardWrites:
             )
         )
         stored_at = len(tx) - 1
+        scripted = device_scripted is not False  # not known: the statements that read the script
         if self._device_joins:
-            tx.extend(devices.apply_statements(phone, values.first_name, values.last_name, image_url))
+            tx.extend(
+                devices.apply_statements(phone, values.first_name, values.last_name, image_url, scripted=scripted)
+            )
         results = await self._writer.run(tx)
         card_id, ever_active = results[stored_at][0]
         card = Card(
@@ -152,7 +164,9 @@ class CardWrites:
             is_active=False,
             ever_active=bool(ever_active),
         )
-        return Stored(card, devices.joined_outcome(results[stored_at + 1]) if self._device_joins else None)
+        if not self._device_joins:
+            return Stored(card)
+        return Stored(card, devices.joined_outcome(results[stored_at + 1], scripted=scripted))
 
     async def mark_active(self, card: Card) -> Card:
         await self._writer.run(

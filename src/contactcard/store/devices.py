@@ -47,8 +47,12 @@ WHERE phone_number = :phone AND {_SCRIPTED}
 
 _RCS = "SELECT rcs_unavailable FROM device_scripts WHERE phone_number = :phone"
 
-# The same check as a column of the write path's state read (see `store/cards.py`).
-RCS_COLUMN = "(SELECT d.rcs_unavailable FROM device_scripts AS d WHERE d.phone_number = :phone)"
+# The same check, and whether any outcome is scripted, as columns of the write path's
+# state read (see `store/cards.py`).
+STATE_COLUMNS = (
+    "(SELECT d.rcs_unavailable FROM device_scripts AS d WHERE d.phone_number = :phone), "
+    f"EXISTS (SELECT 1 FROM device_scripts AS d WHERE d.phone_number = :phone AND {_SCRIPTED})"
+)
 
 # The apply joined to the card's own transaction takes a scripted failure or rate limit,
 # but leaves a scripted delay alone: a slow apply is then made on its own, after the
@@ -62,9 +66,15 @@ WHERE phone_number = :phone AND apply_delay <= 0 AND {_SCRIPTED}
 """
 
 
-def apply_statements(phone: str, first_name: str, last_name: str | None, image_url: str | None) -> list[Stmt]:
-    """The simulated device's apply as statements that join the card's transaction: the
-    script as it was, the card shown unless something is scripted, the script taken down."""
+def apply_statements(
+    phone: str, first_name: str, last_name: str | None, image_url: str | None, *, scripted: bool
+) -> list[Stmt]:
+    """The simulated device's apply as statements that join the card's transaction.
+
+    Unscripted (as the state read saw it, the usual case): the card is shown, and the
+    statement answers a row only if it was (a script set since then makes it answer none).
+    Scripted: the script as it was, the card shown unless something is scripted, the
+    script taken down."""
     params = {
         "phone": phone,
         "first_name": first_name,
@@ -72,12 +82,17 @@ def apply_statements(phone: str, first_name: str, last_name: str | None, image_u
         "image_url": image_url,
         "now": datetime.now(UTC),
     }
+    if not scripted:
+        return [Stmt(_SHOW + " RETURNING 1", params, rows=True)]
     return [Stmt(_READ_SCRIPT, params, rows=True), Stmt(_SHOW, params), Stmt(_TAKE_JOINED, params)]
 
 
-def joined_outcome(script: list[Row]) -> Outcome | None:
-    """What the joined apply answered, from the script read before it; None when a delay
-    is scripted and the device must still apply (slowly) on its own."""
+def joined_outcome(answer: list[Row], *, scripted: bool) -> Outcome | None:
+    """What the joined apply answered; None when the device must still apply on its own
+    (a delay is scripted, or a script appeared after the state read)."""
+    if not scripted:
+        return Outcome.APPLIED if answer else None
+    script = answer
     if not script:
         return Outcome.APPLIED
     fail_next, rate_limit_next, apply_delay = script[0]
