@@ -108,7 +108,7 @@ class FakeStore:
         if self.unavailable:
             raise StoreUnavailable("the fake store is down")
 
-    async def line_state(self, key_hash: str, phone: str, budget_since: float) -> LineState:
+    async def line_state(self, key_hash: str, phone: str, budget_since: float | None) -> LineState:
         self._check()
         self.journal.append("line_state")
         partner = self.keys.get(key_hash)
@@ -116,7 +116,8 @@ class FakeStore:
             return LineState(None, False, None, 0, None)
         owns = self.lines.get(phone) == partner
         card = self.cards.get(phone) if owns else None
-        counted = [at for at in self.attempts.get(phone, []) if at > budget_since]
+        since = budget_since
+        counted = [] if since is None else [at for at in self.attempts.get(phone, []) if at > since]
         return LineState(partner, owns, card, len(counted), min(counted) if counted else None)
 
     async def store_inactive(

@@ -62,7 +62,7 @@ class LineLocks(Protocol):
 
 
 class CardWrites(Protocol):
-    async def line_state(self, key_hash: str, phone: str, budget_since: float) -> LineState: ...
+    async def line_state(self, key_hash: str, phone: str, budget_since: float | None) -> LineState: ...
     async def store_inactive(
         self,
         phone: str,
@@ -203,7 +203,8 @@ class ContactCards:
             self._writing -= 1
 
     async def _state(self, key_hash: str, phone: str) -> LineState:
-        state = await self._writes.line_state(key_hash, phone, self._clock() - self._policy.write_budget_window)
+        since = self._clock() - self._policy.write_budget_window if self._policy.write_budget > 0 else None
+        state = await self._writes.line_state(key_hash, phone, since)
         _check_access(state.partner_id, state.owns_line)
         return state
 
