@@ -3,7 +3,9 @@
 Every write follows the same lifecycle, holding only its line's lock: read the line's
 state, check it, spend the write budget, rehost the image, store the card inactive and
 commit, ask the device to apply it, then mark it active. A crash anywhere leaves either
-the old card or the new values inactive, never a half-written card.
+the old card or the new values inactive, never a half-written card. (When the device's
+apply can join the store's commit, the store may do all three in one; see
+`store/cards.py`.)
 
 The use cases receive their collaborators (`bootstrap.py` builds the real ones; the unit
 tests hand in-memory fakes) and never see SQL.
@@ -241,7 +243,8 @@ class ContactCards:
         if outcome is None:
             outcome = await self._device.apply(card, image_url)
         if outcome is Outcome.APPLIED:
-            return WriteResult(self.public(await self._writes.mark_active(card)))
+            # (Already active when the device's apply and the card shared one commit.)
+            return WriteResult(self.public(card if card.is_active else await self._writes.mark_active(card)))
         if outcome is Outcome.RATE_LIMITED:
             raise ApiError(
                 errors.UPSTREAM_RATE_LIMITED,

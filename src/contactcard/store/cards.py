@@ -5,10 +5,12 @@ so the writer can send a whole batch of them at once (see `writer.py`). The SQL 
 same on SQLite and PostgreSQL.
 
 When the line's device is the simulated one, its records live in this database too, so
-its steps ride along with the card's: the RCS check is a column of the state read, and
-the apply joins the transaction that stores the card inactive. A write is then one read
-and two commits (stored and applied; marked active), and a crash still leaves the old
-card or the new values inactive.
+its steps ride along with the card's: the RCS check and whether anything is scripted are
+columns of the state read, and the apply joins the transaction that stores the card.
+Unscripted (the usual case), the device shows the card and the card is stored active in
+that one commit: a write is one read and one commit, and a crash leaves the old card or
+the new one applied. Scripted, the card is stored inactive with the scripted apply, then
+marked active if it applied: a crash leaves the old card or the new values inactive.
 """
 
 from __future__ import annotations
@@ -47,6 +49,23 @@ ON CONFLICT (phone_number) DO UPDATE SET
   image_blob = excluded.image_blob, image_source_url = excluded.image_source_url,
   is_active = false, updated_at = excluded.updated_at
 RETURNING id, ever_active
+"""
+
+# After the unscripted device showed the card in the same transaction: stored active, so
+# the whole write is one commit. (The casts: PostgreSQL types a SELECT's parameters here.)
+_STORE_IF_SHOWN = f"""
+INSERT INTO cards (phone_number, id, first_name, last_name, image_blob, image_source_url,
+                   is_active, ever_active, created_at, updated_at)
+SELECT CAST(:phone AS VARCHAR), CAST(:id AS VARCHAR), CAST(:first_name AS VARCHAR), CAST(:last_name AS VARCHAR),
+       CAST(:image_blob AS VARCHAR), CAST(:image_source_url AS VARCHAR),
+       {devices.SHOWN_IN_THIS_TX}, {devices.SHOWN_IN_THIS_TX}, :now, :now
+WHERE true
+ON CONFLICT (phone_number) DO UPDATE SET
+  first_name = excluded.first_name, last_name = excluded.last_name,
+  image_blob = excluded.image_blob, image_source_url = excluded.image_source_url,
+  is_active = excluded.is_active, ever_active = cards.ever_active OR excluded.is_active,
+  updated_at = excluded.updated_at
+RETURNING id, ever_active, is_active
 """
 
 _MARK_ACTIVE = """
@@ -143,42 +162,44 @@ class CardWrites:
         if attempt_at is not None:
             tx.append(Stmt(_RECORD_ATTEMPT, {"phone": phone, "at": attempt_at}))
             tx.append(Stmt(_PRUNE_ATTEMPTS, {"phone": phone, "before": prune_before}))
-        tx.append(
-            Stmt(
-                _STORE_INACTIVE,
-                {
-                    "phone": phone,
-                    "id": uuid.uuid4().hex,
-                    "first_name": values.first_name,
-                    "last_name": values.last_name,
-                    "image_blob": values.image_blob,
-                    "image_source_url": values.image_source_url,
-                    "now": now,
-                },
-                rows=True,
+        card_params = {
+            "phone": phone,
+            "id": uuid.uuid4().hex,
+            "first_name": values.first_name,
+            "last_name": values.last_name,
+            "image_blob": values.image_blob,
+            "image_source_url": values.image_source_url,
+            "now": now,
+        }
+        # The state read saw no script (the usual case): the device shows the card and the
+        # card is stored active after it, in one commit. Otherwise the card is stored
+        # inactive, then the scripted apply joins (or follows) it.
+        scripted = device_scripted is not False
+        shown_first = self._device_joins and not scripted
+        if shown_first:
+            tx += devices.apply_statements(
+                phone, values.first_name, values.last_name, image_url, scripted=False, now=now
             )
-        )
-        stored_at = len(tx) - 1
-        scripted = device_scripted is not False  # not known: the statements that read the script
-        if self._device_joins:
-            tx.extend(
-                devices.apply_statements(phone, values.first_name, values.last_name, image_url, scripted=scripted)
-            )
+        stored_at = len(tx)
+        tx.append(Stmt(_STORE_IF_SHOWN if shown_first else _STORE_INACTIVE, card_params, rows=True))
+        if self._device_joins and scripted:
+            tx += devices.apply_statements(phone, values.first_name, values.last_name, image_url, scripted=True)
         results = await self._writer.run(tx)
-        card_id, ever_active = results[stored_at][0]
+        stored = results[stored_at][0]
         card = Card(
-            id=card_id,
+            id=stored[0],
             phone_number=phone,
             first_name=values.first_name,
             last_name=values.last_name,
             image_blob=values.image_blob,
             image_source_url=values.image_source_url,
-            is_active=False,
-            ever_active=bool(ever_active),
+            is_active=bool(stored[2]) if shown_first else False,
+            ever_active=bool(stored[1]),
         )
         if not self._device_joins:
             return Stored(card)
-        return Stored(card, devices.joined_outcome(results[stored_at + 1], scripted=scripted))
+        device_answer = results[stored_at - 1] if shown_first else results[stored_at + 1]
+        return Stored(card, devices.joined_outcome(device_answer, scripted=scripted))
 
     async def mark_active(self, card: Card) -> Card:
         await self._writer.run(

@@ -66,8 +66,19 @@ WHERE phone_number = :phone AND apply_delay <= 0 AND {_SCRIPTED}
 """
 
 
+# True in the transaction that showed the card (`apply_statements(..., now=now)` with the
+# same `:now`): a card stored after it in that transaction is then active at once.
+SHOWN_IN_THIS_TX = "EXISTS (SELECT 1 FROM device_displays AS s WHERE s.phone_number = :phone AND s.applied_at = :now)"
+
+
 def apply_statements(
-    phone: str, first_name: str, last_name: str | None, image_url: str | None, *, scripted: bool
+    phone: str,
+    first_name: str,
+    last_name: str | None,
+    image_url: str | None,
+    *,
+    scripted: bool,
+    now: datetime | None = None,
 ) -> list[Stmt]:
     """The simulated device's apply as statements that join the card's transaction.
 
@@ -80,7 +91,7 @@ def apply_statements(
         "first_name": first_name,
         "last_name": last_name,
         "image_url": image_url,
-        "now": datetime.now(UTC),
+        "now": now or datetime.now(UTC),
     }
     if not scripted:
         return [Stmt(_SHOW + " RETURNING 1", params, rows=True)]
