@@ -1,5 +1,5 @@
 """Build the real collaborators from the settings and hand them to the use cases:
-database, writer, line locks, reads, device, CDN, image fetcher."""
+database, writer, line locks, reads, device, CDN, image fetcher, readiness."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from contactcard.cdn import BlobStore, LocalFolderCdn
 from contactcard.contract import ImageRules
 from contactcard.device import SimulatedDevice
 from contactcard.images import HostPolicy, ImageUrl
+from contactcard.readiness import Readiness
 from contactcard.service import ContactCards, Policy
 from contactcard.settings import Settings
 from contactcard.store.accounts import Accounts
@@ -49,6 +50,7 @@ class Services:
     writer: Writer
     reads: CardReads
     locks: LineLocks
+    readiness: Readiness
 
     async def aclose(self) -> None:
         """Let queued writes finish and close what is bound to the event loop."""
@@ -77,6 +79,20 @@ def admin_for(database: Database, writer: Writer | None = None) -> Admin:
     return Admin(Accounts(database), SimulatedDevice(records))
 
 
+def cdn_for(settings: Settings) -> BlobStore:
+    if not settings.s3_bucket:
+        return LocalFolderCdn(settings.media_dir)
+    from contactcard.cdn.s3 import S3Cdn
+
+    return S3Cdn(
+        settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        addressing_style=settings.s3_addressing_style,
+        timeout=settings.s3_timeout,
+    )
+
+
 def build(settings: Settings, *, run_migrations: bool = True) -> Services:
     database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
     if run_migrations:
@@ -87,7 +103,7 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
         shared = AdvisoryLocks(_conninfo(database.url), connect_timeout=settings.database_timeout)
     locks = LineLocks(timeout=settings.write_wait_timeout, shared=shared)
     device = SimulatedDevice(DeviceRecords(writer, database.writer))
-    cdn = LocalFolderCdn(settings.media_dir)
+    cdn = cdn_for(settings)
     policy = HostPolicy(allow_private=settings.image_allow_private, allowed_hosts=settings.allowed_image_hosts)
 
     def fetcher_for(settings: Settings = settings) -> images.ImageFetcher:
@@ -123,4 +139,5 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
         read_cache_size=settings.read_cache_size,
     )
     admin = Admin(Accounts(database), device)
-    return Services(database, cards, admin, cdn, writer, reads, locks)
+    readiness = Readiness(database, cdn, timeout=settings.database_timeout)
+    return Services(database, cards, admin, cdn, writer, reads, locks, readiness)

@@ -11,6 +11,7 @@ tests hand in-memory fakes) and never see SQL.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncIterator
@@ -22,13 +23,15 @@ import anyio.to_thread
 
 from contactcard import errors, images
 from contactcard.card import Card, Outcome
-from contactcard.cdn import BlobStore
+from contactcard.cdn import BlobStore, BlobStoreUnavailable
 from contactcard.contract import UNSET, ImageRules, SetupRequest, UpdateRequest
 from contactcard.device import Device
 from contactcard.errors import ApiError
 from contactcard.store.cards import CardValues, LineState
 from contactcard.store.locks import LineBusy
 from contactcard.store.writer import StoreUnavailable
+
+log = logging.getLogger("contactcard")
 
 # Decoding a large image takes hundreds of MB for a moment; a few at a time keep a burst
 # of uploads from exhausting memory (the default thread limit is 40).
@@ -244,7 +247,11 @@ class ContactCards:
         """Put the image behind `raw` on our CDN and return its blob name."""
         own = self.rules.own_blob(raw)
         if own is not None:
-            if await anyio.to_thread.run_sync(self._cdn.get, own) is None:
+            try:
+                found = await anyio.to_thread.run_sync(self._cdn.get, own)
+            except BlobStoreUnavailable:
+                raise ApiError(errors.IMAGE_STORE_UNAVAILABLE, headers=_RETRY_SOON) from None
+            if found is None:
                 raise ApiError(errors.IMAGE_FETCH_FAILED, "no such image on this CDN")
             return own
         url = self.rules.parse(raw)
@@ -259,7 +266,12 @@ class ContactCards:
         except images.ImageError as exc:
             raise ApiError(errors.IMAGE_UNUSABLE, exc.reason) from None
         name = f"{image.digest}.{image.extension}"
-        await anyio.to_thread.run_sync(self._cdn.put, name, image.data)
+        try:
+            await anyio.to_thread.run_sync(self._cdn.put, name, image.data)
+        except BlobStoreUnavailable as exc:
+            # Before anything is stored: the card keeps its old values, or stays absent.
+            log.warning("image store unavailable: %s", exc)
+            raise ApiError(errors.IMAGE_STORE_UNAVAILABLE, headers=_RETRY_SOON) from None
         return name
 
 

@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/docs/errors", pages.error_index, methods=["GET"]),
         Route("/docs/errors/{code}", pages.error_page, methods=["GET"]),
         Route("/healthz", pages.healthz, methods=["GET"]),
+        Route("/readyz", pages.readyz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *_admin_routes(settings, services, docs_base),
     ]
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.settings = settings
     app.state.cards = services.cards
     app.state.cdn = services.cdn
+    app.state.readiness = services.readiness
     fast = cards.FastGet(app, services.cards, docs_base)
     return Edge(fast, max_body=MAX_BODY_BYTES, docs_base_url=docs_base)
 
