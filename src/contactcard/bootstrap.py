@@ -14,6 +14,7 @@ from contactcard.cdn import BlobStore, LocalFolderCdn
 from contactcard.contract import ImageRules
 from contactcard.device import SimulatedDevice
 from contactcard.images import HostPolicy, ImageUrl
+from contactcard.metrics import Metrics
 from contactcard.readiness import Readiness
 from contactcard.service import ContactCards, Policy
 from contactcard.settings import Settings
@@ -51,6 +52,7 @@ class Services:
     reads: CardReads
     locks: LineLocks
     readiness: Readiness
+    metrics: Metrics | None  # None: switched off
 
     async def aclose(self) -> None:
         """Let queued writes finish and close what is bound to the event loop."""
@@ -122,6 +124,7 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
         memo=settings.read_cache_size > 0,
         timeout=settings.database_timeout,
     )
+    metrics = Metrics() if settings.metrics != "off" else None
     cards = ContactCards(
         reads=reads,
         writes=CardWrites(writer),
@@ -137,7 +140,8 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
             write_queue_limit=settings.write_queue_limit,
         ),
         read_cache_size=settings.read_cache_size,
+        tally=metrics,
     )
     admin = Admin(Accounts(database), device)
     readiness = Readiness(database, cdn, timeout=settings.database_timeout)
-    return Services(database, cards, admin, cdn, writer, reads, locks, readiness)
+    return Services(database, cards, admin, cdn, writer, reads, locks, readiness, metrics)

@@ -27,6 +27,7 @@ from contactcard.cdn import BlobStore, BlobStoreUnavailable
 from contactcard.contract import UNSET, ImageRules, SetupRequest, UpdateRequest
 from contactcard.device import Device
 from contactcard.errors import ApiError
+from contactcard.logs import note
 from contactcard.store.cards import CardValues, LineState
 from contactcard.store.locks import LineBusy
 from contactcard.store.writer import StoreUnavailable
@@ -53,6 +54,25 @@ class Policy:
     write_budget: int  # 0: off
     write_budget_window: int
     write_queue_limit: int = 10_000  # writes waiting at once in this process
+
+
+class Tally(Protocol):
+    """Where the use cases count what they did (`metrics.Metrics`; `NoTally` in tests)."""
+
+    def write(self, outcome: str) -> None: ...
+    def image_fetch(self, outcome: str, size: int = 0) -> None: ...
+    def queued(self, delta: int) -> None: ...
+
+
+class NoTally:
+    def write(self, outcome: str) -> None:
+        pass
+
+    def image_fetch(self, outcome: str, size: int = 0) -> None:
+        pass
+
+    def queued(self, delta: int) -> None:
+        pass
 
 
 class Fetcher(Protocol):
@@ -92,6 +112,7 @@ class ContactCards:
         policy: Policy,
         read_cache_size: int = 0,
         clock: Any = time.time,
+        tally: Tally | None = None,
     ) -> None:
         self._reads = reads
         self._writes = writes
@@ -103,6 +124,7 @@ class ContactCards:
         self._policy = policy
         self.read_cache_size = read_cache_size  # GET-by-number answers the HTTP layer may keep
         self._clock = clock
+        self._tally = tally or NoTally()
         self._writing = 0  # writes in this process, waiting or under way
         self._decoders: anyio.CapacityLimiter | None = None  # made on the event loop
 
@@ -188,6 +210,8 @@ class ContactCards:
         if self._writing >= self._policy.write_queue_limit:
             raise ApiError(errors.WRITES_BUSY, headers=_RETRY_SOON)
         self._writing += 1
+        self._tally.queued(1)
+        note(line=phone)
         try:
             async with self._locks.hold(phone):
                 yield
@@ -197,9 +221,11 @@ class ContactCards:
             raise ApiError(errors.DATABASE_UNAVAILABLE, headers=_RETRY_SOON) from None
         finally:
             self._writing -= 1
+            self._tally.queued(-1)
 
     async def _state(self, key_hash: str, phone: str) -> LineState:
         state = await self._writes.line_state(key_hash, phone, self._clock() - self._policy.write_budget_window)
+        note(partner=state.partner_id)
         _check_access(state.partner_id, state.owns_line)
         return state
 
@@ -209,6 +235,8 @@ class ContactCards:
             return
         now = self._clock()
         wait = max(1, math.ceil((state.oldest_attempt or now) + window - now))
+        self._tally.write("budget_refused")
+        note(outcome="budget_refused")
         raise ApiError(
             errors.RATE_LIMITED,
             headers={"retry-after": str(wait), "x-should-retry": "false"},
@@ -226,13 +254,20 @@ class ContactCards:
         )
         outcome = await self._device.apply(card, self.image_url(card))
         if outcome is Outcome.APPLIED:
-            return WriteResult(self.public(await self._writes.mark_active(card)))
+            active = await self._writes.mark_active(card)
+            self._tally.write("applied")
+            note(outcome="applied")
+            return WriteResult(self.public(active))
         if outcome is Outcome.RATE_LIMITED:
+            self._tally.write("upstream_rate_limited")
+            note(outcome="upstream_rate_limited")
             raise ApiError(
                 errors.UPSTREAM_RATE_LIMITED,
                 headers={"x-should-retry": "false"},
                 text=errors.UPSTREAM_RATE_LIMITED_MESSAGE,
             )
+        self._tally.write("failed")
+        note(outcome="failed")
         if self._policy.profile == "hosted":
             return WriteResult(self.public(card), ApiError(errors.APPLY_INCOMPLETE))
         return WriteResult(self.public(card))
@@ -258,20 +293,27 @@ class ContactCards:
         try:
             data = await self._fetcher.fetch(url)
         except images.FetchError as exc:
+            self._tally.image_fetch("fetch_failed")
+            note(outcome="image_fetch_failed", reason=exc.reason)
             raise ApiError(errors.IMAGE_FETCH_FAILED, exc.reason) from None
         if self._decoders is None:
             self._decoders = anyio.CapacityLimiter(DECODERS)
         try:
             image = await anyio.to_thread.run_sync(images.normalise, data, limiter=self._decoders)
         except images.ImageError as exc:
+            self._tally.image_fetch("unusable", len(data))
+            note(outcome="image_unusable", reason=exc.reason)
             raise ApiError(errors.IMAGE_UNUSABLE, exc.reason) from None
         name = f"{image.digest}.{image.extension}"
         try:
             await anyio.to_thread.run_sync(self._cdn.put, name, image.data)
         except BlobStoreUnavailable as exc:
             # Before anything is stored: the card keeps its old values, or stays absent.
-            log.warning("image store unavailable: %s", exc)
+            self._tally.image_fetch("store_unavailable", len(data))
+            note(outcome="image_store_unavailable")
+            log.warning("image store unavailable: %s", exc, extra={"event": "image_store_unavailable"})
             raise ApiError(errors.IMAGE_STORE_UNAVAILABLE, headers=_RETRY_SOON) from None
+        self._tally.image_fetch("stored", len(data))
         return name
 
 

@@ -119,9 +119,24 @@ class Settings(BaseSettings):
         description="Key given to the demo partner `serve` creates in an empty database. Empty: a random key.",
     )
     log_level: str = Field("info", description="Log level of the server.")
-    access_log: bool = Field(
-        False, description="Log every request (uvicorn's access log). Off by default to keep the GET path lean."
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto",
+        description="`json`: one JSON object a line (trace id, partner, line, route, status, code, duration, "
+        "outcome). `text`: readable lines. `auto`: text when stderr is a terminal, JSON otherwise.",
     )
+    access_log: bool = Field(
+        False,
+        description="Log a line for every request. Off: only writes, admin calls and failures (5xx) get one, "
+        "which keeps the GET path lean.",
+    )
+    metrics: Literal["admin", "port", "off"] = Field(
+        "admin",
+        description="Prometheus metrics. `admin`: `GET /metrics` on the API port with the admin token as bearer "
+        "(401 without one). `port`: on `CONTACTCARD_METRICS_HOST:CONTACTCARD_METRICS_PORT`, no token (keep that "
+        "port private). `off`: none.",
+    )
+    metrics_host: str = Field("127.0.0.1", description="Interface of the metrics port (`CONTACTCARD_METRICS=port`).")
+    metrics_port: int = Field(9464, ge=1, le=65535, description="Port of the metrics (`CONTACTCARD_METRICS=port`).")
 
     @field_validator("public_base_url", "cdn_base_url", "docs_base_url", "s3_endpoint_url")
     @classmethod

@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/docs/errors/{code}", pages.error_page, methods=["GET"]),
         Route("/healthz", pages.healthz, methods=["GET"]),
         Route("/readyz", pages.readyz, methods=["GET"]),
+        *([Route("/metrics", pages.metrics, methods=["GET"])] if settings.metrics == "admin" else []),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *_admin_routes(settings, services, docs_base),
     ]
@@ -131,8 +132,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.cards = services.cards
     app.state.cdn = services.cdn
     app.state.readiness = services.readiness
+    app.state.metrics = services.metrics
     fast = cards.FastGet(app, services.cards, docs_base)
-    return Edge(fast, max_body=MAX_BODY_BYTES, docs_base_url=docs_base)
+    return Edge(
+        fast,
+        max_body=MAX_BODY_BYTES,
+        docs_base_url=docs_base,
+        metrics=services.metrics,
+        log_every_request=settings.access_log,
+    )
 
 
 def create_app_from_env() -> Edge:

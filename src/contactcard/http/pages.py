@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import html
 
 import anyio.to_thread
@@ -13,6 +14,8 @@ from contactcard.cdn import BlobStore, BlobStoreUnavailable
 from contactcard.cdn.base import IMMUTABLE
 from contactcard.errors import ApiError
 from contactcard.http.envelope import json_response
+from contactcard.keys import bearer_key
+from contactcard.metrics import CONTENT_TYPE, Metrics
 from contactcard.readiness import Readiness
 
 _RETRY_SOON = {"retry-after": "1", "x-should-retry": "true"}
@@ -74,3 +77,15 @@ async def readyz(request: Request) -> Response:
     checks = await readiness.check()
     ready = all(state == "ok" for state in checks.values())
     return json_response({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    """The Prometheus scrape, for the admin token's bearer only (`CONTACTCARD_METRICS=admin`)."""
+    token: str | None = request.app.state.settings.admin_token
+    given = bearer_key(request.headers.getlist("authorization"))
+    if not token or given is None or not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError(errors.UNAUTHORIZED)
+    found: Metrics = request.app.state.metrics
+    # Reading every worker's files in multiprocess mode is file work: off the event loop.
+    body = await anyio.to_thread.run_sync(found.render)
+    return Response(body, media_type=CONTENT_TYPE)
