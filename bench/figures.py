@@ -1,5 +1,5 @@
-"""Figures 1 to 6: GET by number, GET all, image work and POST, cold start, peak RSS,
-database size. Each takes the run (bench/run.py) and returns its rows (bench/rows.py)."""
+"""Figures 1 to 6 and 9: GET by number, GET all, image work and POST, cold start, peak RSS,
+database size, the cost of the metrics. Each takes the run (bench/run.py) and returns its rows (bench/rows.py)."""
 
 from __future__ import annotations
 
@@ -95,6 +95,33 @@ def get_by_number(run) -> list[dict]:
         notes = [f"baseline column: the bare ASGI app's VmHWM (information); RSS now {rss:.0f} MiB"]
         title = "server peak RSS (VmHWM) after the GET load"
         rows.append(row(5, db, title, "MiB", "peak_rss_mib", notes=notes, **hwm))
+    return rows
+
+
+# --- figure 9: the cost of the metrics on the GET path ----------------------------------
+
+
+def metrics_cost(run) -> list[dict]:
+    """GET by number on the server as it ships (metrics on) against the same server with
+    `CONTACTCARD_METRICS=off`, same database, same load, interleaved rounds."""
+    config = run.config
+    options = dict(threads=config.threads, connections=config.connections)
+    rows = []
+    for db in run.databases:
+        on, off = run.variants((db, "small", ""), (db, "small", "metrics-off"))
+        pair = run.seeded(db, "small").pairs[0]
+        check_get_by_number(on, *pair)
+        check_get_by_number(off, *pair)
+        sides = [
+            wrk_side(run.wrk, server.name, label, server.url, run.pairs(db, "small"), **options)
+            for server, label in ((off, "metrics off"), (on, "metrics on"))
+        ]
+        run.log(f"  {db}: wrk -t{config.threads} -c{config.connections} -d{config.duration}s, {config.rounds} rounds")
+        run.interleave(sides)
+        run.raw.setdefault("metrics_load", {}).update({side.name: side.raw() for side in sides})
+        off_side, on_side = sides
+        title = "GET by number, req/s, metrics on vs off"
+        rows.append(compare(9, db, title, "req/s", "metrics_cost", on_side, off_side))
     return rows
 
 
