@@ -237,3 +237,25 @@ def test_formats_text_on_a_terminal_and_redact_what_slips_into_a_message():
         assert "https://[redacted]@img.example.com/x.jpg" in out
     assert json.loads(logs.JsonFormatter().format(record))["status"] == 503
     assert "status=503" in logs.TextFormatter().format(record)
+
+
+def test_metrics_port_of_several_workers_is_answered_by_the_supervisor(postgres_url, tmp_path, processes):
+    if postgres_url is None:
+        pytest.skip(NEEDS_POSTGRES)
+    port = free_port()
+    server = ServerProcess(
+        tmp_path / "data",
+        postgres_url,
+        workers=2,
+        extra_env={"CONTACTCARD_METRICS": "port", "CONTACTCARD_METRICS_PORT": str(port)},
+    )
+    processes.append(server)
+    server.start()
+    partner = create_partner(server, lines=1)
+    labels = {"route": "/v3/contact_card", "method": "GET", "status": "401", "code": "2004"}
+    before = sample(scrape(server, base=f"http://127.0.0.1:{port}", token=None), "contactcard_requests_total", **labels)
+    with server.http("not-a-key", keepalive=False) as http:
+        for _ in range(12):
+            assert http.get(CARDS, params={"phone_number": partner.lines[0]}).status_code == 401
+    after = sample(scrape(server, base=f"http://127.0.0.1:{port}", token=None), "contactcard_requests_total", **labels)
+    assert after - before == 12
