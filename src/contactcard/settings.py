@@ -108,8 +108,8 @@ class Settings(BaseSettings):
     s3_timeout: float = Field(
         2.0,
         gt=0,
-        description="Connect and read timeout of each S3 call, in seconds; a write whose image cannot be "
-        "stored within two tries answers `503 4008`.",
+        description="Longest wait for one S3 call (two tries at most), in seconds; a write whose image "
+        "is not stored within it answers `503 4008`.",
     )
     admin_token: str | None = Field(
         None, description="Bearer token for the `/admin/v1` HTTP API. Empty: the admin API is switched off."

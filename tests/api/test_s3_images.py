@@ -10,6 +10,7 @@ whose image cannot be stored answers `503 4008` quickly and stores nothing, that
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
 from collections.abc import Iterator
 
@@ -148,3 +149,48 @@ def test_s3_down_answers_503_4008_quickly_stores_nothing_and_recovers(on_s3, s3,
     assert again.is_active and again.image_url.startswith(f"{base}/cdn/contact-card/")
     assert httpx.get(again.image_url, timeout=10).status_code == 200
     assert httpx.get(kept.image_url, timeout=10).status_code == 200
+
+
+def test_s3_that_accepts_and_never_answers_costs_one_deadline(tmp_path, image_host, monkeypatch):
+    # A listening socket nobody accepts from: connections complete (the kernel's backlog),
+    # requests go out, no answer ever comes, as with a hung store or a black-holed route.
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    for name, value in credentials().items():
+        monkeypatch.setenv(name, value)
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    settings = {
+        "image_allowed_hosts": image_host.host_port,
+        "s3_bucket": "never-answers",
+        "s3_endpoint_url": endpoint,
+        "s3_region": "us-east-1",
+        "s3_addressing_style": "path",
+        "s3_timeout": 0.8,
+    }
+    server = start_server(settings, tmp_path / "data")
+    try:
+        partner = make_partner(server, lines=1)
+        with partner.http() as http:
+            started = time.monotonic()
+            answer = http.post(
+                "/api/partner/v3/contact_card",
+                json={
+                    "phone_number": partner.lines[0],
+                    "first_name": "Hung",
+                    "image_url": image_host.serve(images.jpeg()),
+                },
+            )
+            took = time.monotonic() - started
+            assert (answer.status_code, answer.json()["error"]["code"]) == (503, 4008), answer.text
+            assert took < 1.8, f"answered after {took:.2f} s (botocore alone would wait for each attempt)"
+            assert http.get("/api/partner/v3/contact_card").json() == {"contact_cards": []}
+        started = time.monotonic()
+        ready = httpx.get(f"{server.base_url}/readyz", timeout=10)
+        assert time.monotonic() - started < 1.8
+        assert (
+            ready.status_code == 503 and ready.json()["checks"]["image_store"] == "unreachable (no answer within 0.8 s)"
+        )
+    finally:
+        server.stop()
+        silent.close()
