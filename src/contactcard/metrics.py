@@ -102,6 +102,19 @@ class Metrics:
             registry=own,
             multiprocess_mode="livesum",
         )
+        self.pool_connections = Gauge(
+            "contactcard_db_pool_connections",
+            "Connections of the GET pool (PostgreSQL): open, idle, and requests waiting for one.",
+            ["state"],
+            registry=own,
+            multiprocess_mode="livesum",
+        )
+        self.writer_backlog = Gauge(
+            "contactcard_db_writer_backlog",
+            "Transactions queued for the writer threads and not yet started.",
+            registry=own,
+            multiprocess_mode="livesum",
+        )
         self._request_children: dict[tuple[str, str, int, int], Any] = {}
         self._latency_children: dict[tuple[str, str], Any] = {}
 
@@ -123,6 +136,13 @@ class Metrics:
         self.image_fetches.labels(outcome).inc()
         if size:
             self.image_bytes.inc(size)
+
+    def database(self, pool: tuple[int, int, int], backlog: int) -> None:
+        opened, idle, waiting = pool
+        self.pool_connections.labels("open").set(opened)
+        self.pool_connections.labels("idle").set(idle)
+        self.pool_connections.labels("waiting").set(waiting)
+        self.writer_backlog.set(backlog)
 
     def queued(self, delta: int) -> None:
         self.queued_writes.inc(delta)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -113,6 +114,9 @@ def test_metrics_count_requests_writes_and_images_behind_the_admin_token(tmp_pat
     fetched = grew("contactcard_image_fetch_bytes_total")
     assert fetched == len(images.jpeg(200, 200))
     assert sample(after, "contactcard_queued_writes") == 0
+    # SQLite has no GET pool; the writers' backlog is sampled all the same.
+    assert ("contactcard_db_writer_backlog", ()) in after
+    assert sample(after, "contactcard_db_pool_connections", state="open") == 0
 
 
 def test_metrics_on_a_port_of_their_own(tmp_path, processes):
@@ -149,6 +153,14 @@ def test_metrics_of_several_workers_are_summed_whichever_answers(postgres_url, t
         totals.append(sample(scrape(server), "contactcard_requests_total", **labels))
     assert all(total - sample(before, "contactcard_requests_total", **labels) == count for total in totals), totals
     assert (server.data_dir / "metrics").is_dir() and any((server.data_dir / "metrics").iterdir())
+    # A worker that answered GETs opened its GET pool; the sampler (once a second) writes its
+    # connections, summed over the workers.
+    deadline = time.monotonic() + 5
+    opened = 0.0
+    while time.monotonic() < deadline and opened < 1:
+        opened = sample(scrape(server), "contactcard_db_pool_connections", state="open")
+        time.sleep(0.2)
+    assert 1 <= opened <= 8, opened  # at most max_size (4) in each of the two workers
 
 
 def test_json_log_lines_carry_the_request_and_never_a_secret(tmp_path, processes, image_host):

@@ -8,6 +8,8 @@ start. (pydantic itself is loaded, by the settings.)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -104,7 +106,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # request in a few dozen waited ~50 ms for a collection under load.
         gc.collect()
         gc.freeze()
+        sampler = asyncio.ensure_future(_sample_database(services)) if services.metrics else None
         yield
+        if sampler is not None:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         # Requests have finished (or the shutdown bound passed): let queued writes commit,
         # then close the connections bound to this loop.
         await services.aclose()
@@ -141,6 +148,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         metrics=services.metrics,
         log_every_request=settings.access_log,
     )
+
+
+async def _sample_database(services: Services, every: float = 1.0) -> None:
+    """Pool use and the writers' backlog, written to the metrics once a second: a scrape may
+    be answered by another worker (or the supervisor), so the values must already be there."""
+    assert services.metrics is not None
+    while True:
+        services.metrics.database(services.reads.pool_use(), services.writer.backlog())
+        await asyncio.sleep(every)
 
 
 def create_app_from_env() -> Edge:
