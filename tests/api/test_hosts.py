@@ -104,6 +104,22 @@ def test_two_hosts_share_cards_images_budget_revocation_and_memo(hosts, image_ho
         revoked_client.contact_card.retrieve(phone_number=phone)
     assert refused.value.code == 2004
 
+    # The bucket gone: both hosts leave the rotation and refuse image writes; both come back.
+    assert all(httpx.get(f"{s.base_url}/readyz", timeout=10).status_code == 200 for s in (a, b))
+    s3.stop()
+    try:
+        for server in (a, b):
+            assert httpx.get(f"{server.base_url}/readyz", timeout=10).status_code == 503
+        with pytest.raises(linq.APIStatusError) as down:
+            b.client(partner.key).contact_card.update(
+                phone_number=second, image_url=image_host.serve(images.jpeg(colour=(1, 2, 3)))
+            )
+        assert (down.value.status_code, down.value.response.json()["error"]["code"]) == (503, 4008)
+    finally:
+        s3.start()
+    assert all(httpx.get(f"{s.base_url}/readyz", timeout=10).status_code == 200 for s in (a, b))
+    assert [c.last_name for c in on_a.contact_card.retrieve(phone_number=second).contact_cards] == ["B"]
+
     for server in (a, b):
         _no_local_images(server)
         assert server.running, f"{server.name} died:\n{server.log()}"
