@@ -22,7 +22,7 @@ from PIL import Image
 
 from contactcard import images
 from contactcard.card import Card, Outcome
-from contactcard.cdn.base import BLOB_NAME, CONTENT_TYPES, Blob
+from contactcard.cdn.base import BLOB_NAME, CONTENT_TYPES, Blob, BlobStoreUnavailable
 from contactcard.contract import ImageRules
 from contactcard.service import ContactCards, Policy
 from contactcard.store.cards import CardValues, LineState, Stored
@@ -240,18 +240,27 @@ class FakeBlobStore:
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
         self.puts: list[str] = []
+        self.unavailable = False  # True: every call fails as an unreachable store would
 
     def put(self, name: str, data: bytes) -> None:
+        if self.unavailable:
+            raise BlobStoreUnavailable("store switched off by the test")
         if not BLOB_NAME.fullmatch(name):
             raise ValueError(f"not a content-addressed blob name: {name!r}")
         self.puts.append(name)
         self.blobs.setdefault(name, data)
 
     def get(self, name: str) -> Blob | None:
+        if self.unavailable:
+            raise BlobStoreUnavailable("store switched off by the test")
         data = self.blobs.get(name)
         if data is None:
             return None
         return Blob(data=data, content_type=CONTENT_TYPES[name.rsplit(".", 1)[1]], etag=f'"{name.split(".")[0]}"')
+
+    def ping(self) -> None:
+        if self.unavailable:
+            raise BlobStoreUnavailable("store switched off by the test")
 
 
 class FakeFetcher:

@@ -1,5 +1,5 @@
 """Build the real collaborators from the settings and hand them to the use cases:
-database, writer, line locks, reads, device, CDN, image fetcher."""
+database, writer, line locks, reads, device, CDN, image fetcher, readiness."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from contactcard.cdn import BlobStore, LocalFolderCdn
 from contactcard.contract import ImageRules
 from contactcard.device import SimulatedDevice
 from contactcard.images import HostPolicy, ImageUrl
+from contactcard.metrics import Metrics
+from contactcard.readiness import Readiness
 from contactcard.service import ContactCards, Policy
 from contactcard.settings import Settings
 from contactcard.store.accounts import Accounts
@@ -49,6 +51,8 @@ class Services:
     writer: Writer
     reads: CardReads
     locks: LineLocks
+    readiness: Readiness
+    metrics: Metrics | None  # None: switched off
 
     async def aclose(self) -> None:
         """Let queued writes finish and close what is bound to the event loop."""
@@ -77,6 +81,20 @@ def admin_for(database: Database, writer: Writer | None = None) -> Admin:
     return Admin(Accounts(database), SimulatedDevice(records))
 
 
+def cdn_for(settings: Settings) -> BlobStore:
+    if not settings.s3_bucket:
+        return LocalFolderCdn(settings.media_dir)
+    from contactcard.cdn.s3 import S3Cdn
+
+    return S3Cdn(
+        settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        addressing_style=settings.s3_addressing_style,
+        timeout=settings.s3_timeout,
+    )
+
+
 def build(settings: Settings, *, run_migrations: bool = True) -> Services:
     database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
     if run_migrations:
@@ -87,7 +105,7 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
         shared = AdvisoryLocks(_conninfo(database.url), connect_timeout=settings.database_timeout)
     locks = LineLocks(timeout=settings.write_wait_timeout, shared=shared)
     device = SimulatedDevice(DeviceRecords(writer, database.writer))
-    cdn = LocalFolderCdn(settings.media_dir)
+    cdn = cdn_for(settings)
     policy = HostPolicy(allow_private=settings.image_allow_private, allowed_hosts=settings.allowed_image_hosts)
 
     def fetcher_for(settings: Settings = settings) -> images.ImageFetcher:
@@ -106,6 +124,7 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
         memo=settings.read_cache_size > 0,
         timeout=settings.database_timeout,
     )
+    metrics = Metrics() if settings.metrics != "off" else None
     cards = ContactCards(
         reads=reads,
         # The device is the simulated one: its steps join the card's statements.
@@ -122,6 +141,8 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
             write_queue_limit=settings.write_queue_limit,
         ),
         read_cache_size=settings.read_cache_size,
+        tally=metrics,
     )
     admin = Admin(Accounts(database), device)
-    return Services(database, cards, admin, cdn, writer, reads, locks)
+    readiness = Readiness(database, cdn, timeout=settings.database_timeout)
+    return Services(database, cards, admin, cdn, writer, reads, locks, readiness, metrics)

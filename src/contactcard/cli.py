@@ -55,13 +55,20 @@ def serve(
     ] = False,
 ) -> None:
     """Run the server. An empty database gets a demo partner, key and lines."""
-    from contactcard.bootstrap import build
-    from contactcard.http.app import create_app
-
     if simulate_images:
         os.environ["CONTACTCARD_IMAGE_FETCH"] = "simulated"
     os.environ.setdefault("CONTACTCARD_PUBLIC_BASE_URL", f"http://{_display_host(host)}:{port}")
     settings = Settings()
+    if workers > 1 and settings.metrics != "off":
+        from contactcard.metrics import prepare_multiprocess
+
+        # Before prometheus-client is first imported, here and in the workers (which inherit it).
+        prepare_multiprocess(settings.data_dir / "metrics")
+
+    from contactcard.bootstrap import build
+    from contactcard.http.app import create_app
+    from contactcard.metrics import serve_port
+
     services = build(settings)
     if services.admin.partner_count() == 0:
         try:
@@ -71,9 +78,13 @@ def serve(
     else:
         console.print(f"[bold]contactcard[/bold] serving {settings.public_base_url} ({_describe(settings)})")
     if workers == 1:  # this process serves: reuse what was just built
+        if settings.metrics == "port":
+            serve_port(settings.metrics_host, settings.metrics_port, services.metrics)
         _run_uvicorn(create_app(settings, services), settings, host=host, port=port)
         return
     services.close()
+    if settings.metrics == "port":
+        serve_port(settings.metrics_host, settings.metrics_port)
     _run_uvicorn(
         "contactcard.http.app:create_app_from_env", settings, host=host, port=port, factory=True, workers=workers
     )
@@ -85,6 +96,8 @@ def _run_uvicorn(
     """uvicorn.run with the options every server process shares, spelled out so each is type-checked."""
     import uvicorn
 
+    from contactcard import logs
+
     uvicorn.run(
         target,
         factory=factory,
@@ -92,7 +105,8 @@ def _run_uvicorn(
         host=host,
         port=port,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        log_config=logs.config(settings.log_format, settings.log_level),
+        access_log=False,  # the edge logs requests itself, as structured lines (CONTACTCARD_ACCESS_LOG)
         proxy_headers=False,
         server_header=False,
         ws="none",  # no WebSocket routes; not loading a WebSocket stack saves memory

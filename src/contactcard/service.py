@@ -13,6 +13,7 @@ tests hand in-memory fakes) and never see SQL.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncIterator
@@ -24,13 +25,16 @@ import anyio.to_thread
 
 from contactcard import errors, images
 from contactcard.card import Card, Outcome
-from contactcard.cdn import BlobStore
+from contactcard.cdn import BlobStore, BlobStoreUnavailable
 from contactcard.contract import UNSET, ImageRules, SetupRequest, UpdateRequest
 from contactcard.device import Device
 from contactcard.errors import ApiError
+from contactcard.logs import note
 from contactcard.store.cards import CardValues, LineState, Stored
 from contactcard.store.locks import LineBusy
 from contactcard.store.writer import StoreUnavailable
+
+log = logging.getLogger("contactcard")
 
 # Decoding a large image takes hundreds of MB for a moment; a few at a time keep a burst
 # of uploads from exhausting memory (the default thread limit is 40).
@@ -52,6 +56,25 @@ class Policy:
     write_budget: int  # 0: off
     write_budget_window: int
     write_queue_limit: int = 10_000  # writes waiting at once in this process
+
+
+class Tally(Protocol):
+    """Where the use cases count what they did (`metrics.Metrics`; `NoTally` in tests)."""
+
+    def write(self, outcome: str) -> None: ...
+    def image_fetch(self, outcome: str, size: int = 0) -> None: ...
+    def queued(self, delta: int) -> None: ...
+
+
+class NoTally:
+    def write(self, outcome: str) -> None:
+        pass
+
+    def image_fetch(self, outcome: str, size: int = 0) -> None:
+        pass
+
+    def queued(self, delta: int) -> None:
+        pass
 
 
 class Fetcher(Protocol):
@@ -98,6 +121,7 @@ class ContactCards:
         policy: Policy,
         read_cache_size: int = 0,
         clock: Any = time.time,
+        tally: Tally | None = None,
     ) -> None:
         self._reads = reads
         self._writes = writes
@@ -109,6 +133,7 @@ class ContactCards:
         self._policy = policy
         self.read_cache_size = read_cache_size  # GET-by-number answers the HTTP layer may keep
         self._clock = clock
+        self._tally = tally or NoTally()
         self._writing = 0  # writes in this process, waiting or under way
         self._decoders: anyio.CapacityLimiter | None = None  # made on the event loop
 
@@ -194,6 +219,8 @@ class ContactCards:
         if self._writing >= self._policy.write_queue_limit:
             raise ApiError(errors.WRITES_BUSY, headers=_RETRY_SOON)
         self._writing += 1
+        self._tally.queued(1)
+        note(line=phone)
         try:
             async with self._locks.hold(phone):
                 yield
@@ -203,10 +230,12 @@ class ContactCards:
             raise ApiError(errors.DATABASE_UNAVAILABLE, headers=_RETRY_SOON) from None
         finally:
             self._writing -= 1
+            self._tally.queued(-1)
 
     async def _state(self, key_hash: str, phone: str) -> LineState:
         since = self._clock() - self._policy.write_budget_window if self._policy.write_budget > 0 else None
         state = await self._writes.line_state(key_hash, phone, since)
+        note(partner=state.partner_id)
         _check_access(state.partner_id, state.owns_line)
         return state
 
@@ -221,6 +250,8 @@ class ContactCards:
             return
         now = self._clock()
         wait = max(1, math.ceil((state.oldest_attempt or now) + window - now))
+        self._tally.write("budget_refused")
+        note(outcome="budget_refused")
         raise ApiError(
             errors.RATE_LIMITED,
             headers={"retry-after": str(wait), "x-should-retry": "false"},
@@ -244,13 +275,20 @@ class ContactCards:
             outcome = await self._device.apply(card, image_url)
         if outcome is Outcome.APPLIED:
             # (Already active when the device's apply and the card shared one commit.)
-            return WriteResult(self.public(card if card.is_active else await self._writes.mark_active(card)))
+            active = card if card.is_active else await self._writes.mark_active(card)
+            self._tally.write("applied")
+            note(outcome="applied")
+            return WriteResult(self.public(active))
         if outcome is Outcome.RATE_LIMITED:
+            self._tally.write("upstream_rate_limited")
+            note(outcome="upstream_rate_limited")
             raise ApiError(
                 errors.UPSTREAM_RATE_LIMITED,
                 headers={"x-should-retry": "false"},
                 text=errors.UPSTREAM_RATE_LIMITED_MESSAGE,
             )
+        self._tally.write("failed")
+        note(outcome="failed")
         if self._policy.profile == "hosted":
             return WriteResult(self.public(card), ApiError(errors.APPLY_INCOMPLETE))
         return WriteResult(self.public(card))
@@ -265,22 +303,38 @@ class ContactCards:
         """Put the image behind `raw` on our CDN and return its blob name."""
         own = self.rules.own_blob(raw)
         if own is not None:
-            if await anyio.to_thread.run_sync(self._cdn.get, own) is None:
+            try:
+                found = await anyio.to_thread.run_sync(self._cdn.get, own)
+            except BlobStoreUnavailable:
+                raise ApiError(errors.IMAGE_STORE_UNAVAILABLE, headers=_RETRY_SOON) from None
+            if found is None:
                 raise ApiError(errors.IMAGE_FETCH_FAILED, "no such image on this CDN")
             return own
         url = self.rules.parse(raw)
         try:
             data = await self._fetcher.fetch(url)
         except images.FetchError as exc:
+            self._tally.image_fetch("fetch_failed")
+            note(outcome="image_fetch_failed", reason=exc.reason)
             raise ApiError(errors.IMAGE_FETCH_FAILED, exc.reason) from None
         if self._decoders is None:
             self._decoders = anyio.CapacityLimiter(DECODERS)
         try:
             image = await anyio.to_thread.run_sync(images.normalise, data, limiter=self._decoders)
         except images.ImageError as exc:
+            self._tally.image_fetch("unusable", len(data))
+            note(outcome="image_unusable", reason=exc.reason)
             raise ApiError(errors.IMAGE_UNUSABLE, exc.reason) from None
         name = f"{image.digest}.{image.extension}"
-        await anyio.to_thread.run_sync(self._cdn.put, name, image.data)
+        try:
+            await anyio.to_thread.run_sync(self._cdn.put, name, image.data)
+        except BlobStoreUnavailable as exc:
+            # Before anything is stored: the card keeps its old values, or stays absent.
+            self._tally.image_fetch("store_unavailable", len(data))
+            note(outcome="image_store_unavailable")
+            log.warning("image store unavailable: %s", exc, extra={"event": "image_store_unavailable"})
+            raise ApiError(errors.IMAGE_STORE_UNAVAILABLE, headers=_RETRY_SOON) from None
+        self._tally.image_fetch("stored", len(data))
         return name
 
 

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     )
     cdn_base_url: str | None = Field(
         None,
-        description="Base URL of the CDN that serves rehosted images. Empty: `<public_base_url>/cdn`.",
+        description="Base URL of the CDN that serves rehosted images at `<base>/contact-card/<name>` (with "
+        "`CONTACTCARD_S3_BUCKET`: a CDN in front of the bucket). Empty: `<public_base_url>/cdn`, "
+        "served by this server from its store.",
     )
     docs_base_url: str | None = Field(
         None,
@@ -90,6 +92,25 @@ class Settings(BaseSettings):
     )
     image_fetch_timeout: float = Field(10.0, gt=0, description="Total deadline for one image fetch, in seconds.")
     image_max_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest image download accepted, in bytes.")
+    s3_bucket: str | None = Field(
+        None,
+        description="Keep rehosted images in this S3-compatible bucket (objects `contact-card/<sha256>.<ext>`), "
+        "so several server hosts share them. Empty: the local folder `<data_dir>/cdn`. Credentials come from "
+        "the standard AWS chain (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, instance role).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible server (MinIO, Ceph, R2...). Empty: AWS S3."
+    )
+    s3_region: str | None = Field(None, description="Region of the bucket. Empty: from the AWS chain (`AWS_REGION`).")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="`path` puts the bucket in the URL path (most self-hosted servers); `virtual` in the host."
+    )
+    s3_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="Longest wait for one S3 call (two tries at most), in seconds; a write whose image "
+        "is not stored within it answers `503 4008`.",
+    )
     admin_token: str | None = Field(
         None, description="Bearer token for the `/admin/v1` HTTP API. Empty: the admin API is switched off."
     )
@@ -98,11 +119,26 @@ class Settings(BaseSettings):
         description="Key given to the demo partner `serve` creates in an empty database. Empty: a random key.",
     )
     log_level: str = Field("info", description="Log level of the server.")
-    access_log: bool = Field(
-        False, description="Log every request (uvicorn's access log). Off by default to keep the GET path lean."
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto",
+        description="`json`: one JSON object a line (trace id, partner, line, route, status, code, duration, "
+        "outcome). `text`: readable lines. `auto`: text when stderr is a terminal, JSON otherwise.",
     )
+    access_log: bool = Field(
+        False,
+        description="Log a line for every request. Off: only writes, admin calls and failures (5xx) get one, "
+        "which keeps the GET path lean.",
+    )
+    metrics: Literal["admin", "port", "off"] = Field(
+        "admin",
+        description="Prometheus metrics. `admin`: `GET /metrics` on the API port with the admin token as bearer "
+        "(401 without one). `port`: on `CONTACTCARD_METRICS_HOST:CONTACTCARD_METRICS_PORT`, no token (keep that "
+        "port private). `off`: none.",
+    )
+    metrics_host: str = Field("127.0.0.1", description="Interface of the metrics port (`CONTACTCARD_METRICS=port`).")
+    metrics_port: int = Field(9464, ge=1, le=65535, description="Port of the metrics (`CONTACTCARD_METRICS=port`).")
 
-    @field_validator("public_base_url", "cdn_base_url", "docs_base_url")
+    @field_validator("public_base_url", "cdn_base_url", "docs_base_url", "s3_endpoint_url")
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value

@@ -8,6 +8,8 @@ start. (pydantic itself is loaded, by the settings.)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -104,7 +106,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # request in a few dozen waited ~50 ms for a collection under load.
         gc.collect()
         gc.freeze()
+        sampler = asyncio.ensure_future(_sample_database(services)) if services.metrics else None
         yield
+        if sampler is not None:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         # Requests have finished (or the shutdown bound passed): let queued writes commit,
         # then close the connections bound to this loop.
         await services.aclose()
@@ -121,6 +128,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/docs/errors", pages.error_index, methods=["GET"]),
         Route("/docs/errors/{code}", pages.error_page, methods=["GET"]),
         Route("/healthz", pages.healthz, methods=["GET"]),
+        Route("/readyz", pages.readyz, methods=["GET"]),
+        *([Route("/metrics", pages.metrics, methods=["GET"])] if settings.metrics == "admin" else []),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *_admin_routes(settings, services, docs_base),
     ]
@@ -129,8 +138,25 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.settings = settings
     app.state.cards = services.cards
     app.state.cdn = services.cdn
+    app.state.readiness = services.readiness
+    app.state.metrics = services.metrics
     fast = cards.FastGet(app, services.cards, docs_base)
-    return Edge(fast, max_body=MAX_BODY_BYTES, docs_base_url=docs_base)
+    return Edge(
+        fast,
+        max_body=MAX_BODY_BYTES,
+        docs_base_url=docs_base,
+        metrics=services.metrics,
+        log_every_request=settings.access_log,
+    )
+
+
+async def _sample_database(services: Services, every: float = 1.0) -> None:
+    """Pool use and the writers' backlog, written to the metrics once a second: a scrape may
+    be answered by another worker (or the supervisor), so the values must already be there."""
+    assert services.metrics is not None
+    while True:
+        services.metrics.database(services.reads.pool_use(), services.writer.backlog())
+        await asyncio.sleep(every)
 
 
 def create_app_from_env() -> Edge:

@@ -113,6 +113,10 @@ class Writer:
         # let the next write of its line overtake it (the line's lock is released then).
         return await asyncio.shield(job.future)
 
+    def backlog(self) -> int:
+        """Transactions queued for the writer threads and not yet taken (for the metrics)."""
+        return self._queue.qsize()
+
     async def read(self, stmt: Stmt) -> list[Row]:
         """The rows of one read the write path makes under its line's lock."""
         return (await self.run([Stmt(stmt.sql, stmt.params, rows=True)]))[0]
