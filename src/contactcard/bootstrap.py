@@ -12,14 +12,19 @@ from contactcard import images
 from contactcard.admin import Admin
 from contactcard.cdn import BlobStore, LocalFolderCdn
 from contactcard.contract import ImageRules
+from contactcard.controls import Controls, LiveControls
 from contactcard.device import SimulatedDevice
 from contactcard.images import HostPolicy, ImageUrl
+from contactcard.journal import Journal
+from contactcard.kit import Kit
 from contactcard.service import ContactCards, Policy
 from contactcard.settings import Settings
 from contactcard.store.accounts import Accounts
 from contactcard.store.cards import CardWrites
+from contactcard.store.controls import ControlRecords
 from contactcard.store.db import Database, connect, migrate
 from contactcard.store.devices import DeviceRecords
+from contactcard.store.journal import JournalRecords
 from contactcard.store.locks import AdvisoryLocks, LineLocks
 from contactcard.store.reads import CardReads
 from contactcard.store.writer import PostgresWriter, SqliteWriter, Writer
@@ -49,6 +54,9 @@ class Services:
     writer: Writer
     reads: CardReads
     locks: LineLocks
+    controls: LiveControls
+    journal: Journal
+    kit: Kit
 
     async def aclose(self) -> None:
         """Let queued writes finish and close what is bound to the event loop."""
@@ -56,6 +64,7 @@ class Services:
         await self.reads.aclose()
 
     def close(self) -> None:
+        self.journal.close()
         self.writer.close()
         self.database.dispose()
 
@@ -75,6 +84,26 @@ def admin_for(database: Database, writer: Writer | None = None) -> Admin:
     """The operator use cases on a database (the CLI needs no writer threads)."""
     records = DeviceRecords(writer or writer_for(database, 2.0), database.writer)
     return Admin(Accounts(database), SimulatedDevice(records))
+
+
+def controls_for(settings: Settings, database: Database) -> LiveControls:
+    """The runtime controls: this process's settings, as the database's row overrides them."""
+    defaults = Controls(
+        version=0,
+        profile=settings.profile,
+        write_budget=settings.write_budget,
+        write_budget_window=settings.write_budget_window,
+        journal_size=settings.journal_size,
+    )
+    controls = LiveControls(defaults, ControlRecords(database).load)
+    controls.reload()
+    return controls
+
+
+def kit_for(settings: Settings, database: Database) -> Kit:
+    """The test kit's use cases on a database (the CLI needs nothing else)."""
+    controls = controls_for(settings, database)
+    return Kit(ControlRecords(database), controls, Journal(JournalRecords(database), controls))
 
 
 def build(settings: Settings, *, run_migrations: bool = True) -> Services:
@@ -106,6 +135,7 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
         memo=settings.read_cache_size > 0,
         timeout=settings.database_timeout,
     )
+    controls = controls_for(settings, database)
     cards = ContactCards(
         reads=reads,
         writes=CardWrites(writer),
@@ -121,6 +151,9 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
             write_queue_limit=settings.write_queue_limit,
         ),
         read_cache_size=settings.read_cache_size,
+        controls=controls,
     )
     admin = Admin(Accounts(database), device)
-    return Services(database, cards, admin, cdn, writer, reads, locks)
+    journal = Journal(JournalRecords(database), controls)
+    kit = Kit(ControlRecords(database), controls, journal)
+    return Services(database, cards, admin, cdn, writer, reads, locks, controls, journal, kit)

@@ -24,6 +24,7 @@ from contactcard import errors, images
 from contactcard.card import Card, Outcome
 from contactcard.cdn import BlobStore
 from contactcard.contract import UNSET, ImageRules, SetupRequest, UpdateRequest
+from contactcard.controls import Controls
 from contactcard.device import Device
 from contactcard.errors import ApiError
 from contactcard.store.cards import CardValues, LineState
@@ -50,6 +51,30 @@ class Policy:
     write_budget: int  # 0: off
     write_budget_window: int
     write_queue_limit: int = 10_000  # writes waiting at once in this process
+
+
+class RuntimeControls(Protocol):
+    """The controls in force (`controls.LiveControls`): settings a test may change, the clock."""
+
+    @property
+    def current(self) -> Controls: ...
+    def reload(self) -> Controls: ...  # blocking
+    def time(self) -> float: ...  # unix seconds on the server's clock
+
+
+class FixedControls:
+    """The policy as it was given, on a clock function (unit tests; no database)."""
+
+    def __init__(self, policy: Policy, clock: Any = time.time) -> None:
+        self.current = Controls(0, policy.profile, policy.write_budget, policy.write_budget_window, 0)
+        self._clock = clock
+
+    def reload(self) -> Controls:
+        return self.current
+
+    def time(self) -> float:
+        now: float = self._clock()
+        return now
 
 
 class Fetcher(Protocol):
@@ -89,6 +114,7 @@ class ContactCards:
         policy: Policy,
         read_cache_size: int = 0,
         clock: Any = time.time,
+        controls: RuntimeControls | None = None,
     ) -> None:
         self._reads = reads
         self._writes = writes
@@ -99,7 +125,9 @@ class ContactCards:
         self.rules = rules
         self._policy = policy
         self.read_cache_size = read_cache_size  # GET-by-number answers the HTTP layer may keep
-        self._clock = clock
+        # The profile, the budget and the clock come from the runtime controls; `policy`
+        # gives the rest (and everything, with `clock`, when no controls are given).
+        self._controls: RuntimeControls = controls or FixedControls(policy, clock)
         self._writing = 0  # writes in this process, waiting or under way
         self._decoders: anyio.CapacityLimiter | None = None  # made on the event loop
 
@@ -157,7 +185,7 @@ class ContactCards:
         async with self._line(phone):
             state = await self._state(key_hash, phone)
             current = state.card
-            needs_setup_once = self._policy.profile == "seed"
+            needs_setup_once = self._controls.current.profile == "seed"
             if current is None or (needs_setup_once and not current.ever_active):
                 raise ApiError(errors.NOT_FOUND)
             if not await self._device.rcs_check_available(phone):
@@ -196,15 +224,22 @@ class ContactCards:
             self._writing -= 1
 
     async def _state(self, key_hash: str, phone: str) -> LineState:
-        state = await self._writes.line_state(key_hash, phone, self._clock() - self._policy.write_budget_window)
+        known = self._controls.current
+        state = await self._writes.line_state(key_hash, phone, self._controls.time() - known.write_budget_window)
+        if state.controls_version > known.version:
+            # A setting changed or the clock moved (maybe in another process): decide with
+            # the new ones. Rare, so the reload's query is paid only then.
+            known = await anyio.to_thread.run_sync(self._controls.reload)
+            state = await self._writes.line_state(key_hash, phone, self._controls.time() - known.write_budget_window)
         _check_access(state.partner_id, state.owns_line)
         return state
 
     def _check_budget(self, state: LineState) -> None:
-        budget, window = self._policy.write_budget, self._policy.write_budget_window
+        controls = self._controls.current
+        budget, window = controls.write_budget, controls.write_budget_window
         if budget <= 0 or state.attempts < budget:
             return
-        now = self._clock()
+        now = self._controls.time()
         wait = max(1, math.ceil((state.oldest_attempt or now) + window - now))
         raise ApiError(
             errors.RATE_LIMITED,
@@ -213,13 +248,13 @@ class ContactCards:
         )
 
     async def _store_and_apply(self, phone: str, values: CardValues) -> WriteResult:
-        now = self._clock()
-        budget_on = self._policy.write_budget > 0
+        now = self._controls.time()
+        controls = self._controls.current
         card = await self._writes.store_inactive(
             phone,
             values,
-            attempt_at=now if budget_on else None,
-            prune_before=now - self._policy.write_budget_window,
+            attempt_at=now if controls.write_budget > 0 else None,
+            prune_before=now - controls.write_budget_window,
         )
         outcome = await self._device.apply(card, self.image_url(card))
         if outcome is Outcome.APPLIED:
@@ -230,7 +265,7 @@ class ContactCards:
                 headers={"x-should-retry": "false"},
                 text=errors.UPSTREAM_RATE_LIMITED_MESSAGE,
             )
-        if self._policy.profile == "hosted":
+        if self._controls.current.profile == "hosted":
             return WriteResult(self.public(card), ApiError(errors.APPLY_INCOMPLETE))
         return WriteResult(self.public(card))
 

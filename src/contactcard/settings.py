@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         description="GET-by-number answers kept in memory, emptied whenever anyone commits to the "
         "database (checked after each request arrives, so never stale); 0 switches the memo off.",
     )
+    journal_size: int = Field(
+        1000,
+        ge=0,
+        description="Recent API requests kept in the request journal (`/admin/v1/requests`); 0 switches it off.",
+    )
     write_queue_limit: int = Field(
         10000,
         ge=1,

@@ -27,6 +27,7 @@ from contactcard.errors import ApiError
 from contactcard.http import cards, openapi, pages
 from contactcard.http.edge import BodyTooLarge, Edge
 from contactcard.http.envelope import error_response, json_response
+from contactcard.http.journaled import Journaled
 from contactcard.settings import Settings
 
 log = logging.getLogger("contactcard")
@@ -88,7 +89,8 @@ def _admin_routes(settings: Settings, services: Services, docs_base_url: str) ->
         return [Route("/admin/v1/{rest:path}", admin_off, methods=methods)]
     from contactcard.http import admin
 
-    return [Mount("/admin/v1", app=admin.admin_app(settings, services.admin, error_handlers(docs_base_url)))]
+    handlers = error_handlers(docs_base_url)
+    return [Mount("/admin/v1", app=admin.admin_app(settings, services.admin, handlers, kit=services.kit))]
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Edge:
@@ -104,10 +106,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # request in a few dozen waited ~50 ms for a collection under load.
         gc.collect()
         gc.freeze()
+        services.journal.start()
         yield
         # Requests have finished (or the shutdown bound passed): let queued writes commit,
         # then close the connections bound to this loop.
         await services.aclose()
+        await anyio.to_thread.run_sync(services.journal.close)
         await anyio.to_thread.run_sync(services.writer.close)
 
     document = openapi.document(settings.public_base_url)
@@ -130,7 +134,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.cards = services.cards
     app.state.cdn = services.cdn
     fast = cards.FastGet(app, services.cards, docs_base)
-    return Edge(fast, max_body=MAX_BODY_BYTES, docs_base_url=docs_base)
+    return Edge(Journaled(fast, services.journal), max_body=MAX_BODY_BYTES, docs_base_url=docs_base)
 
 
 def create_app_from_env() -> Edge:

@@ -16,12 +16,14 @@ from contactcard.card import Card
 from contactcard.store.writer import Stmt, Writer
 
 # The key, the line's owner, its card (only when the key's partner owns the line) and the
-# write budget used, in one statement.
+# write budget used, in one statement; and the runtime controls' version, so a write learns
+# of a changed setting or a moved clock without a query of its own.
 _STATE = """
 SELECT k.key_hash, k.partner_id, l.partner_id,
        c.id, c.first_name, c.last_name, c.image_blob, c.image_source_url, c.is_active, c.ever_active,
        (SELECT count(*) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since),
-       (SELECT min(w.at) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since)
+       (SELECT min(w.at) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since),
+       (SELECT r.version FROM runtime_controls AS r WHERE r.id = 1)
 FROM api_keys AS k
 LEFT JOIN lines AS l ON l.phone_number = :phone
 LEFT JOIN cards AS c ON c.phone_number = l.phone_number AND l.partner_id = k.partner_id
@@ -58,6 +60,7 @@ class LineState:
     card: Card | None
     attempts: int  # writes that reached the device since the budget window began
     oldest_attempt: float | None
+    controls_version: int = 0  # of the runtime controls row (`contactcard/controls.py`)
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class CardWrites:
                 is_active=bool(row[8]),
                 ever_active=bool(row[9]),
             )
-        return LineState(row[1], owns, card, int(row[10] or 0), row[11])
+        return LineState(row[1], owns, card, int(row[10] or 0), row[11], int(row[12] or 0))
 
     async def store_inactive(
         self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float

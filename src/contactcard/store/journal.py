@@ -1,0 +1,58 @@
+"""The request journal's rows (see `contactcard/journal.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, insert, select
+
+from contactcard.journal import Entry, Query
+from contactcard.store.db import Database
+from contactcard.store.schema import request_journal as journal
+
+_COLUMNS = (
+    "trace_id",
+    "at",
+    "method",
+    "path",
+    "phone_number",
+    "status",
+    "error_code",
+    "duration_ms",
+    "retry_count",
+    "user_agent",
+)
+
+
+class JournalRecords:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def add(self, entries: Sequence[Entry], keep: int) -> None:
+        """Store the entries and trim the journal to the newest `keep` (one transaction)."""
+        with self._db.writer.begin() as conn:
+            conn.execute(insert(journal), [{c: getattr(e, c) for c in _COLUMNS} for e in entries])
+            newest = select(func.max(journal.c.id)).scalar_subquery()
+            conn.execute(delete(journal).where(journal.c.id <= newest - keep))
+
+    def find(self, query: Query) -> list[Entry]:
+        found = select(journal)
+        if query.trace_id is not None:
+            found = found.where(journal.c.trace_id == query.trace_id)
+        if query.phone_number is not None:
+            found = found.where(journal.c.phone_number == query.phone_number)
+        if query.status is not None:
+            found = found.where(journal.c.status == query.status)
+        if query.since is not None:
+            found = found.where(journal.c.at >= query.since)
+        if query.until is not None:
+            found = found.where(journal.c.at <= query.until)
+        if query.after_id is not None:
+            found = found.where(journal.c.id > query.after_id).order_by(journal.c.id)
+        else:
+            found = found.order_by(journal.c.id.desc())
+        with self._db.reader.connect() as conn:
+            rows = conn.execute(found.limit(query.limit)).all()
+        entries = [Entry(**{c: getattr(r, c) for c in _COLUMNS}, id=r.id) for r in rows]
+        # Oldest first either way: the newest `limit`, or the next `limit` after an id.
+        return entries if query.after_id is not None else entries[::-1]
