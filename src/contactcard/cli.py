@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Annotated, NoReturn
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,6 +19,8 @@ from contactcard.settings import Settings, docs_table
 
 if TYPE_CHECKING:
     from contactcard.http.edge import Edge
+    from contactcard.journal import Entry
+    from contactcard.kit import ClockView, Kit
 
 app = typer.Typer(help="A self-hostable server for the Linq API v3 contact card endpoints.", no_args_is_help=True)
 admin_app = typer.Typer(help="Partners, keys, lines and simulated-device scripts.", no_args_is_help=True)
@@ -24,7 +28,17 @@ partner_app = typer.Typer(help="Partner accounts.", no_args_is_help=True)
 key_app = typer.Typer(help="API keys (shown once, stored hashed).", no_args_is_help=True)
 line_app = typer.Typer(help="Phone lines owned by partners.", no_args_is_help=True)
 device_app = typer.Typer(help="The simulated device of a line.", no_args_is_help=True)
+settings_app = typer.Typer(
+    help="Settings that may change while servers run (every process on the database). Without a command: show them.",
+    invoke_without_command=True,
+)
+clock_app = typer.Typer(
+    help="The servers' clock, which every time rule reads. Without a command: show it.",
+    invoke_without_command=True,
+)
 app.add_typer(admin_app, name="admin")
+admin_app.add_typer(settings_app, name="settings")
+admin_app.add_typer(clock_app, name="clock")
 admin_app.add_typer(partner_app, name="partner")
 admin_app.add_typer(key_app, name="key")
 admin_app.add_typer(line_app, name="line")
@@ -38,6 +52,16 @@ def _admin() -> Admin:
     from contactcard.bootstrap import build
 
     return build(Settings()).admin
+
+
+def _kit() -> Kit:
+    from contactcard.bootstrap import kit_for
+    from contactcard.store.db import connect, migrate
+
+    settings = Settings()
+    database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
+    migrate(database)
+    return kit_for(settings, database)
 
 
 def _fail(exc: AdminError) -> NoReturn:
@@ -270,6 +294,164 @@ def device_show(phone_number: str) -> None:
         _print_device(_admin().device_view(phone_number))
     except AdminError as exc:
         _fail(exc)
+
+
+def _print_settings(kit: Kit) -> None:
+    current = kit.settings()
+    table = Table("setting", "value")
+    for name in ("profile", "write_budget", "write_budget_window", "journal_size"):
+        table.add_row(name, str(getattr(current, name)))
+    console.print(table)
+
+
+@settings_app.callback()
+def settings_show(context: typer.Context) -> None:
+    """Settings changed at run time, else this shell's environment (as a server started here)."""
+    if context.invoked_subcommand is None:
+        _print_settings(_kit())
+
+
+@settings_app.command("set")
+def settings_set(
+    profile: Annotated[str | None, typer.Option(help="seed or hosted.")] = None,
+    write_budget: Annotated[int | None, typer.Option(help="Writes per number per window; 0: off.")] = None,
+    write_budget_window: Annotated[int | None, typer.Option(help="Seconds.")] = None,
+    journal_size: Annotated[int | None, typer.Option(help="Requests the journal keeps; 0: off.")] = None,
+) -> None:
+    """Change some settings in every server process on the database."""
+    given = {
+        "profile": profile,
+        "write_budget": write_budget,
+        "write_budget_window": write_budget_window,
+        "journal_size": journal_size,
+    }
+    kit = _kit()
+    try:
+        kit.change_settings({k: v for k, v in given.items() if v is not None})
+    except AdminError as exc:
+        _fail(exc)
+    _print_settings(kit)
+
+
+@settings_app.command("restore")
+def settings_restore() -> None:
+    """Every setting back to the server processes' own (their environment)."""
+    kit = _kit()
+    kit.restore_settings()
+    _print_settings(kit)
+
+
+def _print_clock(view: ClockView) -> None:
+    state = "real time" if view.real else f"{view.offset:+.3f} s from real time"
+    console.print(f"{view.now.isoformat(timespec='milliseconds')} ({state})", markup=False, highlight=False)
+
+
+@clock_app.callback()
+def clock_show(context: typer.Context) -> None:
+    if context.invoked_subcommand is None:
+        _print_clock(_kit().clock())
+
+
+@clock_app.command("advance")
+def clock_advance(seconds: Annotated[float, typer.Argument(help="Seconds to move forward.")]) -> None:
+    """Move the clock forward: as if that much time had passed (budget windows end)."""
+    try:
+        _print_clock(_kit().advance_clock(seconds))
+    except AdminError as exc:
+        _fail(exc)
+
+
+@clock_app.command("set")
+def clock_set(instant: Annotated[str, typer.Argument(help="ISO 8601 with a zone, e.g. 2030-01-01T00:00:00Z.")]) -> None:
+    """Make now that instant; time goes on from there."""
+    try:
+        _print_clock(_kit().set_clock(_instant(instant)))
+    except AdminError as exc:
+        _fail(exc)
+
+
+@clock_app.command("real")
+def clock_real() -> None:
+    """Back to real time."""
+    _print_clock(_kit().real_clock())
+
+
+def _instant(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise AdminError(f"{text!r} is not an ISO 8601 instant") from None
+
+
+@admin_app.command("reset")
+def reset(
+    everything: Annotated[
+        bool, typer.Option(help="Forget partners, keys and lines too; settings and clock back.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Forget cards, write budgets, device scripts and the request journal (partners, keys
+    and lines stay, unless --everything)."""
+    what = "EVERYTHING (partners, keys and lines included)" if everything else "every card, budget and device script"
+    if not yes:
+        typer.confirm(f"Forget {what} in this database?", abort=True)
+    _kit().reset(everything=everything)
+    console.print("reset: " + ("everything" if everything else "cards, budgets, device scripts and journal"))
+
+
+def _request_row(entry: Entry) -> list[str]:
+    return [
+        str(entry.id),
+        datetime.fromtimestamp(entry.at, UTC).isoformat(timespec="milliseconds"),
+        entry.trace_id,
+        entry.method,
+        entry.path,
+        entry.phone_number or "",
+        str(entry.status),
+        "" if entry.error_code is None else str(entry.error_code),
+        f"{entry.duration_ms:.1f}",
+        "" if entry.retry_count is None else str(entry.retry_count),
+        entry.user_agent or "",
+    ]
+
+
+_REQUEST_COLUMNS = ("id", "at", "trace id", "method", "path", "number", "status", "code", "ms", "retries", "agent")
+
+
+@admin_app.command("requests")
+def requests(
+    trace_id: Annotated[str | None, typer.Option(help="Only this trace id.")] = None,
+    number: Annotated[str | None, typer.Option(help="Only this phone number.")] = None,
+    status: Annotated[int | None, typer.Option(help="Only this HTTP status.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only from this instant on (ISO 8601; server clock).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many (the newest).")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing requests as they arrive.")] = False,
+) -> None:
+    """The recent API requests of every server process on the database (the request journal)."""
+    from contactcard.journal import Query
+
+    kit = _kit()
+    try:
+        start = _instant(since).timestamp() if since else None
+    except AdminError as exc:
+        _fail(exc)
+    query: dict[str, Any] = {"trace_id": trace_id, "phone_number": number, "status": status, "since": start}
+    found = kit.requests(Query(**query, limit=limit))
+    table = Table(*_REQUEST_COLUMNS)
+    for entry in found:
+        table.add_row(*_request_row(entry))
+    console.print(table)
+    if not follow:
+        return
+    last = found[-1].id if found else 0
+    try:
+        while True:
+            time.sleep(0.5)
+            for entry in kit.requests(Query(**query, after_id=last, limit=1000)):
+                console.print("  ".join(_request_row(entry)), markup=False, highlight=False, soft_wrap=True)
+                last = entry.id
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:
