@@ -98,6 +98,32 @@ def get_by_number(run) -> list[dict]:
     return rows
 
 
+# --- figure 9: the request journal's cost on GET ------------------------------------------
+
+
+def journal_cost(run) -> list[dict]:
+    """Figure 1's load on the server as it ships (journal on) against the same server with
+    `CONTACTCARD_JOURNAL_SIZE=0`, on the same database, interleaved."""
+    config, rows = run.config, []
+    options = dict(threads=config.threads, connections=config.connections)
+    for db in run.databases:
+        on, off = run.servers((db, "small", True), (db, "small", True, "journal-off"))
+        pair = run.seeded(db, "small").pairs[0]
+        check_get_by_number(on, *pair)
+        check_get_by_number(off, *pair)
+        pairs = run.pairs(db, "small")
+        sides = [
+            wrk_side(run.wrk, off.name, f"{db}, journal off", off.url, pairs, **options),
+            wrk_side(run.wrk, on.name, f"{db}, journal on", on.url, pairs, **options),
+        ]
+        run.interleave(sides)
+        run.raw.setdefault("journal", {})[db] = {side.name: side.raw() for side in sides}
+        p99 = [f"p99: {median(side.values('p99_ms')):.2f} ms {side.label}" for side in sides]
+        title = "GET by number, req/s: journal on vs off"
+        rows.append(compare(9, db, title, "req/s", "journal_rps", sides[1], sides[0], notes=p99))
+    return rows
+
+
 # --- figure 2: GET all of a partner with 10,000 cards ------------------------------------
 
 _ALL_SQL = (

@@ -37,6 +37,10 @@ _DB_ORDER = {"SQLite": 0, "PostgreSQL": 1, "-": 2}
 PREFIX = {"SQLite": "sqlite", "PostgreSQL": "postgres"}
 
 
+# Servers that differ from the shipped one by a setting, named in `Run.servers`.
+VARIANTS = {"journal-off": {"CONTACTCARD_JOURNAL_SIZE": "0"}}
+
+
 class Log:
     def __init__(self) -> None:
         self.started = time.perf_counter()
@@ -124,14 +128,17 @@ class Run:
             write_pairs(path, self.seeded(db, size).pairs)
         return path
 
-    def servers(self, *wanted: tuple[str, str, bool]) -> list[Server]:
-        """`contactcard serve` on (db, size, memo) each, started together the first time."""
+    def servers(self, *wanted: tuple) -> list[Server]:
+        """`contactcard serve` on (db, size, memo[, variant of VARIANTS]) each, started
+        together the first time."""
         names, fresh = [], []
-        for db, size, memo in wanted:
+        for db, size, memo, *variant in wanted:
             folder = f"{PREFIX[db]}-{size}"  # SQLite's database, and the CDN's files
-            names.append(name := folder + ("" if memo else "-memo-off"))
+            names.append(name := folder + ("" if memo else "-memo-off") + "".join(f"-{v}" for v in variant))
             if name not in self._servers:
                 settings = {**self.settings, **({} if memo else {"CONTACTCARD_READ_CACHE_SIZE": "0"})}
+                for v in variant:
+                    settings.update(VARIANTS[v])
                 if size == "writes":
                     settings["CONTACTCARD_ADMIN_TOKEN"] = self.admin_token
                 url = None if db == "SQLite" else self.url(db, size)
@@ -192,6 +199,7 @@ def _figures() -> list[tuple[frozenset[int], Callable[[Run], list[dict]], str]]:
         (frozenset({3}), figures.images, "figure 3: image work in-process, and POST with a 12 MP image over HTTP"),
         (frozenset({7}), writes.patch_writes, "figure 7: PATCH under wrk against the raw-SQL floor"),
         (frozenset({8}), writes.mixed_load, "figure 8: 5 % PATCH, 95 % GET against pure GET with the memo off"),
+        (frozenset({9}), figures.journal_cost, "figure 9: GET by number, request journal on against off"),
         (frozenset({4}), figures.cold_start, "figure 4: cold start on an empty SQLite directory"),
     ]
 

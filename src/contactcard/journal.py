@@ -74,6 +74,8 @@ Row = tuple[str, float, str, str, str | None, int, int | None, float, int | None
 class JournalStore(Protocol):
     def add(self, rows: Sequence[Row], keep: int) -> None: ...
     def find(self, query: Query) -> list[Entry]: ...
+    def clear(self) -> None: ...
+    def close(self) -> None: ...
 
 
 # What the middleware keeps of a request until the flush, parsed off the loop: trace id,
@@ -111,9 +113,13 @@ class Journal:
             self._thread.join(10)
             self._thread = None
         self.flush()
+        self._store.close()
 
-    def forget_pending(self) -> None:
-        self._buffer.clear()
+    def forget(self) -> None:
+        """Every request so far, buffered or stored (a reset)."""
+        with self._flushing:
+            self._buffer.clear()
+            self._store.clear()
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_SECONDS):

@@ -96,9 +96,9 @@ class Kit:
     def reset(self, *, everything: bool = False) -> None:
         """Forget cards, write budgets, device scripts and the journal; keep partners, keys
         and lines (unless `everything`, which also puts settings and the clock back)."""
-        if self.journal is not None:
-            self.journal.forget_pending()
         self._records.reset(everything=everything)
+        if self.journal is not None:
+            self.journal.forget()  # its own transaction: on SQLite it has a file of its own
         self._controls.reload()
 
     def requests(self, query: Query) -> list[Entry]:

@@ -1,13 +1,23 @@
-"""The request journal's rows (see `contactcard/journal.py`)."""
+"""The request journal's rows (see `contactcard/journal.py`).
+
+On a SQLite file they live in a file of their own beside it (`<name>-requests.db`): every
+commit to the main file moves its `data_version`, which empties every process's GET memo
+(`memo.py`), and a journal flushed twice a second would otherwise do that twice a second
+under any load. PostgreSQL's version moves with any transaction on the server anyway, so
+there the journal is a table of the main database.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from contactcard.journal import Entry, Query, Row
-from contactcard.store.db import Database
+from contactcard.store.db import Database, connect
 from contactcard.store.schema import request_journal as journal
 
 _COLUMNS = (
@@ -24,9 +34,32 @@ _COLUMNS = (
 )
 
 
+def journal_database(database: Database) -> Database:
+    """Where the journal lives: beside a SQLite file, else the database itself."""
+    url = make_url(database.url)
+    if database.dialect != "sqlite" or not url.database or url.database == ":memory:":
+        return database
+    main = Path(url.database)
+    side = connect(str(url.set(database=str(main.with_name(f"{main.stem}-requests.db")))))
+    # IF NOT EXISTS in one write transaction: processes starting together race to make it.
+    with side.writer.begin() as conn:
+        conn.execute(CreateTable(journal, if_not_exists=True))
+        for index in journal.indexes:
+            conn.execute(CreateIndex(index, if_not_exists=True))
+    return side
+
+
 class JournalRecords:
     def __init__(self, database: Database) -> None:
-        self._db = database
+        self._own = journal_database(database)
+        self._db = self._own
+
+    def close(self) -> None:
+        self._own.dispose()
+
+    def clear(self) -> None:
+        with self._db.writer.begin() as conn:
+            conn.execute(delete(journal))
 
     def add(self, rows: Sequence[Row], keep: int) -> None:
         """Store the rows and trim the journal to the newest `keep` (one transaction)."""
