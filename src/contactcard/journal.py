@@ -112,7 +112,10 @@ class Journal:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
-        self.flush()
+        try:
+            self.flush()
+        except Exception as exc:  # stopping while the database is away: those requests are lost
+            log.warning("request journal: %d requests not stored at shutdown (%s)", len(self._buffer), exc)
         self._store.close()
 
     def forget(self) -> None:
@@ -122,18 +125,27 @@ class Journal:
             self._store.clear()
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.wait(POLL_SECONDS):
             try:
                 self._controls.reload()
                 self.flush()
-            except Exception:  # the database is down: try again next time, the API goes on
-                log.warning("request journal: could not reach the database", exc_info=True)
+            except Exception as exc:  # the database is away: try again next time, the API goes on
+                if not failing:  # once per outage, not twice a second
+                    log.warning("request journal and runtime controls: database unreachable (%s)", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("request journal and runtime controls: database reachable again")
+                failing = False
 
     def flush(self) -> None:
         with self._flushing:
             taken: list[Raw] = []
             while self._buffer:
                 taken.append(self._buffer.popleft())
+            # Taken before the store is reached: if it fails, these requests are lost (a
+            # journal for debugging, not a record), and a retry can never store them twice.
             keep = self._controls.current.journal_size
             if keep > 0 and keep != self._buffer.maxlen:
                 # An append racing with the swap may be lost: one request, once, at a change.

@@ -194,6 +194,10 @@ def test_the_journal_shows_requests_and_never_a_key(kit_partner):
     for text in (listed, *answers):
         assert kit_partner.key not in text
     assert kit_partner.key[8:24] not in listed
+    if server.settings.database_url is None:  # SQLite: nor in the journal's files, WAL included
+        for path in server.settings.data_dir.glob("contactcard-requests.db*"):
+            assert kit_partner.key.encode() not in path.read_bytes()
+        assert list(server.settings.data_dir.glob("contactcard-requests.db*"))
 
 
 def test_the_journal_is_bounded_and_can_be_switched_off(kit_partner):
