@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,5 +116,39 @@ def test_the_cli_drives_a_running_server(tmp_path):
         assert bad.returncode == 1 and "profile must be one of" in bad.stdout
         real = _cli(server.data_dir, "admin", "clock", "real")
         assert real.returncode == 0 and "real time" in real.stdout
+        shown = _cli(server.data_dir, "admin", "settings")
+        assert shown.returncode == 0 and "write_budget" in shown.stdout and "journal_size" in shown.stdout
     finally:
+        server.stop()
+
+
+def test_requests_follow_prints_requests_as_they_arrive(tmp_path):
+    server = ServerProcess(tmp_path / "data", None, name="follow")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTCARD_")}
+    env.update(CONTACTCARD_DATA_DIR=str(tmp_path / "data"), COLUMNS="250", PYTHONUNBUFFERED="1")
+    follower = None
+    try:
+        server.start()
+        partner = create_partner(server, lines=1)
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "contactcard", "admin", "requests", "--follow", "--status", "403"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(1.5)  # let it print the (empty) table and start following
+        with server.http(partner.key) as http:
+            trace = http.get("/v3/contact_card", params={"phone_number": "+19998887777"}).headers["x-trace-id"]
+            http.get("/v3/contact_card")  # a 200: filtered out
+        lines: list[str] = []
+        # Read in a thread: a follower that never prints must fail the test, not hang it.
+        reader = threading.Thread(target=lambda: lines.extend(iter(follower.stdout.readline, "")), daemon=True)
+        reader.start()
+        _eventually(lambda: any(trace in line for line in list(lines)), timeout=15)
+        assert any(trace in line and "403" in line and "+19998887777" in line for line in lines), "".join(lines)
+    finally:
+        if follower is not None:
+            follower.kill()
+            follower.wait(5)
         server.stop()
