@@ -55,7 +55,10 @@ class Kit:
                 raise AdminError(message)
         if changes:
             self._records.change(changes)
-        return self._controls.reload()
+        controls = self._controls.reload()
+        if self.journal is not None:
+            self.journal.flush()  # a new journal_size sizes its buffer now, not at the next flush
+        return controls
 
     def restore_settings(self) -> Controls:
         """Every setting back to the server processes' own (their environment)."""
