@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -77,8 +80,32 @@ def serve(
     simulate_images: Annotated[
         bool, typer.Option(help="Never fetch images from the network; generate placeholders instead.")
     ] = False,
+    ephemeral: Annotated[
+        bool, typer.Option(help="A temporary SQLite database and CDN folder, removed when the server stops.")
+    ] = False,
+    seed: Annotated[
+        Path | None,
+        typer.Option(help="A JSON or YAML file of settings, partners, keys, lines, cards and device scripts to load."),
+    ] = None,
 ) -> None:
-    """Run the server. An empty database gets a demo partner, key and lines."""
+    """Run the server. An empty database gets a demo partner, key and lines (unless seeded)."""
+    if not ephemeral:
+        _serve(host, port, workers, simulate_images, seed)
+        return
+    folder = tempfile.mkdtemp(prefix="contactcard-ephemeral-")
+    os.environ["CONTACTCARD_DATA_DIR"] = folder
+    os.environ.pop("CONTACTCARD_DATABASE_URL", None)  # the temporary SQLite file, whatever the shell says
+    console.print(f"[yellow]ephemeral:[/yellow] data in {folder}, removed at exit", soft_wrap=True)
+    try:
+        _serve(host, port, workers, simulate_images, seed)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _serve(host: str, port: int, workers: int, simulate_images: bool, seed_file: Path | None) -> None:
+    import anyio
+
+    from contactcard import seed
     from contactcard.bootstrap import build
     from contactcard.http.app import create_app
 
@@ -86,6 +113,20 @@ def serve(
         os.environ["CONTACTCARD_IMAGE_FETCH"] = "simulated"
     os.environ.setdefault("CONTACTCARD_PUBLIC_BASE_URL", f"http://{_display_host(host)}:{port}")
     settings = Settings()
+    if seed_file is not None:
+        try:
+            loaded = seed.load(seed_file)
+            # Its own services, closed before serving: what a use case binds to an event
+            # loop (locks, the PostgreSQL pool) must not outlive the loop the seed ran on.
+            seeding = build(settings)
+            try:
+                anyio.run(_seeded, loaded, seeding)
+            finally:
+                seeding.close()
+        except seed.SeedError as exc:
+            console.print(f"[red]seed:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        console.print(f"seeded {len(loaded.partners)} partners from {seed_file}", highlight=False, soft_wrap=True)
     services = build(settings)
     if services.admin.partner_count() == 0:
         try:
@@ -101,6 +142,15 @@ def serve(
     _run_uvicorn(
         "contactcard.http.app:create_app_from_env", settings, host=host, port=port, factory=True, workers=workers
     )
+
+
+async def _seeded(loaded: Any, services: Any) -> None:
+    from contactcard import seed
+
+    try:
+        await seed.apply(loaded, services)
+    finally:
+        await services.aclose()
 
 
 def _run_uvicorn(

@@ -104,6 +104,10 @@ class Kit:
             self.journal.forget()  # its own transaction: on SQLite it has a file of its own
         self._controls.reload()
 
+    def forget_budgets(self, phone_numbers: list[str]) -> None:
+        """The write budget those lines spent (a seed's cards are not the test's writes)."""
+        self._records.forget_write_attempts(phone_numbers)
+
     def requests(self, query: Query) -> list[Entry]:
         if not 1 <= query.limit <= 1000:
             raise AdminError("limit must be 1 to 1000")

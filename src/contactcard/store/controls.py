@@ -69,6 +69,11 @@ class ControlRecords:
             _bump(conn, values)
         return self.load()
 
+    def forget_write_attempts(self, phone_numbers: list[str]) -> None:
+        if phone_numbers:
+            with self._db.writer.begin() as conn:
+                conn.execute(delete(write_attempts).where(write_attempts.c.phone_number.in_(phone_numbers)))
+
     def reset(self, *, everything: bool) -> None:
         """Forget cards, budgets, device scripts and displays and the journal, in one
         transaction; with `everything`, partners, keys and lines too, and the settings and
