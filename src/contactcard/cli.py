@@ -87,8 +87,23 @@ def serve(
         Path | None,
         typer.Option(help="A JSON or YAML file of settings, partners, keys, lines, cards and device scripts to load."),
     ] = None,
+    open_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--open",
+            help="Open sandbox: any bearer key is its own partner, any number it touches its line. Tests only.",
+        ),
+    ] = False,
+    force_open: Annotated[bool, typer.Option(help="Let an open sandbox listen beyond loopback.")] = False,
 ) -> None:
-    """Run the server. An empty database gets a demo partner, key and lines (unless seeded)."""
+    """Run the server. An empty database gets a demo partner, key and lines (unless seeded or open)."""
+    if open_sandbox:
+        if not _loopback(host) and not force_open:
+            console.print(f"[red]refused:[/red] an open sandbox accepts any key; {host} is not loopback (--force-open)")
+            raise typer.Exit(2)
+        os.environ["CONTACTCARD_OPEN_SANDBOX"] = "true"
+        # Images are simulated unless the operator chose: the SDKs' tests name cdn.linqapp.com.
+        os.environ.setdefault("CONTACTCARD_IMAGE_FETCH", "simulated")
     if not ephemeral:
         _serve(host, port, workers, simulate_images, seed)
         return
@@ -128,7 +143,18 @@ def _serve(host: str, port: int, workers: int, simulate_images: bool, seed_file:
             raise typer.Exit(2) from None
         console.print(f"seeded {len(loaded.partners)} partners from {seed_file}", highlight=False, soft_wrap=True)
     services = build(settings)
-    if services.admin.partner_count() == 0:
+    if settings.open_sandbox:
+        console.print(
+            Panel(
+                "[bold red]OPEN SANDBOX[/bold red]: any bearer key is accepted as its own partner, and any number "
+                "a key touches becomes its line. Never expose this server.",
+                expand=False,
+            )
+        )
+    if settings.open_sandbox:
+        # No demo partner: it would own +15551234567, the number the SDKs' own tests use.
+        console.print(f"[bold]contactcard[/bold] serving {settings.public_base_url} ({_describe(settings)})")
+    elif services.admin.partner_count() == 0:
         try:
             _create_demo(services.admin, settings)
         except AdminError:  # another process started at the same moment made the demo
@@ -173,6 +199,17 @@ def _run_uvicorn(
         # On SIGTERM: stop accepting, let requests under way finish within this bound.
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
     )
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _display_host(host: str) -> str:

@@ -162,7 +162,7 @@ class Journal:
 def _row(raw: Raw, offset: float) -> Row:
     trace_id, method, path, query, phone, status, body, began, ended, wall, headers = raw
     if phone is None and query:
-        phone = _phone(query)
+        phone = phone_from_query(query)
     if phone is not None and not _E164.fullmatch(phone):
         phone = None  # whatever a caller put there is not ours to keep
     retries = agent = None
@@ -186,7 +186,8 @@ def _row(raw: Raw, offset: float) -> Row:
     )
 
 
-def _phone(query: bytes) -> str | None:
+def phone_from_query(query: bytes) -> str | None:
+    """The one `phone_number` of a raw query string, unchecked (None: none, or several)."""
     quick = _ONE_NUMBER.fullmatch(query)
     if quick is not None:
         return "+" + quick.group(1).decode()

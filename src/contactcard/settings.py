@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     )
     image_fetch_timeout: float = Field(10.0, gt=0, description="Total deadline for one image fetch, in seconds.")
     image_max_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest image download accepted, in bytes.")
+    open_sandbox: bool = Field(
+        False,
+        description="Open sandbox (`serve --open`): any bearer key is its own partner, made on first use, and "
+        "any number it touches becomes its line unless another partner owns it. For local tests only.",
+    )
     admin_token: str | None = Field(
         None, description="Bearer token for the `/admin/v1` HTTP API. Empty: the admin API is switched off."
     )

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from contactcard import errors
 from contactcard.bootstrap import Services, build
@@ -134,7 +135,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.cards = services.cards
     app.state.cdn = services.cdn
     fast = cards.FastGet(app, services.cards, docs_base)
-    return Edge(Journaled(fast, services.journal), max_body=MAX_BODY_BYTES, docs_base_url=docs_base)
+    inner: ASGIApp = fast
+    if settings.open_sandbox:
+        from contactcard.http.sandboxed import Sandboxed
+        from contactcard.sandbox import Sandbox
+
+        inner = Sandboxed(fast, Sandbox(services.admin))
+    return Edge(Journaled(inner, services.journal), max_body=MAX_BODY_BYTES, docs_base_url=docs_base)
 
 
 def create_app_from_env() -> Edge:
