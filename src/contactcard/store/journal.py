@@ -51,11 +51,12 @@ def journal_database(database: Database) -> Database:
 
 class JournalRecords:
     def __init__(self, database: Database) -> None:
-        self._own = journal_database(database)
-        self._db = self._own
+        self._db = journal_database(database)
+        self._owned = self._db is not database  # the side file's engines are ours to close
 
     def close(self) -> None:
-        self._own.dispose()
+        if self._owned:
+            self._db.dispose()
 
     def clear(self) -> None:
         with self._db.writer.begin() as conn:
