@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from contactcard.controls import Overrides
 from contactcard.store.db import Database
@@ -23,6 +24,7 @@ from contactcard.store.schema import (
     runtime_controls,
     write_attempts,
 )
+from contactcard.store.writer import StoreUnavailable
 
 _ENSURE_ROW = "INSERT INTO runtime_controls (id, version, clock_offset) VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING"
 # What a reset forgets, children before parents; `everything` adds what it keeps otherwise.
@@ -36,8 +38,11 @@ class ControlRecords:
         self._db = database
 
     def load(self) -> Overrides:
-        with self._db.reader.connect() as conn:
-            row = conn.execute(select(runtime_controls).where(runtime_controls.c.id == 1)).first()
+        try:
+            with self._db.reader.connect() as conn:
+                row = conn.execute(select(runtime_controls).where(runtime_controls.c.id == 1)).first()
+        except OperationalError as exc:  # a write that needs the row answers 503, as for its own reads
+            raise StoreUnavailable(str(exc)) from exc
         if row is None:
             return Overrides()
         return Overrides(
