@@ -519,7 +519,9 @@ def requests(
 
     kit = _kit()
     try:
-        start = _instant(since).timestamp() if since else None
+        given = _instant(since) if since else None
+        # No zone: UTC, as the admin API reads it (never this machine's local time).
+        start = (given if given.tzinfo else given.replace(tzinfo=UTC)).timestamp() if given else None
     except AdminError as exc:
         _fail(exc)
     query: dict[str, Any] = {"trace_id": trace_id, "phone_number": number, "status": status, "since": start}
