@@ -1,5 +1,5 @@
-"""Figures 1 to 6: GET by number, GET all, image work and POST, cold start, peak RSS,
-database size. Each takes the run (bench/run.py) and returns its rows (bench/rows.py)."""
+"""Figures 1 to 6 and 9: GET by number, GET all, image work and POST, cold start, peak RSS,
+database size, the request journal's cost. Each takes the run (bench/run.py) and returns its rows (bench/rows.py)."""
 
 from __future__ import annotations
 
