@@ -73,6 +73,7 @@ class Kit:
     def advance_clock(self, seconds: float) -> ClockView:
         if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_ADVANCE:
             raise AdminError("seconds must be 0 or more (to move the clock back, set it to an instant)")
+        self._store_journal()
         self._records.advance_clock(seconds)
         return self._view(self._controls.reload())
 
@@ -83,12 +84,20 @@ class Kit:
         offset = instant.timestamp() - time.time()
         if abs(offset) > MAX_ADVANCE:
             raise AdminError("the instant is more than a hundred years away")
+        self._store_journal()
         self._records.set_clock_offset(offset)
         return self._view(self._controls.reload())
 
     def real_clock(self) -> ClockView:
+        self._store_journal()
         self._records.set_clock_offset(0.0)
         return self._view(self._controls.reload())
+
+    def _store_journal(self) -> None:
+        # The journal times its buffered requests when it stores them: store them before
+        # the clock moves, so they keep the time they arrived at.
+        if self.journal is not None:
+            self.journal.flush()
 
     @staticmethod
     def _view(controls: Controls) -> ClockView:

@@ -211,3 +211,17 @@ def test_the_journal_is_bounded_and_can_be_switched_off(kit_partner):
     with kit_partner.http() as http:
         unseen = http.get("/v3/contact_card").headers["x-trace-id"]
     assert _journal(server, trace_id=unseen) == []
+
+
+def test_the_journal_times_requests_on_the_server_clock(kit_partner):
+    server = kit_partner.server
+    with kit_partner.http() as http:
+        before = http.get("/v3/contact_card").headers["x-trace-id"]
+        server.admin("POST", "/clock/advance", json={"seconds": 86400})
+        after = http.get("/v3/contact_card").headers["x-trace-id"]
+    [early] = _journal(server, trace_id=before)
+    [late] = _journal(server, trace_id=after)
+    gap = datetime.fromisoformat(late["at"]) - datetime.fromisoformat(early["at"])
+    assert timedelta(seconds=86400) <= gap < timedelta(seconds=86400 + 30)
+    tomorrow = (datetime.now(UTC) + timedelta(hours=12)).isoformat()
+    assert [e["trace_id"] for e in _journal(server, since=tomorrow)] == [after]
