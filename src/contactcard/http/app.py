@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from contactcard import errors
 from contactcard.bootstrap import Services, build
@@ -29,6 +30,7 @@ from contactcard.errors import ApiError
 from contactcard.http import cards, openapi, pages
 from contactcard.http.edge import BodyTooLarge, Edge
 from contactcard.http.envelope import error_response, json_response
+from contactcard.http.journaled import Journaled
 from contactcard.settings import Settings
 
 log = logging.getLogger("contactcard")
@@ -90,7 +92,8 @@ def _admin_routes(settings: Settings, services: Services, docs_base_url: str) ->
         return [Route("/admin/v1/{rest:path}", admin_off, methods=methods)]
     from contactcard.http import admin
 
-    return [Mount("/admin/v1", app=admin.admin_app(settings, services.admin, error_handlers(docs_base_url)))]
+    handlers = error_handlers(docs_base_url)
+    return [Mount("/admin/v1", app=admin.admin_app(settings, services.admin, handlers, kit=services.kit))]
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Edge:
@@ -106,6 +109,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # request in a few dozen waited ~50 ms for a collection under load.
         gc.collect()
         gc.freeze()
+        services.journal.start()
         sampler = asyncio.ensure_future(_sample_database(services)) if services.metrics else None
         yield
         if sampler is not None:
@@ -115,6 +119,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Requests have finished (or the shutdown bound passed): let queued writes commit,
         # then close the connections bound to this loop.
         await services.aclose()
+        await anyio.to_thread.run_sync(services.journal.close)
         await anyio.to_thread.run_sync(services.writer.close)
 
     document = openapi.document(settings.public_base_url)
@@ -141,8 +146,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.readiness = services.readiness
     app.state.metrics = services.metrics
     fast = cards.FastGet(app, services.cards, docs_base)
+    inner: ASGIApp = fast
+    if settings.open_sandbox:
+        from contactcard.http.sandboxed import Sandboxed
+        from contactcard.sandbox import Sandbox
+
+        inner = Sandboxed(fast, Sandbox(services.admin))
     return Edge(
-        fast,
+        Journaled(inner, services.journal),
         max_body=MAX_BODY_BYTES,
         docs_base_url=docs_base,
         metrics=services.metrics,
