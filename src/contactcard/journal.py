@@ -2,11 +2,11 @@
 
 The middleware (`http/journaled.py`) hands each finished API request to `Journal.record`,
 which only appends a tuple to an in-memory buffer: no parsing, no header scan, no I/O on
-the event loop. A background thread turns the buffer into rows every `POLL_SECONDS` and
-stores them in one transaction, so every process on the database shares one journal,
-trimmed to `journal_size` rows; the same thread reloads the runtime controls (see
-`controls.py`). Reading the journal first stores this process's buffer, so a test sees
-its own requests at once.
+the event loop. A background thread turns the buffer into rows every `POLL_SECONDS`
+(PostgreSQL: `FLUSH_BESIDE_CARDS_SECONDS`) and stores them in one transaction, so every
+process on the database shares one journal, trimmed to `journal_size` rows; the same
+thread reloads the runtime controls (see `controls.py`). Reading the journal first stores
+this process's buffer, so a test sees its own requests at once.
 
 The buffer holds at most `journal_size` requests (the oldest fall out), so under a flood
 a flush stores no more rows than the journal keeps anyway: the journal's cost per
@@ -23,6 +23,7 @@ import collections
 import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -33,6 +34,11 @@ import orjson
 from contactcard.controls import POLL_SECONDS, LiveControls
 
 log = logging.getLogger("contactcard")
+
+# How often the buffer is stored when the journal shares the cards' database (PostgreSQL):
+# a store there empties the GET memo, so it happens seldom enough for the memo to keep
+# nearly all of its hits. Reading the journal stores this process's buffer at once anyway.
+FLUSH_BESIDE_CARDS_SECONDS = 5.0
 
 # Requests that are the operator's or the load balancer's, not the API's.
 UNJOURNALED = ("/admin/", "/healthz")
@@ -72,6 +78,9 @@ Row = tuple[str, float, str, str, str | None, int, int | None, float, int | None
 
 
 class JournalStore(Protocol):
+    @property
+    def beside_the_cards(self) -> bool: ...
+
     def add(self, rows: Sequence[Row], keep: int) -> None: ...
     def find(self, query: Query) -> list[Entry]: ...
     def clear(self) -> None: ...
@@ -93,6 +102,7 @@ class Journal:
         self._flushing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._flush_every = FLUSH_BESIDE_CARDS_SECONDS if store.beside_the_cards else POLL_SECONDS
 
     @property
     def on(self) -> bool:
@@ -126,10 +136,13 @@ class Journal:
 
     def _run(self) -> None:
         failing = False
+        flushed = time.monotonic()
         while not self._stop.wait(POLL_SECONDS):
             try:
                 self._controls.reload()
-                self.flush()
+                if time.monotonic() - flushed >= self._flush_every:
+                    flushed = time.monotonic()
+                    self.flush()
             except Exception as exc:  # the database is away: try again next time, the API goes on
                 if not failing:  # once per outage, not twice a second
                     log.warning("request journal and runtime controls: database unreachable (%s)", exc)

@@ -54,6 +54,12 @@ class JournalRecords:
         self._db = journal_database(database)
         self._owned = self._db is not database  # the side file's engines are ours to close
 
+    @property
+    def beside_the_cards(self) -> bool:
+        """True when the journal shares the cards' database (PostgreSQL): each of its commits
+        then empties every process's GET memo, as any commit there does."""
+        return not self._owned
+
     def close(self) -> None:
         if self._owned:
             self._db.dispose()
