@@ -10,7 +10,7 @@ this process's buffer, so a test sees its own requests at once.
 
 The buffer holds at most `journal_size` requests (the oldest fall out), so under a flood
 a flush stores no more rows than the journal keeps anyway: the journal's cost per
-request stays an append, whatever the request rate (bench figure 9).
+request stays an append, whatever the request rate (bench figure 10).
 
 Only what the columns name is kept: never a key, an `Authorization` value or a body. The
 phone number is taken from the query (`phone_number`, when it is E.164) or set by the
