@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -65,11 +66,6 @@ def _kit() -> Kit:
     database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
     migrate(database)
     return kit_for(settings, database)
-
-
-def _fail(exc: AdminError) -> NoReturn:
-    console.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(1)
 
 
 @app.command()
@@ -281,10 +277,7 @@ def show_settings() -> None:
 @partner_app.command("create")
 def partner_create(name: str) -> None:
     """Create a partner; prints its id."""
-    try:
-        partner = _admin().create_partner(name)
-    except AdminError as exc:
-        _fail(exc)
+    partner = _admin().create_partner(name)
     console.print(partner.id)
 
 
@@ -299,10 +292,7 @@ def partner_list() -> None:
 @key_app.command("create")
 def key_create(partner_id: str) -> None:
     """Issue a key for a partner. The key is printed once; only its hash is kept."""
-    try:
-        issued = _admin().issue_key(partner_id)
-    except AdminError as exc:
-        _fail(exc)
+    issued = _admin().issue_key(partner_id)
     console.print(f"key id {issued.id}", style="dim")
     console.print(issued.key, markup=False, highlight=False)
 
@@ -319,10 +309,7 @@ def key_list(partner_id: Annotated[str | None, typer.Option("--partner")] = None
 @key_app.command("revoke")
 def key_revoke(key_id: str) -> None:
     """Revoke a key; it stops working at once, in every server process."""
-    try:
-        _admin().revoke_key(key_id)
-    except AdminError as exc:
-        _fail(exc)
+    _admin().revoke_key(key_id)
     console.print(f"revoked {key_id}")
 
 
@@ -331,20 +318,14 @@ def line_add(partner_id: str, phone_numbers: list[str]) -> None:
     """Give one or more E.164 numbers to a partner."""
     admin = _admin()
     for number in phone_numbers:
-        try:
-            admin.add_line(partner_id, number)
-        except AdminError as exc:
-            _fail(exc)
+        admin.add_line(partner_id, number)
         console.print(f"added {number}")
 
 
 @line_app.command("remove")
 def line_remove(phone_number: str) -> None:
     """Remove a line and its card."""
-    try:
-        _admin().remove_line(phone_number)
-    except AdminError as exc:
-        _fail(exc)
+    _admin().remove_line(phone_number)
     console.print(f"removed {phone_number}")
 
 
@@ -380,21 +361,15 @@ def device_script(
     apply_delay: Annotated[float, typer.Option(min=0, help="Seconds the next apply takes.")] = 0.0,
 ) -> None:
     """Script the outcomes of a line's simulated device (replaces the previous script)."""
-    try:
-        _print_device(
-            _admin().script_device(phone_number, DeviceScript(fail_next, rate_limit_next, rcs_unavailable, apply_delay))
-        )
-    except AdminError as exc:
-        _fail(exc)
+    _print_device(
+        _admin().script_device(phone_number, DeviceScript(fail_next, rate_limit_next, rcs_unavailable, apply_delay))
+    )
 
 
 @device_app.command("show")
 def device_show(phone_number: str) -> None:
     """What a line's simulated device shows now, and its script."""
-    try:
-        _print_device(_admin().device_view(phone_number))
-    except AdminError as exc:
-        _fail(exc)
+    _print_device(_admin().device_view(phone_number))
 
 
 def _print_settings(kit: Kit) -> None:
@@ -427,10 +402,7 @@ def settings_set(
         "journal_size": journal_size,
     }
     kit = _kit()
-    try:
-        kit.change_settings({k: v for k, v in given.items() if v is not None})
-    except AdminError as exc:
-        _fail(exc)
+    kit.change_settings({k: v for k, v in given.items() if v is not None})
     _print_settings(kit)
 
 
@@ -456,19 +428,13 @@ def clock_show(context: typer.Context) -> None:
 @clock_app.command("advance")
 def clock_advance(seconds: Annotated[float, typer.Argument(help="Seconds to move forward.")]) -> None:
     """Move the clock forward: as if that much time had passed (budget windows end)."""
-    try:
-        _print_clock(_kit().advance_clock(seconds))
-    except AdminError as exc:
-        _fail(exc)
+    _print_clock(_kit().advance_clock(seconds))
 
 
 @clock_app.command("set")
 def clock_set(instant: Annotated[str, typer.Argument(help="ISO 8601 with a zone, e.g. 2030-01-01T00:00:00Z.")]) -> None:
     """Make now that instant; time goes on from there."""
-    try:
-        _print_clock(_kit().set_clock(_instant(instant)))
-    except AdminError as exc:
-        _fail(exc)
+    _print_clock(_kit().set_clock(_instant(instant)))
 
 
 @clock_app.command("real")
@@ -532,12 +498,9 @@ def requests(
     from contactcard.journal import Query
 
     kit = _kit()
-    try:
-        given = _instant(since) if since else None
-        # No zone: UTC, as the admin API reads it (never this machine's local time).
-        start = (given if given.tzinfo else given.replace(tzinfo=UTC)).timestamp() if given else None
-    except AdminError as exc:
-        _fail(exc)
+    given = _instant(since) if since else None
+    # No zone: UTC, as the admin API reads it (never this machine's local time).
+    start = (given if given.tzinfo else given.replace(tzinfo=UTC)).timestamp() if given else None
     query: dict[str, Any] = {"trace_id": trace_id, "phone_number": number, "status": status, "since": start}
     found = kit.requests(Query(**query, limit=limit))
     table = Table(*_REQUEST_COLUMNS)
@@ -558,4 +521,10 @@ def requests(
 
 
 def main() -> None:
-    app()
+    # An operator's refusal (unknown partner, bad number, ...) from any command: its message
+    # and exit status 1, rather than a traceback.
+    try:
+        app()
+    except AdminError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
