@@ -135,6 +135,11 @@ class Accounts:
             rows = conn.execute(query).all()
         return [LineRow(r.phone_number, r.partner_id, r.id is not None, bool(r.is_active)) for r in rows]
 
+    def line_cards(
+        self, *, after: str = "", number_prefix: str = "", partner_id: str | None = None, limit: int = 50
+    ) -> list[LineCardRow]:
+        return line_cards(self._db, after=after, number_prefix=number_prefix, partner_id=partner_id, limit=limit)
+
     def has_line(self, phone_number: str) -> bool:
         with self._db.reader.connect() as conn:
             return (
@@ -156,3 +161,77 @@ def _line(conn: Connection, phone_number: str) -> LineRow:
         .where(lines.c.phone_number == phone_number)
     ).one()
     return LineRow(row.phone_number, row.partner_id, row.id is not None, bool(row.is_active))
+
+
+@dataclass(frozen=True)
+class LineCardRow:
+    """A line as the dashboard lists it: its card and what its device shows."""
+
+    phone_number: str
+    partner_id: str
+    partner_name: str
+    first_name: str | None  # None: no card set up
+    last_name: str | None
+    image_blob: str | None
+    is_active: bool
+    updated_at: datetime | None
+    shown_first_name: str | None  # None: the device never showed a card
+    shown_last_name: str | None
+    shown_image_url: str | None
+    applied_at: datetime | None
+
+
+def line_cards(
+    database: Database, *, after: str = "", number_prefix: str = "", partner_id: str | None = None, limit: int = 50
+) -> list[LineCardRow]:
+    """One page of lines in number order, from the number after `after` (keyset paging: the
+    primary key's index finds the page's start, so page 200 costs what page 1 does; OFFSET
+    would read every row before it)."""
+    shown = device_displays
+    query = (
+        select(
+            lines.c.phone_number,
+            lines.c.partner_id,
+            partners.c.name.label("partner_name"),
+            cards.c.first_name,
+            cards.c.last_name,
+            cards.c.image_blob,
+            cards.c.is_active,
+            cards.c.updated_at,
+            shown.c.first_name.label("shown_first_name"),
+            shown.c.last_name.label("shown_last_name"),
+            shown.c.image_url.label("shown_image_url"),
+            shown.c.applied_at,
+        )
+        .select_from(lines)
+        .join(partners, partners.c.id == lines.c.partner_id)
+        .outerjoin(cards, cards.c.phone_number == lines.c.phone_number)
+        .outerjoin(shown, shown.c.phone_number == lines.c.phone_number)
+        .where(lines.c.phone_number > after)
+        .order_by(lines.c.phone_number)
+        .limit(limit)
+    )
+    if number_prefix:
+        # Callers pass `+` and digits only, so LIKE's wildcards cannot appear in it.
+        query = query.where(lines.c.phone_number.startswith(number_prefix, autoescape=True))
+    if partner_id:
+        query = query.where(lines.c.partner_id == partner_id)
+    with database.reader.connect() as conn:
+        rows = conn.execute(query).all()
+    return [
+        LineCardRow(
+            r.phone_number,
+            r.partner_id,
+            r.partner_name,
+            r.first_name,
+            r.last_name,
+            r.image_blob,
+            bool(r.is_active),
+            r.updated_at,
+            r.shown_first_name,
+            r.shown_last_name,
+            r.shown_image_url,
+            r.applied_at,
+        )
+        for r in rows
+    ]
