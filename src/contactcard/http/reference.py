@@ -1,13 +1,14 @@
 """`/docs`: the served OpenAPI document as a searchable reference, with the Swagger UI
-bundle vendored by the `swagger-ui-bundle` package (no CDN: it works offline).
+bundle (version 5, which reads OpenAPI 3.1) vendored by the `swagger-ui-py` package: no
+CDN, so it works offline.
 
 Every link on the page is relative, so it works behind a proxy path too."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
-import swagger_ui_bundle
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
@@ -15,7 +16,15 @@ from starlette.routing import Route
 from contactcard import errors
 from contactcard.errors import ApiError
 
-_SWAGGER = Path(swagger_ui_bundle.swagger_ui_path)
+
+def _swagger_static() -> Path:
+    # Located without importing the package: only its static files are used.
+    spec = importlib.util.find_spec("swagger_ui")
+    assert spec is not None and spec.submodule_search_locations, "swagger-ui-py is not installed"
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+_SWAGGER = _swagger_static()
 _OWN = Path(__file__).resolve().parent / "static"
 # The only files served, by name: nothing else of either folder is reachable.
 ASSETS = {
