@@ -7,8 +7,8 @@ import uuid
 
 from linq import LinqAPIV3
 
-from tests.browser.conftest import SCREENSHOTS, sign_in
 from tests.conftest import admin_request, new_number
+from tests.dashboard.conftest import SCREENSHOTS, sign_in
 from tests.support import images
 
 

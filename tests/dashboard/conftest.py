@@ -1,4 +1,4 @@
-"""A real server and one headless Debian Chromium per module, for the dashboard's tests."""
+"""The dashboard's tests: a real server (SQLite and PostgreSQL) and one headless Debian Chromium per module."""
 
 from __future__ import annotations
 
