@@ -31,6 +31,7 @@ ASSETS = {
     "swagger-ui.css": _SWAGGER / "swagger-ui.css",
     "swagger-ui-bundle.js": _SWAGGER / "swagger-ui-bundle.js",
     "reference.js": _OWN / "reference.js",
+    "favicon-32x32.png": _SWAGGER / "favicon-32x32.png",
 }
 # Scripts and styles from this server only (no inline script); Swagger UI's icons are
 # data: images; "Try it out" calls this server.
@@ -51,6 +52,7 @@ _PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>API reference · contactcard</title>
+<link rel="icon" href="docs/assets/favicon-32x32.png">
 <link rel="stylesheet" href="docs/assets/swagger-ui.css">
 </head>
 <body>
