@@ -152,7 +152,7 @@ def test_behind_https_and_a_proxy_path(tmp_path):
     with TestClient(_app(tmp_path, "a-long-admin-token-here"), base_url="https://proxy.test", root_path="/cards") as c:
         form = c.get("/cards/dashboard/sign-in")
         links = re.findall(r'(?:href|action|src)="([^"]+)"', form.text)
-        assert links and all(link.startswith("/cards/dashboard/") for link in links), links
+        assert links and all(link.startswith("/cards/") for link in links), links
         flags = [part.strip().lower() for part in form.headers["set-cookie"].split(";")]
         assert "secure" in flags and "path=/cards/dashboard" in flags
         assert c.get("/cards/dashboard", follow_redirects=False).headers["location"] == "dashboard/"
