@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import insert
 
 from contactcard import keys
-from contactcard.dashboard.session import COOKIE
+from contactcard.dashboard.session import COOKIE, SIGN_IN_COOKIE, Session, Sessions
 from contactcard.http.app import create_app
 from contactcard.settings import Settings
 from contactcard.store.db import connect
@@ -65,9 +65,12 @@ def test_the_session_cookie_is_httponly_strict_and_the_token_is_never_shown(dash
     client = httpx.Client(base_url=dash_server.base_url)
     form = client.get("/dashboard/sign-in")
     assert 'method="post"' in form.text and 'type="password"' in form.text
+    # The form's page sets only its own cookie: arriving by a link from another site (which
+    # SameSite=Strict sends without the session cookie) must not replace a signed-in session.
+    assert [c.split("=")[0] for c in form.headers.get_list("set-cookie")] == [SIGN_IN_COOKIE]
     done = client.post("/dashboard/sign-in", data={"csrf": csrf_of(form.text), "token": ADMIN_TOKEN})
     assert done.status_code == 303 and ADMIN_TOKEN not in done.headers["location"]
-    cookie = done.headers["set-cookie"]
+    (cookie,) = [c for c in done.headers.get_list("set-cookie") if c.startswith(f"{COOKIE}=")]
     flags = [part.strip().lower() for part in cookie.split(";")]
     assert "httponly" in flags and "samesite=strict" in flags and "path=/dashboard" in flags
     assert "secure" not in flags  # plain http here: a Secure cookie would never come back
@@ -91,7 +94,8 @@ def test_a_forged_or_altered_cookie_is_not_a_session(dash_server):
     client, _ = signed_in_http(dash_server.base_url)
     real = client.cookies[COOKIE]
     payload, signature = real.split(".")
-    for forged in (f"{payload}.{signature[:-2]}xx", f"{payload}x.{signature}", "e30.", ""):
+    sign_in_cookie = Sessions(ADMIN_TOKEN).dump(Session.new(signed_in=False))  # genuine, but not signed in
+    for forged in (f"{payload}.{signature[:-2]}xx", f"{payload}x.{signature}", "e30.", "", sign_in_cookie):
         stranger = httpx.Client(base_url=dash_server.base_url, cookies={COOKIE: forged})
         assert stranger.get("/dashboard/partners").status_code == 303, forged
 
@@ -153,7 +157,7 @@ def test_behind_https_and_a_proxy_path(tmp_path):
         form = c.get("/cards/dashboard/sign-in")
         links = re.findall(r'(?:href|action|src)="([^"]+)"', form.text)
         assert links and all(link.startswith("/cards/") for link in links), links
-        flags = [part.strip().lower() for part in form.headers["set-cookie"].split(";")]
+        flags = [part.strip().lower() for part in form.headers.get_list("set-cookie")[0].split(";")]
         assert "secure" in flags and "path=/cards/dashboard" in flags
         assert c.get("/cards/dashboard", follow_redirects=False).headers["location"] == "dashboard/"
 

@@ -39,7 +39,10 @@ async def partners_page(request: Request, session: Session) -> Response:
 async def create_partner(request: Request, session: Session) -> Response:
     fields = await form(request, session)
     try:
-        dashboard(request).admin.create_partner(fields.get("name", "")[:200])
+        name = fields.get("name", "")
+        if len(name) > 200:  # the column's size, as the admin API's model says
+            raise AdminError("a partner's name is at most 200 characters")
+        dashboard(request).admin.create_partner(name)
     except AdminError as exc:
         return _page(request, session, error=str(exc))
     return redirect(request, "/partners")

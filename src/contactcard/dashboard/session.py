@@ -16,7 +16,11 @@ import secrets
 import time
 from dataclasses import dataclass
 
-COOKIE = "contactcard_dashboard"
+COOKIE = "contactcard_dashboard"  # the signed-in session
+# The sign-in form's own session (its CSRF token), in a cookie of its own: a visit that
+# arrives without the session cookie (SameSite=Strict withholds it on a link from another
+# site) must not overwrite a signed-in session when it shows the form.
+SIGN_IN_COOKIE = "contactcard_sign_in"
 LIFETIME = 12 * 3600  # seconds a session lasts, signed in or not
 _PURPOSE = b"contactcard dashboard session v1"
 

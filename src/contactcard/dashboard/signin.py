@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from contactcard.dashboard.session import Session
+from contactcard.dashboard.session import SIGN_IN_COOKIE, Session
 from contactcard.dashboard.web import (
     Nav,
     clear_session,
@@ -18,6 +18,7 @@ from contactcard.dashboard.web import (
     render,
     session_of,
     set_session,
+    sign_in_session_of,
     signed_in,
 )
 
@@ -25,18 +26,17 @@ NAV: Nav | None = None  # the overview is the menu's home link
 
 
 async def sign_in_page(request: Request) -> Response:
-    session = session_of(request)
-    if session is not None and session.signed_in:
+    if session_of(request) is not None:
         return redirect(request, "/")
     # Not signed in: a session all the same, for the sign-in form's CSRF token.
-    session = session or Session.new(signed_in=False)
+    session = sign_in_session_of(request) or Session.new(signed_in=False)
     response = render(request, "sign_in.html", session)
     set_session(request, response, session)
     return response
 
 
 async def sign_in(request: Request) -> Response:
-    session = session_of(request)
+    session = sign_in_session_of(request)
     fields = await form(request, session)
     assert session is not None  # form() refuses a POST without one
     token = dashboard(request).settings.admin_token or ""
@@ -46,6 +46,7 @@ async def sign_in(request: Request) -> Response:
     # A new session (and CSRF token) once signed in: one planted before cannot be reused.
     response = redirect(request, "/")
     set_session(request, response, Session.new(signed_in=True))
+    clear_session(request, response, SIGN_IN_COOKIE)
     return response
 
 

@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contactcard.admin import Admin
-from contactcard.dashboard.session import COOKIE, LIFETIME, Session, Sessions
+from contactcard.dashboard.session import COOKIE, LIFETIME, SIGN_IN_COOKIE, Session, Sessions
 from contactcard.settings import Settings
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -80,12 +80,20 @@ def is_https(request: Request) -> bool:
 
 
 def session_of(request: Request) -> Session | None:
-    return dashboard(request).sessions.load(request.cookies.get(COOKIE))
+    """The signed-in session, if the request carries one."""
+    session = dashboard(request).sessions.load(request.cookies.get(COOKIE))
+    return session if session is not None and session.signed_in else None
+
+
+def sign_in_session_of(request: Request) -> Session | None:
+    """The sign-in form's session (not signed in), if the request carries one."""
+    session = dashboard(request).sessions.load(request.cookies.get(SIGN_IN_COOKIE))
+    return session if session is not None and not session.signed_in else None
 
 
 def set_session(request: Request, response: Response, session: Session) -> None:
     response.set_cookie(
-        COOKIE,
+        COOKIE if session.signed_in else SIGN_IN_COOKIE,
         dashboard(request).sessions.dump(session),
         max_age=LIFETIME,
         path=base(request) or "/",
@@ -95,9 +103,9 @@ def set_session(request: Request, response: Response, session: Session) -> None:
     )
 
 
-def clear_session(request: Request, response: Response) -> None:
+def clear_session(request: Request, response: Response, cookie: str = COOKIE) -> None:
     response.delete_cookie(
-        COOKIE, path=base(request) or "/", secure=is_https(request), httponly=True, samesite="strict"
+        cookie, path=base(request) or "/", secure=is_https(request), httponly=True, samesite="strict"
     )
 
 
@@ -124,7 +132,7 @@ def signed_in(page: Callable[[Request, Session], Awaitable[Response]]) -> Page:
 
     async def guarded(request: Request) -> Response:
         session = session_of(request)
-        if session is None or not session.signed_in:
+        if session is None:
             return redirect(request, "/sign-in")
         return await page(request, session)
 
