@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from contactcard.store.db import Database
@@ -181,9 +182,9 @@ class LineCardRow:
     applied_at: datetime | None
 
 
-def line_cards(
-    database: Database, *, after: str = "", number_prefix: str = "", partner_id: str | None = None, limit: int = 50
-) -> list[LineCardRow]:
+def line_cards_query(
+    *, after: str = "", number_prefix: str = "", partner_id: str | None = None, limit: int = 50
+) -> Select[Any]:
     """One page of lines in number order, from the number after `after` (keyset paging: the
     primary key's index finds the page's start, so page 200 costs what page 1 does; OFFSET
     would read every row before it)."""
@@ -212,10 +213,17 @@ def line_cards(
         .limit(limit)
     )
     if number_prefix:
-        # Callers pass `+` and digits only, so LIKE's wildcards cannot appear in it.
+        # Callers pass `+` and digits only; autoescape keeps LIKE's wildcards literal anyway.
         query = query.where(lines.c.phone_number.startswith(number_prefix, autoescape=True))
     if partner_id:
         query = query.where(lines.c.partner_id == partner_id)
+    return query
+
+
+def line_cards(
+    database: Database, *, after: str = "", number_prefix: str = "", partner_id: str | None = None, limit: int = 50
+) -> list[LineCardRow]:
+    query = line_cards_query(after=after, number_prefix=number_prefix, partner_id=partner_id, limit=limit)
     with database.reader.connect() as conn:
         rows = conn.execute(query).all()
     return [
