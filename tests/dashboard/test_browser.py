@@ -8,15 +8,16 @@ import uuid
 from linq import LinqAPIV3
 
 from tests.conftest import admin_request, new_number
-from tests.dashboard.conftest import SCREENSHOTS, sign_in
+from tests.dashboard.conftest import sign_in
 from tests.support import images
 
 
-def _shoot(page, server, name: str) -> None:
-    # One set of README screenshots, from the SQLite run (the pages are the same on both).
+def _shoot(page, server, folder, name: str) -> None:
+    # One set of screenshots, from the SQLite run (the pages are the same on both).
     if server.backend == "sqlite":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 5000, "a blank page?"
 
 
 def _photo_loaded(page, selector: str) -> bool:
@@ -24,11 +25,11 @@ def _photo_loaded(page, selector: str) -> bool:
     return bool(page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 0"))
 
 
-def test_partner_key_line_and_a_card_set_up_through_the_sdk(page, dash_server, image_host):
+def test_partner_key_line_and_a_card_set_up_through_the_sdk(page, dash_server, image_host, screenshots):
     violations: list[str] = []
     page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto("/dashboard")
-    _shoot(page, dash_server, "sign-in")
+    _shoot(page, dash_server, screenshots, "sign-in")
     sign_in(page)
 
     page.click("nav >> text=Partners and keys")
@@ -42,7 +43,7 @@ def test_partner_key_line_and_a_card_set_up_through_the_sdk(page, dash_server, i
     partner_id = page.locator("section.partner", has=page.locator(f"bdi:text-is('{name}')")).get_attribute(
         "data-partner"
     )
-    _shoot(page, dash_server, "partners")
+    _shoot(page, dash_server, screenshots, "partners")
     # Shown once: the next visit has no key on it.
     page.reload()
     assert key not in page.content()
@@ -65,7 +66,7 @@ def test_partner_key_line_and_a_card_set_up_through_the_sdk(page, dash_server, i
     assert page.inner_text("#card-state") == "active"
     assert page.inner_text("#device-shows") == "Ada Lovelace"
     assert _photo_loaded(page, "img.photo.large")
-    _shoot(page, dash_server, "line")
+    _shoot(page, dash_server, screenshots, "line")
 
     # A failed apply scripted from the dashboard: the card is stored, inactive.
     page.goto(f"/dashboard/lines/{failing}")
@@ -91,7 +92,7 @@ def test_partner_key_line_and_a_card_set_up_through_the_sdk(page, dash_server, i
     assert page.locator("table.cards tbody tr").count() == 1
     assert page.locator(f"tr[data-number='{shown}']").count() == 1
     page.goto(f"/dashboard/lines?partner={partner_id}")
-    _shoot(page, dash_server, "lines")
+    _shoot(page, dash_server, screenshots, "lines")
     assert violations == []
 
 
@@ -125,7 +126,7 @@ def test_hostile_names_show_as_text(page, dash_server):
     assert page.locator("main img").count() == 0  # the name's <img> is text, not an element
 
 
-def test_the_api_reference_is_searchable_and_linked_from_the_error_pages(page, dash_server):
+def test_the_api_reference_is_searchable_and_linked_from_the_error_pages(page, dash_server, screenshots):
     violations: list[str] = []
     page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto("/docs/errors/1005")
@@ -140,5 +141,5 @@ def test_the_api_reference_is_searchable_and_linked_from_the_error_pages(page, d
     assert shown and all("PATCH" in text for text in shown), shown
     page.fill("input.operation-filter-input", "")
     page.wait_for_function(f"document.querySelectorAll('.opblock').length == {every}")
-    _shoot(page, dash_server, "api-reference")
+    _shoot(page, dash_server, screenshots, "api-reference")
     assert violations == []
