@@ -66,6 +66,7 @@ def test_partner_key_line_and_a_card_set_up_through_the_sdk(page, dash_server, i
     assert page.inner_text("#card-state") == "active"
     assert page.inner_text("#device-shows") == "Ada Lovelace"
     assert _photo_loaded(page, "img.photo.large")
+    assert _photo_loaded(page, "img.device-photo")  # the device was given the same CDN copy
     _shoot(page, dash_server, screenshots, "line")
 
     # A failed apply scripted from the dashboard: the card is stored, inactive.

@@ -79,6 +79,7 @@ def _line(request: Request, session: Session, *, error: str | None = None) -> Re
         card=card,
         photo=board.image_src(request, card.image_blob),
         device=device,
+        device_photo=board.shown_src(request, device.image_url),
         error=error,
     )
 

@@ -52,6 +52,14 @@ class Dashboard:
             return f"{self.settings.cdn_base_url}/contact-card/{blob}"
         return f"{site_root(request)}/cdn/contact-card/{blob}"
 
+    def shown_src(self, request: Request, image_url: str | None) -> str | None:
+        """Where the browser loads the photo a device shows: the same CDN copy when it is one
+        of ours (the device was given its absolute URL), else nothing (the page names it)."""
+        prefix = f"{self.settings.resolved_cdn_base_url}/contact-card/"
+        if image_url and image_url.startswith(prefix):
+            return self.image_src(request, image_url.removeprefix(prefix))
+        return None
+
 
 def templates() -> Environment:
     # Autoescape everything: names and URLs come from API callers.
