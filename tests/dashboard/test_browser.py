@@ -135,6 +135,7 @@ def test_the_api_reference_is_searchable_and_linked_from_the_error_pages(page, d
     page.wait_for_url(re.compile(r"/docs$"))
     page.wait_for_selector(".opblock")
     every = page.locator(".opblock").count()
+    assert "Search paths" in (page.get_attribute("input.operation-filter-input", "placeholder") or "")
     assert every >= 3  # GET, POST and PATCH of the contact card at least
     page.fill("input.operation-filter-input", "patch")
     page.wait_for_function(f"document.querySelectorAll('.opblock').length < {every}")

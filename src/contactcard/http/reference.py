@@ -31,6 +31,7 @@ ASSETS = {
     "swagger-ui.css": _SWAGGER / "swagger-ui.css",
     "swagger-ui-bundle.js": _SWAGGER / "swagger-ui-bundle.js",
     "reference.js": _OWN / "reference.js",
+    "reference.css": _OWN / "reference.css",
     "favicon-32x32.png": _SWAGGER / "favicon-32x32.png",
 }
 # Scripts and styles from this server only (no inline script); Swagger UI's icons are
@@ -54,6 +55,7 @@ _PAGE = """<!doctype html>
 <title>API reference · contactcard</title>
 <link rel="icon" href="docs/assets/favicon-32x32.png">
 <link rel="stylesheet" href="docs/assets/swagger-ui.css">
+<link rel="stylesheet" href="docs/assets/reference.css">
 </head>
 <body>
 <p class="links"><a href="docs/errors">Error codes</a> · <a href="openapi.json">openapi.json</a>{dashboard}</p>

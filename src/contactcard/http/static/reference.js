@@ -45,5 +45,9 @@
     plugins: [SearchEverything],
     presets: [window.SwaggerUIBundle.presets.apis],
     layout: "BaseLayout",
+    onComplete: function () {
+      var box = root.querySelector("input.operation-filter-input");
+      if (box) box.setAttribute("placeholder", "Search paths, methods, summaries, tags");
+    },
   });
 })();
