@@ -8,21 +8,23 @@ from starlette.routing import Route
 
 from contactcard.admin import AdminError, LineCard
 from contactcard.dashboard.session import Session
-from contactcard.dashboard.web import Nav, dashboard, form, redirect, render, signed_in
+from contactcard.dashboard.web import Nav, dashboard, form, off_loop, redirect, render, signed_in
 from contactcard.device import DeviceScript
 
 NAV = Nav("Lines and cards", "/lines")
 PAGE_SIZE = 50
 
 
-def _list(request: Request, session: Session, *, error: str | None = None, status: int = 200) -> Response:
+async def _list(request: Request, session: Session, *, error: str | None = None, status: int = 200) -> Response:
     board = dashboard(request)
     query = request.query_params.get("q", "").strip()
     after = request.query_params.get("after", "")
     partner = request.query_params.get("partner") or None
     try:
         # One row more than shown: whether a next page exists, without counting.
-        rows = board.admin.line_cards(after=after, number_prefix=query, partner_id=partner, limit=PAGE_SIZE + 1)
+        rows = await off_loop(
+            board.admin.line_cards, after=after, number_prefix=query, partner_id=partner, limit=PAGE_SIZE + 1
+        )
     except AdminError as exc:
         rows, error, status = [], str(exc), 400
     page = rows[:PAGE_SIZE]
@@ -37,14 +39,14 @@ def _list(request: Request, session: Session, *, error: str | None = None, statu
         query=query,
         after=after,
         partner=partner,
-        partners=board.admin.list_partners(),
+        partners=await off_loop(board.admin.list_partners),
         error=error,
     )
 
 
 @signed_in
 async def lines_page(request: Request, session: Session) -> Response:
-    return _list(request, session)
+    return await _list(request, session)
 
 
 @signed_in
@@ -52,25 +54,25 @@ async def add_line(request: Request, session: Session) -> Response:
     fields = await form(request, session)
     number = fields.get("phone_number", "").strip()
     try:
-        dashboard(request).admin.add_line(fields.get("partner_id", ""), number)
+        await off_loop(dashboard(request).admin.add_line, fields.get("partner_id", ""), number)
     except AdminError as exc:
-        return _list(request, session, error=str(exc), status=400)
+        return await _list(request, session, error=str(exc), status=400)
     return redirect(request, f"/lines/{number}")
 
 
-def _line_card(request: Request, phone: str) -> LineCard | None:
-    rows = dashboard(request).admin.line_cards(number_prefix=phone, limit=1)
+async def _line_card(request: Request, phone: str) -> LineCard | None:
+    rows = await off_loop(dashboard(request).admin.line_cards, number_prefix=phone, limit=1)
     # The exact number sorts before any longer number it begins.
     return rows[0] if rows and rows[0].phone_number == phone else None
 
 
-def _line(request: Request, session: Session, *, error: str | None = None) -> Response:
+async def _line(request: Request, session: Session, *, error: str | None = None) -> Response:
     board = dashboard(request)
     phone = request.path_params["phone"]
-    card = _line_card(request, phone)
+    card = await _line_card(request, phone)
     if card is None:
         return render(request, "not_found.html", session, status=404, what=phone)
-    device = board.admin.device_view(phone)
+    device = await off_loop(board.admin.device_view, phone)
     return render(
         request,
         "line.html",
@@ -86,7 +88,7 @@ def _line(request: Request, session: Session, *, error: str | None = None) -> Re
 
 @signed_in
 async def line_page(request: Request, session: Session) -> Response:
-    return _line(request, session)
+    return await _line(request, session)
 
 
 def _count(fields: dict[str, str], name: str) -> int:
@@ -118,11 +120,11 @@ async def script_line(request: Request, session: Session) -> Response:
             rcs_unavailable=fields.get("rcs_unavailable") == "on",
             apply_delay=_delay(fields),
         )
-        dashboard(request).admin.script_device(phone, script)
+        await off_loop(dashboard(request).admin.script_device, phone, script)
     except AdminError as exc:
         if exc.not_found:
             return render(request, "not_found.html", session, status=404, what=phone)
-        return _line(request, session, error=str(exc))
+        return await _line(request, session, error=str(exc))
     return redirect(request, f"/lines/{phone}")
 
 

@@ -8,22 +8,24 @@ from starlette.routing import Route
 
 from contactcard.admin import AdminError, IssuedKey
 from contactcard.dashboard.session import Session
-from contactcard.dashboard.web import Nav, dashboard, form, redirect, render, signed_in
+from contactcard.dashboard.web import Nav, dashboard, form, off_loop, redirect, render, signed_in
 
 NAV = Nav("Partners and keys", "/partners")
 
 
-def _page(request: Request, session: Session, *, issued: IssuedKey | None = None, error: str | None = None) -> Response:
+async def _page(
+    request: Request, session: Session, *, issued: IssuedKey | None = None, error: str | None = None
+) -> Response:
     admin = dashboard(request).admin
     keys_by_partner: dict[str, list[object]] = {}
-    for key in admin.list_keys():
+    for key in await off_loop(admin.list_keys):
         keys_by_partner.setdefault(key.partner_id, []).append(key)
     return render(
         request,
         "partners.html",
         session,
         status=400 if error else 200,
-        partners=admin.list_partners(),
+        partners=await off_loop(admin.list_partners),
         keys=keys_by_partner,
         issued=issued,
         error=error,
@@ -32,7 +34,7 @@ def _page(request: Request, session: Session, *, issued: IssuedKey | None = None
 
 @signed_in
 async def partners_page(request: Request, session: Session) -> Response:
-    return _page(request, session)
+    return await _page(request, session)
 
 
 @signed_in
@@ -42,9 +44,9 @@ async def create_partner(request: Request, session: Session) -> Response:
         name = fields.get("name", "")
         if len(name) > 200:  # the column's size, as the admin API's model says
             raise AdminError("a partner's name is at most 200 characters")
-        dashboard(request).admin.create_partner(name)
+        await off_loop(dashboard(request).admin.create_partner, name)
     except AdminError as exc:
-        return _page(request, session, error=str(exc))
+        return await _page(request, session, error=str(exc))
     return redirect(request, "/partners")
 
 
@@ -52,20 +54,20 @@ async def create_partner(request: Request, session: Session) -> Response:
 async def issue_key(request: Request, session: Session) -> Response:
     await form(request, session)
     try:
-        issued = dashboard(request).admin.issue_key(request.path_params["partner_id"])
+        issued = await off_loop(dashboard(request).admin.issue_key, request.path_params["partner_id"])
     except AdminError as exc:
-        return _page(request, session, error=str(exc))
+        return await _page(request, session, error=str(exc))
     # Answered to the POST itself, never redirected: the key is in no URL and no later page.
-    return _page(request, session, issued=issued)
+    return await _page(request, session, issued=issued)
 
 
 @signed_in
 async def revoke_key(request: Request, session: Session) -> Response:
     await form(request, session)
     try:
-        dashboard(request).admin.revoke_key(request.path_params["key_id"])
+        await off_loop(dashboard(request).admin.revoke_key, request.path_params["key_id"])
     except AdminError as exc:
-        return _page(request, session, error=str(exc))
+        return await _page(request, session, error=str(exc))
     return redirect(request, "/partners")
 
 

@@ -14,6 +14,7 @@ from contactcard.dashboard.web import (
     clear_session,
     dashboard,
     form,
+    off_loop,
     redirect,
     render,
     session_of,
@@ -61,7 +62,7 @@ async def sign_out(request: Request, session: Session) -> Response:
 @signed_in
 async def overview(request: Request, session: Session) -> Response:
     admin = dashboard(request).admin
-    return render(request, "overview.html", session, partners=admin.partner_count())
+    return render(request, "overview.html", session, partners=await off_loop(admin.partner_count))
 
 
 def routes() -> list[Route]:

@@ -3,13 +3,15 @@ template rendering and the security headers."""
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
+import anyio.to_thread
 from jinja2 import Environment, FileSystemLoader
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -23,6 +25,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
 _FORM_TYPE = "application/x-www-form-urlencoded"
 Page = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,12 @@ class Dashboard:
         if image_url and image_url.startswith(prefix):
             return self.image_src(request, image_url.removeprefix(prefix))
         return None
+
+
+async def off_loop(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """A blocking operator call (SQLAlchemy, on the operator engines) in a worker thread: the
+    event loop keeps answering the API meanwhile."""
+    return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs))
 
 
 def templates() -> Environment:
