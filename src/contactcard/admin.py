@@ -101,14 +101,23 @@ class Admin:
         return self._accounts.lines(partner_id)
 
     def line_cards(
-        self, *, after: str = "", number_prefix: str = "", partner_id: str | None = None, limit: int = 50
+        self,
+        *,
+        after: str = "",
+        before: str | None = None,
+        number_prefix: str = "",
+        partner_id: str | None = None,
+        limit: int = 50,
     ) -> list[LineCard]:
-        """One page of lines with their cards, in number order after `after` (the dashboard)."""
+        """One page of lines with their cards (the dashboard): in number order after `after`,
+        or with `before`, the lines just before it, nearest first."""
         if not _NUMBER_PREFIX.fullmatch(number_prefix):
             raise AdminError(f"{number_prefix!r} is not the start of a phone number")
         if number_prefix and not number_prefix.startswith("+"):
             number_prefix = "+" + number_prefix  # every stored number starts with it
-        return self._accounts.line_cards(after=after, number_prefix=number_prefix, partner_id=partner_id, limit=limit)
+        return self._accounts.line_cards(
+            after=after, before=before, number_prefix=number_prefix, partner_id=partner_id, limit=limit
+        )
 
     def _require_line(self, phone_number: str) -> None:
         if not self._accounts.has_line(phone_number):

@@ -226,6 +226,7 @@ def test_pages_answer_within_200_ms_with_10000_cards(dash_server):
     figures = {
         "first page": _median_ms(client, "/dashboard/lines", params={"partner": partner_id}),
         "deep page": _median_ms(client, "/dashboard/lines", params={"partner": partner_id, "after": deep}),
+        "page before": _median_ms(client, "/dashboard/lines", params={"partner": partner_id, "before": deep}),
         "search": _median_ms(client, "/dashboard/lines", params={"q": "+1777000512"}),
         "one line": _median_ms(client, "/dashboard/lines/+17770005000"),
         "overview": _median_ms(client, "/dashboard/"),
@@ -237,5 +238,11 @@ def test_pages_answer_within_200_ms_with_10000_cards(dash_server):
         + ", ".join(f"{page} {ms:.1f} ms" for page, ms in figures.items())
     )
     page = client.get("/dashboard/lines", params={"partner": partner_id, "after": deep}).text
-    assert "+17770009001" in page and "+17770009000<" not in page  # the page after `deep`, from its next number
+    shown = re.findall(r'data-number="([^"]+)"', page)
+    assert shown == [f"+{17_770_009_001 + i}" for i in range(50)]  # the page after `deep`
+    # Its "previous page" link leads to the 50 numbers before, in order.
+    back = re.search(r'rel="prev" href="([^"]+)"', page)
+    assert back, "no previous page link"
+    earlier = client.get(back.group(1).replace("&amp;", "&")).text
+    assert re.findall(r'data-number="([^"]+)"', earlier) == [f"+{17_770_008_951 + i}" for i in range(50)]
     assert all(ms < 200 for ms in figures.values()), figures

@@ -57,6 +57,8 @@ def test_pages_follow_number_order_from_the_last_number_shown(world):
     second = admin.line_cards(after=first[-1].phone_number, limit=3)
     third = admin.line_cards(after=second[-1].phone_number, limit=3)
     assert [r.phone_number for r in first + second + third] == numbers
+    # Back from the third page's first number: the lines just before it, nearest first.
+    assert [r.phone_number for r in admin.line_cards(before=third[0].phone_number, limit=2)] == numbers[5:3:-1]
     row = second[0]
     assert (row.phone_number, row.partner_name, row.first_name, row.last_name, row.image_blob) == (
         numbers[3],
@@ -87,12 +89,13 @@ def test_search_by_the_start_of_a_number(world):
             admin.line_cards(number_prefix=bad)
 
 
-def test_the_plan_seeks_to_the_page_start_by_the_primary_key(world):
+@pytest.mark.parametrize(("page", "seek"), [({"after": "+15550005000"}, ">"), ({"before": "+15550005000"}, "<")])
+def test_the_plan_seeks_to_the_page_start_by_the_primary_key(world, page, seek):
     database, _ = world
-    query = line_cards_query(after="+15550005000", limit=51)
+    query = line_cards_query(limit=51, **page)
     with database.reader.connect() as conn:
         compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
         plan = " | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
     # A SEARCH on the key (not a SCAN of the table) and no sort: the rows come in index order.
-    assert "SEARCH lines USING PRIMARY KEY (phone_number>?)" in plan, plan
+    assert f"SEARCH lines USING PRIMARY KEY (phone_number{seek}?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan

@@ -19,15 +19,26 @@ async def _list(request: Request, session: Session, *, error: str | None = None,
     board = dashboard(request)
     query = request.query_params.get("q", "").strip()
     after = request.query_params.get("after", "")
+    before = request.query_params.get("before") or None
     partner = request.query_params.get("partner") or None
     try:
-        # One row more than shown: whether a next page exists, without counting.
+        # One row more than shown: whether a page lies beyond, without counting.
         rows = await off_loop(
-            board.admin.line_cards, after=after, number_prefix=query, partner_id=partner, limit=PAGE_SIZE + 1
+            board.admin.line_cards,
+            after=after,
+            before=before,
+            number_prefix=query,
+            partner_id=partner,
+            limit=PAGE_SIZE + 1,
         )
     except AdminError as exc:
         rows, error, status = [], str(exc), 400
+    more = len(rows) > PAGE_SIZE
     page = rows[:PAGE_SIZE]
+    if before is not None:
+        page.reverse()  # read backwards from `before`, nearest first
+    # Going back, the page we came from lies ahead; going forward, one lies behind `after`.
+    has_next, has_previous = (True, more) if before is not None else (more, bool(after))
     return render(
         request,
         "lines.html",
@@ -35,9 +46,10 @@ async def _list(request: Request, session: Session, *, error: str | None = None,
         status=status,
         rows=page,
         photos={row.phone_number: board.image_src(request, row.image_blob) for row in page},
-        next_after=page[-1].phone_number if len(rows) > PAGE_SIZE else None,
+        next_after=page[-1].phone_number if page and has_next else None,
+        previous_before=page[0].phone_number if page and has_previous else None,
         query=query,
-        after=after,
+        paged=bool(after or before),
         partner=partner,
         partners=await off_loop(board.admin.list_partners),
         error=error,

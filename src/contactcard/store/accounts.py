@@ -137,9 +137,17 @@ class Accounts:
         return [LineRow(r.phone_number, r.partner_id, r.id is not None, bool(r.is_active)) for r in rows]
 
     def line_cards(
-        self, *, after: str = "", number_prefix: str = "", partner_id: str | None = None, limit: int = 50
+        self,
+        *,
+        after: str = "",
+        before: str | None = None,
+        number_prefix: str = "",
+        partner_id: str | None = None,
+        limit: int = 50,
     ) -> list[LineCardRow]:
-        return line_cards(self._db, after=after, number_prefix=number_prefix, partner_id=partner_id, limit=limit)
+        return line_cards(
+            self._db, after=after, before=before, number_prefix=number_prefix, partner_id=partner_id, limit=limit
+        )
 
     def has_line(self, phone_number: str) -> bool:
         with self._db.reader.connect() as conn:
@@ -183,11 +191,17 @@ class LineCardRow:
 
 
 def line_cards_query(
-    *, after: str = "", number_prefix: str = "", partner_id: str | None = None, limit: int = 50
+    *,
+    after: str = "",
+    before: str | None = None,
+    number_prefix: str = "",
+    partner_id: str | None = None,
+    limit: int = 50,
 ) -> Select[Any]:
     """One page of lines in number order, from the number after `after` (keyset paging: the
     primary key's index finds the page's start, so page 200 costs what page 1 does; OFFSET
-    would read every row before it)."""
+    would read every row before it). With `before`: the `limit` lines just before it,
+    nearest first (the page before, read backwards along the same index)."""
     shown = device_displays
     query = (
         select(
@@ -208,10 +222,12 @@ def line_cards_query(
         .join(partners, partners.c.id == lines.c.partner_id)
         .outerjoin(cards, cards.c.phone_number == lines.c.phone_number)
         .outerjoin(shown, shown.c.phone_number == lines.c.phone_number)
-        .where(lines.c.phone_number > after)
-        .order_by(lines.c.phone_number)
         .limit(limit)
     )
+    if before is not None:
+        query = query.where(lines.c.phone_number < before).order_by(lines.c.phone_number.desc())
+    else:
+        query = query.where(lines.c.phone_number > after).order_by(lines.c.phone_number)
     if number_prefix:
         # Callers pass `+` and digits only; autoescape keeps LIKE's wildcards literal anyway.
         query = query.where(lines.c.phone_number.startswith(number_prefix, autoescape=True))
@@ -221,9 +237,17 @@ def line_cards_query(
 
 
 def line_cards(
-    database: Database, *, after: str = "", number_prefix: str = "", partner_id: str | None = None, limit: int = 50
+    database: Database,
+    *,
+    after: str = "",
+    before: str | None = None,
+    number_prefix: str = "",
+    partner_id: str | None = None,
+    limit: int = 50,
 ) -> list[LineCardRow]:
-    query = line_cards_query(after=after, number_prefix=number_prefix, partner_id=partner_id, limit=limit)
+    query = line_cards_query(
+        after=after, before=before, number_prefix=number_prefix, partner_id=partner_id, limit=limit
+    )
     with database.reader.connect() as conn:
         rows = conn.execute(query).all()
     return [
