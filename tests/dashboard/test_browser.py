@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 
+import linq
+import pytest
 from linq import LinqAPIV3
 
 from tests.conftest import admin_request, new_number
@@ -44,8 +46,9 @@ def test_partner_key_line_and_a_card_set_up_through_the_sdk(page, dash_server, i
         "data-partner"
     )
     _shoot(page, dash_server, screenshots, "partners")
-    # Shown once: the next visit has no key on it.
-    page.reload()
+    # Shown once: the next visit has no key on it. (A goto, not a reload: reloading the
+    # POST's answer would post the form again, and issue another key.)
+    page.goto("/dashboard/partners")
     assert key not in page.content()
 
     shown, failing = new_number(), new_number()
@@ -94,6 +97,32 @@ def test_partner_key_line_and_a_card_set_up_through_the_sdk(page, dash_server, i
     assert page.locator(f"tr[data-number='{shown}']").count() == 1
     page.goto(f"/dashboard/lines?partner={partner_id}")
     _shoot(page, dash_server, screenshots, "lines")
+
+    # Every field of the script is saved as typed.
+    page.goto(f"/dashboard/lines/{shown}")
+    page.fill("input[name=rate_limit_next]", "2")
+    page.fill("input[name=apply_delay]", "1.5")
+    page.check("input[name=rcs_unavailable]")
+    page.click("button:has-text('Save script')")
+    device = admin_request(dash_server.base_url, "GET", f"/devices/{shown}").json()
+    assert (device["fail_next"], device["rate_limit_next"], device["rcs_unavailable"], device["apply_delay"]) == (
+        0,
+        2,
+        True,
+        1.5,
+    )
+    assert page.is_checked("input[name=rcs_unavailable]")
+
+    # Revoked from the dashboard, the key stops working at once.
+    page.goto("/dashboard/partners")
+    section = page.locator("section.partner", has=page.locator(f"bdi:text-is('{name}')"))
+    assert section.locator("tbody tr").count() == 1  # the one key issued above
+    section.locator("button:has-text('Revoke')").click()
+    section = page.locator("section.partner", has=page.locator(f"bdi:text-is('{name}')"))
+    assert "revoked" in section.locator("tbody tr").first.inner_text()
+    assert section.locator("button:has-text('Revoke')").count() == 0
+    with pytest.raises(linq.AuthenticationError):
+        client.contact_card.retrieve()
     assert violations == []
 
 
