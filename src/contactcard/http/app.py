@@ -1,9 +1,9 @@
 """Build the ASGI app: routes, the error envelope for every failure, the edge middleware.
 
 The app is plain Starlette: every public endpoint reads its request directly. The
-admin API (FastAPI, for its request models) is mounted only when an admin token is set,
-so a server without one never loads FastAPI: about 10 MiB less memory and a faster
-start. (pydantic itself is loaded, by the settings.)
+admin API (FastAPI, for its request models) and the dashboard (Jinja2) are mounted only
+when an admin token is set, so a server without one never loads either: about 10 MiB less
+memory and a faster start. (pydantic itself is loaded, by the settings.)
 """
 
 from __future__ import annotations
