@@ -3,8 +3,11 @@ switch-off, proxy paths, and the speed of its pages with 10,000 cards."""
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 import warnings
@@ -246,3 +249,20 @@ def test_pages_answer_within_200_ms_with_10000_cards(dash_server):
     earlier = client.get(back.group(1).replace("&amp;", "&")).text
     assert re.findall(r'data-number="([^"]+)"', earlier) == [f"+{17_770_008_951 + i}" for i in range(50)]
     assert all(ms < 200 for ms in figures.values()), figures
+
+
+def test_without_a_token_the_dashboard_is_never_loaded(tmp_path):
+    # In a process of its own: this one has Jinja2 loaded already.
+    script = """
+import sys
+from contactcard.http.app import create_app
+from contactcard.settings import Settings
+create_app(Settings(data_dir=sys.argv[1]))
+print("jinja2" in sys.modules, "contactcard.dashboard.app" in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTCARD_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
