@@ -1,5 +1,6 @@
-"""Figures 1 to 6 and 9: GET by number, GET all, image work and POST, cold start, peak RSS,
-database size, the cost of the metrics. Each takes the run (bench/run.py) and returns its rows (bench/rows.py)."""
+"""Figures 1 to 6, 9 and 10: GET by number, GET all, image work and POST, cold start, peak
+RSS, database size, the cost of the metrics and of the request journal. Each takes the run
+(bench/run.py) and returns its rows (bench/rows.py)."""
 
 from __future__ import annotations
 
@@ -136,6 +137,32 @@ def _metrics_microseconds(count: int = 100_000) -> float:
     for _ in range(count):
         metrics.request(route_of("/api/partner/v3/contact_card"), "GET", 200, 0, 0.0004)
     return (time.perf_counter() - started) / count * 1e6
+
+
+# --- figure 10: the request journal's cost on GET ------------------------------------------
+
+
+def journal_cost(run) -> list[dict]:
+    """Figure 1's load on the server as it ships (journal on) against the same server with
+    `CONTACTCARD_JOURNAL_SIZE=0`, on the same database, interleaved."""
+    config, rows = run.config, []
+    options = dict(threads=config.threads, connections=config.connections)
+    for db in run.databases:
+        on, off = run.variants((db, "small", ""), (db, "small", "journal-off"))
+        pair = run.seeded(db, "small").pairs[0]
+        check_get_by_number(on, *pair)
+        check_get_by_number(off, *pair)
+        pairs = run.pairs(db, "small")
+        sides = [
+            wrk_side(run.wrk, off.name, f"{db}, journal off", off.url, pairs, **options),
+            wrk_side(run.wrk, on.name, f"{db}, journal on", on.url, pairs, **options),
+        ]
+        run.interleave(sides)
+        run.raw.setdefault("journal", {})[db] = {side.name: side.raw() for side in sides}
+        p99 = [f"p99: {median(side.values('p99_ms')):.2f} ms {side.label}" for side in sides]
+        title = "GET by number, req/s: journal on vs off"
+        rows.append(compare(10, db, title, "req/s", "journal_rps", sides[1], sides[0], notes=p99))
+    return rows
 
 
 # --- figure 2: GET all of a partner with 10,000 cards ------------------------------------

@@ -37,6 +37,7 @@ _DB_ORDER = {"SQLite": 0, "PostgreSQL": 1, "-": 2}
 PREFIX = {"SQLite": "sqlite", "PostgreSQL": "postgres"}
 
 
+# Servers that differ from the shipped one by a setting, named in `Run.servers`.
 class Log:
     def __init__(self) -> None:
         self.started = time.perf_counter()
@@ -53,6 +54,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "": {},
     "memo-off": {"CONTACTCARD_READ_CACHE_SIZE": "0"},
     "metrics-off": {"CONTACTCARD_METRICS": "off"},
+    "journal-off": {"CONTACTCARD_JOURNAL_SIZE": "0"},
 }
 
 
@@ -206,6 +208,7 @@ def _figures() -> list[tuple[frozenset[int], Callable[[Run], list[dict]], str]]:
         (frozenset({7}), writes.patch_writes, "figure 7: PATCH under wrk against the raw-SQL floor"),
         (frozenset({8}), writes.mixed_load, "figure 8: 5 % PATCH, 95 % GET against pure GET with the memo off"),
         (frozenset({9}), figures.metrics_cost, "figure 9: GET by number with metrics on against metrics off"),
+        (frozenset({10}), figures.journal_cost, "figure 10: GET by number, request journal on against off"),
         (frozenset({4}), figures.cold_start, "figure 4: cold start on an empty SQLite directory"),
     ]
 

@@ -12,16 +12,21 @@ from contactcard import images
 from contactcard.admin import Admin
 from contactcard.cdn import BlobStore, LocalFolderCdn
 from contactcard.contract import ImageRules
+from contactcard.controls import Controls, LiveControls
 from contactcard.device import SimulatedDevice
 from contactcard.images import HostPolicy, ImageUrl
+from contactcard.journal import Journal
+from contactcard.kit import Kit
 from contactcard.metrics import Metrics
 from contactcard.readiness import Readiness
 from contactcard.service import ContactCards, Policy
 from contactcard.settings import Settings
 from contactcard.store.accounts import Accounts
 from contactcard.store.cards import CardWrites
+from contactcard.store.controls import ControlRecords
 from contactcard.store.db import Database, connect, migrate
 from contactcard.store.devices import DeviceRecords
+from contactcard.store.journal import JournalRecords
 from contactcard.store.locks import AdvisoryLocks, LineLocks
 from contactcard.store.reads import CardReads
 from contactcard.store.writer import PostgresWriter, SqliteWriter, Writer
@@ -53,6 +58,9 @@ class Services:
     locks: LineLocks
     readiness: Readiness
     metrics: Metrics | None  # None: switched off
+    controls: LiveControls
+    journal: Journal
+    kit: Kit
 
     async def aclose(self) -> None:
         """Let queued writes finish and close what is bound to the event loop."""
@@ -60,6 +68,7 @@ class Services:
         await self.reads.aclose()
 
     def close(self) -> None:
+        self.journal.close()
         self.writer.close()
         self.database.dispose()
 
@@ -95,6 +104,26 @@ def cdn_for(settings: Settings) -> BlobStore:
     )
 
 
+def controls_for(settings: Settings, database: Database) -> LiveControls:
+    """The runtime controls: this process's settings, as the database's row overrides them."""
+    defaults = Controls(
+        version=0,
+        profile=settings.profile,
+        write_budget=settings.write_budget,
+        write_budget_window=settings.write_budget_window,
+        journal_size=settings.journal_size,
+    )
+    controls = LiveControls(defaults, ControlRecords(database).load)
+    controls.reload()
+    return controls
+
+
+def kit_for(settings: Settings, database: Database) -> Kit:
+    """The test kit's use cases on a database (the CLI needs nothing else)."""
+    controls = controls_for(settings, database)
+    return Kit(ControlRecords(database), controls, Journal(JournalRecords(database), controls))
+
+
 def build(settings: Settings, *, run_migrations: bool = True) -> Services:
     database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
     if run_migrations:
@@ -125,6 +154,7 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
         timeout=settings.database_timeout,
     )
     metrics = Metrics() if settings.metrics != "off" else None
+    controls = controls_for(settings, database)
     cards = ContactCards(
         reads=reads,
         # The device is the simulated one: its steps join the card's statements.
@@ -142,7 +172,10 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
         ),
         read_cache_size=settings.read_cache_size,
         tally=metrics,
+        controls=controls,
     )
     admin = Admin(Accounts(database), device)
     readiness = Readiness(database, cdn, timeout=settings.database_timeout)
-    return Services(database, cards, admin, cdn, writer, reads, locks, readiness, metrics)
+    journal = Journal(JournalRecords(database), controls)
+    kit = Kit(ControlRecords(database), controls, journal)
+    return Services(database, cards, admin, cdn, writer, reads, locks, readiness, metrics, controls, journal, kit)

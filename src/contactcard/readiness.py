@@ -12,11 +12,9 @@ from collections.abc import Callable
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
 from contactcard.cdn import BlobStore, BlobStoreUnavailable
-from contactcard.store.db import HEAD_REVISION, Database
+from contactcard.store.db import Database, schema_state
 
 
 class Readiness:
@@ -56,14 +54,7 @@ class Readiness:
         return f"no answer within {self._timeout:g} s"
 
     def _database_state(self) -> str:
-        try:
-            with self._database.reader.connect() as connection:
-                revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        except SQLAlchemyError as exc:
-            return f"unreachable ({type(exc.__cause__ or exc).__name__})"
-        if revision != HEAD_REVISION:
-            return f"schema at {revision}, this server needs {HEAD_REVISION}"
-        return "ok"
+        return schema_state(self._database)
 
     def _store_state(self) -> str:
         try:

@@ -27,6 +27,7 @@ from contactcard import errors, images
 from contactcard.card import Card, Outcome
 from contactcard.cdn import BlobStore, BlobStoreUnavailable
 from contactcard.contract import UNSET, ImageRules, SetupRequest, UpdateRequest
+from contactcard.controls import Controls
 from contactcard.device import Device
 from contactcard.errors import ApiError
 from contactcard.logs import note
@@ -77,6 +78,30 @@ class NoTally:
         pass
 
 
+class RuntimeControls(Protocol):
+    """The controls in force (`controls.LiveControls`): settings a test may change, the clock."""
+
+    @property
+    def current(self) -> Controls: ...
+    def reload(self) -> Controls: ...  # blocking
+    def time(self) -> float: ...  # unix seconds on the server's clock
+
+
+class FixedControls:
+    """The policy as it was given, on a clock function (unit tests; no database)."""
+
+    def __init__(self, policy: Policy, clock: Any = time.time) -> None:
+        self.current = Controls(0, policy.profile, policy.write_budget, policy.write_budget_window, 0)
+        self._clock = clock
+
+    def reload(self) -> Controls:
+        return self.current
+
+    def time(self) -> float:
+        now: float = self._clock()
+        return now
+
+
 class Fetcher(Protocol):
     async def fetch(self, url: images.ImageUrl) -> bytes: ...
 
@@ -122,6 +147,7 @@ class ContactCards:
         read_cache_size: int = 0,
         clock: Any = time.time,
         tally: Tally | None = None,
+        controls: RuntimeControls | None = None,
     ) -> None:
         self._reads = reads
         self._writes = writes
@@ -132,8 +158,10 @@ class ContactCards:
         self.rules = rules
         self._policy = policy
         self.read_cache_size = read_cache_size  # GET-by-number answers the HTTP layer may keep
-        self._clock = clock
         self._tally = tally or NoTally()
+        # The profile, the budget and the clock come from the runtime controls; `policy`
+        # gives the rest (and everything, with `clock`, when no controls are given).
+        self._controls: RuntimeControls = controls or FixedControls(policy, clock)
         self._writing = 0  # writes in this process, waiting or under way
         self._decoders: anyio.CapacityLimiter | None = None  # made on the event loop
 
@@ -191,7 +219,7 @@ class ContactCards:
         async with self._line(phone):
             state = await self._state(key_hash, phone)
             current = state.card
-            needs_setup_once = self._policy.profile == "seed"
+            needs_setup_once = self._controls.current.profile == "seed"
             if current is None or (needs_setup_once and not current.ever_active):
                 raise ApiError(errors.NOT_FOUND)
             if not await self._rcs_available(state, phone):
@@ -233,11 +261,22 @@ class ContactCards:
             self._tally.queued(-1)
 
     async def _state(self, key_hash: str, phone: str) -> LineState:
-        since = self._clock() - self._policy.write_budget_window if self._policy.write_budget > 0 else None
-        state = await self._writes.line_state(key_hash, phone, since)
+        known = self._controls.current
+        state = await self._writes.line_state(key_hash, phone, self._budget_since(known))
+        if state.controls_version > known.version:
+            # A setting changed or the clock moved (maybe in another process): decide with
+            # the new ones. Rare, so the reload's query is paid only then.
+            known = await anyio.to_thread.run_sync(self._controls.reload)
+            state = await self._writes.line_state(key_hash, phone, self._budget_since(known))
         note(partner=state.partner_id)
         _check_access(state.partner_id, state.owns_line)
         return state
+
+    def _budget_since(self, controls: Controls) -> float | None:
+        """Where the budget's window begins on the server's clock; None when it is off."""
+        if controls.write_budget <= 0:
+            return None
+        return self._controls.time() - controls.write_budget_window
 
     async def _rcs_available(self, state: LineState, phone: str) -> bool:
         if state.rcs_unavailable is not None:  # read with the state (the simulated device)
@@ -245,10 +284,11 @@ class ContactCards:
         return await self._device.rcs_check_available(phone)
 
     def _check_budget(self, state: LineState) -> None:
-        budget, window = self._policy.write_budget, self._policy.write_budget_window
+        controls = self._controls.current
+        budget, window = controls.write_budget, controls.write_budget_window
         if budget <= 0 or state.attempts < budget:
             return
-        now = self._clock()
+        now = self._controls.time()
         wait = max(1, math.ceil((state.oldest_attempt or now) + window - now))
         self._tally.write("budget_refused")
         note(outcome="budget_refused")
@@ -259,14 +299,14 @@ class ContactCards:
         )
 
     async def _store_and_apply(self, phone: str, values: CardValues, state: LineState) -> WriteResult:
-        now = self._clock()
-        budget_on = self._policy.write_budget > 0
+        now = self._controls.time()
+        controls = self._controls.current
         image_url = f"{self.rules.own_cdn_prefix}{values.image_blob}" if values.image_blob else None
         stored = await self._writes.store_inactive(
             phone,
             values,
-            attempt_at=now if budget_on else None,
-            prune_before=now - self._policy.write_budget_window,
+            attempt_at=now if controls.write_budget > 0 else None,
+            prune_before=now - controls.write_budget_window,
             image_url=image_url,
             device_scripted=state.device_scripted,
         )
@@ -289,7 +329,7 @@ class ContactCards:
             )
         self._tally.write("failed")
         note(outcome="failed")
-        if self._policy.profile == "hosted":
+        if self._controls.current.profile == "hosted":
             return WriteResult(self.public(card), ApiError(errors.APPLY_INCOMPLETE))
         return WriteResult(self.public(card))
 

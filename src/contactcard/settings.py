@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         description="GET-by-number answers kept in memory, emptied whenever anyone commits to the "
         "database (checked after each request arrives, so never stale); 0 switches the memo off.",
     )
+    journal_size: int = Field(
+        1000,
+        ge=0,
+        description="Recent API requests kept in the request journal (`/admin/v1/requests`); 0 switches it off.",
+    )
     write_queue_limit: int = Field(
         10000,
         ge=1,
@@ -110,6 +115,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest wait for one S3 call (two tries at most), in seconds; a write whose image "
         "is not stored within it answers `503 4008`.",
+    )
+    open_sandbox: bool = Field(
+        False,
+        description="Open sandbox (`serve --open`): any bearer key is its own partner, made on first use, and "
+        "any number it touches becomes its line unless another partner owns it. For local tests only.",
     )
     admin_token: str | None = Field(
         None, description="Bearer token for the `/admin/v1` HTTP API. Empty: the admin API is switched off."

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from contactcard import errors
 from contactcard.bootstrap import Services, build
@@ -29,6 +30,7 @@ from contactcard.errors import ApiError
 from contactcard.http import cards, openapi, pages, reference
 from contactcard.http.edge import BodyTooLarge, Edge
 from contactcard.http.envelope import error_response, json_response
+from contactcard.http.journaled import Journaled
 from contactcard.settings import Settings
 
 log = logging.getLogger("contactcard")
@@ -95,8 +97,9 @@ def _admin_routes(settings: Settings, services: Services, docs_base_url: str) ->
         # Relative, so that it also holds behind a proxy path.
         return RedirectResponse("dashboard/", status_code=303)
 
+    handlers = error_handlers(docs_base_url)
     return [
-        Mount("/admin/v1", app=admin.admin_app(settings, services.admin, error_handlers(docs_base_url))),
+        Mount("/admin/v1", app=admin.admin_app(settings, services.admin, handlers, kit=services.kit)),
         # The dashboard is on exactly when the admin API is (off: its paths are plain 404s).
         Route("/dashboard", to_dashboard, methods=["GET"]),
         Mount("/dashboard", app=dashboard_app(settings, services.admin)),
@@ -116,6 +119,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # request in a few dozen waited ~50 ms for a collection under load.
         gc.collect()
         gc.freeze()
+        services.journal.start()
         sampler = asyncio.ensure_future(_sample_database(services)) if services.metrics else None
         yield
         if sampler is not None:
@@ -125,6 +129,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Requests have finished (or the shutdown bound passed): let queued writes commit,
         # then close the connections bound to this loop.
         await services.aclose()
+        await anyio.to_thread.run_sync(services.journal.close)
         await anyio.to_thread.run_sync(services.writer.close)
 
     document = openapi.document(settings.public_base_url)
@@ -152,8 +157,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.readiness = services.readiness
     app.state.metrics = services.metrics
     fast = cards.FastGet(app, services.cards, docs_base)
+    inner: ASGIApp = fast
+    if settings.open_sandbox:
+        from contactcard.http.sandboxed import Sandboxed
+        from contactcard.sandbox import Sandbox
+
+        inner = Sandboxed(fast, Sandbox(services.admin))
     return Edge(
-        fast,
+        Journaled(inner, services.journal),
         max_body=MAX_BODY_BYTES,
         docs_base_url=docs_base,
         metrics=services.metrics,

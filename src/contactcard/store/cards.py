@@ -25,11 +25,13 @@ from contactcard.store import devices
 from contactcard.store.writer import Stmt, Writer
 
 # The key, the line's owner, its card (only when the key's partner owns the line) and the
-# write budget used, in one statement.
+# write budget used, in one statement; and the runtime controls' version, so a write learns
+# of a changed setting or a moved clock without a query of its own.
 _STATE = """
 SELECT k.key_hash, k.partner_id, l.partner_id,
        c.id, c.first_name, c.last_name, c.image_blob, c.image_source_url, c.is_active, c.ever_active,
-       {budget}{device}
+       {budget},
+       (SELECT r.version FROM runtime_controls AS r WHERE r.id = 1){device}
 FROM api_keys AS k
 LEFT JOIN lines AS l ON l.phone_number = :phone
 LEFT JOIN cards AS c ON c.phone_number = l.phone_number AND l.partner_id = k.partner_id
@@ -83,6 +85,7 @@ class LineState:
     card: Card | None
     attempts: int  # writes that reached the device since the budget window began
     oldest_attempt: float | None
+    controls_version: int = 0  # of the runtime controls row (`contactcard/controls.py`)
     rcs_unavailable: bool | None = None  # None: not read here; ask the device
     device_scripted: bool | None = None  # the simulated device has outcomes scripted
 
@@ -140,9 +143,9 @@ class CardWrites:
                 is_active=bool(row[8]),
                 ever_active=bool(row[9]),
             )
-        rcs_unavailable = bool(row[12]) if self._device_joins else None
-        scripted = bool(row[13]) if self._device_joins else None
-        return LineState(row[1], owns, card, int(row[10] or 0), row[11], rcs_unavailable, scripted)
+        rcs_unavailable = bool(row[13]) if self._device_joins else None
+        scripted = bool(row[14]) if self._device_joins else None
+        return LineState(row[1], owns, card, int(row[10] or 0), row[11], int(row[12] or 0), rcs_unavailable, scripted)
 
     async def store_inactive(
         self,
