@@ -6,6 +6,7 @@ The `contactcard admin` command and the `/admin/v1` HTTP API both call these; th
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,10 +16,15 @@ from contactcard.device import DeviceScript, DeviceView, SimulatedDevice
 from contactcard.errors import ApiError
 from contactcard.store.accounts import Accounts, KeyInUse, LineTaken, NoSuchPartner
 from contactcard.store.accounts import KeyRow as KeyInfo
+from contactcard.store.accounts import LineCardRow as LineCard
 from contactcard.store.accounts import LineRow as Line
 from contactcard.store.accounts import PartnerRow as Partner
 
-__all__ = ["Admin", "AdminError", "IssuedKey", "KeyInfo", "Line", "Partner"]
+__all__ = ["Admin", "AdminError", "IssuedKey", "KeyInfo", "Line", "LineCard", "Partner"]
+
+
+# What a number search may be: a phone number's first characters (`+` and digits).
+_NUMBER_PREFIX = re.compile(r"\+?[0-9]{0,15}")
 
 
 class AdminError(Exception):
@@ -97,6 +103,25 @@ class Admin:
 
     def list_lines(self, partner_id: str | None = None) -> list[Line]:
         return self._accounts.lines(partner_id)
+
+    def line_cards(
+        self,
+        *,
+        after: str = "",
+        before: str | None = None,
+        number_prefix: str = "",
+        partner_id: str | None = None,
+        limit: int = 50,
+    ) -> list[LineCard]:
+        """One page of lines with their cards (the dashboard): in number order after `after`,
+        or with `before`, the lines just before it, nearest first."""
+        if not _NUMBER_PREFIX.fullmatch(number_prefix):
+            raise AdminError(f"{number_prefix!r} is not the start of a phone number")
+        if number_prefix and not number_prefix.startswith("+"):
+            number_prefix = "+" + number_prefix  # every stored number starts with it
+        return self._accounts.line_cards(
+            after=after, before=before, number_prefix=number_prefix, partner_id=partner_id, limit=limit
+        )
 
     def _require_line(self, phone_number: str) -> None:
         if not self._accounts.has_line(phone_number):

@@ -33,11 +33,14 @@ _EXACT_ROUTES = {
     "/metrics": "/metrics",
     "/openapi.json": "/openapi.json",
     "/docs/errors": "/docs/errors",
+    "/docs": "/docs",
 }
 _PREFIX_ROUTES = (
     ("/cdn/contact-card/", "/cdn/contact-card/{name}"),
     ("/docs/errors/", "/docs/errors/{code}"),
     ("/admin/v1/", "/admin/v1"),
+    ("/docs/assets/", "/docs/assets/{name}"),
+    ("/dashboard", "/dashboard"),  # one label for all its pages (line numbers are in its paths)
 )
 
 

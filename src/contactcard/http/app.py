@@ -1,9 +1,9 @@
 """Build the ASGI app: routes, the error envelope for every failure, the edge middleware.
 
 The app is plain Starlette: every public endpoint reads its request directly. The
-admin API (FastAPI, for its request models) is mounted only when an admin token is set,
-so a server without one never loads FastAPI: about 10 MiB less memory and a faster
-start. (pydantic itself is loaded, by the settings.)
+admin API (FastAPI, for its request models) and the dashboard (Jinja2) are mounted only
+when an admin token is set, so a server without one never loads either: about 10 MiB less
+memory and a faster start. (pydantic itself is loaded, by the settings.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
@@ -27,7 +27,7 @@ from contactcard import errors
 from contactcard.bootstrap import Services, build
 from contactcard.contract import MAX_BODY_BYTES
 from contactcard.errors import ApiError
-from contactcard.http import cards, openapi, pages
+from contactcard.http import cards, openapi, pages, reference
 from contactcard.http.edge import BodyTooLarge, Edge
 from contactcard.http.envelope import error_response, json_response
 from contactcard.http.journaled import Journaled
@@ -90,10 +90,20 @@ def _admin_routes(settings: Settings, services: Services, docs_base_url: str) ->
 
         methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
         return [Route("/admin/v1/{rest:path}", admin_off, methods=methods)]
+    from contactcard.dashboard.app import dashboard_app
     from contactcard.http import admin
 
+    async def to_dashboard(request: Request) -> Response:
+        # Relative, so that it also holds behind a proxy path.
+        return RedirectResponse("dashboard/", status_code=303)
+
     handlers = error_handlers(docs_base_url)
-    return [Mount("/admin/v1", app=admin.admin_app(settings, services.admin, handlers, kit=services.kit))]
+    return [
+        Mount("/admin/v1", app=admin.admin_app(settings, services.admin, handlers, kit=services.kit)),
+        # The dashboard is on exactly when the admin API is (off: its paths are plain 404s).
+        Route("/dashboard", to_dashboard, methods=["GET"]),
+        Mount("/dashboard", app=dashboard_app(settings, services.admin)),
+    ]
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Edge:
@@ -130,6 +140,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     routes = [
         *(Route(path, cards.contact_card, methods=["GET", "POST", "PATCH"]) for path in openapi.CARD_PATHS),
         Route("/cdn/contact-card/{name}", pages.cdn_image, methods=["GET"]),
+        *reference.routes(dashboard=bool(settings.admin_token)),
         Route("/docs/errors", pages.error_index, methods=["GET"]),
         Route("/docs/errors/{code}", pages.error_page, methods=["GET"]),
         Route("/healthz", pages.healthz, methods=["GET"]),

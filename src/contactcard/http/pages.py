@@ -48,7 +48,9 @@ async def error_index(request: Request) -> Response:
         for e in errors.CATALOGUE
     )
     return _page(
-        "Error codes", f"<h1>Error codes</h1><table><tr><th>status</th><th>code</th><th>message</th></tr>{rows}</table>"
+        "Error codes",
+        "<p><a href='../docs'>API reference</a></p>"
+        f"<h1>Error codes</h1><table><tr><th>status</th><th>code</th><th>message</th></tr>{rows}</table>",
     )
 
 
@@ -62,7 +64,9 @@ async def error_page(request: Request) -> Response:
         f"<h1>{entry.code}: {html.escape(entry.message)}</h1><p>HTTP status {entry.status}.</p>"
         f"<h2>What it means</h2><p>{html.escape(entry.meaning)}</p>"
         f"<h2>What to do</h2><p>{html.escape(entry.fix)}</p>"
-        f"<p>Retry: {'yes, with backoff' if entry.retry else 'no, fix the request first'}.</p>",
+        f"<p>Retry: {'yes, with backoff' if entry.retry else 'no, fix the request first'}.</p>"
+        # Relative: /docs/errors/<code> -> /docs, behind a proxy path too.
+        "<p><a href='../errors'>All error codes</a> · <a href='../../docs'>API reference</a></p>",
     )
 
 

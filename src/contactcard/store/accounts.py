@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from contactcard.store.db import Database
@@ -142,6 +143,19 @@ class Accounts:
             rows = conn.execute(query).all()
         return [LineRow(r.phone_number, r.partner_id, r.id is not None, bool(r.is_active)) for r in rows]
 
+    def line_cards(
+        self,
+        *,
+        after: str = "",
+        before: str | None = None,
+        number_prefix: str = "",
+        partner_id: str | None = None,
+        limit: int = 50,
+    ) -> list[LineCardRow]:
+        return line_cards(
+            self._db, after=after, before=before, number_prefix=number_prefix, partner_id=partner_id, limit=limit
+        )
+
     def has_line(self, phone_number: str) -> bool:
         with self._db.reader.connect() as conn:
             return (
@@ -163,3 +177,100 @@ def _line(conn: Connection, phone_number: str) -> LineRow:
         .where(lines.c.phone_number == phone_number)
     ).one()
     return LineRow(row.phone_number, row.partner_id, row.id is not None, bool(row.is_active))
+
+
+@dataclass(frozen=True)
+class LineCardRow:
+    """A line as the dashboard lists it: its card and what its device shows."""
+
+    phone_number: str
+    partner_id: str
+    partner_name: str
+    first_name: str | None  # None: no card set up
+    last_name: str | None
+    image_blob: str | None
+    is_active: bool
+    updated_at: datetime | None
+    shown_first_name: str | None  # None: the device never showed a card
+    shown_last_name: str | None
+    shown_image_url: str | None
+    applied_at: datetime | None
+
+
+def line_cards_query(
+    *,
+    after: str = "",
+    before: str | None = None,
+    number_prefix: str = "",
+    partner_id: str | None = None,
+    limit: int = 50,
+) -> Select[Any]:
+    """One page of lines in number order, from the number after `after` (keyset paging: the
+    primary key's index finds the page's start, so page 200 costs what page 1 does; OFFSET
+    would read every row before it). With `before`: the `limit` lines just before it,
+    nearest first (the page before, read backwards along the same index)."""
+    shown = device_displays
+    query = (
+        select(
+            lines.c.phone_number,
+            lines.c.partner_id,
+            partners.c.name.label("partner_name"),
+            cards.c.first_name,
+            cards.c.last_name,
+            cards.c.image_blob,
+            cards.c.is_active,
+            cards.c.updated_at,
+            shown.c.first_name.label("shown_first_name"),
+            shown.c.last_name.label("shown_last_name"),
+            shown.c.image_url.label("shown_image_url"),
+            shown.c.applied_at,
+        )
+        .select_from(lines)
+        .join(partners, partners.c.id == lines.c.partner_id)
+        .outerjoin(cards, cards.c.phone_number == lines.c.phone_number)
+        .outerjoin(shown, shown.c.phone_number == lines.c.phone_number)
+        .limit(limit)
+    )
+    if before is not None:
+        query = query.where(lines.c.phone_number < before).order_by(lines.c.phone_number.desc())
+    else:
+        query = query.where(lines.c.phone_number > after).order_by(lines.c.phone_number)
+    if number_prefix:
+        # Callers pass `+` and digits only; autoescape keeps LIKE's wildcards literal anyway.
+        query = query.where(lines.c.phone_number.startswith(number_prefix, autoescape=True))
+    if partner_id:
+        query = query.where(lines.c.partner_id == partner_id)
+    return query
+
+
+def line_cards(
+    database: Database,
+    *,
+    after: str = "",
+    before: str | None = None,
+    number_prefix: str = "",
+    partner_id: str | None = None,
+    limit: int = 50,
+) -> list[LineCardRow]:
+    query = line_cards_query(
+        after=after, before=before, number_prefix=number_prefix, partner_id=partner_id, limit=limit
+    )
+    with database.reader.connect() as conn:
+        rows = conn.execute(query).all()
+    return [
+        LineCardRow(
+            r.phone_number,
+            r.partner_id,
+            r.partner_name,
+            r.first_name,
+            r.last_name,
+            r.image_blob,
+            bool(r.is_active),
+            r.updated_at,
+            r.shown_first_name,
+            r.shown_last_name,
+            r.shown_image_url,
+            r.applied_at,
+        )
+        for r in rows
+    ]

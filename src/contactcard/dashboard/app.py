@@ -1,0 +1,57 @@
+"""Build the dashboard's ASGI app from its page modules.
+
+Adding a page group (webhooks, the request journal, runtime controls): write a module
+beside `lines.py` with `NAV` (a `Nav`, or None to stay out of the menu) and `routes()`
+(Starlette routes below `/dashboard`, each wrapped in `signed_in` and reading POSTs with
+`form`, which checks the CSRF token), put its templates in `templates/` (extending
+`base.html`), and add the module to `PAGES`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
+
+from contactcard.admin import Admin
+from contactcard.dashboard import lines, partners, signin
+from contactcard.dashboard.session import Sessions
+from contactcard.dashboard.web import (
+    STATIC,
+    Dashboard,
+    FormRefused,
+    Nav,
+    SecurityHeaders,
+    csp,
+    render,
+    session_of,
+    templates,
+)
+from contactcard.settings import Settings
+
+# The page groups, in menu order: the extension point.
+PAGES: tuple[ModuleType, ...] = (signin, partners, lines)
+
+
+async def _form_refused(request: Request, exc: Exception) -> Response:
+    # A form without this session's token: possibly another site posting here.
+    return render(request, "refused.html", session_of(request), status=403)
+
+
+def dashboard_app(settings: Settings, admin: Admin) -> ASGIApp:
+    assert settings.admin_token, "the dashboard is off without an admin token"
+    routes: list[BaseRoute] = [Mount("/static", app=StaticFiles(directory=STATIC), name="static")]
+    nav: list[Nav] = []
+    for module in PAGES:
+        routes.extend(module.routes())
+        if module.NAV is not None:
+            nav.append(module.NAV)
+    app = Starlette(routes=routes, exception_handlers={FormRefused: _form_refused})
+    app.router.redirect_slashes = False
+    app.state.dashboard = Dashboard(settings, admin, Sessions(settings.admin_token), templates(), nav)
+    return SecurityHeaders(app, csp(settings))

@@ -1,0 +1,149 @@
+"""Lines and their cards (search by number, keyset pages), one line's device and its script."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from contactcard.admin import AdminError, LineCard
+from contactcard.dashboard.session import Session
+from contactcard.dashboard.web import Nav, dashboard, form, off_loop, redirect, render, signed_in
+from contactcard.device import DeviceScript
+
+NAV = Nav("Lines and cards", "/lines")
+PAGE_SIZE = 50
+
+
+async def _list(request: Request, session: Session, *, error: str | None = None, status: int = 200) -> Response:
+    board = dashboard(request)
+    query = request.query_params.get("q", "").strip()
+    after = request.query_params.get("after", "")
+    before = request.query_params.get("before") or None
+    partner = request.query_params.get("partner") or None
+    try:
+        # One row more than shown: whether a page lies beyond, without counting.
+        rows = await off_loop(
+            board.admin.line_cards,
+            after=after,
+            before=before,
+            number_prefix=query,
+            partner_id=partner,
+            limit=PAGE_SIZE + 1,
+        )
+    except AdminError as exc:
+        rows, error, status = [], str(exc), 400
+    more = len(rows) > PAGE_SIZE
+    page = rows[:PAGE_SIZE]
+    if before is not None:
+        page.reverse()  # read backwards from `before`, nearest first
+    # Going back, the page we came from lies ahead; going forward, one lies behind `after`.
+    has_next, has_previous = (True, more) if before is not None else (more, bool(after))
+    return render(
+        request,
+        "lines.html",
+        session,
+        status=status,
+        rows=page,
+        photos={row.phone_number: board.image_src(request, row.image_blob) for row in page},
+        next_after=page[-1].phone_number if page and has_next else None,
+        previous_before=page[0].phone_number if page and has_previous else None,
+        query=query,
+        paged=bool(after or before),
+        partner=partner,
+        partners=await off_loop(board.admin.list_partners),
+        error=error,
+    )
+
+
+@signed_in
+async def lines_page(request: Request, session: Session) -> Response:
+    return await _list(request, session)
+
+
+@signed_in
+async def add_line(request: Request, session: Session) -> Response:
+    fields = await form(request, session)
+    number = fields.get("phone_number", "").strip()
+    try:
+        await off_loop(dashboard(request).admin.add_line, fields.get("partner_id", ""), number)
+    except AdminError as exc:
+        return await _list(request, session, error=str(exc), status=400)
+    return redirect(request, f"/lines/{number}")
+
+
+async def _line_card(request: Request, phone: str) -> LineCard | None:
+    rows = await off_loop(dashboard(request).admin.line_cards, number_prefix=phone, limit=1)
+    # The exact number sorts before any longer number it begins.
+    return rows[0] if rows and rows[0].phone_number == phone else None
+
+
+async def _line(request: Request, session: Session, *, error: str | None = None) -> Response:
+    board = dashboard(request)
+    phone = request.path_params["phone"]
+    card = await _line_card(request, phone)
+    if card is None:
+        return render(request, "not_found.html", session, status=404, what=phone)
+    device = await off_loop(board.admin.device_view, phone)
+    return render(
+        request,
+        "line.html",
+        session,
+        status=400 if error else 200,
+        card=card,
+        photo=board.image_src(request, card.image_blob),
+        device=device,
+        device_photo=board.shown_src(request, device.image_url),
+        error=error,
+    )
+
+
+@signed_in
+async def line_page(request: Request, session: Session) -> Response:
+    return await _line(request, session)
+
+
+def _count(fields: dict[str, str], name: str) -> int:
+    value = fields.get(name, "").strip() or "0"
+    if not value.isascii() or not value.isdigit() or len(value) > 7:
+        raise AdminError(f"{name.replace('_', ' ')} must be a whole number from 0 to 1000000")
+    return int(value)
+
+
+def _delay(fields: dict[str, str]) -> float:
+    value = fields.get("apply_delay", "").strip() or "0"
+    try:
+        delay = float(value)
+    except ValueError:
+        raise AdminError("the delay must be a number of seconds") from None
+    if not 0 <= delay <= 3600:  # also refuses NaN
+        raise AdminError("the delay must be from 0 to 3600 seconds")
+    return delay
+
+
+@signed_in
+async def script_line(request: Request, session: Session) -> Response:
+    fields = await form(request, session)
+    phone = request.path_params["phone"]
+    try:
+        script = DeviceScript(
+            fail_next=min(_count(fields, "fail_next"), 1_000_000),
+            rate_limit_next=min(_count(fields, "rate_limit_next"), 1_000_000),
+            rcs_unavailable=fields.get("rcs_unavailable") == "on",
+            apply_delay=_delay(fields),
+        )
+        await off_loop(dashboard(request).admin.script_device, phone, script)
+    except AdminError as exc:
+        if exc.not_found:
+            return render(request, "not_found.html", session, status=404, what=phone)
+        return await _line(request, session, error=str(exc))
+    return redirect(request, f"/lines/{phone}")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/lines", lines_page, methods=["GET"]),
+        Route("/lines/new", add_line, methods=["POST"]),
+        Route("/lines/{phone}", line_page, methods=["GET"]),
+        Route("/lines/{phone}/script", script_line, methods=["POST"]),
+    ]

@@ -1,0 +1,214 @@
+"""What every dashboard page shares: the signed-in check, the CSRF check on forms,
+template rendering and the security headers."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import anyio.to_thread
+from jinja2 import Environment, FileSystemLoader
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from contactcard.admin import Admin
+from contactcard.dashboard.session import COOKIE, LIFETIME, SIGN_IN_COOKIE, Session, Sessions
+from contactcard.settings import Settings
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+STATIC = Path(__file__).resolve().parent / "static"
+_FORM_TYPE = "application/x-www-form-urlencoded"
+Page = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Nav:
+    """A link in the dashboard's menu: its label and its path below `/dashboard`."""
+
+    label: str
+    path: str
+
+
+@dataclass
+class Dashboard:
+    """The collaborators of every page, kept on the dashboard app's state."""
+
+    settings: Settings
+    admin: Admin
+    sessions: Sessions
+    templates: Environment
+    nav: list[Nav]
+
+    def image_src(self, request: Request, blob: str | None) -> str | None:
+        """Where the browser loads a rehosted photo: through this server's own CDN route
+        (relative to wherever the dashboard is mounted) unless another CDN serves them."""
+        if not blob:
+            return None
+        if self.settings.cdn_base_url:
+            return f"{self.settings.cdn_base_url}/contact-card/{blob}"
+        return f"{site_root(request)}/cdn/contact-card/{blob}"
+
+    def shown_src(self, request: Request, image_url: str | None) -> str | None:
+        """Where the browser loads the photo a device shows: the same CDN copy when it is one
+        of ours (the device was given its absolute URL), else nothing (the page names it)."""
+        prefix = f"{self.settings.resolved_cdn_base_url}/contact-card/"
+        if image_url and image_url.startswith(prefix):
+            return self.image_src(request, image_url.removeprefix(prefix))
+        return None
+
+
+async def off_loop(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """A blocking operator call (SQLAlchemy, on the operator engines) in a worker thread: the
+    event loop keeps answering the API meanwhile."""
+    return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs))
+
+
+def templates() -> Environment:
+    # Autoescape everything: names and URLs come from API callers.
+    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, auto_reload=False)
+
+
+def dashboard(request: Request) -> Dashboard:
+    found: Dashboard = request.app.state.dashboard
+    return found
+
+
+def base(request: Request) -> str:
+    """The dashboard's own path, proxy prefix (`--root-path`) included: Starlette's Mount
+    puts both in `root_path`."""
+    root: str = request.scope.get("root_path", "")
+    return root
+
+
+def site_root(request: Request) -> str:
+    return base(request).removesuffix("/dashboard")
+
+
+def is_https(request: Request) -> bool:
+    settings = dashboard(request).settings
+    return request.url.scheme == "https" or settings.public_base_url.startswith("https://")
+
+
+def session_of(request: Request) -> Session | None:
+    """The signed-in session, if the request carries one."""
+    session = dashboard(request).sessions.load(request.cookies.get(COOKIE))
+    return session if session is not None and session.signed_in else None
+
+
+def sign_in_session_of(request: Request) -> Session | None:
+    """The sign-in form's session (not signed in), if the request carries one."""
+    session = dashboard(request).sessions.load(request.cookies.get(SIGN_IN_COOKIE))
+    return session if session is not None and not session.signed_in else None
+
+
+def set_session(request: Request, response: Response, session: Session) -> None:
+    response.set_cookie(
+        COOKIE if session.signed_in else SIGN_IN_COOKIE,
+        dashboard(request).sessions.dump(session),
+        max_age=LIFETIME,
+        path=base(request) or "/",
+        secure=is_https(request),
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def clear_session(request: Request, response: Response, cookie: str = COOKIE) -> None:
+    response.delete_cookie(
+        cookie, path=base(request) or "/", secure=is_https(request), httponly=True, samesite="strict"
+    )
+
+
+def render(request: Request, template: str, session: Session | None, status: int = 200, **context: Any) -> HTMLResponse:
+    board = dashboard(request)
+    html = board.templates.get_template(template).render(
+        base=base(request),
+        site=site_root(request),
+        nav=board.nav,
+        here=request.url.path.removeprefix(base(request)),
+        session=session,
+        **context,
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def redirect(request: Request, path: str) -> RedirectResponse:
+    # 303: the browser follows a POST's answer with a GET.
+    return RedirectResponse(base(request) + path, status_code=303)
+
+
+def signed_in(page: Callable[[Request, Session], Awaitable[Response]]) -> Page:
+    """The page for a signed-in session; anyone else is sent to the sign-in page."""
+
+    async def guarded(request: Request) -> Response:
+        session = session_of(request)
+        if session is None:
+            return redirect(request, "/sign-in")
+        return await page(request, session)
+
+    return guarded
+
+
+class FormRefused(Exception):
+    """A POST without the session's CSRF token (or not a form at all)."""
+
+
+async def form(request: Request, session: Session | None) -> dict[str, str]:
+    """The fields of a POSTed form, after its CSRF token was checked against the session's."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != _FORM_TYPE:
+        raise FormRefused("not a form")
+    try:
+        fields = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True, strict_parsing=False))
+    except (UnicodeDecodeError, ValueError):
+        raise FormRefused("unreadable form") from None
+    given = fields.pop("csrf", "")
+    if session is None or not hmac.compare_digest(given.encode(), session.csrf.encode()):
+        raise FormRefused("missing or stale form token")
+    return fields
+
+
+def csp(settings: Settings) -> str:
+    images = "'self'"
+    if settings.cdn_base_url:  # photos from another CDN
+        parts = urlsplit(settings.cdn_base_url)
+        images += f" {parts.scheme}://{parts.netloc}"
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        f"img-src {images}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    )
+
+
+class SecurityHeaders:
+    """Pure ASGI: the same strict headers on every answer of the app it wraps."""
+
+    def __init__(self, app: ASGIApp, policy: str, *, cache: bool = False) -> None:
+        self.app = app
+        headers = [
+            (b"content-security-policy", policy.encode()),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        if not cache:
+            # Pages hold the CSRF token (and once, a new key): never kept by a cache.
+            headers.append((b"cache-control", b"no-store"))
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,268 @@
+"""The dashboard over plain HTTP: CSRF, the session cookie, the security headers, the
+switch-off, proxy paths, and the speed of its pages with 10,000 cards."""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import insert
+
+from contactcard import keys
+from contactcard.dashboard.session import COOKIE, SIGN_IN_COOKIE, Session, Sessions
+from contactcard.http.app import create_app
+from contactcard.settings import Settings
+from contactcard.store.db import connect
+from contactcard.store.schema import api_keys, cards, lines, partners
+from tests.conftest import ADMIN_TOKEN, admin_request, new_number
+from tests.dashboard.conftest import csrf_of, signed_in_http
+
+with warnings.catch_warnings():
+    # Starlette asks for its `httpx2` fork; the locked httpx serves these in-process checks.
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+
+def _partner_names(base_url: str) -> list[str]:
+    return [p["name"] for p in admin_request(base_url, "GET", "/partners").json()]
+
+
+def test_a_form_without_this_sessions_token_is_refused(dash_server):
+    client, csrf = signed_in_http(dash_server.base_url)
+    _other, other_csrf = signed_in_http(dash_server.base_url)
+    name = f"refused {uuid.uuid4().hex[:6]}"
+    attempts = [
+        {"name": name},  # no token
+        {"name": name, "csrf": ""},
+        {"name": name, "csrf": csrf[:-1] + ("A" if csrf[-1] != "A" else "B")},  # altered
+        {"name": name, "csrf": other_csrf},  # another session's
+    ]
+    for fields in attempts:
+        answer = client.post("/dashboard/partners/new", data=fields)
+        assert answer.status_code == 403, (fields, answer.status_code)
+        assert "Form refused" in answer.text
+    # JSON or multipart bodies are not forms, token or not.
+    assert client.post("/dashboard/partners/new", json={"name": name, "csrf": csrf}).status_code == 403
+    assert name not in _partner_names(dash_server.base_url)
+    # A sign-out needs the token too; sign-in as well (no planted sign-in from another site).
+    assert client.post("/dashboard/sign-out", data={}).status_code == 403
+    fresh = httpx.Client(base_url=dash_server.base_url)
+    fresh.get("/dashboard/sign-in")
+    assert fresh.post("/dashboard/sign-in", data={"token": ADMIN_TOKEN}).status_code == 403
+    # With the token, the same form works: the refusals above were for the token alone.
+    assert client.post("/dashboard/partners/new", data={"name": name, "csrf": csrf}).status_code == 303
+    assert name in _partner_names(dash_server.base_url)
+
+
+def test_the_session_cookie_is_httponly_strict_and_the_token_is_never_shown(dash_server):
+    client = httpx.Client(base_url=dash_server.base_url)
+    form = client.get("/dashboard/sign-in")
+    assert 'method="post"' in form.text and 'type="password"' in form.text
+    # The form's page sets only its own cookie: arriving by a link from another site (which
+    # SameSite=Strict sends without the session cookie) must not replace a signed-in session.
+    assert [c.split("=")[0] for c in form.headers.get_list("set-cookie")] == [SIGN_IN_COOKIE]
+    done = client.post("/dashboard/sign-in", data={"csrf": csrf_of(form.text), "token": ADMIN_TOKEN})
+    assert done.status_code == 303 and ADMIN_TOKEN not in done.headers["location"]
+    (cookie,) = [c for c in done.headers.get_list("set-cookie") if c.startswith(f"{COOKIE}=")]
+    flags = [part.strip().lower() for part in cookie.split(";")]
+    assert "httponly" in flags and "samesite=strict" in flags and "path=/dashboard" in flags
+    assert "secure" not in flags  # plain http here: a Secure cookie would never come back
+    assert ADMIN_TOKEN not in cookie  # signed with a key derived from it, never carrying it
+    for path in ("/dashboard/", "/dashboard/partners", "/dashboard/lines"):
+        page = client.get(path)
+        assert page.status_code == 200 and ADMIN_TOKEN not in page.text, path
+    # A wrong token signs nobody in.
+    stranger = httpx.Client(base_url=dash_server.base_url)
+    csrf = csrf_of(stranger.get("/dashboard/sign-in").text)
+    assert stranger.post("/dashboard/sign-in", data={"csrf": csrf, "token": "not-the-token"}).status_code == 401
+    assert stranger.get("/dashboard/partners").status_code == 303
+    # Signing out ends the session in this browser.
+    csrf = csrf_of(client.get("/dashboard/partners").text)
+    out = client.post("/dashboard/sign-out", data={"csrf": csrf})
+    assert out.status_code == 303 and out.headers["location"].endswith("/dashboard/sign-in")
+    assert client.get("/dashboard/partners").status_code == 303
+
+
+def test_a_forged_or_altered_cookie_is_not_a_session(dash_server):
+    client, _ = signed_in_http(dash_server.base_url)
+    real = client.cookies[COOKIE]
+    payload, signature = real.split(".")
+    sign_in_cookie = Sessions(ADMIN_TOKEN).dump(Session.new(signed_in=False))  # genuine, but not signed in
+    for forged in (f"{payload}.{signature[:-2]}xx", f"{payload}x.{signature}", "e30.", "", sign_in_cookie):
+        stranger = httpx.Client(base_url=dash_server.base_url, cookies={COOKIE: forged})
+        assert stranger.get("/dashboard/partners").status_code == 303, forged
+
+
+def test_every_dashboard_answer_carries_the_strict_headers(dash_server):
+    client, _ = signed_in_http(dash_server.base_url)
+    for path in ("/dashboard/sign-in", "/dashboard/partners", "/dashboard/lines", "/dashboard/static/dashboard.css"):
+        headers = client.get(path).headers
+        policy = headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy, path
+        assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy, path
+        assert headers["x-frame-options"] == "DENY" and headers["referrer-policy"] == "no-referrer", path
+    assert client.get("/dashboard/partners").headers["cache-control"] == "no-store"
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "script-src 'self'" in docs.headers["content-security-policy"]
+    assert "<script>" not in docs.text  # scripts only by src, as the policy demands
+    assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs/assets/..%2Fcore.py").status_code == 404  # served by name only
+    assert client.get("/docs/errors/1005").status_code == 200  # the error pages are still there
+
+
+def test_bad_script_values_are_refused_with_a_reason(dash_server):
+    client, csrf = signed_in_http(dash_server.base_url)
+    partner_id = admin_request(dash_server.base_url, "POST", "/partners", json={"name": "scripted"}).json()["id"]
+    number = new_number()
+    admin_request(dash_server.base_url, "POST", "/lines", json={"partner_id": partner_id, "phone_number": number})
+    for fields, reason in (
+        ({"fail_next": "-1"}, "whole number"),
+        ({"fail_next": "١"}, "whole number"),  # an Arabic-Indic digit is not one of ours
+        ({"apply_delay": "nan"}, "0 to 3600"),
+        ({"apply_delay": "1e9"}, "0 to 3600"),
+    ):
+        answer = client.post(f"/dashboard/lines/{number}/script", data={"csrf": csrf, **fields})
+        assert answer.status_code == 400 and reason in answer.text, fields
+    assert admin_request(dash_server.base_url, "GET", f"/devices/{number}").json()["fail_next"] == 0
+    missing = client.post("/dashboard/lines/+19990000000/script", data={"csrf": csrf, "fail_next": "1"})
+    assert missing.status_code == 404
+    bad_search = client.get("/dashboard/lines", params={"q": "' OR 1=1 --"})
+    assert bad_search.status_code == 400 and "not the start of a phone number" in bad_search.text
+
+
+def _app(tmp_path: Path, token: str | None) -> object:
+    return create_app(Settings(data_dir=tmp_path, admin_token=token, public_base_url="https://cards.example.test"))
+
+
+def test_no_admin_token_no_dashboard(tmp_path):
+    with TestClient(_app(tmp_path, None)) as client:
+        for path in ("/dashboard", "/dashboard/", "/dashboard/sign-in", "/dashboard/static/dashboard.css"):
+            assert client.get(path).status_code == 404, path
+        assert client.post("/dashboard/sign-in", data={"token": "x"}).status_code == 404
+        reference = client.get("/docs")
+        assert reference.status_code == 200 and 'href="dashboard"' not in reference.text
+
+
+def test_behind_https_and_a_proxy_path(tmp_path):
+    # uvicorn --root-path /cards behind a proxy: every link and the cookie's path follow it,
+    # and an https public address makes the cookie Secure.
+    with TestClient(_app(tmp_path, "a-long-admin-token-here"), base_url="https://proxy.test", root_path="/cards") as c:
+        form = c.get("/cards/dashboard/sign-in")
+        links = re.findall(r'(?:href|action|src)="([^"]+)"', form.text)
+        assert links and all(link.startswith("/cards/") for link in links), links
+        flags = [part.strip().lower() for part in form.headers.get_list("set-cookie")[0].split(";")]
+        assert "secure" in flags and "path=/cards/dashboard" in flags
+        assert c.get("/cards/dashboard", follow_redirects=False).headers["location"] == "dashboard/"
+
+
+def _seed(database_url: str, count: int) -> tuple[str, str]:
+    """`count` lines with cards for a new partner, written straight to the database; its key."""
+    database = connect(database_url)
+    partner_id, key = uuid.uuid4().hex, keys.new_key()
+    now = datetime.now(UTC)
+    base = 17_770_000_000  # +1777…: apart from the numbers the other tests use
+    try:
+        with database.writer.begin() as conn:
+            conn.execute(insert(partners).values(id=partner_id, name="ten thousand", created_at=now))
+            conn.execute(
+                insert(api_keys).values(
+                    id=uuid.uuid4().hex,
+                    partner_id=partner_id,
+                    key_hash=keys.key_hash(key),
+                    prefix=keys.display_prefix(key),
+                    created_at=now,
+                )
+            )
+            numbers = [f"+{base + i}" for i in range(count)]
+            conn.execute(
+                insert(lines), [{"phone_number": n, "partner_id": partner_id, "created_at": now} for n in numbers]
+            )
+            conn.execute(
+                insert(cards),
+                [
+                    {
+                        "phone_number": n,
+                        "id": uuid.uuid4().hex,
+                        "first_name": f"Card {i}",
+                        "last_name": None,
+                        "image_blob": None,
+                        "image_source_url": None,
+                        "is_active": i % 3 != 0,
+                        "ever_active": True,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for i, n in enumerate(numbers)
+                ],
+            )
+    finally:
+        database.dispose()
+    return partner_id, key
+
+
+def _median_ms(client: httpx.Client, path: str, **kwargs: object) -> float:
+    timings = []
+    for _ in range(7):
+        started = time.perf_counter()
+        answer = client.get(path, **kwargs)  # type: ignore[arg-type]
+        timings.append((time.perf_counter() - started) * 1000)
+        assert answer.status_code == 200, (path, answer.status_code)
+    return statistics.median(timings)
+
+
+@pytest.mark.slow
+def test_pages_answer_within_200_ms_with_10000_cards(dash_server):
+    database_url = dash_server.database_url or f"sqlite:///{dash_server.data_dir / 'contactcard.db'}"
+    partner_id, key = _seed(database_url, 10_000)
+    client, _ = signed_in_http(dash_server.base_url)
+    deep = "+17770009000"  # page 181 of 200: keyset paging reads no row before it
+    figures = {
+        "first page": _median_ms(client, "/dashboard/lines", params={"partner": partner_id}),
+        "deep page": _median_ms(client, "/dashboard/lines", params={"partner": partner_id, "after": deep}),
+        "page before": _median_ms(client, "/dashboard/lines", params={"partner": partner_id, "before": deep}),
+        "search": _median_ms(client, "/dashboard/lines", params={"q": "+1777000512"}),
+        "one line": _median_ms(client, "/dashboard/lines/+17770005000"),
+        "overview": _median_ms(client, "/dashboard/"),
+    }
+    api = httpx.Client(base_url=dash_server.base_url, headers={"authorization": f"Bearer {key}"}, timeout=30)
+    get_all = _median_ms(api, "/v3/contact_card")
+    print(
+        f"\n{dash_server.backend}: GET-all of 10,000 cards {get_all:.1f} ms; "
+        + ", ".join(f"{page} {ms:.1f} ms" for page, ms in figures.items())
+    )
+    page = client.get("/dashboard/lines", params={"partner": partner_id, "after": deep}).text
+    shown = re.findall(r'data-number="([^"]+)"', page)
+    assert shown == [f"+{17_770_009_001 + i}" for i in range(50)]  # the page after `deep`
+    # Its "previous page" link leads to the 50 numbers before, in order.
+    back = re.search(r'rel="prev" href="([^"]+)"', page)
+    assert back, "no previous page link"
+    earlier = client.get(back.group(1).replace("&amp;", "&")).text
+    assert re.findall(r'data-number="([^"]+)"', earlier) == [f"+{17_770_008_951 + i}" for i in range(50)]
+    assert all(ms < 200 for ms in figures.values()), figures
+
+
+def test_without_a_token_the_dashboard_is_never_loaded(tmp_path):
+    # In a process of its own: this one has Jinja2 loaded already.
+    script = """
+import sys
+from contactcard.http.app import create_app
+from contactcard.settings import Settings
+create_app(Settings(data_dir=sys.argv[1]))
+print("jinja2" in sys.modules, "contactcard.dashboard.app" in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTCARD_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
