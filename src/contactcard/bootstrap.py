@@ -22,7 +22,10 @@ from contactcard.store.db import Database, connect, migrate
 from contactcard.store.devices import DeviceRecords
 from contactcard.store.locks import AdvisoryLocks, LineLocks
 from contactcard.store.reads import CardReads
+from contactcard.store.webhooks import WebhookStore
 from contactcard.store.writer import PostgresWriter, SqliteWriter, Writer
+from contactcard.webhooks.delivery import Clock, DeliveryWorker, RetryPolicy, WebhookSender
+from contactcard.webhooks.subscriptions import Subscriptions
 
 
 class FetcherOnFirstUse:
@@ -49,9 +52,14 @@ class Services:
     writer: Writer
     reads: CardReads
     locks: LineLocks
+    subscriptions: Subscriptions
+    deliveries: DeliveryWorker
+    sender: WebhookSender
 
     async def aclose(self) -> None:
         """Let queued writes finish and close what is bound to the event loop."""
+        await self.deliveries.aclose()
+        await self.sender.aclose()
         await self.locks.aclose()
         await self.reads.aclose()
 
@@ -77,7 +85,8 @@ def admin_for(database: Database, writer: Writer | None = None) -> Admin:
     return Admin(Accounts(database), SimulatedDevice(records))
 
 
-def build(settings: Settings, *, run_migrations: bool = True) -> Services:
+def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | None = None) -> Services:
+    """`clock`: the time webhook retries are due by (real time when None)."""
     database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
     if run_migrations:
         migrate(database)
@@ -121,6 +130,32 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
             write_queue_limit=settings.write_queue_limit,
         ),
         read_cache_size=settings.read_cache_size,
+        on_event=lambda: deliveries.wake(),
     )
-    admin = Admin(Accounts(database), device)
-    return Services(database, cards, admin, cdn, writer, reads, locks)
+    webhook_store = WebhookStore(writer, dialect=database.dialect)
+    sender = WebhookSender(
+        policy, timeout=settings.webhook_attempt_timeout, max_answer_bytes=settings.webhook_max_answer_bytes
+    )
+    deliveries = DeliveryWorker(
+        webhook_store,
+        sender,
+        clock=clock,
+        retry=RetryPolicy(settings.retry_delays),
+        concurrency=settings.webhook_concurrency,
+        poll_interval=settings.webhook_poll_interval,
+        # A process that died mid-attempt holds it no longer than this.
+        lease=settings.webhook_attempt_timeout + 5,
+    )
+    admin = Admin(Accounts(database), device, card_url_prefix=rules.own_cdn_prefix)
+    return Services(
+        database,
+        cards,
+        admin,
+        cdn,
+        writer,
+        reads,
+        locks,
+        Subscriptions(webhook_store, policy),
+        deliveries,
+        sender,
+    )

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import anyio.to_thread
@@ -29,6 +31,7 @@ from contactcard.errors import ApiError
 from contactcard.store.cards import CardValues, LineState
 from contactcard.store.locks import LineBusy
 from contactcard.store.writer import StoreUnavailable
+from contactcard.webhooks import events
 
 # Decoding a large image takes hundreds of MB for a moment; a few at a time keep a burst
 # of uploads from exhausting memory (the default thread limit is 40).
@@ -64,7 +67,14 @@ class LineLocks(Protocol):
 class CardWrites(Protocol):
     async def line_state(self, key_hash: str, phone: str, budget_since: float) -> LineState: ...
     async def store_inactive(
-        self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float
+        self,
+        phone: str,
+        values: CardValues,
+        *,
+        attempt_at: float | None,
+        prune_before: float,
+        card_id: str | None = None,
+        event: events.Outbox | None = None,
     ) -> Card: ...
     async def mark_active(self, card: Card) -> Card: ...
 
@@ -89,6 +99,7 @@ class ContactCards:
         policy: Policy,
         read_cache_size: int = 0,
         clock: Any = time.time,
+        on_event: Callable[[], None] | None = None,
     ) -> None:
         self._reads = reads
         self._writes = writes
@@ -100,6 +111,7 @@ class ContactCards:
         self._policy = policy
         self.read_cache_size = read_cache_size  # GET-by-number answers the HTTP layer may keep
         self._clock = clock
+        self._on_event = on_event  # wakes this process's webhook worker
         self._writing = 0  # writes in this process, waiting or under way
         self._decoders: anyio.CapacityLimiter | None = None  # made on the event loop
 
@@ -142,7 +154,7 @@ class ContactCards:
 
     # --- writes ---------------------------------------------------------------------
 
-    async def setup(self, key_hash: str, request: SetupRequest) -> WriteResult:
+    async def setup(self, key_hash: str, request: SetupRequest, trace_id: str = "") -> WriteResult:
         phone = request.phone_number
         async with self._line(phone):
             state = await self._state(key_hash, phone)
@@ -151,9 +163,9 @@ class ContactCards:
             self._check_budget(state)
             blob = await self._rehost(request.image_url) if request.image_url is not None else None
             values = CardValues(request.first_name, request.last_name, blob, request.image_url)
-            return await self._store_and_apply(phone, values)
+            return await self._store_and_apply(phone, values, state, trace_id)
 
-    async def update(self, key_hash: str, phone: str, request: UpdateRequest) -> WriteResult:
+    async def update(self, key_hash: str, phone: str, request: UpdateRequest, trace_id: str = "") -> WriteResult:
         async with self._line(phone):
             state = await self._state(key_hash, phone)
             current = state.card
@@ -163,7 +175,7 @@ class ContactCards:
             if not await self._device.rcs_check_available(phone):
                 raise ApiError(errors.RCS_UNAVAILABLE)
             self._check_budget(state)
-            return await self._store_and_apply(phone, await self._merged(current, request))
+            return await self._store_and_apply(phone, await self._merged(current, request), state, trace_id)
 
     async def _merged(self, current: Card, request: UpdateRequest) -> CardValues:
         """A PATCH: present fields replace, absent ones keep, `null` clears."""
@@ -212,15 +224,21 @@ class ContactCards:
             retry_after=wait,
         )
 
-    async def _store_and_apply(self, phone: str, values: CardValues) -> WriteResult:
+    async def _store_and_apply(self, phone: str, values: CardValues, state: LineState, trace_id: str) -> WriteResult:
         now = self._clock()
         budget_on = self._policy.write_budget > 0
+        card_id = state.card.id if state.card is not None else uuid.uuid4().hex
+        event = self._event(phone, values, state, card_id, trace_id, now)
         card = await self._writes.store_inactive(
             phone,
             values,
             attempt_at=now if budget_on else None,
             prune_before=now - self._policy.write_budget_window,
+            card_id=card_id,
+            event=event,
         )
+        if event is not None and self._on_event is not None:
+            self._on_event()
         outcome = await self._device.apply(card, self.image_url(card))
         if outcome is Outcome.APPLIED:
             return WriteResult(self.public(await self._writes.mark_active(card)))
@@ -233,6 +251,37 @@ class ContactCards:
         if self._policy.profile == "hosted":
             return WriteResult(self.public(card), ApiError(errors.APPLY_INCOMPLETE))
         return WriteResult(self.public(card))
+
+    def _event(
+        self, phone: str, values: CardValues, state: LineState, card_id: str, trace_id: str, now: float
+    ) -> events.Outbox | None:
+        """The webhook event this write makes: `created` for a line's first card, `updated`
+        with exactly the fields that change, none when nothing changes."""
+        assert state.partner_id is not None  # checked by `_state`
+        prefix = self.rules.own_cdn_prefix
+        after = events.CardView(
+            card_id,
+            values.first_name,
+            values.last_name,
+            f"{prefix}{values.image_blob}" if values.image_blob else None,
+        )
+        at = datetime.fromtimestamp(now, UTC)
+        changed = None
+        if state.card is not None:
+            before = state.card
+            view = events.CardView(card_id, before.first_name, before.last_name, self.image_url(before))
+            changed = events.change(view, after)
+            if not changed:
+                return None
+        return events.card_event(
+            events.CARD_CREATED if changed is None else events.CARD_UPDATED,
+            partner_id=state.partner_id,
+            phone_number=phone,
+            card=after,
+            at=at,
+            trace_id=trace_id,
+            changed=changed,
+        )
 
     def image_url(self, card: Card) -> str | None:
         return card.image_url(self.rules.own_cdn_prefix)

@@ -90,6 +90,25 @@ class Settings(BaseSettings):
     )
     image_fetch_timeout: float = Field(10.0, gt=0, description="Total deadline for one image fetch, in seconds.")
     image_max_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest image download accepted, in bytes.")
+    webhook_retry_delays: str = Field(
+        "5,10,20,40,80,160,320,600,600",
+        description="Seconds before each retry of a failed webhook delivery, comma-separated (each varies "
+        "by ±20 %); their count is the retries, so the default makes 10 attempts over about 30 minutes. "
+        "Target URLs follow the image rules: private hosts only with the image private-host settings.",
+    )
+    webhook_attempt_timeout: float = Field(
+        10.0, gt=0, description="Total deadline for one webhook delivery attempt, in seconds."
+    )
+    webhook_max_answer_bytes: int = Field(
+        4096, gt=0, description="Most bytes of a receiver's answer read per attempt (the status is what counts)."
+    )
+    webhook_concurrency: int = Field(16, ge=1, description="Webhook deliveries one process makes at once.")
+    webhook_poll_interval: float = Field(
+        0.5,
+        gt=0,
+        description="How often each process looks for due webhook attempts it was not told of "
+        "(retries, events recorded by other processes), in seconds.",
+    )
     admin_token: str | None = Field(
         None, description="Bearer token for the `/admin/v1` HTTP API. Empty: the admin API is switched off."
     )
@@ -101,6 +120,14 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         False, description="Log every request (uvicorn's access log). Off by default to keep the GET path lean."
     )
+
+    @field_validator("webhook_retry_delays")
+    @classmethod
+    def _delays(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip() and not float(part) >= 0:
+                raise ValueError("webhook retry delays must be numbers of seconds, 0 or more")
+        return value
 
     @field_validator("public_base_url", "cdn_base_url", "docs_base_url")
     @classmethod
@@ -124,6 +151,10 @@ class Settings(BaseSettings):
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "cdn"
+
+    @property
+    def retry_delays(self) -> tuple[float, ...]:
+        return tuple(float(d) for d in self.webhook_retry_delays.split(",") if d.strip())
 
     @property
     def allowed_image_hosts(self) -> frozenset[str]:

@@ -24,7 +24,7 @@ from contactcard import errors
 from contactcard.bootstrap import Services, build
 from contactcard.contract import MAX_BODY_BYTES
 from contactcard.errors import ApiError
-from contactcard.http import cards, openapi, pages
+from contactcard.http import cards, openapi, pages, webhooks
 from contactcard.http.edge import BodyTooLarge, Edge
 from contactcard.http.envelope import error_response, json_response
 from contactcard.settings import Settings
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # request in a few dozen waited ~50 ms for a collection under load.
         gc.collect()
         gc.freeze()
+        services.deliveries.start()  # every process delivers: no extra service to run
         yield
         # Requests have finished (or the shutdown bound passed): let queued writes commit,
         # then close the connections bound to this loop.
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/docs/errors/{code}", pages.error_page, methods=["GET"]),
         Route("/healthz", pages.healthz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        *webhooks.routes(),
         *_admin_routes(settings, services, docs_base),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=error_handlers(docs_base))
@@ -129,6 +131,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.settings = settings
     app.state.cards = services.cards
     app.state.cdn = services.cdn
+    app.state.subscriptions = services.subscriptions
     fast = cards.FastGet(app, services.cards, docs_base)
     return Edge(fast, max_body=MAX_BODY_BYTES, docs_base_url=docs_base)
 

@@ -3,14 +3,19 @@ off the hot path)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from contactcard.card import Card
 from contactcard.store.db import Database
 from contactcard.store.schema import api_keys, cards, device_displays, device_scripts, lines, partners
+from contactcard.store.webhooks import fan_out
+from contactcard.store.writer import sqlite_value
+from contactcard.webhooks.events import Outbox
 
 
 class NoSuchPartner(Exception):
@@ -50,6 +55,15 @@ class LineRow:
 
 
 _LINE_COLUMNS = (lines.c.phone_number, lines.c.partner_id, cards.c.id, cards.c.is_active)
+_CARD_COLUMNS = (
+    cards.c.id,
+    cards.c.first_name,
+    cards.c.last_name,
+    cards.c.image_blob,
+    cards.c.image_source_url,
+    cards.c.is_active,
+    cards.c.ever_active,
+)
 
 
 class Accounts:
@@ -113,9 +127,34 @@ class Accounts:
                 )
             return _line(conn, phone_number)
 
-    def remove_line(self, phone_number: str) -> bool:
-        """Remove the line with its card and its device's records; False when there is none."""
+    def remove_line(self, phone_number: str, deleted: Callable[[str, Card], Outbox] | None = None) -> bool:
+        """Remove the line with its card and its device's records; False when there is none.
+
+        `deleted` makes the `contact_card.deleted` event of the card (given its partner),
+        recorded in the same transaction as the removal."""
         with self._db.writer.begin() as conn:
+            found = conn.execute(
+                select(lines.c.partner_id, *_CARD_COLUMNS)
+                .select_from(lines)
+                .join(cards, cards.c.phone_number == lines.c.phone_number)
+                .where(lines.c.phone_number == phone_number)
+            ).first()
+            if found is not None and deleted is not None:
+                card = Card(
+                    id=found.id,
+                    phone_number=phone_number,
+                    first_name=found.first_name,
+                    last_name=found.last_name,
+                    image_blob=found.image_blob,
+                    image_source_url=found.image_source_url,
+                    is_active=bool(found.is_active),
+                    ever_active=bool(found.ever_active),
+                )
+                stmt = fan_out(deleted(found.partner_id, card))
+                params = stmt.params
+                if self._db.dialect == "sqlite":  # the text the writer stores, not the driver's
+                    params = {k: sqlite_value(v) for k, v in params.items()}
+                conn.execute(text(stmt.sql), params)
             conn.execute(delete(cards).where(cards.c.phone_number == phone_number))
             gone = conn.execute(delete(lines).where(lines.c.phone_number == phone_number))
             conn.execute(delete(device_scripts).where(device_scripts.c.phone_number == phone_number))

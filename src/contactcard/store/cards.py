@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from contactcard.card import Card
+from contactcard.store.webhooks import fan_out
 from contactcard.store.writer import Stmt, Writer
+from contactcard.webhooks.events import Outbox
 
 # The key, the line's owner, its card (only when the key's partner owns the line) and the
 # write budget used, in one statement.
@@ -93,10 +95,18 @@ class CardWrites:
         return LineState(row[1], owns, card, int(row[10] or 0), row[11])
 
     async def store_inactive(
-        self, phone: str, values: CardValues, *, attempt_at: float | None, prune_before: float
+        self,
+        phone: str,
+        values: CardValues,
+        *,
+        attempt_at: float | None,
+        prune_before: float,
+        card_id: str | None = None,
+        event: Outbox | None = None,
     ) -> Card:
         """Step one of every apply: the new values, inactive, committed (with the write
-        attempt that spends the budget, when the budget is on)."""
+        attempt that spends the budget, when the budget is on, and the webhook event the
+        change makes, so that an acknowledged change is never without its event)."""
         now = datetime.now(UTC)
         tx = []
         if attempt_at is not None:
@@ -107,7 +117,7 @@ class CardWrites:
                 _STORE_INACTIVE,
                 {
                     "phone": phone,
-                    "id": uuid.uuid4().hex,
+                    "id": card_id or uuid.uuid4().hex,  # kept by an existing card
                     "first_name": values.first_name,
                     "last_name": values.last_name,
                     "image_blob": values.image_blob,
@@ -117,10 +127,12 @@ class CardWrites:
                 rows=True,
             )
         )
+        if event is not None:
+            tx.append(fan_out(event))
         results = await self._writer.run(tx)
-        card_id, ever_active = results[-1][0]
+        stored_id, ever_active = results[-1 if event is None else -2][0]
         return Card(
-            id=card_id,
+            id=stored_id,
             phone_number=phone,
             first_name=values.first_name,
             last_name=values.last_name,
