@@ -7,10 +7,12 @@ import json
 import time
 from collections.abc import Iterator
 
+import httpx
 import linq
 import pytest
 from standardwebhooks import WebhookVerificationError
 
+from tests.api.test_openapi import check
 from tests.conftest import Partner, RunningServer, make_partner, start_server
 from tests.support.databases import own_database
 from tests.support.receiver import Receiver
@@ -314,3 +316,68 @@ def test_retries_stop_after_the_schedule(hooks, receiver):
     receiver.wait(path, 4)  # the first attempt and three retries
     time.sleep(1.0)
     assert len(receiver.on(path)) == 4
+
+
+def test_answers_match_the_openapi_document(hooks, receiver):
+    document = httpx.get(f"{hooks.server.base_url}/openapi.json").json()
+    theirs = make_partner(hooks.server, lines=1)
+    seen: set[tuple[str, int]] = set()
+    for prefix in ("/v3", "/api/partner/v3"):
+        collection, events = f"{prefix}/webhook-subscriptions", f"{prefix}/webhook-events"
+        item = f"{collection}/{{subscription_id}}"
+        with hooks.http() as http:
+            target = f"{receiver.base_url}{receiver.new_path()}"
+            created = http.post(collection, json={"target_url": target, "subscribed_events": CARD_EVENTS})
+            sid = created.json()["id"]
+            answers = [
+                (created, collection),
+                (http.post(collection, json={"target_url": target, "subscribed_events": CARD_EVENTS}), collection),
+                (http.post(collection, json={"subscribed_events": CARD_EVENTS}), collection),
+                (http.post(collection, content=b"{", headers={"content-type": "application/json"}), collection),
+                (
+                    http.post(
+                        collection,
+                        json={"target_url": target + "x", "subscribed_events": CARD_EVENTS, "phone_numbers": ["1"]},
+                    ),
+                    collection,
+                ),
+                (
+                    http.post(
+                        collection,
+                        json={
+                            "target_url": target + "y",
+                            "subscribed_events": CARD_EVENTS,
+                            "phone_numbers": theirs.lines,
+                        },
+                    ),
+                    collection,
+                ),
+                (http.get(collection), collection),
+                (http.get(f"{collection}/{sid}"), item),
+                (http.get(f"{collection}/nope"), item),
+                (http.put(f"{collection}/{sid}", json={"is_active": "yes"}), item),
+                (http.put(f"{collection}/{sid}", json={"is_active": False}), item),
+                (http.put(f"{collection}/{sid}", json={"phone_numbers": theirs.lines}), item),
+                (http.put(f"{collection}/nope", json={}), item),
+                (http.get(events), events),
+                (http.delete(f"{collection}/{sid}"), item),
+                (http.delete(f"{collection}/{sid}"), item),
+                (httpx.get(f"{hooks.server.base_url}{collection}"), collection),
+            ]
+        for response, path in answers:
+            check(document, response, path)
+            seen.add((response.request.method, response.status_code))
+    assert seen >= {
+        ("POST", 201),
+        ("POST", 400),
+        ("POST", 403),
+        ("GET", 200),
+        ("GET", 401),
+        ("GET", 404),
+        ("PUT", 200),
+        ("PUT", 400),
+        ("PUT", 403),
+        ("PUT", 404),
+        ("DELETE", 204),
+        ("DELETE", 404),
+    }

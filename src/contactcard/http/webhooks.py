@@ -13,10 +13,9 @@ from starlette.routing import Route
 from contactcard import contract, errors
 from contactcard.errors import ApiError
 from contactcard.http.envelope import json_response
+from contactcard.http.openapi import WEBHOOK_PREFIXES
 from contactcard.keys import bearer_key, key_hash
 from contactcard.webhooks.subscriptions import Subscriptions, event_list
-
-PREFIXES = ("/v3", "/api/partner/v3")  # the second: under the SDKs' default base URL
 
 
 async def _partner(request: Request) -> str:
@@ -58,7 +57,7 @@ async def events(request: Request) -> Response:
 
 def routes() -> list[Route]:
     found = []
-    for prefix in PREFIXES:
+    for prefix in WEBHOOK_PREFIXES:  # the second: under the SDKs' default base URL
         found += [
             Route(f"{prefix}/webhook-subscriptions", collection, methods=["GET", "POST"]),
             Route(f"{prefix}/webhook-subscriptions/{{subscription_id}}", item, methods=["GET", "PUT", "DELETE"]),

@@ -14,6 +14,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import anyio
+
 from contactcard import contract, errors
 from contactcard.errors import ApiError
 from contactcard.images.addresses import HostPolicy
@@ -24,6 +26,7 @@ from contactcard.webhooks.events import DOC_URL, EVENT_TYPES, KNOWN_EVENTS, webh
 
 T = TypeVar("T")
 SECRET_BYTES = 32
+RESOLVE_DEADLINE = 5.0  # seconds a create or update waits for the target host's name
 MAX_PHONE_NUMBERS = 1000
 _RETRY_SOON = {"retry-after": "1", "x-should-retry": "true"}
 
@@ -156,9 +159,13 @@ class Subscriptions:
             raise ApiError(errors.BAD_VALUE, "target_url must be a string")
         try:
             url = parse_target(value, self._policy)
-            await checked_addresses(url, self._policy, self._resolver)
+            # Checked now as well as at every attempt: a refused target fails at once.
+            with anyio.fail_after(RESOLVE_DEADLINE):
+                await checked_addresses(url, self._policy, self._resolver)
         except TargetRefused as exc:
             raise ApiError(errors.BAD_VALUE, str(exc)) from None
+        except TimeoutError:
+            raise ApiError(errors.BAD_VALUE, "target host could not be resolved in time") from None
         return value
 
     async def _owned(self, partner: str, phones: list[str] | None) -> list[str] | None:
