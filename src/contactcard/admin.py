@@ -14,13 +14,13 @@ from contactcard import contract, keys
 from contactcard.card import Card
 from contactcard.device import DeviceScript, DeviceView, SimulatedDevice
 from contactcard.errors import ApiError
-from contactcard.store.accounts import Accounts, KeyInUse, LineTaken, NoSuchPartner
+from contactcard.store.accounts import Accounts, DeliveryRow, KeyInUse, LineTaken, NoSuchPartner
 from contactcard.store.accounts import KeyRow as KeyInfo
 from contactcard.store.accounts import LineRow as Line
 from contactcard.store.accounts import PartnerRow as Partner
 from contactcard.webhooks import events
 
-__all__ = ["Admin", "AdminError", "IssuedKey", "KeyInfo", "Line", "Partner"]
+__all__ = ["Admin", "AdminError", "DeliveryRow", "IssuedKey", "KeyInfo", "Line", "Partner"]
 
 
 class AdminError(Exception):
@@ -106,6 +106,16 @@ class Admin:
             trace_id="",
             actor="system",
         )
+
+    def list_deliveries(self, subscription_id: str | None = None, event_id: str | None = None) -> list[DeliveryRow]:
+        return self._accounts.deliveries(subscription_id=subscription_id, event_id=event_id)
+
+    def redeliver(self, event_id: str, subscription_id: str) -> DeliveryRow:
+        """Send one delivery again now (whatever became of it), with a fresh retry schedule."""
+        if not self._accounts.redeliver(event_id, subscription_id, datetime.now(UTC).timestamp()):
+            raise AdminError(f"no delivery of event {event_id} to subscription {subscription_id}", not_found=True)
+        (row,) = self._accounts.deliveries(subscription_id=subscription_id, event_id=event_id)
+        return row
 
     def list_lines(self, partner_id: str | None = None) -> list[Line]:
         return self._accounts.lines(partner_id)

@@ -24,7 +24,9 @@ partner_app = typer.Typer(help="Partner accounts.", no_args_is_help=True)
 key_app = typer.Typer(help="API keys (shown once, stored hashed).", no_args_is_help=True)
 line_app = typer.Typer(help="Phone lines owned by partners.", no_args_is_help=True)
 device_app = typer.Typer(help="The simulated device of a line.", no_args_is_help=True)
+webhooks_app = typer.Typer(help="Webhook deliveries: list them, send one again.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+admin_app.add_typer(webhooks_app, name="webhooks")
 admin_app.add_typer(partner_app, name="partner")
 admin_app.add_typer(key_app, name="key")
 admin_app.add_typer(line_app, name="line")
@@ -270,6 +272,37 @@ def device_show(phone_number: str) -> None:
         _print_device(_admin().device_view(phone_number))
     except AdminError as exc:
         _fail(exc)
+
+
+@webhooks_app.command("deliveries")
+def webhook_deliveries(
+    subscription_id: Annotated[str | None, typer.Option("--subscription")] = None,
+    event_id: Annotated[str | None, typer.Option("--event")] = None,
+) -> None:
+    """Deliveries, newest first, of one subscription or one event."""
+    table = Table("event", "subscription", "type", "status", "attempts", "answer", "ms", "error")
+    for d in _admin().list_deliveries(subscription_id, event_id):
+        table.add_row(
+            d.event_id,
+            d.subscription_id,
+            d.event_type,
+            d.status,
+            str(d.attempts),
+            str(d.last_status or ""),
+            f"{d.last_latency_ms:.0f}" if d.last_latency_ms is not None else "",
+            d.last_error or "",
+        )
+    console.print(table)
+
+
+@webhooks_app.command("redeliver")
+def webhook_redeliver(event_id: str, subscription_id: str) -> None:
+    """Send one delivery again now, with a fresh retry schedule."""
+    try:
+        _admin().redeliver(event_id, subscription_id)
+    except AdminError as exc:
+        _fail(exc)
+    console.print(f"queued {event_id} for {subscription_id}")
 
 
 def main() -> None:

@@ -381,3 +381,40 @@ def test_answers_match_the_openapi_document(hooks, receiver):
         ("DELETE", 204),
         ("DELETE", 404),
     }
+
+
+def test_operators_see_deliveries_and_send_one_again(hooks, receiver):
+    subscription_id, _, path = subscribe(hooks, receiver)
+    receiver.answer(path, 400)
+    hooks.client().contact_card.create(phone_number=hooks.lines[0], first_name="Again")
+    event_id = receiver.wait(path, 1)[0].headers["webhook-id"]
+    admin = hooks.server.admin
+
+    def deliveries() -> list[dict]:
+        listed = admin("GET", "/webhook-deliveries", params={"subscription_id": subscription_id})
+        assert listed.status_code == 200, listed.text
+        return listed.json()
+
+    deadline = time.monotonic() + 10
+    while deliveries()[0]["status"] == "pending" and time.monotonic() < deadline:
+        time.sleep(0.05)  # the attempt's result is recorded just after the receiver answered
+    (failed,) = deliveries()
+    assert (failed["event_id"], failed["status"], failed["attempts"], failed["last_status"]) == (
+        event_id,
+        "failed",
+        1,
+        400,
+    )
+    assert failed["next_attempt_at"] is None and failed["last_latency_ms"] > 0
+    by_event = admin("GET", "/webhook-deliveries", params={"event_id": event_id}).json()
+    assert [d["subscription_id"] for d in by_event] == [subscription_id]
+
+    again = admin("POST", f"/webhook-deliveries/{event_id}/{subscription_id}/redeliver")
+    assert again.status_code == 200 and again.json()["status"] == "pending"
+    second = receiver.wait(path, 2)[1]
+    assert second.headers["webhook-id"] == event_id
+    deadline = time.monotonic() + 10
+    while deliveries()[0]["status"] != "delivered" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert deliveries()[0]["status"] == "delivered"
+    assert admin("POST", f"/webhook-deliveries/{event_id}/nope/redeliver").status_code == 404
