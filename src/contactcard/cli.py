@@ -25,6 +25,8 @@ key_app = typer.Typer(help="API keys (shown once, stored hashed).", no_args_is_h
 line_app = typer.Typer(help="Phone lines owned by partners.", no_args_is_help=True)
 device_app = typer.Typer(help="The simulated device of a line.", no_args_is_help=True)
 webhooks_app = typer.Typer(help="Webhook deliveries: list them, send one again.", no_args_is_help=True)
+listen_app = typer.Typer(help="Webhooks for developers.", no_args_is_help=True)
+app.add_typer(listen_app, name="webhooks")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(webhooks_app, name="webhooks")
 admin_app.add_typer(partner_app, name="partner")
@@ -303,6 +305,41 @@ def webhook_redeliver(event_id: str, subscription_id: str) -> None:
     except AdminError as exc:
         _fail(exc)
     console.print(f"queued {event_id} for {subscription_id}")
+
+
+@listen_app.command("listen")
+def webhooks_listen(
+    key: Annotated[str, typer.Option(help="The partner's API key.", envvar="CONTACTCARD_LISTEN_KEY")],
+    forward_to: Annotated[str | None, typer.Option(help="Your handler's URL; deliveries are POSTed there.")] = None,
+    server: Annotated[str, typer.Option(help="The server's base URL.")] = "http://127.0.0.1:8000",
+    events: Annotated[list[str] | None, typer.Option("--event", help="An event type (repeatable).")] = None,
+    port: Annotated[int, typer.Option(help="Port of the local receiver; 0: any free one.")] = 0,
+) -> None:
+    """Subscribe a local receiver, print each verified delivery, forward it; until Ctrl-C.
+
+    The server must allow private hosts (`CONTACTCARD_IMAGE_ALLOW_PRIVATE=true`)."""
+    import time
+
+    from contactcard.webhooks.listen import Listener, ListenError
+
+    chosen = events or ["contact_card.created", "contact_card.updated", "contact_card.deleted"]
+    listener = Listener(
+        server, key, forward_to, events=chosen, show=lambda line: console.print(line, markup=False), port=port
+    )
+    try:
+        listener.start()
+    except ListenError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"Ready: subscription {listener.subscription_id} sends {', '.join(chosen)} to {listener.target_url}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.stop()
+        console.print("stopped; the subscription is deleted")
 
 
 def main() -> None:

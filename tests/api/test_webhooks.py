@@ -4,6 +4,12 @@ on 127.0.0.1 verified with the SDK's own `webhooks.unwrap`."""
 from __future__ import annotations
 
 import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -418,3 +424,38 @@ def test_operators_see_deliveries_and_send_one_again(hooks, receiver):
         time.sleep(0.05)
     assert deliveries()[0]["status"] == "delivered"
     assert admin("POST", f"/webhook-deliveries/{event_id}/nope/redeliver").status_code == 404
+
+
+def test_listen_prints_verified_deliveries_and_forwards_them(hooks, receiver):
+    path = receiver.new_path()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTCARD_")}
+    env.update(PYTHONUNBUFFERED="1", COLUMNS="200")
+    command = [sys.executable, "-m", "contactcard", "webhooks", "listen", "--key", hooks.key]
+    command += ["--server", hooks.server.base_url, "--forward-to", f"{receiver.base_url}{path}"]
+    listen = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in listen.stdout], daemon=True).start()
+
+    def next_line() -> str:
+        return lines.get(timeout=15)
+
+    try:
+        assert next_line().startswith("Ready: subscription ")
+        (subscription,) = hooks.client().webhook_subscriptions.list().subscriptions
+        hooks.client().contact_card.create(phone_number=hooks.lines[0], first_name="Listened", last_name="To")
+        shown = next_line()
+        assert "contact_card.created" in shown and hooks.lines[0] in shown and "'Listened To'" in shown
+        assert next_line().strip() == "forwarded: 200"
+        (forwarded,) = receiver.wait(path, 1)
+        assert json.loads(forwarded.body)["data"]["contact_card"]["first_name"] == "Listened"
+        assert forwarded.headers["x-webhook-subscription-id"] == subscription.id
+    finally:
+        listen.send_signal(signal.SIGINT)
+        listen.wait(15)
+    assert hooks.client().webhook_subscriptions.list().subscriptions == []
