@@ -115,6 +115,20 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
         memo=settings.read_cache_size > 0,
         timeout=settings.database_timeout,
     )
+    webhook_store = WebhookStore(writer, dialect=database.dialect)
+    sender = WebhookSender(
+        policy, timeout=settings.webhook_attempt_timeout, max_answer_bytes=settings.webhook_max_answer_bytes
+    )
+    deliveries = DeliveryWorker(
+        webhook_store,
+        sender,
+        clock=clock,
+        retry=RetryPolicy(settings.retry_delays),
+        concurrency=settings.webhook_concurrency,
+        poll_interval=settings.webhook_poll_interval,
+        # A process that died mid-attempt holds it no longer than this.
+        lease=settings.webhook_attempt_timeout + 5,
+    )
     cards = ContactCards(
         reads=reads,
         writes=CardWrites(writer),
@@ -130,21 +144,7 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
             write_queue_limit=settings.write_queue_limit,
         ),
         read_cache_size=settings.read_cache_size,
-        on_event=lambda: deliveries.wake(),
-    )
-    webhook_store = WebhookStore(writer, dialect=database.dialect)
-    sender = WebhookSender(
-        policy, timeout=settings.webhook_attempt_timeout, max_answer_bytes=settings.webhook_max_answer_bytes
-    )
-    deliveries = DeliveryWorker(
-        webhook_store,
-        sender,
-        clock=clock,
-        retry=RetryPolicy(settings.retry_delays),
-        concurrency=settings.webhook_concurrency,
-        poll_interval=settings.webhook_poll_interval,
-        # A process that died mid-attempt holds it no longer than this.
-        lease=settings.webhook_attempt_timeout + 5,
+        on_event=deliveries.wake,  # the write's event is due now: look at once
     )
     admin = Admin(Accounts(database), device, card_url_prefix=rules.own_cdn_prefix)
     return Services(
