@@ -7,11 +7,12 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import linq
@@ -459,3 +460,37 @@ def test_listen_prints_verified_deliveries_and_forwards_them(hooks, receiver):
         listen.send_signal(signal.SIGINT)
         listen.wait(15)
     assert hooks.client().webhook_subscriptions.list().subscriptions == []
+
+
+def _delivery(hooks: Partner, subscription_id: str, done: Callable[[dict], bool]) -> dict:
+    """The subscription's one delivery once `done` holds for it (the admin API's view)."""
+    deadline = time.monotonic() + 15
+    while True:
+        (found,) = hooks.server.admin("GET", "/webhook-deliveries", params={"subscription_id": subscription_id}).json()
+        if done(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def test_a_receiver_slower_than_the_deadline_is_retried(hooks, receiver):
+    subscription_id, _, path = subscribe(hooks, receiver)
+    receiver.answer(path, (200, {}, 3.0))  # the attempt's deadline is 2 s
+    hooks.client().contact_card.create(phone_number=hooks.lines[0], first_name="Slow")
+    attempts = receiver.wait(path, 2)
+    assert attempts[0].headers["webhook-id"] == attempts[1].headers["webhook-id"]
+    found = _delivery(hooks, subscription_id, lambda d: d["status"] == "delivered")
+    assert (found["status"], found["attempts"]) == ("delivered", 2)
+
+
+def test_a_receiver_that_is_not_there_is_retried_then_given_up(hooks, receiver):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    try:
+        target = f"http://127.0.0.1:{closed.getsockname()[1]}/hook"
+        created = hooks.client().webhook_subscriptions.create(target_url=target, subscribed_events=CARD_EVENTS)
+        hooks.client().contact_card.create(phone_number=hooks.lines[0], first_name="Nobody home")
+        found = _delivery(hooks, created.id, lambda d: d["status"] == "failed")
+    finally:
+        closed.close()
+    assert (found["status"], found["attempts"], found["last_status"]) == ("failed", 4, None)
+    assert found["last_error"] == "could not connect"

@@ -23,7 +23,7 @@ class Received:
 class Receiver:
     def __init__(self) -> None:
         self.requests: list[Received] = []
-        self._answers: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self._answers: dict[str, list[tuple[int, dict[str, str], float]]] = {}
         self._changed = threading.Condition()
         receiver = self
 
@@ -34,11 +34,13 @@ class Receiver:
                 path = self.path.split("?", 1)[0]
                 with receiver._changed:
                     queued = receiver._answers.get(path)
-                    status, headers = queued.pop(0) if queued else (200, {})
+                    status, headers, delay = queued.pop(0) if queued else (200, {}, 0.0)
                     receiver.requests.append(
                         Received(path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
                     )
                     receiver._changed.notify_all()
+                if delay:
+                    time.sleep(delay)  # a receiver slower than the sender's deadline
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -61,10 +63,15 @@ class Receiver:
         """A path no other test uses: one subscription target per test."""
         return f"/hook/{uuid.uuid4().hex[:12]}"
 
-    def answer(self, path: str, *statuses: int | tuple[int, dict[str, str]]) -> None:
-        """The next answers to POSTs on `path`, in order; then 200."""
+    def answer(
+        self, path: str, *statuses: int | tuple[int, dict[str, str]] | tuple[int, dict[str, str], float]
+    ) -> None:
+        """The next answers to POSTs on `path`, in order (status, headers, seconds to wait
+        before answering); then 200 at once."""
         with self._changed:
-            self._answers[path] = [s if isinstance(s, tuple) else (s, {}) for s in statuses]
+            self._answers[path] = [
+                (s, {}, 0.0) if isinstance(s, int) else (s[0], s[1], s[2] if len(s) > 2 else 0.0) for s in statuses
+            ]
 
     def on(self, path: str) -> list[Received]:
         with self._changed:
