@@ -143,6 +143,15 @@ def _isolated_ms(server: Server, key: str, phones: list[str], count: int) -> flo
     return statistics.median(seconds) * 1000
 
 
+def _settled(receiver: Receiver, quiet: float = 1.0, most: float = 120.0) -> None:
+    """Wait until the load's deliveries are done: nothing arrived for `quiet` seconds."""
+    deadline = time.perf_counter() + most
+    seen = -1
+    while receiver.count != seen and time.perf_counter() < deadline:
+        seen = receiver.count
+        time.sleep(quiet)
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -154,6 +163,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--backlog", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16, help="CONTACTCARD_WEBHOOK_CONCURRENCY")
+    parser.add_argument("--per-target", type=int, default=8, help="CONTACTCARD_WEBHOOK_CONCURRENCY_PER_TARGET")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     options = parser.parse_args()
     receiver = Receiver()
@@ -168,7 +179,8 @@ def main() -> None:
             "CONTACTCARD_ADMIN_TOKEN": ADMIN,
             "CONTACTCARD_IMAGE_ALLOW_PRIVATE": "true",
             "CONTACTCARD_WRITE_BUDGET": "0",
-            "CONTACTCARD_WEBHOOK_CONCURRENCY": "32",
+            "CONTACTCARD_WEBHOOK_CONCURRENCY": str(options.concurrency),
+            "CONTACTCARD_WEBHOOK_CONCURRENCY_PER_TARGET": str(options.per_target),
         },
     )
     try:
@@ -204,7 +216,7 @@ def main() -> None:
             sides = [("none", plain_key, plain_lines), ("three", hooked_key, hooked_lines)]
             for side, key, lines in sides if index % 2 == 0 else sides[::-1]:
                 rates[side].append(_patch_rate(server, key, lines, options.duration, options.connections))
-                time.sleep(1.0)  # the deliveries of the last side drain before the next
+                _settled(receiver)  # the deliveries of the last side are done before the next
             ratios.append(rates["three"][-1] / rates["none"][-1])
         cost[f"writes_per_s_{options.connections}_connections"] = {
             **rates,
@@ -212,7 +224,7 @@ def main() -> None:
         }
 
         # 2. Latency from the answer to the arrival, one write at a time.
-        time.sleep(2.0)
+        _settled(receiver)
         latencies = []
         conn = server.connection()
         for i in range(200):

@@ -125,6 +125,7 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
         clock=clock,
         retry=RetryPolicy(settings.retry_delays),
         concurrency=settings.webhook_concurrency,
+        per_target=settings.webhook_concurrency_per_target,
         poll_interval=settings.webhook_poll_interval,
         # A process that died mid-attempt holds it no longer than this.
         lease=settings.webhook_attempt_timeout + 5,

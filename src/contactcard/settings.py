@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         4096, gt=0, description="Most bytes of a receiver's answer read per attempt (the status is what counts)."
     )
     webhook_concurrency: int = Field(16, ge=1, description="Webhook deliveries one process makes at once.")
+    webhook_concurrency_per_target: int = Field(
+        8,
+        ge=1,
+        description="Of those, at most this many to one subscription: a slow receiver cannot take them all.",
+    )
     webhook_poll_interval: float = Field(
         0.5,
         gt=0,

@@ -113,3 +113,46 @@ async def test_without_the_clock_moving_no_retry_is_made(outbox):
         assert len(sender.posts) == 3  # the third answer was the 200
     finally:
         await worker.aclose()
+
+
+class HeldSender:
+    """Holds every POST until released; counts those under way per target."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.under_way: dict[str, int] = {}
+        self.most: dict[str, int] = {}
+        self.started: list[str] = []
+
+    async def post(self, target_url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        self.started.append(target_url)
+        self.under_way[target_url] = self.under_way.get(target_url, 0) + 1
+        self.most[target_url] = max(self.most.get(target_url, 0), self.under_way[target_url])
+        await self.release.wait()
+        self.under_way[target_url] -= 1
+        return Answer(200, None, 1.0)
+
+
+async def test_a_slow_receiver_cannot_take_every_slot(outbox):
+    writer, store = outbox
+    now = datetime.now(UTC)
+    quick = Subscription(
+        "q", "p", "https://quick.example/in", [events.CARD_CREATED], None, True, new_secret(), "v", now, now
+    )
+    await store.add(quick)
+    clock = ManualClock()
+    sender = HeldSender()
+    worker = DeliveryWorker(store, sender, clock=clock, concurrency=8, per_target=2, poll_interval=0.02)
+    for _ in range(6):  # each event goes to both subscriptions
+        await record(writer, clock)
+    worker.start()
+    try:
+        await until(lambda: len(sender.started) == 4)
+        await asyncio.sleep(0.2)
+        # Two of each at once, although eight slots were free: neither receiver holds the rest.
+        assert sender.under_way == {"https://h.example/in": 2, "https://quick.example/in": 2}
+        sender.release.set()
+        await until(lambda: len(sender.started) == 12)
+        assert sender.most == {"https://h.example/in": 2, "https://quick.example/in": 2}
+    finally:
+        await worker.aclose()

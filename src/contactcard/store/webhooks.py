@@ -200,21 +200,39 @@ class WebhookStore:
         )
         return bool(rows)
 
-    async def claim(self, now: float, real_now: float, lease_until: float, limit: int) -> list[Claimed]:
-        """Take up to `limit` due attempts for this process until `lease_until` (real time)."""
+    async def claim(
+        self, now: float, real_now: float, lease_until: float, limit: int, *, skip: list[str] | None = None
+    ) -> list[Claimed]:
+        """Take up to `limit` due attempts for this process until `lease_until` (real time),
+        none of the subscriptions in `skip`."""
         skip_locked = " FOR UPDATE SKIP LOCKED" if self._postgres else ""
+        skipped = {f"k{i}": sid for i, sid in enumerate(skip or [])}
+        not_these = f" AND subscription_id NOT IN ({', '.join(f':{k}' for k in skipped)})" if skipped else ""
         sql = f"""
 UPDATE webhook_deliveries SET lease_until = :lease, attempts = attempts + 1
 WHERE (event_id, subscription_id) IN (
   SELECT event_id, subscription_id FROM webhook_deliveries
-  WHERE status = 'pending' AND next_at <= :now AND (lease_until IS NULL OR lease_until < :real_now)
+  WHERE status = 'pending' AND next_at <= :now AND (lease_until IS NULL OR lease_until < :real_now){not_these}
   ORDER BY next_at LIMIT :limit{skip_locked}
 )
 RETURNING event_id, subscription_id, event_type, body, attempts
 """
-        params = {"lease": lease_until, "now": now, "real_now": real_now, "limit": limit}
+        params = {"lease": lease_until, "now": now, "real_now": real_now, "limit": limit, **skipped}
         rows = (await self._writer.run([Stmt(sql, params, rows=True)]))[0]
         return [Claimed(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows]
+
+    async def release(self, claimed: list[Claimed]) -> None:
+        """Give claimed attempts back unmade, due as they were."""
+        await self._writer.run(
+            [
+                Stmt(
+                    "UPDATE webhook_deliveries SET lease_until = NULL, attempts = attempts - 1 "
+                    "WHERE event_id = :event_id AND subscription_id = :subscription_id",
+                    {"event_id": c.event_id, "subscription_id": c.subscription_id},
+                )
+                for c in claimed
+            ]
+        )
 
     async def targets(self, ids: list[str]) -> dict[str, Subscription]:
         names = {f"s{i}": sid for i, sid in enumerate(ids)}

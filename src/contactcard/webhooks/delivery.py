@@ -257,6 +257,7 @@ class DeliveryWorker:
         poll_interval: float = 0.5,
         lease: float = 30.0,
         settle: float = 0.01,
+        per_target: int = 8,
     ) -> None:
         self._store = store
         self._sender = sender
@@ -266,9 +267,12 @@ class DeliveryWorker:
         self._poll = poll_interval
         self._lease = lease
         self._settle = settle
+        # Attempts at once to one subscription: a slow receiver must not take every slot.
+        self._per_target = per_target
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], str] = {}  # attempts under way: their subscription
+        self._in_flight: dict[str, int] = {}  # attempts under way per subscription
 
     def wake(self) -> None:
         """An event was recorded in this process: look now rather than at the next poll."""
@@ -321,18 +325,33 @@ class DeliveryWorker:
         now, real_now = self._clock.now().timestamp(), time.time()
         if not await self._store.has_due(now, real_now):
             return 0
-        found = await self._store.claim(now, real_now, real_now + self._lease, free)
+        busy = sorted(sid for sid, count in self._in_flight.items() if count >= self._per_target)
+        found = await self._store.claim(now, real_now, real_now + self._lease, free, skip=busy)
         if not found:
             return 0
         targets = await self._store.targets(sorted({c.subscription_id for c in found}))
+        surplus = []
         for claimed in found:
-            task = asyncio.get_running_loop().create_task(self._attempt(claimed, targets.get(claimed.subscription_id)))
-            self._running.add(task)
+            sid = claimed.subscription_id
+            if self._in_flight.get(sid, 0) >= self._per_target:
+                surplus.append(claimed)  # given back at once, due as it was
+                continue
+            self._in_flight[sid] = self._in_flight.get(sid, 0) + 1
+            task = asyncio.get_running_loop().create_task(self._attempt(claimed, targets.get(sid)))
+            self._running[task] = sid
             task.add_done_callback(self._done)
-        return len(found)
+        if surplus:
+            await self._store.release(surplus)
+        return len(found) - len(surplus)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        sid = self._running.pop(task, None)
+        if sid is not None:
+            left = self._in_flight.get(sid, 1) - 1
+            if left > 0:
+                self._in_flight[sid] = left
+            else:
+                del self._in_flight[sid]
         if self._wake is not None:
             self._wake.set()  # a slot is free
         if not task.cancelled() and task.exception() is not None:
