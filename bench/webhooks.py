@@ -15,6 +15,7 @@ latency and bounds the drain rate (it answers on the same 2 cores).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sqlite3
 import statistics
@@ -31,6 +32,7 @@ from bench.seed import sqlite_now
 from bench.servers import Server, contactcard_server, free_port, stop_all
 
 ADMIN = "bench-admin-token"
+_NUMBERS = itertools.count(1)
 EVENTS = ["contact_card.created", "contact_card.updated", "contact_card.deleted"]
 
 
@@ -88,14 +90,14 @@ def _partner(server: Server, lines: int) -> tuple[str, str, list[str]]:
 
     partner = admin("POST", "/partners", {"name": f"bench {uuid.uuid4().hex[:6]}"})["id"]
     key = admin("POST", f"/partners/{partner}/keys")["key"]
-    phones = [f"+1777{uuid.uuid4().int % 10**7:07d}" for _ in range(lines)]
+    phones = [f"+1777{next(_NUMBERS):07d}" for _ in range(lines)]  # unique: a repeat would be a 409
     conn = server.connection()
     for phone in phones:
         admin("POST", "/lines", {"partner_id": partner, "phone_number": phone})
         status, _ = server.call(
             "POST", "/v3/contact_card", key, {"phone_number": phone, "first_name": "Seed"}, conn=conn
         )
-        assert status == 200
+        assert status == 200, (status, _)
     conn.close()
     return partner, key, phones
 
