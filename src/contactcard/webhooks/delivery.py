@@ -273,6 +273,9 @@ class DeliveryWorker:
         self._task: asyncio.Task[None] | None = None
         self._running: dict[asyncio.Task[None], str] = {}  # attempts under way: their subscription
         self._in_flight: dict[str, int] = {}  # attempts under way per subscription
+        # Subscriptions that had more due than their share: skipped by claims until half
+        # their attempts are done, so they are claimed for in batches, not one at a time.
+        self._throttled: set[str] = set()
 
     def wake(self) -> None:
         """An event was recorded in this process: look now rather than at the next poll."""
@@ -325,7 +328,12 @@ class DeliveryWorker:
         now, real_now = self._clock.now().timestamp(), time.time()
         if not await self._store.has_due(now, real_now):
             return 0
-        busy = sorted(sid for sid, count in self._in_flight.items() if count >= self._per_target)
+        half = self._per_target // 2
+        busy = sorted(
+            sid
+            for sid, count in self._in_flight.items()
+            if count >= self._per_target or (sid in self._throttled and count > half)
+        )
         found = await self._store.claim(now, real_now, real_now + self._lease, free, skip=busy)
         if not found:
             return 0
@@ -335,6 +343,7 @@ class DeliveryWorker:
             sid = claimed.subscription_id
             if self._in_flight.get(sid, 0) >= self._per_target:
                 surplus.append(claimed)  # given back at once, due as it was
+                self._throttled.add(sid)
                 continue
             self._in_flight[sid] = self._in_flight.get(sid, 0) + 1
             task = asyncio.get_running_loop().create_task(self._attempt(claimed, targets.get(sid)))
@@ -352,6 +361,8 @@ class DeliveryWorker:
                 self._in_flight[sid] = left
             else:
                 del self._in_flight[sid]
+            if left <= self._per_target // 2:
+                self._throttled.discard(sid)
         if self._wake is not None:
             self._wake.set()  # a slot is free
         if not task.cancelled() and task.exception() is not None:
