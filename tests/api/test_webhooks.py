@@ -494,3 +494,30 @@ def test_a_receiver_that_is_not_there_is_retried_then_given_up(hooks, receiver):
         closed.close()
     assert (found["status"], found["attempts"], found["last_status"]) == ("failed", 4, None)
     assert found["last_error"] == "could not connect"
+
+
+def test_list_is_partner_scoped_and_a_put_is_checked_like_a_create(hooks, receiver):
+    subscription_id, secret, old_path = subscribe(hooks, receiver)
+    _, _, taken_path = subscribe(hooks, receiver)
+    stranger = make_partner(hooks.server)
+    assert stranger.client().webhook_subscriptions.list().subscriptions == []
+    subscriptions = hooks.client().webhook_subscriptions
+    for target in ("ftp://127.0.0.1/x", f"{receiver.base_url}{taken_path}"):
+        with pytest.raises(linq.BadRequestError) as caught:
+            subscriptions.update(subscription_id, target_url=target)
+        assert caught.value.code == 1005
+    with pytest.raises(linq.BadRequestError) as caught:
+        subscriptions.update(subscription_id, subscribed_events=["contact_card.exploded"])
+    assert caught.value.code == 1005
+    with pytest.raises(linq.BadRequestError) as caught:
+        subscriptions.update(subscription_id, phone_numbers=["not a number"])
+    assert caught.value.code == 1002
+
+    # A new target gets the next deliveries, with the version its URL asks for.
+    new_path = receiver.new_path()
+    moved = subscriptions.update(subscription_id, target_url=f"{receiver.base_url}{new_path}?version=2026-02-03")
+    assert moved.target_url.endswith("?version=2026-02-03")
+    hooks.client().contact_card.create(phone_number=hooks.lines[0], first_name="Moved")
+    body = unwrap(hooks, secret, receiver.wait(new_path, 1)[0])  # the secret did not change
+    assert body["webhook_version"] == "2026-02-03"
+    assert receiver.on(old_path) == []
