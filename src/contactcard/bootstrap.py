@@ -156,7 +156,7 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
         writer,
         reads,
         locks,
-        Subscriptions(webhook_store, policy),
+        Subscriptions(webhook_store, policy, on_event=deliveries.wake),
         deliveries,
         sender,
     )

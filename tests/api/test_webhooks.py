@@ -521,3 +521,50 @@ def test_list_is_partner_scoped_and_a_put_is_checked_like_a_create(hooks, receiv
     body = unwrap(hooks, secret, receiver.wait(new_path, 1)[0])  # the secret did not change
     assert body["webhook_version"] == "2026-02-03"
     assert receiver.on(old_path) == []
+
+
+SUBSCRIPTION_EVENTS = [
+    "webhook_subscription.created",
+    "webhook_subscription.deleted",
+    "webhook_subscription.target_url_changed",
+    "webhook_subscription.enabled",
+    "webhook_subscription.disabled",
+    "webhook_subscription.events.updated",
+    "webhook_subscription.phone_numbers.updated",
+]
+
+
+def test_changes_to_subscriptions_are_events_too(hooks, receiver):
+    # A line filter does not hold these back: they are about no line.
+    watcher_id, secret, path = subscribe(
+        hooks, receiver, subscribed_events=SUBSCRIPTION_EVENTS, phone_numbers=[hooks.lines[0]]
+    )
+    own = unwrap(hooks, secret, receiver.wait(path, 1)[0])  # its own creation, as on the hosted API
+    assert own["event_type"] == "webhook_subscription.created"
+    assert own["data"]["webhook_subscription"]["id"] == watcher_id
+    assert "phone_number" not in own["data"] and "contact_card" not in own["data"]
+
+    subscriptions = hooks.client().webhook_subscriptions
+    watched_id, _, _ = subscribe(hooks, receiver)
+    moved_to = f"{receiver.base_url}{receiver.new_path()}"
+    subscriptions.update(watched_id, target_url=moved_to, is_active=False)
+    subscriptions.update(watched_id, is_active=True, subscribed_events=["contact_card.updated"])
+    subscriptions.delete(watched_id)
+    bodies = [unwrap(hooks, secret, d) for d in receiver.wait(path, 7)[1:]]
+    assert sorted(b["event_type"] for b in bodies) == sorted(
+        [
+            "webhook_subscription.created",
+            "webhook_subscription.target_url_changed",
+            "webhook_subscription.disabled",
+            "webhook_subscription.enabled",
+            "webhook_subscription.events.updated",
+            "webhook_subscription.deleted",
+        ]
+    )
+    assert {b["data"]["webhook_subscription"]["id"] for b in bodies} == {watched_id}
+    moved = next(b for b in bodies if b["event_type"] == "webhook_subscription.target_url_changed")
+    assert moved["data"]["change"]["to"] == moved_to
+    updated = next(b for b in bodies if b["event_type"] == "webhook_subscription.events.updated")
+    assert updated["data"]["change"] == {"from": CARD_EVENTS, "to": ["contact_card.updated"]}
+    time.sleep(0.5)
+    assert len(receiver.on(path)) == 7

@@ -26,6 +26,11 @@ async def _partner(request: Request) -> str:
     return await subscriptions.partner(key_hash(key))
 
 
+def _trace_id(request: Request) -> str:
+    trace_id: str = request.scope.get("state", {}).get("trace_id", "")
+    return trace_id
+
+
 async def _body(request: Request) -> dict[str, object]:
     return contract.json_object(await request.body(), request.headers.get("content-type"))
 
@@ -34,7 +39,8 @@ async def collection(request: Request) -> Response:
     subscriptions: Subscriptions = request.app.state.subscriptions
     partner = await _partner(request)
     if request.method == "POST":
-        return json_response(await subscriptions.create(partner, await _body(request)), status=201)
+        created = await subscriptions.create(partner, await _body(request), _trace_id(request))
+        return json_response(created, status=201)
     return json_response(await subscriptions.list_all(partner))
 
 
@@ -43,9 +49,10 @@ async def item(request: Request) -> Response:
     partner = await _partner(request)
     subscription_id = request.path_params["subscription_id"]
     if request.method == "PUT":
-        return json_response(await subscriptions.update(partner, subscription_id, await _body(request)))
+        updated = await subscriptions.update(partner, subscription_id, await _body(request), _trace_id(request))
+        return json_response(updated)
     if request.method == "DELETE":
-        await subscriptions.delete(partner, subscription_id)
+        await subscriptions.delete(partner, subscription_id, _trace_id(request))
         return Response(status_code=204)
     return json_response(await subscriptions.get(partner, subscription_id))
 

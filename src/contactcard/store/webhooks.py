@@ -62,7 +62,8 @@ def fan_out(event: Outbox) -> Stmt:
             "partner": event.partner_id,
             "active": True,
             "event_pattern": like_member(event.event_type),
-            "phone_pattern": f"%,{event.phone_number},%",
+            # An event about no line (a subscription's own) passes every line filter.
+            "phone_pattern": f"%,{event.phone_number},%" if event.phone_number else "%",
         },
     )
 
@@ -142,7 +143,9 @@ class WebhookStore:
         )
         return _subscription(rows[0]) if rows else None
 
-    async def add(self, sub: Subscription) -> None:
+    async def add(self, sub: Subscription, announce: list[Outbox] | None = None) -> None:
+        """Store `sub`; `announce`: events about it, fanned out in the same transaction
+        (after the insert, so that it may receive its own)."""
         try:
             await self._writer.run(
                 [
@@ -151,7 +154,8 @@ class WebhookStore:
                         ":events, :phone_numbers, :is_active, :signing_secret, :webhook_version, :created_at, "
                         ":updated_at)",
                         _params(sub),
-                    )
+                    ),
+                    *(fan_out(event) for event in announce or ()),
                 ]
             )
         except Exception as exc:
@@ -159,7 +163,7 @@ class WebhookStore:
                 raise TargetTaken() from None
             raise
 
-    async def replace(self, sub: Subscription) -> None:
+    async def replace(self, sub: Subscription, announce: list[Outbox] | None = None) -> None:
         try:
             await self._writer.run(
                 [
@@ -168,7 +172,8 @@ class WebhookStore:
                         "phone_numbers = :phone_numbers, is_active = :is_active, webhook_version = :webhook_version, "
                         "updated_at = :updated_at WHERE id = :id AND partner_id = :partner_id",
                         _params(sub),
-                    )
+                    ),
+                    *(fan_out(event) for event in announce or ()),
                 ]
             )
         except Exception as exc:
@@ -176,14 +181,15 @@ class WebhookStore:
                 raise TargetTaken() from None
             raise
 
-    async def remove(self, partner_id: str, subscription_id: str) -> bool:
+    async def remove(self, partner_id: str, subscription_id: str, announce: list[Outbox] | None = None) -> bool:
         results = await self._writer.run(
             [
                 Stmt(
                     "DELETE FROM webhook_subscriptions WHERE partner_id = :partner AND id = :id RETURNING id",
                     {"partner": partner_id, "id": subscription_id},
                     rows=True,
-                )
+                ),
+                *(fan_out(event) for event in announce or ()),
             ]
         )
         return bool(results[0])

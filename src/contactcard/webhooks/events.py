@@ -116,7 +116,7 @@ class Outbox:
     event_id: str
     event_type: str
     partner_id: str
-    phone_number: str
+    phone_number: str | None  # None: about no line (the subscription events)
     at: datetime  # on the server's clock: when it happened, and when its first attempt is due
     head: str
     tail: str
@@ -145,6 +145,30 @@ def change(before: CardView, after: CardView) -> dict[str, dict[str, str | None]
     return found
 
 
+def subscription_event(
+    event_type: str,
+    *,
+    partner_id: str,
+    subscription: dict[str, object],
+    at: datetime,
+    trace_id: str,
+    changed: dict[str, object] | None = None,
+) -> Outbox:
+    """A `webhook_subscription.*` event: `subscription` is `{id, events, target_url}`;
+    `changed` the `{"from", "to"}` of an update event."""
+    noun = event_type.removeprefix("webhook_subscription.").replace("_", " ").replace(".", " ")
+    data: dict[str, object] = {
+        "summary": f"Webhook subscription {noun}",
+        "occurred_at": _iso(at),
+        "actor": {"type": "api"},
+        "origin": "api",
+        "webhook_subscription": subscription,
+    }
+    if changed is not None:
+        data["change"] = changed
+    return _outbox(event_type, partner_id, None, at, trace_id, data)
+
+
 def _summary(event_type: str, phone: str) -> str:
     verb = {CARD_CREATED: "created", CARD_UPDATED: "updated", CARD_DELETED: "deleted"}[event_type]
     return f"Contact card {verb} for {phone}"
@@ -161,11 +185,9 @@ def card_event(
     changed: dict[str, dict[str, str | None]] | None = None,
     actor: Literal["api", "system"] = "api",
 ) -> Outbox:
-    event_id = uuid.uuid4().hex
-    stamp = _iso(at)
     data: dict[str, object] = {
         "summary": _summary(event_type, phone_number),
-        "occurred_at": stamp,
+        "occurred_at": _iso(at),
         "actor": {"type": actor},
         # An operator's removal is the platform's doing, not the partner's API call.
         "origin": "api" if actor == "api" else "linq",
@@ -174,12 +196,19 @@ def card_event(
     }
     if changed is not None:
         data["change"] = changed
+    return _outbox(event_type, partner_id, phone_number, at, trace_id, data)
+
+
+def _outbox(
+    event_type: str, partner_id: str, phone_number: str | None, at: datetime, trace_id: str, data: dict[str, object]
+) -> Outbox:
+    event_id = uuid.uuid4().hex
     body = {
         "api_version": "v3",
         "webhook_version": _VERSION_SLOT,
         "event_id": event_id,
         "event_type": event_type,
-        "created_at": stamp,
+        "created_at": _iso(at),
         "partner_id": partner_id,
         "trace_id": trace_id or uuid.uuid4().hex,
         "data": data,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ from contactcard.images.addresses import HostPolicy
 from contactcard.store.webhooks import Subscription, TargetTaken, WebhookStore
 from contactcard.store.writer import StoreUnavailable
 from contactcard.webhooks.delivery import Resolver, TargetRefused, checked_addresses, parse_target, system_resolver
-from contactcard.webhooks.events import DOC_URL, EVENT_TYPES, KNOWN_EVENTS, webhook_version
+from contactcard.webhooks.events import DOC_URL, EVENT_TYPES, KNOWN_EVENTS, Outbox, subscription_event, webhook_version
 
 T = TypeVar("T")
 SECRET_BYTES = 32
@@ -52,6 +52,32 @@ def wire(sub: Subscription, *, with_secret: bool = False) -> dict[str, Any]:
     if with_secret:
         body["signing_secret"] = sub.signing_secret
     return body
+
+
+def _announce(event_type: str, sub: Subscription, trace_id: str, changed: dict[str, object] | None = None) -> Outbox:
+    about: dict[str, object] = {"id": sub.id, "events": sub.events, "target_url": sub.target_url}
+    return subscription_event(
+        event_type, partner_id=sub.partner_id, subscription=about, at=sub.updated_at, trace_id=trace_id, changed=changed
+    )
+
+
+def _changes(before: Subscription, after: Subscription, trace_id: str) -> list[Outbox]:
+    """The `webhook_subscription.*` events of an update, one per kind of change."""
+    found = []
+    change: dict[str, object]
+    if before.target_url != after.target_url:
+        change = {"from": before.target_url, "to": after.target_url}
+        found.append(_announce("webhook_subscription.target_url_changed", after, trace_id, change))
+    if before.events != after.events:
+        change = {"from": before.events, "to": after.events}
+        found.append(_announce("webhook_subscription.events.updated", after, trace_id, change))
+    if before.phone_numbers != after.phone_numbers:
+        change = {"from": before.phone_numbers, "to": after.phone_numbers}
+        found.append(_announce("webhook_subscription.phone_numbers.updated", after, trace_id, change))
+    if before.is_active != after.is_active:
+        kind = "enabled" if after.is_active else "disabled"
+        found.append(_announce(f"webhook_subscription.{kind}", after, trace_id))
+    return found
 
 
 def event_list() -> dict[str, Any]:
@@ -84,10 +110,18 @@ def _active(value: object) -> bool:
 
 
 class Subscriptions:
-    def __init__(self, store: WebhookStore, policy: HostPolicy, *, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        store: WebhookStore,
+        policy: HostPolicy,
+        *,
+        resolver: Resolver | None = None,
+        on_event: Callable[[], None] | None = None,
+    ) -> None:
         self._store = store
         self._policy = policy
         self._resolver = resolver or system_resolver
+        self._on_event = on_event or (lambda: None)  # wakes this process's delivery worker
 
     async def partner(self, key_hash: str) -> str:
         try:
@@ -98,7 +132,7 @@ class Subscriptions:
             raise ApiError(errors.UNAUTHORIZED)
         return partner
 
-    async def create(self, partner: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, partner: str, body: dict[str, Any], trace_id: str = "") -> dict[str, Any]:
         for required in ("target_url", "subscribed_events"):
             if body.get(required) is None:
                 raise ApiError(errors.MISSING_FIELD, required)
@@ -118,7 +152,9 @@ class Subscriptions:
             created_at=now,
             updated_at=now,
         )
-        await self._guarded(self._store.add(sub))
+        announce = [_announce("webhook_subscription.created", sub, trace_id)]
+        await self._guarded(self._store.add(sub, announce))
+        self._on_event()
         return wire(sub, with_secret=True)
 
     async def list_all(self, partner: str) -> dict[str, Any]:
@@ -127,7 +163,9 @@ class Subscriptions:
     async def get(self, partner: str, subscription_id: str) -> dict[str, Any]:
         return wire(await self._found(partner, subscription_id))
 
-    async def update(self, partner: str, subscription_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def update(
+        self, partner: str, subscription_id: str, body: dict[str, Any], trace_id: str = ""
+    ) -> dict[str, Any]:
         current = await self._found(partner, subscription_id)
         changes: dict[str, Any] = {}
         if "target_url" in body:
@@ -141,12 +179,18 @@ class Subscriptions:
             changes["is_active"] = _active(body["is_active"])
         # The secret, ids and unknown fields are not changed by a PUT.
         updated = replace(current, **changes, updated_at=datetime.now(UTC))
-        await self._guarded(self._store.replace(updated))
+        announce = _changes(current, updated, trace_id)
+        await self._guarded(self._store.replace(updated, announce))
+        if announce:
+            self._on_event()
         return wire(updated)
 
-    async def delete(self, partner: str, subscription_id: str) -> None:
-        if not await self._guarded(self._store.remove(partner, subscription_id)):
+    async def delete(self, partner: str, subscription_id: str, trace_id: str = "") -> None:
+        current = await self._found(partner, subscription_id)
+        announce = [_announce("webhook_subscription.deleted", current, trace_id)]
+        if not await self._guarded(self._store.remove(partner, subscription_id, announce)):
             raise ApiError(errors.NOT_FOUND)
+        self._on_event()
 
     async def _found(self, partner: str, subscription_id: str) -> Subscription:
         found = await self._guarded(self._store.subscription(partner, subscription_id))
