@@ -30,10 +30,12 @@ TARGETS = {
     "write_p99_ms": ("<=", 100.0, "ms"),  # figure 7: PATCH p99 at 64 connections, absolute
     "write_failed": ("<=", 0.0, "requests"),  # figure 7: non-2xx answers + socket errors, absolute
     "mixed_rps": (">=", 0.50, "×"),  # figure 8: 5 % PATCH / 95 % GET req/s >= 0.5 x pure GET, memo off
+    "metrics_cost": (">=", 0.95, "×"),  # figure 9: GET req/s with metrics on >= 0.95 x metrics off
+    "journal_rps": (">=", 0.95, "×"),  # figure 10: GET by number req/s, journal on >= 0.95 x journal off
 }
 
 
-ALL_FIGURES = frozenset(range(1, 9))
+ALL_FIGURES = frozenset(range(1, 11))
 
 
 @dataclass

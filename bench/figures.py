@@ -1,5 +1,6 @@
-"""Figures 1 to 6: GET by number, GET all, image work and POST, cold start, peak RSS,
-database size. Each takes the run (bench/run.py) and returns its rows (bench/rows.py)."""
+"""Figures 1 to 6, 9 and 10: GET by number, GET all, image work and POST, cold start, peak
+RSS, database size, the cost of the metrics and of the request journal. Each takes the run
+(bench/run.py) and returns its rows (bench/rows.py)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,72 @@ def get_by_number(run) -> list[dict]:
         notes = [f"baseline column: the bare ASGI app's VmHWM (information); RSS now {rss:.0f} MiB"]
         title = "server peak RSS (VmHWM) after the GET load"
         rows.append(row(5, db, title, "MiB", "peak_rss_mib", notes=notes, **hwm))
+    return rows
+
+
+# --- figure 9: the cost of the metrics on the GET path ----------------------------------
+
+
+def metrics_cost(run) -> list[dict]:
+    """GET by number on the server as it ships (metrics on) against the same server with
+    `CONTACTCARD_METRICS=off`, same database, same load, interleaved rounds."""
+    config = run.config
+    options = dict(threads=config.threads, connections=config.connections)
+    rows = []
+    for db in run.databases:
+        on, off = run.variants((db, "small", ""), (db, "small", "metrics-off"))
+        pair = run.seeded(db, "small").pairs[0]
+        check_get_by_number(on, *pair)
+        check_get_by_number(off, *pair)
+        sides = [
+            wrk_side(run.wrk, server.name, label, server.url, run.pairs(db, "small"), **options)
+            for server, label in ((off, "metrics off"), (on, "metrics on"))
+        ]
+        run.log(f"  {db}: wrk -t{config.threads} -c{config.connections} -d{config.duration}s, {config.rounds} rounds")
+        run.interleave(sides)
+        run.raw.setdefault("metrics_load", {}).update({side.name: side.raw() for side in sides})
+        off_side, on_side = sides
+        title = "GET by number, req/s, metrics on vs off"
+        notes = [f"in-process: the metrics' bookkeeping costs {_metrics_microseconds():.2f} µs a request"]
+        rows.append(compare(9, db, title, "req/s", "metrics_cost", on_side, off_side, notes=notes))
+    return rows
+
+
+def _metrics_microseconds(count: int = 100_000) -> float:
+    """What the edge adds to a request with metrics on (route label, counter, histogram), timed
+    in this process: a figure that the shared machine's noise cannot blur as it blurs req/s."""
+    from contactcard.metrics import Metrics, route_of
+
+    metrics = Metrics()
+    started = time.perf_counter()
+    for _ in range(count):
+        metrics.request(route_of("/api/partner/v3/contact_card"), "GET", 200, 0, 0.0004)
+    return (time.perf_counter() - started) / count * 1e6
+
+
+# --- figure 10: the request journal's cost on GET ------------------------------------------
+
+
+def journal_cost(run) -> list[dict]:
+    """Figure 1's load on the server as it ships (journal on) against the same server with
+    `CONTACTCARD_JOURNAL_SIZE=0`, on the same database, interleaved."""
+    config, rows = run.config, []
+    options = dict(threads=config.threads, connections=config.connections)
+    for db in run.databases:
+        on, off = run.variants((db, "small", ""), (db, "small", "journal-off"))
+        pair = run.seeded(db, "small").pairs[0]
+        check_get_by_number(on, *pair)
+        check_get_by_number(off, *pair)
+        pairs = run.pairs(db, "small")
+        sides = [
+            wrk_side(run.wrk, off.name, f"{db}, journal off", off.url, pairs, **options),
+            wrk_side(run.wrk, on.name, f"{db}, journal on", on.url, pairs, **options),
+        ]
+        run.interleave(sides)
+        run.raw.setdefault("journal", {})[db] = {side.name: side.raw() for side in sides}
+        p99 = [f"p99: {median(side.values('p99_ms')):.2f} ms {side.label}" for side in sides]
+        title = "GET by number, req/s: journal on vs off"
+        rows.append(compare(10, db, title, "req/s", "journal_rps", sides[1], sides[0], notes=p99))
     return rows
 
 

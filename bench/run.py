@@ -37,6 +37,7 @@ _DB_ORDER = {"SQLite": 0, "PostgreSQL": 1, "-": 2}
 PREFIX = {"SQLite": "sqlite", "PostgreSQL": "postgres"}
 
 
+# Servers that differ from the shipped one by a setting, named in `Run.servers`.
 class Log:
     def __init__(self) -> None:
         self.started = time.perf_counter()
@@ -46,6 +47,15 @@ class Log:
 
     def __call__(self, message: str) -> None:
         print(f"[{time.perf_counter() - self.started:5.0f} s] {message}", flush=True)
+
+
+# The settings of each server variant the figures compare against the server as it ships.
+VARIANTS: dict[str, dict[str, str]] = {
+    "": {},
+    "memo-off": {"CONTACTCARD_READ_CACHE_SIZE": "0"},
+    "metrics-off": {"CONTACTCARD_METRICS": "off"},
+    "journal-off": {"CONTACTCARD_JOURNAL_SIZE": "0"},
+}
 
 
 class Run:
@@ -126,12 +136,17 @@ class Run:
 
     def servers(self, *wanted: tuple[str, str, bool]) -> list[Server]:
         """`contactcard serve` on (db, size, memo) each, started together the first time."""
+        return self.variants(*((db, size, "" if memo else "memo-off") for db, size, memo in wanted))
+
+    def variants(self, *wanted: tuple[str, str, str]) -> list[Server]:
+        """`contactcard serve` on (db, size, variant) each, started together the first time;
+        a variant is the server as it ships ("") or with one thing switched off (VARIANTS)."""
         names, fresh = [], []
-        for db, size, memo in wanted:
+        for db, size, variant in wanted:
             folder = f"{PREFIX[db]}-{size}"  # SQLite's database, and the CDN's files
-            names.append(name := folder + ("" if memo else "-memo-off"))
+            names.append(name := folder + (f"-{variant}" if variant else ""))
             if name not in self._servers:
-                settings = {**self.settings, **({} if memo else {"CONTACTCARD_READ_CACHE_SIZE": "0"})}
+                settings = {**self.settings, **VARIANTS[variant]}
                 if size == "writes":
                     settings["CONTACTCARD_ADMIN_TOKEN"] = self.admin_token
                 url = None if db == "SQLite" else self.url(db, size)
@@ -192,6 +207,8 @@ def _figures() -> list[tuple[frozenset[int], Callable[[Run], list[dict]], str]]:
         (frozenset({3}), figures.images, "figure 3: image work in-process, and POST with a 12 MP image over HTTP"),
         (frozenset({7}), writes.patch_writes, "figure 7: PATCH under wrk against the raw-SQL floor"),
         (frozenset({8}), writes.mixed_load, "figure 8: 5 % PATCH, 95 % GET against pure GET with the memo off"),
+        (frozenset({9}), figures.metrics_cost, "figure 9: GET by number with metrics on against metrics off"),
+        (frozenset({10}), figures.journal_cost, "figure 10: GET by number, request journal on against off"),
         (frozenset({4}), figures.cold_start, "figure 4: cold start on an empty SQLite directory"),
     ]
 

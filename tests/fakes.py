@@ -22,10 +22,10 @@ from PIL import Image
 
 from contactcard import images
 from contactcard.card import Card, Outcome
-from contactcard.cdn.base import BLOB_NAME, CONTENT_TYPES, Blob
+from contactcard.cdn.base import BLOB_NAME, CONTENT_TYPES, Blob, BlobStoreUnavailable
 from contactcard.contract import ImageRules
 from contactcard.service import ContactCards, Policy
-from contactcard.store.cards import CardValues, LineState
+from contactcard.store.cards import CardValues, LineState, Stored
 from contactcard.store.locks import LineBusy
 from contactcard.store.reads import LineAccess
 from contactcard.store.writer import StoreUnavailable
@@ -109,7 +109,7 @@ class FakeStore:
         if self.unavailable:
             raise StoreUnavailable("the fake store is down")
 
-    async def line_state(self, key_hash: str, phone: str, budget_since: float) -> LineState:
+    async def line_state(self, key_hash: str, phone: str, budget_since: float | None) -> LineState:
         self._check()
         self.journal.append("line_state")
         partner = self.keys.get(key_hash)
@@ -117,7 +117,8 @@ class FakeStore:
             return LineState(None, False, None, 0, None)
         owns = self.lines.get(phone) == partner
         card = self.cards.get(phone) if owns else None
-        counted = [at for at in self.attempts.get(phone, []) if at > budget_since]
+        since = budget_since
+        counted = [] if since is None else [at for at in self.attempts.get(phone, []) if at > since]
         return LineState(partner, owns, card, len(counted), min(counted) if counted else None)
 
     async def store_inactive(
@@ -127,9 +128,12 @@ class FakeStore:
         *,
         attempt_at: float | None,
         prune_before: float,
+        image_url: str | None,
+        device_scripted: bool | None = None,
         card_id: str | None = None,
         event: Any = None,
-    ) -> Card:
+    ) -> Stored:
+
         self._check()
         if event is not None:
             self.events.append(event)  # recorded with the change, as the store's outbox does
@@ -149,7 +153,7 @@ class FakeStore:
             ever_active=old.ever_active if old is not None else False,
         )
         self.cards[phone] = card
-        return card
+        return Stored(card)  # the fake device applies on its own, after the commit
 
     async def mark_active(self, card: Card) -> Card:
         self._check()
@@ -242,18 +246,27 @@ class FakeBlobStore:
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
         self.puts: list[str] = []
+        self.unavailable = False  # True: every call fails as an unreachable store would
 
     def put(self, name: str, data: bytes) -> None:
+        if self.unavailable:
+            raise BlobStoreUnavailable("store switched off by the test")
         if not BLOB_NAME.fullmatch(name):
             raise ValueError(f"not a content-addressed blob name: {name!r}")
         self.puts.append(name)
         self.blobs.setdefault(name, data)
 
     def get(self, name: str) -> Blob | None:
+        if self.unavailable:
+            raise BlobStoreUnavailable("store switched off by the test")
         data = self.blobs.get(name)
         if data is None:
             return None
         return Blob(data=data, content_type=CONTENT_TYPES[name.rsplit(".", 1)[1]], etag=f'"{name.split(".")[0]}"')
+
+    def ping(self) -> None:
+        if self.unavailable:
+            raise BlobStoreUnavailable("store switched off by the test")
 
 
 class FakeFetcher:

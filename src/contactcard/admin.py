@@ -71,6 +71,10 @@ class Admin:
             raise AdminError("that key is already in use") from None
         return issued
 
+    def key_owner(self, key_hash: str) -> str | None:
+        """The partner a key (by its hash, revoked or not) belongs to."""
+        return self._accounts.key_owner(key_hash)
+
     def list_keys(self, partner_id: str | None = None) -> list[KeyInfo]:
         return self._accounts.keys(partner_id)
 

@@ -1,5 +1,5 @@
 """Build the real collaborators from the settings and hand them to the use cases:
-database, writer, line locks, reads, device, CDN, image fetcher."""
+database, writer, line locks, reads, device, CDN, image fetcher, readiness."""
 
 from __future__ import annotations
 
@@ -12,14 +12,21 @@ from contactcard import images
 from contactcard.admin import Admin
 from contactcard.cdn import BlobStore, LocalFolderCdn
 from contactcard.contract import ImageRules
+from contactcard.controls import Controls, LiveControls
 from contactcard.device import SimulatedDevice
 from contactcard.images import HostPolicy, ImageUrl
+from contactcard.journal import Journal
+from contactcard.kit import Kit
+from contactcard.metrics import Metrics
+from contactcard.readiness import Readiness
 from contactcard.service import ContactCards, Policy
 from contactcard.settings import Settings
 from contactcard.store.accounts import Accounts
 from contactcard.store.cards import CardWrites
+from contactcard.store.controls import ControlRecords
 from contactcard.store.db import Database, connect, migrate
 from contactcard.store.devices import DeviceRecords
+from contactcard.store.journal import JournalRecords
 from contactcard.store.locks import AdvisoryLocks, LineLocks
 from contactcard.store.reads import CardReads
 from contactcard.store.webhooks import WebhookStore
@@ -52,6 +59,11 @@ class Services:
     writer: Writer
     reads: CardReads
     locks: LineLocks
+    readiness: Readiness
+    metrics: Metrics | None  # None: switched off
+    controls: LiveControls
+    journal: Journal
+    kit: Kit
     subscriptions: Subscriptions
     deliveries: DeliveryWorker
     sender: WebhookSender
@@ -64,6 +76,7 @@ class Services:
         await self.reads.aclose()
 
     def close(self) -> None:
+        self.journal.close()
         self.writer.close()
         self.database.dispose()
 
@@ -85,8 +98,42 @@ def admin_for(database: Database, writer: Writer | None = None) -> Admin:
     return Admin(Accounts(database), SimulatedDevice(records))
 
 
+def cdn_for(settings: Settings) -> BlobStore:
+    if not settings.s3_bucket:
+        return LocalFolderCdn(settings.media_dir)
+    from contactcard.cdn.s3 import S3Cdn
+
+    return S3Cdn(
+        settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        addressing_style=settings.s3_addressing_style,
+        timeout=settings.s3_timeout,
+    )
+
+
+def controls_for(settings: Settings, database: Database) -> LiveControls:
+    """The runtime controls: this process's settings, as the database's row overrides them."""
+    defaults = Controls(
+        version=0,
+        profile=settings.profile,
+        write_budget=settings.write_budget,
+        write_budget_window=settings.write_budget_window,
+        journal_size=settings.journal_size,
+    )
+    controls = LiveControls(defaults, ControlRecords(database).load)
+    controls.reload()
+    return controls
+
+
+def kit_for(settings: Settings, database: Database) -> Kit:
+    """The test kit's use cases on a database (the CLI needs nothing else)."""
+    controls = controls_for(settings, database)
+    return Kit(ControlRecords(database), controls, Journal(JournalRecords(database), controls))
+
+
 def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | None = None) -> Services:
-    """`clock`: the time webhook retries are due by (real time when None)."""
+    """`clock`: the time webhook retries are due by (the runtime controls' clock when None)."""
     database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
     if run_migrations:
         migrate(database)
@@ -96,7 +143,7 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
         shared = AdvisoryLocks(_conninfo(database.url), connect_timeout=settings.database_timeout)
     locks = LineLocks(timeout=settings.write_wait_timeout, shared=shared)
     device = SimulatedDevice(DeviceRecords(writer, database.writer))
-    cdn = LocalFolderCdn(settings.media_dir)
+    cdn = cdn_for(settings)
     policy = HostPolicy(allow_private=settings.image_allow_private, allowed_hosts=settings.allowed_image_hosts)
 
     def fetcher_for(settings: Settings = settings) -> images.ImageFetcher:
@@ -115,6 +162,8 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
         memo=settings.read_cache_size > 0,
         timeout=settings.database_timeout,
     )
+    metrics = Metrics() if settings.metrics != "off" else None
+    controls = controls_for(settings, database)
     webhook_store = WebhookStore(writer, dialect=database.dialect)
     sender = WebhookSender(
         policy, timeout=settings.webhook_attempt_timeout, max_answer_bytes=settings.webhook_max_answer_bytes
@@ -122,7 +171,7 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
     deliveries = DeliveryWorker(
         webhook_store,
         sender,
-        clock=clock,
+        clock=clock or controls,  # a moved test clock makes due retries run
         retry=RetryPolicy(settings.retry_delays),
         concurrency=settings.webhook_concurrency,
         per_target=settings.webhook_concurrency_per_target,
@@ -132,7 +181,8 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
     )
     cards = ContactCards(
         reads=reads,
-        writes=CardWrites(writer),
+        # The device is the simulated one: its steps join the card's statements.
+        writes=CardWrites(writer, simulated_device=True),
         locks=locks,
         device=device,
         cdn=cdn,
@@ -145,9 +195,14 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
             write_queue_limit=settings.write_queue_limit,
         ),
         read_cache_size=settings.read_cache_size,
+        tally=metrics,
+        controls=controls,
         on_event=deliveries.wake,  # the write's event is due now: look at once
     )
     admin = Admin(Accounts(database), device, card_url_prefix=rules.own_cdn_prefix)
+    readiness = Readiness(database, cdn, timeout=settings.database_timeout)
+    journal = Journal(JournalRecords(database), controls)
+    kit = Kit(ControlRecords(database), controls, journal)
     return Services(
         database,
         cards,
@@ -156,6 +211,11 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
         writer,
         reads,
         locks,
+        readiness,
+        metrics,
+        controls,
+        journal,
+        kit,
         Subscriptions(webhook_store, policy, on_event=deliveries.wake),
         deliveries,
         sender,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Annotated, NoReturn
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +23,8 @@ from contactcard.settings import Settings, docs_table
 
 if TYPE_CHECKING:
     from contactcard.http.edge import Edge
+    from contactcard.journal import Entry
+    from contactcard.kit import ClockView, Kit
 
 app = typer.Typer(help="A self-hostable server for the Linq API v3 contact card endpoints.", no_args_is_help=True)
 admin_app = typer.Typer(help="Partners, keys, lines and simulated-device scripts.", no_args_is_help=True)
@@ -24,11 +32,22 @@ partner_app = typer.Typer(help="Partner accounts.", no_args_is_help=True)
 key_app = typer.Typer(help="API keys (shown once, stored hashed).", no_args_is_help=True)
 line_app = typer.Typer(help="Phone lines owned by partners.", no_args_is_help=True)
 device_app = typer.Typer(help="The simulated device of a line.", no_args_is_help=True)
+settings_app = typer.Typer(
+    help="Settings that may change while servers run (every process on the database). Without a command: show them.",
+    invoke_without_command=True,
+)
+clock_app = typer.Typer(
+    help="The servers' clock, which every time rule reads. Without a command: show it.",
+    invoke_without_command=True,
+)
 webhooks_app = typer.Typer(help="Webhook deliveries: list them, send one again.", no_args_is_help=True)
 listen_app = typer.Typer(help="Webhooks for developers.", no_args_is_help=True)
 app.add_typer(listen_app, name="webhooks")
 app.add_typer(admin_app, name="admin")
+admin_app.add_typer(settings_app, name="settings")
+admin_app.add_typer(clock_app, name="clock")
 admin_app.add_typer(webhooks_app, name="webhooks")
+
 admin_app.add_typer(partner_app, name="partner")
 admin_app.add_typer(key_app, name="key")
 admin_app.add_typer(line_app, name="line")
@@ -44,9 +63,14 @@ def _admin() -> Admin:
     return build(Settings()).admin
 
 
-def _fail(exc: AdminError) -> NoReturn:
-    console.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(1)
+def _kit() -> Kit:
+    from contactcard.bootstrap import kit_for
+    from contactcard.store.db import connect, migrate
+
+    settings = Settings()
+    database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
+    migrate(database)
+    return kit_for(settings, database)
 
 
 @app.command()
@@ -57,17 +81,88 @@ def serve(
     simulate_images: Annotated[
         bool, typer.Option(help="Never fetch images from the network; generate placeholders instead.")
     ] = False,
+    ephemeral: Annotated[
+        bool, typer.Option(help="A temporary SQLite database and CDN folder, removed when the server stops.")
+    ] = False,
+    seed: Annotated[
+        Path | None,
+        typer.Option(help="A JSON or YAML file of settings, partners, keys, lines, cards and device scripts to load."),
+    ] = None,
+    open_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--open",
+            help="Open sandbox: any bearer key is its own partner, any number it touches its line. Tests only.",
+        ),
+    ] = False,
+    force_open: Annotated[bool, typer.Option(help="Let an open sandbox listen beyond loopback.")] = False,
 ) -> None:
-    """Run the server. An empty database gets a demo partner, key and lines."""
-    from contactcard.bootstrap import build
-    from contactcard.http.app import create_app
+    """Run the server. An empty database gets a demo partner, key and lines (unless seeded or open)."""
+    if open_sandbox:
+        if not _loopback(host) and not force_open:
+            console.print(f"[red]refused:[/red] an open sandbox accepts any key; {host} is not loopback (--force-open)")
+            raise typer.Exit(2)
+        os.environ["CONTACTCARD_OPEN_SANDBOX"] = "true"
+        # Images are simulated unless the operator chose: the SDKs' tests name cdn.linqapp.com.
+        os.environ.setdefault("CONTACTCARD_IMAGE_FETCH", "simulated")
+    if not ephemeral:
+        _serve(host, port, workers, simulate_images, seed)
+        return
+    folder = tempfile.mkdtemp(prefix="contactcard-ephemeral-")
+    os.environ["CONTACTCARD_DATA_DIR"] = folder
+    os.environ.pop("CONTACTCARD_DATABASE_URL", None)  # the temporary SQLite file, whatever the shell says
+    console.print(f"[yellow]ephemeral:[/yellow] data in {folder}, removed at exit", soft_wrap=True)
+    try:
+        _serve(host, port, workers, simulate_images, seed)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _serve(host: str, port: int, workers: int, simulate_images: bool, seed_file: Path | None) -> None:
+    import anyio
 
     if simulate_images:
         os.environ["CONTACTCARD_IMAGE_FETCH"] = "simulated"
     os.environ.setdefault("CONTACTCARD_PUBLIC_BASE_URL", f"http://{_display_host(host)}:{port}")
     settings = Settings()
+    if workers > 1 and settings.metrics != "off":
+        from contactcard.metrics import prepare_multiprocess
+
+        # Before prometheus-client is first imported, here and in the workers (which inherit it).
+        prepare_multiprocess(settings.data_dir / "metrics")
+
+    from contactcard import seed
+    from contactcard.bootstrap import build
+    from contactcard.http.app import create_app
+    from contactcard.metrics import serve_port
+
+    if seed_file is not None:
+        try:
+            loaded = seed.load(seed_file)
+            # Its own services, closed before serving: what a use case binds to an event
+            # loop (locks, the PostgreSQL pool) must not outlive the loop the seed ran on.
+            seeding = build(settings)
+            try:
+                anyio.run(_seeded, loaded, seeding)
+            finally:
+                seeding.close()
+        except seed.SeedError as exc:
+            console.print(f"[red]seed:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        console.print(f"seeded {len(loaded.partners)} partners from {seed_file}", highlight=False, soft_wrap=True)
     services = build(settings)
-    if services.admin.partner_count() == 0:
+    if settings.open_sandbox:
+        console.print(
+            Panel(
+                "[bold red]OPEN SANDBOX[/bold red]: any bearer key is accepted as its own partner, and any number "
+                "a key touches becomes its line. Never expose this server.",
+                expand=False,
+            )
+        )
+    if settings.open_sandbox:
+        # No demo partner: it would own +15551234567, the number the SDKs' own tests use.
+        console.print(f"[bold]contactcard[/bold] serving {settings.public_base_url} ({_describe(settings)})")
+    elif services.admin.partner_count() == 0:
         try:
             _create_demo(services.admin, settings)
         except AdminError:  # another process started at the same moment made the demo
@@ -75,12 +170,25 @@ def serve(
     else:
         console.print(f"[bold]contactcard[/bold] serving {settings.public_base_url} ({_describe(settings)})")
     if workers == 1:  # this process serves: reuse what was just built
+        if settings.metrics == "port":
+            serve_port(settings.metrics_host, settings.metrics_port, services.metrics)
         _run_uvicorn(create_app(settings, services), settings, host=host, port=port)
         return
     services.close()
+    if settings.metrics == "port":
+        serve_port(settings.metrics_host, settings.metrics_port)
     _run_uvicorn(
         "contactcard.http.app:create_app_from_env", settings, host=host, port=port, factory=True, workers=workers
     )
+
+
+async def _seeded(loaded: Any, services: Any) -> None:
+    from contactcard import seed
+
+    try:
+        await seed.apply(loaded, services)
+    finally:
+        await services.aclose()
 
 
 def _run_uvicorn(
@@ -89,6 +197,8 @@ def _run_uvicorn(
     """uvicorn.run with the options every server process shares, spelled out so each is type-checked."""
     import uvicorn
 
+    from contactcard import logs
+
     uvicorn.run(
         target,
         factory=factory,
@@ -96,13 +206,25 @@ def _run_uvicorn(
         host=host,
         port=port,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        log_config=logs.config(settings.log_format, settings.log_level),
+        access_log=False,  # the edge logs requests itself, as structured lines (CONTACTCARD_ACCESS_LOG)
         proxy_headers=False,
         server_header=False,
         ws="none",  # no WebSocket routes; not loading a WebSocket stack saves memory
         # On SIGTERM: stop accepting, let requests under way finish within this bound.
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
     )
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _display_host(host: str) -> str:
@@ -160,10 +282,7 @@ def show_settings() -> None:
 @partner_app.command("create")
 def partner_create(name: str) -> None:
     """Create a partner; prints its id."""
-    try:
-        partner = _admin().create_partner(name)
-    except AdminError as exc:
-        _fail(exc)
+    partner = _admin().create_partner(name)
     console.print(partner.id)
 
 
@@ -178,10 +297,7 @@ def partner_list() -> None:
 @key_app.command("create")
 def key_create(partner_id: str) -> None:
     """Issue a key for a partner. The key is printed once; only its hash is kept."""
-    try:
-        issued = _admin().issue_key(partner_id)
-    except AdminError as exc:
-        _fail(exc)
+    issued = _admin().issue_key(partner_id)
     console.print(f"key id {issued.id}", style="dim")
     console.print(issued.key, markup=False, highlight=False)
 
@@ -198,10 +314,7 @@ def key_list(partner_id: Annotated[str | None, typer.Option("--partner")] = None
 @key_app.command("revoke")
 def key_revoke(key_id: str) -> None:
     """Revoke a key; it stops working at once, in every server process."""
-    try:
-        _admin().revoke_key(key_id)
-    except AdminError as exc:
-        _fail(exc)
+    _admin().revoke_key(key_id)
     console.print(f"revoked {key_id}")
 
 
@@ -210,20 +323,14 @@ def line_add(partner_id: str, phone_numbers: list[str]) -> None:
     """Give one or more E.164 numbers to a partner."""
     admin = _admin()
     for number in phone_numbers:
-        try:
-            admin.add_line(partner_id, number)
-        except AdminError as exc:
-            _fail(exc)
+        admin.add_line(partner_id, number)
         console.print(f"added {number}")
 
 
 @line_app.command("remove")
 def line_remove(phone_number: str) -> None:
     """Remove a line and its card."""
-    try:
-        _admin().remove_line(phone_number)
-    except AdminError as exc:
-        _fail(exc)
+    _admin().remove_line(phone_number)
     console.print(f"removed {phone_number}")
 
 
@@ -259,21 +366,163 @@ def device_script(
     apply_delay: Annotated[float, typer.Option(min=0, help="Seconds the next apply takes.")] = 0.0,
 ) -> None:
     """Script the outcomes of a line's simulated device (replaces the previous script)."""
-    try:
-        _print_device(
-            _admin().script_device(phone_number, DeviceScript(fail_next, rate_limit_next, rcs_unavailable, apply_delay))
-        )
-    except AdminError as exc:
-        _fail(exc)
+    _print_device(
+        _admin().script_device(phone_number, DeviceScript(fail_next, rate_limit_next, rcs_unavailable, apply_delay))
+    )
 
 
 @device_app.command("show")
 def device_show(phone_number: str) -> None:
     """What a line's simulated device shows now, and its script."""
+    _print_device(_admin().device_view(phone_number))
+
+
+def _print_settings(kit: Kit) -> None:
+    current = kit.settings()
+    table = Table("setting", "value")
+    for name in ("profile", "write_budget", "write_budget_window", "journal_size"):
+        table.add_row(name, str(getattr(current, name)))
+    console.print(table)
+
+
+@settings_app.callback()
+def settings_show(context: typer.Context) -> None:
+    """Settings changed at run time, else this shell's environment (as a server started here)."""
+    if context.invoked_subcommand is None:
+        _print_settings(_kit())
+
+
+@settings_app.command("set")
+def settings_set(
+    profile: Annotated[str | None, typer.Option(help="seed or hosted.")] = None,
+    write_budget: Annotated[int | None, typer.Option(help="Writes per number per window; 0: off.")] = None,
+    write_budget_window: Annotated[int | None, typer.Option(help="Seconds.")] = None,
+    journal_size: Annotated[int | None, typer.Option(help="Requests the journal keeps; 0: off.")] = None,
+) -> None:
+    """Change some settings in every server process on the database."""
+    given = {
+        "profile": profile,
+        "write_budget": write_budget,
+        "write_budget_window": write_budget_window,
+        "journal_size": journal_size,
+    }
+    kit = _kit()
+    kit.change_settings({k: v for k, v in given.items() if v is not None})
+    _print_settings(kit)
+
+
+@settings_app.command("restore")
+def settings_restore() -> None:
+    """Every setting back to the server processes' own (their environment)."""
+    kit = _kit()
+    kit.restore_settings()
+    _print_settings(kit)
+
+
+def _print_clock(view: ClockView) -> None:
+    state = "real time" if view.real else f"{view.offset:+.3f} s from real time"
+    console.print(f"{view.now.isoformat(timespec='milliseconds')} ({state})", markup=False, highlight=False)
+
+
+@clock_app.callback()
+def clock_show(context: typer.Context) -> None:
+    if context.invoked_subcommand is None:
+        _print_clock(_kit().clock())
+
+
+@clock_app.command("advance")
+def clock_advance(seconds: Annotated[float, typer.Argument(help="Seconds to move forward.")]) -> None:
+    """Move the clock forward: as if that much time had passed (budget windows end)."""
+    _print_clock(_kit().advance_clock(seconds))
+
+
+@clock_app.command("set")
+def clock_set(instant: Annotated[str, typer.Argument(help="ISO 8601 with a zone, e.g. 2030-01-01T00:00:00Z.")]) -> None:
+    """Make now that instant; time goes on from there."""
+    _print_clock(_kit().set_clock(_instant(instant)))
+
+
+@clock_app.command("real")
+def clock_real() -> None:
+    """Back to real time."""
+    _print_clock(_kit().real_clock())
+
+
+def _instant(text: str) -> datetime:
     try:
-        _print_device(_admin().device_view(phone_number))
-    except AdminError as exc:
-        _fail(exc)
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise AdminError(f"{text!r} is not an ISO 8601 instant") from None
+
+
+@admin_app.command("reset")
+def reset(
+    everything: Annotated[
+        bool, typer.Option(help="Forget partners, keys and lines too; settings and clock back.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Forget cards, write budgets, device scripts and the request journal (partners, keys
+    and lines stay, unless --everything)."""
+    what = "EVERYTHING (partners, keys and lines included)" if everything else "every card, budget and device script"
+    if not yes:
+        typer.confirm(f"Forget {what} in this database?", abort=True)
+    _kit().reset(everything=everything)
+    console.print("reset: " + ("everything" if everything else "cards, budgets, device scripts and journal"))
+
+
+def _request_row(entry: Entry) -> list[str]:
+    return [
+        str(entry.id),
+        datetime.fromtimestamp(entry.at, UTC).isoformat(timespec="milliseconds"),
+        entry.trace_id,
+        entry.method,
+        entry.path,
+        entry.phone_number or "",
+        str(entry.status),
+        "" if entry.error_code is None else str(entry.error_code),
+        f"{entry.duration_ms:.1f}",
+        "" if entry.retry_count is None else str(entry.retry_count),
+        entry.user_agent or "",
+    ]
+
+
+_REQUEST_COLUMNS = ("id", "at", "trace id", "method", "path", "number", "status", "code", "ms", "retries", "agent")
+
+
+@admin_app.command("requests")
+def requests(
+    trace_id: Annotated[str | None, typer.Option(help="Only this trace id.")] = None,
+    number: Annotated[str | None, typer.Option(help="Only this phone number.")] = None,
+    status: Annotated[int | None, typer.Option(help="Only this HTTP status.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only from this instant on (ISO 8601; server clock).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many (the newest).")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing requests as they arrive.")] = False,
+) -> None:
+    """The recent API requests of every server process on the database (the request journal)."""
+    from contactcard.journal import Query
+
+    kit = _kit()
+    given = _instant(since) if since else None
+    # No zone: UTC, as the admin API reads it (never this machine's local time).
+    start = (given if given.tzinfo else given.replace(tzinfo=UTC)).timestamp() if given else None
+    query: dict[str, Any] = {"trace_id": trace_id, "phone_number": number, "status": status, "since": start}
+    found = kit.requests(Query(**query, limit=limit))
+    table = Table(*_REQUEST_COLUMNS)
+    for entry in found:
+        table.add_row(*_request_row(entry))
+    console.print(table)
+    if not follow:
+        return
+    last = found[-1].id if found else 0
+    try:
+        while True:
+            time.sleep(0.5)
+            for entry in kit.requests(Query(**query, after_id=last, limit=1000)):
+                console.print("  ".join(_request_row(entry)), markup=False, highlight=False, soft_wrap=True)
+                last = entry.id
+    except KeyboardInterrupt:
+        pass
 
 
 @webhooks_app.command("deliveries")
@@ -300,10 +549,7 @@ def webhook_deliveries(
 @webhooks_app.command("redeliver")
 def webhook_redeliver(event_id: str, subscription_id: str) -> None:
     """Send one delivery again now, with a fresh retry schedule."""
-    try:
-        _admin().redeliver(event_id, subscription_id)
-    except AdminError as exc:
-        _fail(exc)
+    _admin().redeliver(event_id, subscription_id)
     console.print(f"queued {event_id} for {subscription_id}")
 
 
@@ -343,4 +589,10 @@ def webhooks_listen(
 
 
 def main() -> None:
-    app()
+    # An operator's refusal (unknown partner, bad number, ...) from any command: its message
+    # and exit status 1, rather than a traceback.
+    try:
+        app()
+    except AdminError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)

@@ -78,12 +78,15 @@ def _bounded_int(text: str) -> int:
 
 
 def json_object(raw: bytes, content_type: str | None) -> dict[str, Any]:
-    """Parse a request body; every failure is `400 1003`. An empty body is `{}`."""
+    """Parse a request body; every failure is `400 1003`. An empty body without a
+    Content-Type is `{}`; with a JSON one it is not JSON (the SDKs send `{}`)."""
     if content_type is not None:
         media = content_type.split(";", 1)[0].strip().lower()
         if media not in _JSON_TYPES and not media.endswith("+json"):
             raise ApiError(errors.BAD_BODY, "Content-Type must be application/json")
     if not raw.strip():
+        if content_type is not None:
+            raise ApiError(errors.BAD_BODY, "the body is empty, which is not JSON; send {} for no fields")
         return {}
     try:
         text = raw.decode("utf-8")

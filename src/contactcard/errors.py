@@ -155,6 +155,16 @@ SHUTTING_DOWN = ErrorCode(
     "Retry after `Retry-After` seconds (another instance, or this one once restarted).",
     retry=True,
 )
+IMAGE_STORE_UNAVAILABLE = ErrorCode(
+    503,
+    4008,
+    "Image storage temporarily unavailable",
+    "(ours) The image was fetched and checked, but the store that keeps rehosted images (the "
+    "local folder or the S3-compatible bucket) could not take it or give it back. No card was "
+    "stored or changed. `Retry-After` gives a wait in seconds.",
+    "Retry after `Retry-After` seconds; operators: see the server log and `/readyz`.",
+    retry=True,
+)
 # The same code answers an upstream rate limit on an apply (with its own message).
 UPSTREAM_RATE_LIMITED = RCS_UNAVAILABLE
 IMAGE_FETCH_FAILED = ErrorCode(
@@ -192,6 +202,7 @@ CATALOGUE: tuple[ErrorCode, ...] = (
     WRITES_BUSY,
     DATABASE_UNAVAILABLE,
     SHUTTING_DOWN,
+    IMAGE_STORE_UNAVAILABLE,
     IMAGE_FETCH_FAILED,
     IMAGE_UNUSABLE,
 )

@@ -3,7 +3,9 @@
 Every write follows the same lifecycle, holding only its line's lock: read the line's
 state, check it, spend the write budget, rehost the image, store the card inactive and
 commit, ask the device to apply it, then mark it active. A crash anywhere leaves either
-the old card or the new values inactive, never a half-written card.
+the old card or the new values inactive, never a half-written card. (When the device's
+apply can join the store's commit, the store may do all three in one; see
+`store/cards.py`.)
 
 The use cases receive their collaborators (`bootstrap.py` builds the real ones; the unit
 tests hand in-memory fakes) and never see SQL.
@@ -11,6 +13,7 @@ tests hand in-memory fakes) and never see SQL.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
@@ -24,14 +27,18 @@ import anyio.to_thread
 
 from contactcard import errors, images
 from contactcard.card import Card, Outcome
-from contactcard.cdn import BlobStore
+from contactcard.cdn import BlobStore, BlobStoreUnavailable
 from contactcard.contract import UNSET, ImageRules, SetupRequest, UpdateRequest
+from contactcard.controls import Controls
 from contactcard.device import Device
 from contactcard.errors import ApiError
-from contactcard.store.cards import CardValues, LineState
+from contactcard.logs import note
+from contactcard.store.cards import CardValues, LineState, Stored
 from contactcard.store.locks import LineBusy
 from contactcard.store.writer import StoreUnavailable
 from contactcard.webhooks import events
+
+log = logging.getLogger("contactcard")
 
 # Decoding a large image takes hundreds of MB for a moment; a few at a time keep a burst
 # of uploads from exhausting memory (the default thread limit is 40).
@@ -55,6 +62,49 @@ class Policy:
     write_queue_limit: int = 10_000  # writes waiting at once in this process
 
 
+class Tally(Protocol):
+    """Where the use cases count what they did (`metrics.Metrics`; `NoTally` in tests)."""
+
+    def write(self, outcome: str) -> None: ...
+    def image_fetch(self, outcome: str, size: int = 0) -> None: ...
+    def queued(self, delta: int) -> None: ...
+
+
+class NoTally:
+    def write(self, outcome: str) -> None:
+        pass
+
+    def image_fetch(self, outcome: str, size: int = 0) -> None:
+        pass
+
+    def queued(self, delta: int) -> None:
+        pass
+
+
+class RuntimeControls(Protocol):
+    """The controls in force (`controls.LiveControls`): settings a test may change, the clock."""
+
+    @property
+    def current(self) -> Controls: ...
+    def reload(self) -> Controls: ...  # blocking
+    def time(self) -> float: ...  # unix seconds on the server's clock
+
+
+class FixedControls:
+    """The policy as it was given, on a clock function (unit tests; no database)."""
+
+    def __init__(self, policy: Policy, clock: Any = time.time) -> None:
+        self.current = Controls(0, policy.profile, policy.write_budget, policy.write_budget_window, 0)
+        self._clock = clock
+
+    def reload(self) -> Controls:
+        return self.current
+
+    def time(self) -> float:
+        now: float = self._clock()
+        return now
+
+
 class Fetcher(Protocol):
     async def fetch(self, url: images.ImageUrl) -> bytes: ...
 
@@ -65,7 +115,7 @@ class LineLocks(Protocol):
 
 
 class CardWrites(Protocol):
-    async def line_state(self, key_hash: str, phone: str, budget_since: float) -> LineState: ...
+    async def line_state(self, key_hash: str, phone: str, budget_since: float | None) -> LineState: ...
     async def store_inactive(
         self,
         phone: str,
@@ -73,9 +123,11 @@ class CardWrites(Protocol):
         *,
         attempt_at: float | None,
         prune_before: float,
+        image_url: str | None,
+        device_scripted: bool | None = None,
         card_id: str | None = None,
         event: events.Outbox | None = None,
-    ) -> Card: ...
+    ) -> Stored: ...
     async def mark_active(self, card: Card) -> Card: ...
 
 
@@ -100,6 +152,8 @@ class ContactCards:
         read_cache_size: int = 0,
         clock: Any = time.time,
         on_event: Callable[[], None] | None = None,
+        tally: Tally | None = None,
+        controls: RuntimeControls | None = None,
     ) -> None:
         self._reads = reads
         self._writes = writes
@@ -110,8 +164,11 @@ class ContactCards:
         self.rules = rules
         self._policy = policy
         self.read_cache_size = read_cache_size  # GET-by-number answers the HTTP layer may keep
-        self._clock = clock
+        self._tally = tally or NoTally()
         self._on_event = on_event  # wakes this process's webhook worker
+        # The profile, the budget and the clock come from the runtime controls; `policy`
+        # gives the rest (and everything, with `clock`, when no controls are given).
+        self._controls: RuntimeControls = controls or FixedControls(policy, clock)
         self._writing = 0  # writes in this process, waiting or under way
         self._decoders: anyio.CapacityLimiter | None = None  # made on the event loop
 
@@ -169,10 +226,10 @@ class ContactCards:
         async with self._line(phone):
             state = await self._state(key_hash, phone)
             current = state.card
-            needs_setup_once = self._policy.profile == "seed"
+            needs_setup_once = self._controls.current.profile == "seed"
             if current is None or (needs_setup_once and not current.ever_active):
                 raise ApiError(errors.NOT_FOUND)
-            if not await self._device.rcs_check_available(phone):
+            if not await self._rcs_available(state, phone):
                 raise ApiError(errors.RCS_UNAVAILABLE)
             self._check_budget(state)
             return await self._store_and_apply(phone, await self._merged(current, request), state, trace_id)
@@ -197,6 +254,8 @@ class ContactCards:
         if self._writing >= self._policy.write_queue_limit:
             raise ApiError(errors.WRITES_BUSY, headers=_RETRY_SOON)
         self._writing += 1
+        self._tally.queued(1)
+        note(line=phone)
         try:
             async with self._locks.hold(phone):
                 yield
@@ -206,18 +265,40 @@ class ContactCards:
             raise ApiError(errors.DATABASE_UNAVAILABLE, headers=_RETRY_SOON) from None
         finally:
             self._writing -= 1
+            self._tally.queued(-1)
 
     async def _state(self, key_hash: str, phone: str) -> LineState:
-        state = await self._writes.line_state(key_hash, phone, self._clock() - self._policy.write_budget_window)
+        known = self._controls.current
+        state = await self._writes.line_state(key_hash, phone, self._budget_since(known))
+        if state.controls_version > known.version:
+            # A setting changed or the clock moved (maybe in another process): decide with
+            # the new ones. Rare, so the reload's query is paid only then.
+            known = await anyio.to_thread.run_sync(self._controls.reload)
+            state = await self._writes.line_state(key_hash, phone, self._budget_since(known))
+        note(partner=state.partner_id)
         _check_access(state.partner_id, state.owns_line)
         return state
 
+    def _budget_since(self, controls: Controls) -> float | None:
+        """Where the budget's window begins on the server's clock; None when it is off."""
+        if controls.write_budget <= 0:
+            return None
+        return self._controls.time() - controls.write_budget_window
+
+    async def _rcs_available(self, state: LineState, phone: str) -> bool:
+        if state.rcs_unavailable is not None:  # read with the state (the simulated device)
+            return not state.rcs_unavailable
+        return await self._device.rcs_check_available(phone)
+
     def _check_budget(self, state: LineState) -> None:
-        budget, window = self._policy.write_budget, self._policy.write_budget_window
+        controls = self._controls.current
+        budget, window = controls.write_budget, controls.write_budget_window
         if budget <= 0 or state.attempts < budget:
             return
-        now = self._clock()
+        now = self._controls.time()
         wait = max(1, math.ceil((state.oldest_attempt or now) + window - now))
+        self._tally.write("budget_refused")
+        note(outcome="budget_refused")
         raise ApiError(
             errors.RATE_LIMITED,
             headers={"retry-after": str(wait), "x-should-retry": "false"},
@@ -225,30 +306,43 @@ class ContactCards:
         )
 
     async def _store_and_apply(self, phone: str, values: CardValues, state: LineState, trace_id: str) -> WriteResult:
-        now = self._clock()
-        budget_on = self._policy.write_budget > 0
+        now = self._controls.time()
+        controls = self._controls.current
         card_id = state.card.id if state.card is not None else uuid.uuid4().hex
         event = self._event(phone, values, state, card_id, trace_id, now)
-        card = await self._writes.store_inactive(
+        image_url = f"{self.rules.own_cdn_prefix}{values.image_blob}" if values.image_blob else None
+        stored = await self._writes.store_inactive(
             phone,
             values,
-            attempt_at=now if budget_on else None,
-            prune_before=now - self._policy.write_budget_window,
+            attempt_at=now if controls.write_budget > 0 else None,
+            prune_before=now - controls.write_budget_window,
+            image_url=image_url,
+            device_scripted=state.device_scripted,
             card_id=card_id,
             event=event,
         )
         if event is not None and self._on_event is not None:
             self._on_event()
-        outcome = await self._device.apply(card, self.image_url(card))
+        card, outcome = stored.card, stored.outcome
+        if outcome is None:
+            outcome = await self._device.apply(card, image_url)
         if outcome is Outcome.APPLIED:
-            return WriteResult(self.public(await self._writes.mark_active(card)))
+            # (Already active when the device's apply and the card shared one commit.)
+            active = card if card.is_active else await self._writes.mark_active(card)
+            self._tally.write("applied")
+            note(outcome="applied")
+            return WriteResult(self.public(active))
         if outcome is Outcome.RATE_LIMITED:
+            self._tally.write("upstream_rate_limited")
+            note(outcome="upstream_rate_limited")
             raise ApiError(
                 errors.UPSTREAM_RATE_LIMITED,
                 headers={"x-should-retry": "false"},
                 text=errors.UPSTREAM_RATE_LIMITED_MESSAGE,
             )
-        if self._policy.profile == "hosted":
+        self._tally.write("failed")
+        note(outcome="failed")
+        if self._controls.current.profile == "hosted":
             return WriteResult(self.public(card), ApiError(errors.APPLY_INCOMPLETE))
         return WriteResult(self.public(card))
 
@@ -293,22 +387,38 @@ class ContactCards:
         """Put the image behind `raw` on our CDN and return its blob name."""
         own = self.rules.own_blob(raw)
         if own is not None:
-            if await anyio.to_thread.run_sync(self._cdn.get, own) is None:
+            try:
+                found = await anyio.to_thread.run_sync(self._cdn.get, own)
+            except BlobStoreUnavailable:
+                raise ApiError(errors.IMAGE_STORE_UNAVAILABLE, headers=_RETRY_SOON) from None
+            if found is None:
                 raise ApiError(errors.IMAGE_FETCH_FAILED, "no such image on this CDN")
             return own
         url = self.rules.parse(raw)
         try:
             data = await self._fetcher.fetch(url)
         except images.FetchError as exc:
+            self._tally.image_fetch("fetch_failed")
+            note(outcome="image_fetch_failed", reason=exc.reason)
             raise ApiError(errors.IMAGE_FETCH_FAILED, exc.reason) from None
         if self._decoders is None:
             self._decoders = anyio.CapacityLimiter(DECODERS)
         try:
             image = await anyio.to_thread.run_sync(images.normalise, data, limiter=self._decoders)
         except images.ImageError as exc:
+            self._tally.image_fetch("unusable", len(data))
+            note(outcome="image_unusable", reason=exc.reason)
             raise ApiError(errors.IMAGE_UNUSABLE, exc.reason) from None
         name = f"{image.digest}.{image.extension}"
-        await anyio.to_thread.run_sync(self._cdn.put, name, image.data)
+        try:
+            await anyio.to_thread.run_sync(self._cdn.put, name, image.data)
+        except BlobStoreUnavailable as exc:
+            # Before anything is stored: the card keeps its old values, or stays absent.
+            self._tally.image_fetch("store_unavailable", len(data))
+            note(outcome="image_store_unavailable")
+            log.warning("image store unavailable: %s", exc, extra={"event": "image_store_unavailable"})
+            raise ApiError(errors.IMAGE_STORE_UNAVAILABLE, headers=_RETRY_SOON) from None
+        self._tally.image_fetch("stored", len(data))
         return name
 
 

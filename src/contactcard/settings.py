@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     )
     cdn_base_url: str | None = Field(
         None,
-        description="Base URL of the CDN that serves rehosted images. Empty: `<public_base_url>/cdn`.",
+        description="Base URL of the CDN that serves rehosted images at `<base>/contact-card/<name>` (with "
+        "`CONTACTCARD_S3_BUCKET`: a CDN in front of the bucket). Empty: `<public_base_url>/cdn`, "
+        "served by this server from its store.",
     )
     docs_base_url: str | None = Field(
         None,
@@ -53,6 +55,11 @@ class Settings(BaseSettings):
         ge=0,
         description="GET-by-number answers kept in memory, emptied whenever anyone commits to the "
         "database (checked after each request arrives, so never stale); 0 switches the memo off.",
+    )
+    journal_size: int = Field(
+        1000,
+        ge=0,
+        description="Recent API requests kept in the request journal (`/admin/v1/requests`); 0 switches it off.",
     )
     write_queue_limit: int = Field(
         10000,
@@ -114,6 +121,30 @@ class Settings(BaseSettings):
         description="How often each process looks for due webhook attempts it was not told of "
         "(retries, events recorded by other processes), in seconds.",
     )
+    s3_bucket: str | None = Field(
+        None,
+        description="Keep rehosted images in this S3-compatible bucket (objects `contact-card/<sha256>.<ext>`), "
+        "so several server hosts share them. Empty: the local folder `<data_dir>/cdn`. Credentials come from "
+        "the standard AWS chain (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, instance role).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible server (MinIO, Ceph, R2...). Empty: AWS S3."
+    )
+    s3_region: str | None = Field(None, description="Region of the bucket. Empty: from the AWS chain (`AWS_REGION`).")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="`path` puts the bucket in the URL path (most self-hosted servers); `virtual` in the host."
+    )
+    s3_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="Longest wait for one S3 call (two tries at most), in seconds; a write whose image "
+        "is not stored within it answers `503 4008`.",
+    )
+    open_sandbox: bool = Field(
+        False,
+        description="Open sandbox (`serve --open`): any bearer key is its own partner, made on first use, and "
+        "any number it touches becomes its line unless another partner owns it. For local tests only.",
+    )
     admin_token: str | None = Field(
         None, description="Bearer token for the `/admin/v1` HTTP API. Empty: the admin API is switched off."
     )
@@ -122,19 +153,26 @@ class Settings(BaseSettings):
         description="Key given to the demo partner `serve` creates in an empty database. Empty: a random key.",
     )
     log_level: str = Field("info", description="Log level of the server.")
-    access_log: bool = Field(
-        False, description="Log every request (uvicorn's access log). Off by default to keep the GET path lean."
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto",
+        description="`json`: one JSON object a line (trace id, partner, line, route, status, code, duration, "
+        "outcome). `text`: readable lines. `auto`: text when stderr is a terminal, JSON otherwise.",
     )
+    access_log: bool = Field(
+        False,
+        description="Log a line for every request. Off: only writes, admin calls and failures (5xx) get one, "
+        "which keeps the GET path lean.",
+    )
+    metrics: Literal["admin", "port", "off"] = Field(
+        "admin",
+        description="Prometheus metrics. `admin`: `GET /metrics` on the API port with the admin token as bearer "
+        "(401 without one). `port`: on `CONTACTCARD_METRICS_HOST:CONTACTCARD_METRICS_PORT`, no token (keep that "
+        "port private). `off`: none.",
+    )
+    metrics_host: str = Field("127.0.0.1", description="Interface of the metrics port (`CONTACTCARD_METRICS=port`).")
+    metrics_port: int = Field(9464, ge=1, le=65535, description="Port of the metrics (`CONTACTCARD_METRICS=port`).")
 
-    @field_validator("webhook_retry_delays")
-    @classmethod
-    def _delays(cls, value: str) -> str:
-        for part in value.split(","):
-            if part.strip() and not float(part) >= 0:
-                raise ValueError("webhook retry delays must be numbers of seconds, 0 or more")
-        return value
-
-    @field_validator("public_base_url", "cdn_base_url", "docs_base_url")
+    @field_validator("public_base_url", "cdn_base_url", "docs_base_url", "s3_endpoint_url")
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value

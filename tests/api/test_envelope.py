@@ -260,3 +260,16 @@ def test_error_pages_exist_for_every_code(server):
     for entry in errors.CATALOGUE:
         page = httpx.get(f"{server.base_url}/docs/errors/{entry.code}")
         assert page.status_code == 200 and str(entry.code) in page.text and "text/html" in page.headers["content-type"]
+
+
+def test_an_empty_body_declared_json_is_not_json(partner):
+    phone = partner.lines[0]
+    partner.client().contact_card.create(phone_number=phone, first_name="Kept")
+    json_type = {"content-type": "application/json"}
+    with partner.http() as http:
+        assert_envelope(http.post("/v3/contact_card", content=b"", headers=json_type), 400, 1003)
+        patched = http.patch("/v3/contact_card", params={"phone_number": phone}, content=b"", headers=json_type)
+        assert_envelope(patched, 400, 1003)
+        again = http.patch("/v3/contact_card", params={"phone_number": phone}, json={})
+        assert again.status_code == 200 and again.json()["first_name"] == "Kept"
+    assert partner.device(phone)["applies"] == 2  # the refused PATCH never reached the device

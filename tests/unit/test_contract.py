@@ -196,8 +196,16 @@ def test_contract_json_object_is_parsed(content_type):
 
 
 @pytest.mark.parametrize("raw", [b"", b"  \n\t "])
-def test_contract_empty_body_is_an_empty_object(raw):
-    assert contract.json_object(raw, "application/json") == {}
+def test_contract_empty_body_without_a_content_type_is_an_empty_object(raw):
+    assert contract.json_object(raw, None) == {}
+
+
+@pytest.mark.parametrize("raw", [b"", b"  \n\t "])
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+def test_contract_empty_body_declared_json_is_1003(raw, content_type):
+    with pytest.raises(ApiError) as caught:
+        contract.json_object(raw, content_type)
+    assert caught.value.error.code == 1003
 
 
 @pytest.mark.parametrize(

@@ -577,3 +577,32 @@ async def test_use_case_concurrent_posts_to_one_line_are_serialised():
     assert len(outcomes) == 3 and len(winners) == 1
     assert len(w.device.applied) == 1
     assert w.store.cards[LINE].first_name == winners[0]
+
+
+async def test_use_case_image_store_down_is_503_4008_and_stores_no_card():
+    w = world()
+    w.cdn.unavailable = True
+
+    error = await refused(errors.IMAGE_STORE_UNAVAILABLE, w.cards.setup(KEY, setup(image=IMAGE)))
+
+    assert error.headers == {"retry-after": "1", "x-should-retry": "true"}
+    assert [url.raw for url in w.fetcher.calls] == [IMAGE]  # fetched and decoded, then the put failed
+    assert LINE not in w.store.cards and w.store.attempts.get(LINE, []) == []
+    assert w.journal == ["line_state"]  # nothing stored, nothing applied
+
+
+async def test_use_case_image_store_down_on_patch_keeps_the_old_card():
+    w = world()
+    await active_card(w, last="Lovelace")
+    before = w.store.cards[LINE]
+    w.cdn.unavailable = True
+
+    await refused(errors.IMAGE_STORE_UNAVAILABLE, w.cards.update(KEY, LINE, UpdateRequest(image_url=IMAGE_2)))
+    # Echoing our own CDN URL needs the store too (to check the blob exists): the same answer.
+    own = f"{CDN_PREFIX}{'a' * 64}.jpg"
+    await refused(errors.IMAGE_STORE_UNAVAILABLE, w.cards.update(KEY, LINE, UpdateRequest(image_url=own)))
+
+    assert w.store.cards[LINE] == before
+    w.cdn.unavailable = False
+    changed = await w.cards.update(KEY, LINE, UpdateRequest(image_url=IMAGE_2))
+    assert changed.card["image_url"].startswith(CDN_PREFIX)

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from contactcard.cdn.base import BLOB_NAME, CONTENT_TYPES, Blob
+from contactcard.cdn.base import BLOB_NAME, Blob, BlobStoreUnavailable, content_type, etag
 
 
 class LocalFolderCdn:
@@ -28,8 +28,10 @@ class LocalFolderCdn:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, target)
-        except BaseException:
+        except BaseException as exc:
             Path(temporary).unlink(missing_ok=True)
+            if isinstance(exc, OSError):  # a full or read-only disk: the write fails cleanly
+                raise BlobStoreUnavailable(str(exc)) from exc
             raise
 
     def get(self, name: str) -> Blob | None:
@@ -39,4 +41,8 @@ class LocalFolderCdn:
             data = (self._folder / name).read_bytes()
         except FileNotFoundError:
             return None
-        return Blob(data=data, content_type=CONTENT_TYPES[name.rsplit(".", 1)[1]], etag=f'"{name.split(".")[0]}"')
+        return Blob(data=data, content_type=content_type(name), etag=etag(name))
+
+    def ping(self) -> None:
+        if not os.access(self._folder, os.W_OK):
+            raise BlobStoreUnavailable(f"{self._folder} is not writable")

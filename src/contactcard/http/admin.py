@@ -8,7 +8,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,12 +22,19 @@ from contactcard.errors import ApiError
 from contactcard.keys import bearer_key
 from contactcard.settings import Settings
 
+if TYPE_CHECKING:
+    from contactcard.kit import Kit
 
-def _admin(request: Request) -> Admin:
+
+def require_admin(request: Request) -> None:
     token: str | None = request.app.state.settings.admin_token
     given = bearer_key(request.headers.getlist("authorization"))
     if not token or given is None or not hmac.compare_digest(given.encode(), token.encode()):
         raise ApiError(errors.UNAUTHORIZED)
+
+
+def _admin(request: Request) -> Admin:
+    require_admin(request)
     admin: Admin = request.app.state.admin
     return admin
 
@@ -37,11 +44,14 @@ router = APIRouter(tags=["admin"])
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 
-def admin_app(settings: Settings, admin: Admin, handlers: Mapping[type[Exception], ErrorHandler]) -> FastAPI:
+def admin_app(
+    settings: Settings, admin: Admin, handlers: Mapping[type[Exception], ErrorHandler], *, kit: Kit | None = None
+) -> FastAPI:
     """The sub-app, with the app's error handlers plus the two of its own."""
     app = FastAPI(redirect_slashes=False, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.admin = admin
+    app.state.kit = kit
     for kind, handler in handlers.items():
         app.add_exception_handler(kind, handler)
     api_error = handlers[ApiError]
@@ -65,6 +75,10 @@ def admin_app(settings: Settings, admin: Admin, handlers: Mapping[type[Exception
     app.add_exception_handler(AdminError, admin_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(router)
+    if kit is not None:
+        from contactcard.http import admin_kit
+
+        app.include_router(admin_kit.router)
     return app
 
 

@@ -8,6 +8,8 @@ start. (pydantic itself is loaded, by the settings.)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from contactcard import errors
 from contactcard.bootstrap import Services, build
@@ -27,6 +30,7 @@ from contactcard.errors import ApiError
 from contactcard.http import cards, openapi, pages, webhooks
 from contactcard.http.edge import BodyTooLarge, Edge
 from contactcard.http.envelope import error_response, json_response
+from contactcard.http.journaled import Journaled
 from contactcard.settings import Settings
 
 log = logging.getLogger("contactcard")
@@ -88,7 +92,8 @@ def _admin_routes(settings: Settings, services: Services, docs_base_url: str) ->
         return [Route("/admin/v1/{rest:path}", admin_off, methods=methods)]
     from contactcard.http import admin
 
-    return [Mount("/admin/v1", app=admin.admin_app(settings, services.admin, error_handlers(docs_base_url)))]
+    handlers = error_handlers(docs_base_url)
+    return [Mount("/admin/v1", app=admin.admin_app(settings, services.admin, handlers, kit=services.kit))]
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Edge:
@@ -105,10 +110,18 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         gc.collect()
         gc.freeze()
         services.deliveries.start()  # every process delivers: no extra service to run
+        services.journal.start()
+        sampler = asyncio.ensure_future(_sample_database(services)) if services.metrics else None
+
         yield
+        if sampler is not None:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         # Requests have finished (or the shutdown bound passed): let queued writes commit,
         # then close the connections bound to this loop.
         await services.aclose()
+        await anyio.to_thread.run_sync(services.journal.close)
         await anyio.to_thread.run_sync(services.writer.close)
 
     document = openapi.document(settings.public_base_url)
@@ -122,6 +135,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/docs/errors", pages.error_index, methods=["GET"]),
         Route("/docs/errors/{code}", pages.error_page, methods=["GET"]),
         Route("/healthz", pages.healthz, methods=["GET"]),
+        Route("/readyz", pages.readyz, methods=["GET"]),
+        *([Route("/metrics", pages.metrics, methods=["GET"])] if settings.metrics == "admin" else []),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *webhooks.routes(),
         *_admin_routes(settings, services, docs_base),
@@ -132,8 +147,32 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.cards = services.cards
     app.state.cdn = services.cdn
     app.state.subscriptions = services.subscriptions
+    app.state.readiness = services.readiness
+    app.state.metrics = services.metrics
+
     fast = cards.FastGet(app, services.cards, docs_base)
-    return Edge(fast, max_body=MAX_BODY_BYTES, docs_base_url=docs_base)
+    inner: ASGIApp = fast
+    if settings.open_sandbox:
+        from contactcard.http.sandboxed import Sandboxed
+        from contactcard.sandbox import Sandbox
+
+        inner = Sandboxed(fast, Sandbox(services.admin))
+    return Edge(
+        Journaled(inner, services.journal),
+        max_body=MAX_BODY_BYTES,
+        docs_base_url=docs_base,
+        metrics=services.metrics,
+        log_every_request=settings.access_log,
+    )
+
+
+async def _sample_database(services: Services, every: float = 1.0) -> None:
+    """Pool use and the writers' backlog, written to the metrics once a second: a scrape may
+    be answered by another worker (or the supervisor), so the values must already be there."""
+    assert services.metrics is not None
+    while True:
+        services.metrics.database(services.reads.pool_use(), services.writer.backlog())
+        await asyncio.sleep(every)
 
 
 def create_app_from_env() -> Edge:

@@ -128,6 +128,7 @@ async def _setup(request: Request, service: ContactCards, hashed_key: str) -> Re
         hashed_key,
         lambda: contract.setup_request(contract.json_object(raw, request.headers.get("content-type")), service.rules),
     )
+    request.state.phone_number = setup.phone_number  # for the request journal (the body is not kept)
     return _written(await service.setup(hashed_key, setup, _trace_id(request)))
 
 

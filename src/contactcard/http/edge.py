@@ -3,6 +3,8 @@
 It gives every request a trace id (answered in `x-trace-id` on every response, CDN and
 errors included), refuses bodies over the limit as they arrive (a chunked body has no
 Content-Length), and turns any exception that escapes into `500 3006` with no detail.
+It also sees every answer go out, so it counts requests for the metrics and writes the
+request's log line (status, envelope error code, duration, what the use case noted).
 """
 
 from __future__ import annotations
@@ -10,14 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from collections.abc import Callable
+from typing import Any
 
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contactcard import errors
 from contactcard.errors import ApiError
 from contactcard.http.envelope import TRACE_HEADER, error_response
+from contactcard.logs import open_request
+from contactcard.metrics import Metrics, route_of
 
 log = logging.getLogger("contactcard")
+request_log = logging.getLogger("contactcard.request")
+_QUIET_METHODS = ("GET", "HEAD")
 
 
 class BodyTooLarge(Exception):
@@ -25,27 +35,71 @@ class BodyTooLarge(Exception):
 
 
 class Edge:
-    def __init__(self, app: ASGIApp, *, max_body: int, docs_base_url: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int,
+        docs_base_url: str,
+        metrics: Metrics | None = None,
+        log_every_request: bool = False,
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.docs_base_url = docs_base_url
+        self.metrics = metrics
+        self.log_every_request = log_every_request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        arrived = time.perf_counter()
         trace_id = os.urandom(16).hex()  # 128 random bits; a fifth of uuid4().hex's cost
         scope.setdefault("state", {})["trace_id"] = trace_id
         trace_header = (TRACE_HEADER.encode(), trace_id.encode())
-        started = False
+        status = 0  # 0 until the answer starts
+        code = 0
+        noted = open_request(trace_id)
 
         async def send_traced(message: Message) -> None:
-            nonlocal started
+            nonlocal status, code
             if message["type"] == "http.response.start":
-                started = True
+                status = message["status"]
                 message["headers"] = [*message.get("headers", []), trace_header]
+            elif status >= 400 and code == 0 and message["type"] == "http.response.body":
+                code = _envelope_code(message.get("body", b""))
             await send(message)
 
+        try:
+            await self._answer(scope, receive, send_traced, trace_id, lambda: status != 0)
+        finally:
+            if status == 0:  # the client went away, or nothing could be sent
+                status = 499
+            seconds = time.perf_counter() - arrived
+            route = route_of(scope["path"])
+            method = scope["method"]
+            if self.metrics is not None:
+                self.metrics.request(route, method, status, code, seconds)
+            if self.log_every_request or method not in _QUIET_METHODS or status >= 500:
+                request_log.info(
+                    "%s %s %s",
+                    method,
+                    route,
+                    status,
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "code": code or None,
+                        "duration_ms": round(seconds * 1000, 2),
+                        **noted,
+                    },
+                )
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send_traced: Send, trace_id: str, started: Callable[[], bool]
+    ) -> None:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
             response = error_response(ApiError(errors.BODY_TOO_LARGE), trace_id, self.docs_base_url)
@@ -69,16 +123,25 @@ class Edge:
             # uvicorn cancels the requests still running when its graceful-shutdown bound
             # passes; left alone it would answer a plain-text 500 and log a traceback. The
             # task ends here either way, so answering and returning loses nothing.
-            if started:
+            if started():
                 raise
             log.warning("request cut off by the shutdown (trace_id=%s)", trace_id)
             error = ApiError(errors.SHUTTING_DOWN, headers={"retry-after": "1", "x-should-retry": "true"})
             await error_response(error, trace_id, self.docs_base_url)(scope, receive, send_traced)
         except Exception:
-            if not started:  # otherwise the app's own handler already logged and answered
+            if not started():  # otherwise the app's own handler already logged and answered
                 log.exception("unhandled error (trace_id=%s)", trace_id)
                 response = error_response(ApiError(errors.INTERNAL), trace_id, self.docs_base_url)
                 await response(scope, receive, send_traced)
+
+
+def _envelope_code(body: bytes) -> int:
+    """The `error.code` of an envelope body (errors are small and rare: parsing is cheap)."""
+    try:
+        found: Any = orjson.loads(body)["error"]["code"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return 0
+    return found if isinstance(found, int) else 0
 
 
 def _content_length(scope: Scope) -> int | None:

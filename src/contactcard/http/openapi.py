@@ -17,7 +17,7 @@ CARD_PATHS = ("/v3/contact_card", "/api/partner/v3/contact_card")
 WEBHOOK_PREFIXES = ("/v3", "/api/partner/v3")
 
 # The codes each operation can answer with, by HTTP status.
-_COMMON = {401: [2004], 413: [1413], 500: [3006]}
+_COMMON = {401: [2004], 413: [1413], 500: [3006], 503: [4006, 4007]}
 OPERATION_ERRORS: dict[str, dict[int, list[int]]] = {
     "get": {400: [1002, 1005], 403: [2005], **_COMMON},
     "post": {
@@ -25,18 +25,18 @@ OPERATION_ERRORS: dict[str, dict[int, list[int]]] = {
         403: [2005],
         409: [2014],
         429: [1007],
-        503: [4004],
         **_COMMON,
         500: [2022, 3006],
+        503: [4004, 4005, 4006, 4007],
     },
     "patch": {
         400: [1001, 1002, 1003, 1005, 5006, 5007],
         403: [2005],
         404: [2001],
         429: [1007],
-        503: [4004],
         **_COMMON,
         500: [2022, 3006],
+        503: [4004, 4005, 4006, 4007],
     },
     "list_subscriptions": {**_COMMON},
     "create_subscription": {400: [1001, 1002, 1003, 1005], 403: [2005], **_COMMON},

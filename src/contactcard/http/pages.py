@@ -1,7 +1,8 @@
-"""Small routes beside the API: CDN images, error-code pages, health."""
+"""Small routes beside the API: CDN images, error-code pages, liveness and readiness."""
 
 from __future__ import annotations
 
+import hmac
 import html
 
 import anyio.to_thread
@@ -9,16 +10,23 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from contactcard import errors
-from contactcard.cdn import BlobStore
+from contactcard.cdn import BlobStore, BlobStoreUnavailable
+from contactcard.cdn.base import IMMUTABLE
 from contactcard.errors import ApiError
 from contactcard.http.envelope import json_response
+from contactcard.keys import bearer_key
+from contactcard.metrics import CONTENT_TYPE, Metrics
+from contactcard.readiness import Readiness
 
-IMMUTABLE = "public, max-age=31536000, immutable"
+_RETRY_SOON = {"retry-after": "1", "x-should-retry": "true"}
 
 
 async def cdn_image(request: Request) -> Response:
     cdn: BlobStore = request.app.state.cdn
-    blob = await anyio.to_thread.run_sync(cdn.get, request.path_params["name"])
+    try:
+        blob = await anyio.to_thread.run_sync(cdn.get, request.path_params["name"])
+    except BlobStoreUnavailable:
+        raise ApiError(errors.IMAGE_STORE_UNAVAILABLE, headers=_RETRY_SOON) from None
     if blob is None:
         raise ApiError(errors.NOT_FOUND)
     headers = {"etag": blob.etag, "cache-control": IMMUTABLE, "x-content-type-options": "nosniff"}
@@ -60,3 +68,24 @@ async def error_page(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """200 when every dependency answered within its bound; 503 (not the envelope: a load
+    balancer reads the status, an operator the per-dependency states) otherwise."""
+    readiness: Readiness = request.app.state.readiness
+    checks = await readiness.check()
+    ready = all(state == "ok" for state in checks.values())
+    return json_response({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    """The Prometheus scrape, for the admin token's bearer only (`CONTACTCARD_METRICS=admin`)."""
+    token: str | None = request.app.state.settings.admin_token
+    given = bearer_key(request.headers.getlist("authorization"))
+    if not token or given is None or not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError(errors.UNAUTHORIZED)
+    found: Metrics = request.app.state.metrics
+    # Reading every worker's files in multiprocess mode is file work: off the event loop.
+    body = await anyio.to_thread.run_sync(found.render)
+    return Response(body, media_type=CONTENT_TYPE)

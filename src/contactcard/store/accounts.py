@@ -124,6 +124,13 @@ class Accounts:
             except IntegrityError:
                 raise KeyInUse() from None
 
+    def key_owner(self, key_hash: str) -> str | None:
+        with self._db.reader.connect() as conn:
+            owner: str | None = conn.execute(
+                select(api_keys.c.partner_id).where(api_keys.c.key_hash == key_hash)
+            ).scalar()
+        return owner
+
     def keys(self, partner_id: str | None = None) -> list[KeyRow]:
         query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
         if partner_id:

@@ -3,6 +3,14 @@
 Each step is one transaction of statements that do not depend on each other's answers,
 so the writer can send a whole batch of them at once (see `writer.py`). The SQL is the
 same on SQLite and PostgreSQL.
+
+When the line's device is the simulated one, its records live in this database too, so
+its steps ride along with the card's: the RCS check and whether anything is scripted are
+columns of the state read, and the apply joins the transaction that stores the card.
+Unscripted (the usual case), the device shows the card and the card is stored active in
+that one commit: a write is one read and one commit, and a crash leaves the old card or
+the new one applied. Scripted, the card is stored inactive with the scripted apply, then
+marked active if it applied: a crash leaves the old card or the new values inactive.
 """
 
 from __future__ import annotations
@@ -12,18 +20,20 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from contactcard.card import Card
+from contactcard.card import Card, Outcome
+from contactcard.store import devices
 from contactcard.store.webhooks import fan_out
 from contactcard.store.writer import Stmt, Writer
 from contactcard.webhooks.events import Outbox
 
 # The key, the line's owner, its card (only when the key's partner owns the line) and the
-# write budget used, in one statement.
+# write budget used, in one statement; and the runtime controls' version, so a write learns
+# of a changed setting or a moved clock without a query of its own.
 _STATE = """
 SELECT k.key_hash, k.partner_id, l.partner_id,
        c.id, c.first_name, c.last_name, c.image_blob, c.image_source_url, c.is_active, c.ever_active,
-       (SELECT count(*) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since),
-       (SELECT min(w.at) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since)
+       {budget},
+       (SELECT r.version FROM runtime_controls AS r WHERE r.id = 1){device}
 FROM api_keys AS k
 LEFT JOIN lines AS l ON l.phone_number = :phone
 LEFT JOIN cards AS c ON c.phone_number = l.phone_number AND l.partner_id = k.partner_id
@@ -45,6 +55,23 @@ ON CONFLICT (phone_number) DO UPDATE SET
 RETURNING id, ever_active
 """
 
+# After the unscripted device showed the card in the same transaction: stored active, so
+# the whole write is one commit. (The casts: PostgreSQL types a SELECT's parameters here.)
+_STORE_IF_SHOWN = f"""
+INSERT INTO cards (phone_number, id, first_name, last_name, image_blob, image_source_url,
+                   is_active, ever_active, created_at, updated_at)
+SELECT CAST(:phone AS VARCHAR), CAST(:id AS VARCHAR), CAST(:first_name AS VARCHAR), CAST(:last_name AS VARCHAR),
+       CAST(:image_blob AS VARCHAR), CAST(:image_source_url AS VARCHAR),
+       {devices.SHOWN_IN_THIS_TX}, {devices.SHOWN_IN_THIS_TX}, :now, :now
+WHERE true
+ON CONFLICT (phone_number) DO UPDATE SET
+  first_name = excluded.first_name, last_name = excluded.last_name,
+  image_blob = excluded.image_blob, image_source_url = excluded.image_source_url,
+  is_active = excluded.is_active, ever_active = cards.ever_active OR excluded.is_active,
+  updated_at = excluded.updated_at
+RETURNING id, ever_active, is_active
+"""
+
 _MARK_ACTIVE = """
 UPDATE cards SET is_active = true, ever_active = true, updated_at = :now
 WHERE phone_number = :phone AND id = :id
@@ -60,6 +87,17 @@ class LineState:
     card: Card | None
     attempts: int  # writes that reached the device since the budget window began
     oldest_attempt: float | None
+    controls_version: int = 0  # of the runtime controls row (`contactcard/controls.py`)
+    rcs_unavailable: bool | None = None  # None: not read here; ask the device
+    device_scripted: bool | None = None  # the simulated device has outcomes scripted
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A card stored inactive, and the device's answer when its apply joined the commit."""
+
+    card: Card
+    outcome: Outcome | None = None  # None: the device has yet to apply it
 
 
 @dataclass(frozen=True)
@@ -70,12 +108,27 @@ class CardValues:
     image_source_url: str | None
 
 
-class CardWrites:
-    def __init__(self, writer: Writer) -> None:
-        self._writer = writer
+# The budget's columns; constants when it is off, which spares two lookups a write.
+_BUDGET_ON = """(SELECT count(*) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since),
+       (SELECT min(w.at) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since)"""
+_BUDGET_OFF = "0, NULL"
 
-    async def line_state(self, key_hash: str, phone: str, budget_since: float) -> LineState:
-        rows = await self._writer.read(Stmt(_STATE, {"key": key_hash, "phone": phone, "since": budget_since}))
+
+class CardWrites:
+    def __init__(self, writer: Writer, *, simulated_device: bool = False) -> None:
+        self._writer = writer
+        self._device_joins = simulated_device
+        device = f",\n       {devices.STATE_COLUMNS}" if simulated_device else ""
+        self._state = {
+            on: _STATE.format(budget=_BUDGET_ON if on else _BUDGET_OFF, device=device) for on in (True, False)
+        }
+
+    async def line_state(self, key_hash: str, phone: str, budget_since: float | None) -> LineState:
+        """`budget_since`: where the budget's window begins; None when the budget is off."""
+        params: dict[str, object] = {"key": key_hash, "phone": phone}
+        if budget_since is not None:
+            params["since"] = budget_since
+        rows = await self._writer.read(Stmt(self._state[budget_since is not None], params))
         row = rows[0] if rows else None
         if row is None or not hmac.compare_digest(row[0], key_hash):
             return LineState(None, False, None, 0, None)
@@ -92,7 +145,9 @@ class CardWrites:
                 is_active=bool(row[8]),
                 ever_active=bool(row[9]),
             )
-        return LineState(row[1], owns, card, int(row[10] or 0), row[11])
+        rcs_unavailable = bool(row[13]) if self._device_joins else None
+        scripted = bool(row[14]) if self._device_joins else None
+        return LineState(row[1], owns, card, int(row[10] or 0), row[11], int(row[12] or 0), rcs_unavailable, scripted)
 
     async def store_inactive(
         self,
@@ -101,46 +156,60 @@ class CardWrites:
         *,
         attempt_at: float | None,
         prune_before: float,
+        image_url: str | None,
+        device_scripted: bool | None = None,
         card_id: str | None = None,
         event: Outbox | None = None,
-    ) -> Card:
+    ) -> Stored:
         """Step one of every apply: the new values, inactive, committed (with the write
-        attempt that spends the budget, when the budget is on, and the webhook event the
-        change makes, so that an acknowledged change is never without its event)."""
+        attempt that spends the budget, when the budget is on; the simulated device's apply
+        of `image_url`, our CDN's URL of the image; and the webhook event the change makes,
+        so that an acknowledged change is never without its event)."""
         now = datetime.now(UTC)
         tx = []
         if attempt_at is not None:
             tx.append(Stmt(_RECORD_ATTEMPT, {"phone": phone, "at": attempt_at}))
             tx.append(Stmt(_PRUNE_ATTEMPTS, {"phone": phone, "before": prune_before}))
-        tx.append(
-            Stmt(
-                _STORE_INACTIVE,
-                {
-                    "phone": phone,
-                    "id": card_id or uuid.uuid4().hex,  # kept by an existing card
-                    "first_name": values.first_name,
-                    "last_name": values.last_name,
-                    "image_blob": values.image_blob,
-                    "image_source_url": values.image_source_url,
-                    "now": now,
-                },
-                rows=True,
+        card_params = {
+            "phone": phone,
+            "id": card_id or uuid.uuid4().hex,  # kept by an existing card
+            "first_name": values.first_name,
+            "last_name": values.last_name,
+            "image_blob": values.image_blob,
+            "image_source_url": values.image_source_url,
+            "now": now,
+        }
+        # The state read saw no script (the usual case): the device shows the card and the
+        # card is stored active after it, in one commit. Otherwise the card is stored
+        # inactive, then the scripted apply joins (or follows) it.
+        scripted = device_scripted is not False
+        shown_first = self._device_joins and not scripted
+        if shown_first:
+            tx += devices.apply_statements(
+                phone, values.first_name, values.last_name, image_url, scripted=False, now=now
             )
-        )
+        stored_at = len(tx)
+        tx.append(Stmt(_STORE_IF_SHOWN if shown_first else _STORE_INACTIVE, card_params, rows=True))
+        if self._device_joins and scripted:
+            tx += devices.apply_statements(phone, values.first_name, values.last_name, image_url, scripted=True)
         if event is not None:
-            tx.append(fan_out(event))
+            tx.append(fan_out(event))  # last: the indexes above stay as they are
         results = await self._writer.run(tx)
-        stored_id, ever_active = results[-1 if event is None else -2][0]
-        return Card(
-            id=stored_id,
+        stored = results[stored_at][0]
+        card = Card(
+            id=stored[0],
             phone_number=phone,
             first_name=values.first_name,
             last_name=values.last_name,
             image_blob=values.image_blob,
             image_source_url=values.image_source_url,
-            is_active=False,
-            ever_active=bool(ever_active),
+            is_active=bool(stored[2]) if shown_first else False,
+            ever_active=bool(stored[1]),
         )
+        if not self._device_joins:
+            return Stored(card)
+        device_answer = results[stored_at - 1] if shown_first else results[stored_at + 1]
+        return Stored(card, devices.joined_outcome(device_answer, scripted=scripted))
 
     async def mark_active(self, card: Card) -> Card:
         await self._writer.run(

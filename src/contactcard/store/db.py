@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from contactcard.store.schema import metadata
 
@@ -100,6 +100,19 @@ def current_revision(database: Database) -> str | None:
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except DBAPIError:  # no table yet: an empty database
         return None
+
+
+def schema_state(database: Database) -> str:
+    """ "ok" when the database answers at the schema this code expects; else what is wrong
+    (for `/readyz`; blocking)."""
+    try:
+        with database.reader.connect() as connection:
+            revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError as exc:
+        return f"unreachable ({type(exc.__cause__ or exc).__name__})"
+    if revision != HEAD_REVISION:
+        return f"schema at {revision}, this server needs {HEAD_REVISION}"
+    return "ok"
 
 
 def migrate(database: Database) -> None:

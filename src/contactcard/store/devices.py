@@ -16,7 +16,7 @@ from sqlalchemy import Engine, delete, insert, select
 from contactcard.card import Card, Outcome
 from contactcard.device.base import DeviceScript, DeviceView
 from contactcard.store.schema import device_displays, device_scripts
-from contactcard.store.writer import Stmt, Writer
+from contactcard.store.writer import Row, Stmt, Writer
 
 _SCRIPTED = "(fail_next > 0 OR rate_limit_next > 0 OR apply_delay > 0)"
 
@@ -46,6 +46,74 @@ WHERE phone_number = :phone AND {_SCRIPTED}
 """
 
 _RCS = "SELECT rcs_unavailable FROM device_scripts WHERE phone_number = :phone"
+
+# The same check, and whether any outcome is scripted, as columns of the write path's
+# state read (see `store/cards.py`).
+STATE_COLUMNS = (
+    "(SELECT d.rcs_unavailable FROM device_scripts AS d WHERE d.phone_number = :phone), "
+    f"EXISTS (SELECT 1 FROM device_scripts AS d WHERE d.phone_number = :phone AND {_SCRIPTED})"
+)
+
+# The apply joined to the card's own transaction takes a scripted failure or rate limit,
+# but leaves a scripted delay alone: a slow apply is then made on its own, after the
+# commit, by `take_apply` (the request must not sleep inside a transaction).
+_TAKE_JOINED = f"""
+UPDATE device_scripts SET
+  rate_limit_next = CASE WHEN rate_limit_next > 0 THEN rate_limit_next - 1 ELSE rate_limit_next END,
+  fail_next = CASE WHEN rate_limit_next > 0 THEN fail_next
+                   WHEN fail_next > 0 THEN fail_next - 1 ELSE fail_next END
+WHERE phone_number = :phone AND apply_delay <= 0 AND {_SCRIPTED}
+"""
+
+
+# True in the transaction that showed the card (`apply_statements(..., now=now)` with the
+# same `:now`): a card stored after it in that transaction is then active at once.
+SHOWN_IN_THIS_TX = "EXISTS (SELECT 1 FROM device_displays AS s WHERE s.phone_number = :phone AND s.applied_at = :now)"
+
+
+def apply_statements(
+    phone: str,
+    first_name: str,
+    last_name: str | None,
+    image_url: str | None,
+    *,
+    scripted: bool,
+    now: datetime | None = None,
+) -> list[Stmt]:
+    """The simulated device's apply as statements that join the card's transaction.
+
+    Unscripted (as the state read saw it, the usual case): the card is shown, and the
+    statement answers a row only if it was (a script set since then makes it answer none).
+    Scripted: the script as it was, the card shown unless something is scripted, the
+    script taken down."""
+    params = {
+        "phone": phone,
+        "first_name": first_name,
+        "last_name": last_name,
+        "image_url": image_url,
+        "now": now or datetime.now(UTC),
+    }
+    if not scripted:
+        return [Stmt(_SHOW + " RETURNING 1", params, rows=True)]
+    return [Stmt(_READ_SCRIPT, params, rows=True), Stmt(_SHOW, params), Stmt(_TAKE_JOINED, params)]
+
+
+def joined_outcome(answer: list[Row], *, scripted: bool) -> Outcome | None:
+    """What the joined apply answered; None when the device must still apply on its own
+    (a delay is scripted, or a script appeared after the state read)."""
+    if not scripted:
+        return Outcome.APPLIED if answer else None
+    script = answer
+    if not script:
+        return Outcome.APPLIED
+    fail_next, rate_limit_next, apply_delay = script[0]
+    if apply_delay > 0:
+        return None
+    if rate_limit_next > 0:
+        return Outcome.RATE_LIMITED
+    if fail_next > 0:
+        return Outcome.FAILED
+    return Outcome.APPLIED
 
 
 class DeviceRecords:

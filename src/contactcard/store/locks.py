@@ -15,6 +15,7 @@ Every wait is bounded: past `timeout` the write answers "too many writes waiting
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import weakref
 from collections.abc import AsyncIterator
@@ -83,17 +84,21 @@ _RETRY = 0.005
 
 
 class AdvisoryLocks:
-    """PostgreSQL advisory locks of this process, all held on one connection."""
+    """PostgreSQL advisory locks of this process, all held on one connection.
+
+    The connection is driven from a thread of its own: the event loop only hands over the
+    numbers and awaits the answer, which keeps a busy write path's loop free for requests.
+    """
 
     def __init__(self, conninfo: str, *, connect_timeout: float) -> None:
         self._conninfo = conninfo
         self._connect_timeout = connect_timeout
-        self._connection: Any = None
+        self._connection: Any = None  # used only from the thread
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="contactcard-locks")
         self._take: list[tuple[int, asyncio.Future[bool]]] = []
         self._release: list[int] = []
         self._sending: asyncio.Task[None] | None = None
         self._held: set[int] = set()
-        self._closing: asyncio.Future[None] | None = None  # a dropped connection, closing
 
     async def acquire(self, phone: str, deadline: float) -> None:
         key = advisory_key(phone)
@@ -121,19 +126,17 @@ class AdvisoryLocks:
             self._sending = asyncio.ensure_future(self._send())
 
     async def _send(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._take or self._release:
             take, self._take = self._take, []
             release, self._release = self._release, []
             try:
-                connection = await self._connected()
-                cursor = await connection.execute(_TRADE, {"release": release, "take": [k for k, _ in take]})
-                row = await cursor.fetchone()
-                granted = row[1] if row else [False] * len(take)
+                granted = await loop.run_in_executor(self._thread, self._trade, release, [k for k, _ in take])
             except Exception as exc:
                 # The connection is gone, and with it every lock it held (PostgreSQL
                 # released them). Writes under way finish their current step; there is
                 # nothing left to unlock for them. A new connection is made on demand.
-                self._drop()
+                self._held.clear()
                 failure = StoreUnavailable(f"advisory locks: {exc}")
                 for _, waiter in take:
                     if not waiter.done():
@@ -145,34 +148,31 @@ class AdvisoryLocks:
                 elif ok:  # the asker went away: give it back at once
                     self._release.append(key)
 
-    async def _connected(self) -> Any:
-        if self._connection is None or self._connection.closed:
-            import psycopg
+    def _trade(self, release: list[int], take: list[int]) -> list[bool]:
+        """In the thread: unlock `release`, try to lock `take`; closes the connection on failure."""
+        import psycopg
 
-            self._connection = await asyncio.wait_for(
-                psycopg.AsyncConnection.connect(
+        try:
+            if self._connection is None or self._connection.closed:
+                self._connection = psycopg.connect(
                     self._conninfo, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
-                ),
-                self._connect_timeout,
-            )
-        return self._connection
+                )
+            row = self._connection.execute(_TRADE, {"release": release, "take": take}).fetchone()
+        except Exception:
+            self._close()
+            raise
+        return list(row[1]) if row else [False] * len(take)
 
-    def _drop(self) -> None:
-        self._held.clear()
+    def _close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
-            self._closing = asyncio.ensure_future(_close_quietly(connection))
+            try:
+                connection.close()
+            except Exception:
+                pass
 
     async def aclose(self) -> None:
         if self._sending is not None:
             await asyncio.gather(self._sending, return_exceptions=True)
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
-
-
-async def _close_quietly(connection: Any) -> None:
-    try:
-        await connection.close()
-    except Exception:
-        pass
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
+        self._thread.shutdown(wait=False)

@@ -161,6 +161,15 @@ class CardReads:
             raise
         return self._async_pool
 
+    def pool_use(self) -> tuple[int, int, int]:
+        """The GET pool's connections: (open, idle, requests waiting for one); zeros on SQLite
+        or before the first GET opens it."""
+        pool = self._async_pool
+        if pool is None:
+            return (0, 0, 0)
+        stats = pool.get_stats()
+        return (stats.get("pool_size", 0), stats.get("pool_available", 0), stats.get("requests_waiting", 0))
+
     def _rows(self, sql: str, params: tuple[Any, ...], many: bool) -> Any:
         # fetchall even for one row: the statement is finished and holds no snapshot.
         rows = self._reader().connection.execute(sql, params).fetchall()

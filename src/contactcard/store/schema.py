@@ -159,3 +159,41 @@ webhook_deliveries = Table(
     Index("ix_webhook_deliveries_status_next_at", "status", "next_at"),
     Index("ix_webhook_deliveries_subscription_id", "subscription_id"),
 )
+
+
+# One row (id 1): what an operator or a test changed at run time, shared by every process
+# on the database. NULL: the process's own setting. `version` grows with every change, so
+# the write path can tell its cached copy is old from one column of a statement it runs anyway.
+runtime_controls = Table(
+    "runtime_controls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, nullable=False),
+    Column("profile", String(16), nullable=True),
+    Column("write_budget", Integer, nullable=True),
+    Column("write_budget_window", Integer, nullable=True),
+    Column("journal_size", Integer, nullable=True),
+    # Seconds added to real time: advancing moves it forward, setting an instant sets it so
+    # that now is that instant (time goes on from there), real time is 0.
+    Column("clock_offset", Float, nullable=False),
+)
+
+# The recent API requests (bounded, trimmed by the process that flushes). No key, header
+# secret or body is ever stored: the columns are all there is.
+request_journal = Table(
+    "request_journal",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("trace_id", String(32), nullable=False),
+    Column("at", Float, nullable=False),  # unix seconds, on the server's clock (moved or not)
+    Column("method", String(8), nullable=False),
+    Column("path", String(200), nullable=False),
+    Column("phone_number", String(16), nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("error_code", Integer, nullable=True),
+    Column("duration_ms", Float, nullable=False),
+    Column("retry_count", Integer, nullable=True),  # the SDKs' x-stainless-retry-count
+    Column("user_agent", String(200), nullable=True),
+    Index("ix_request_journal_trace_id", "trace_id"),
+    Index("ix_request_journal_at", "at"),
+)

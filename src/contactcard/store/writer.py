@@ -23,6 +23,7 @@ once rather than after a timeout; the next transaction tries to connect again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import re
@@ -91,6 +92,7 @@ class Writer:
     """The queue and the writer threads; subclasses own the connections."""
 
     threads = 1
+    idle_close: float | None = None  # seconds a connection may stay unused before it is closed
 
     def __init__(self, *, timeout: float) -> None:
         self._timeout = timeout  # how long a transaction may wait for the database
@@ -110,6 +112,10 @@ class Writer:
         # Shielded: once queued the transaction will run; a cancelled request must not
         # let the next write of its line overtake it (the line's lock is released then).
         return await asyncio.shield(job.future)
+
+    def backlog(self) -> int:
+        """Transactions queued for the writer threads and not yet taken (for the metrics)."""
+        return self._queue.qsize()
 
     async def read(self, stmt: Stmt) -> list[Row]:
         """The rows of one read the write path makes under its line's lock."""
@@ -138,7 +144,14 @@ class Writer:
     def _serve(self) -> None:
         connection: Any = None
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self.idle_close if connection is not None else None)
+            except queue.Empty:
+                # Idle: give the connection back, so that quiet processes leave room under
+                # the database's connection limit. The next write connects again.
+                self._disconnect(connection)
+                connection = None
+                continue
             if first is None:
                 break
             batch = [first]
@@ -307,17 +320,35 @@ class PostgresWriter(Writer):
 
     # Each thread waits for its commit's flush while the others fill their next batch.
     threads = 3
+    idle_close = 30.0
 
-    def __init__(self, conninfo: str, *, timeout: float) -> None:
+    autocommit = False
+
+    def __init__(self, conninfo: str, *, timeout: float, reads: bool = True) -> None:
         super().__init__(timeout=timeout)
         self._conninfo = conninfo
         self._sql: dict[str, str] = {}
+        # The write path's reads go to a thread of their own: in a writer's batch they
+        # would wait for the batch's commit to be flushed to disk, which they do not need.
+        self._reads = _PostgresReads(conninfo, timeout=timeout, reads=False) if reads else None
+
+    async def read(self, stmt: Stmt) -> list[Row]:
+        if self._reads is None:
+            return await super().read(stmt)
+        return (await self._reads.run([Stmt(stmt.sql, stmt.params, rows=True)]))[0]
+
+    def close(self) -> None:
+        super().close()
+        if self._reads is not None:
+            self._reads.close()
 
     def _connect(self) -> Any:
         import psycopg
 
         try:
-            return psycopg.connect(self._conninfo, connect_timeout=max(1, round(self._timeout)))
+            return psycopg.connect(
+                self._conninfo, connect_timeout=max(1, round(self._timeout)), autocommit=self.autocommit
+            )
         except psycopg.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -331,7 +362,7 @@ class PostgresWriter(Writer):
         import psycopg
 
         try:
-            with connection.pipeline(), connection.transaction():
+            with connection.pipeline(), self._transaction(connection):
                 cursors = [[connection.execute(self._text(stmt.sql), stmt.params) for stmt in tx] for tx in txs]
             return [
                 [cursor.fetchall() if stmt.rows else [] for cursor, stmt in zip(tx_cursors, tx, strict=True)]
@@ -339,3 +370,17 @@ class PostgresWriter(Writer):
             ]
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    def _transaction(self, connection: Any) -> Any:
+        return connection.transaction()
+
+
+class _PostgresReads(PostgresWriter):
+    """One thread sending the waiting reads together, in one pipeline outside any
+    transaction: each sees every commit made before it was sent."""
+
+    threads = 1
+    autocommit = True
+
+    def _transaction(self, connection: Any) -> Any:
+        return contextlib.nullcontext()

@@ -1,14 +1,14 @@
 """webhooks: subscriptions and the delivery outbox
 
 Revision ID: 0003_webhooks
-Revises: 0001
+Revises: 0002_runtime_controls
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_webhooks"
-down_revision = "0001"
+down_revision = "0002_runtime_controls"
 branch_labels = None
 depends_on = None
 

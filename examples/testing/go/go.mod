@@ -1,0 +1,3 @@
+module example.com/contactcard-example
+
+go 1.22

@@ -1,0 +1,216 @@
+"""The request journal: which API requests arrived, for the tests that sent them.
+
+The middleware (`http/journaled.py`) hands each finished API request to `Journal.record`,
+which only appends a tuple to an in-memory buffer: no parsing, no header scan, no I/O on
+the event loop. A background thread turns the buffer into rows every `POLL_SECONDS`
+(PostgreSQL: `FLUSH_BESIDE_CARDS_SECONDS`) and stores them in one transaction, so every
+process on the database shares one journal, trimmed to `journal_size` rows; the same
+thread reloads the runtime controls (see `controls.py`). Reading the journal first stores
+this process's buffer, so a test sees its own requests at once.
+
+The buffer holds at most `journal_size` requests (the oldest fall out), so under a flood
+a flush stores no more rows than the journal keeps anyway: the journal's cost per
+request stays an append, whatever the request rate (bench figure 10).
+
+Only what the columns name is kept: never a key, an `Authorization` value or a body. The
+phone number is taken from the query (`phone_number`, when it is E.164) or set by the
+endpoint that parsed it from a body; the error code is read from the error envelope.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import parse_qsl
+
+import orjson
+
+from contactcard.controls import POLL_SECONDS, LiveControls
+
+log = logging.getLogger("contactcard")
+
+# How often the buffer is stored when the journal shares the cards' database (PostgreSQL):
+# a store there empties the GET memo, so it happens seldom enough for the memo to keep
+# nearly all of its hits. Reading the journal stores this process's buffer at once anyway.
+FLUSH_BESIDE_CARDS_SECONDS = 5.0
+
+# Requests that are the operator's or the load balancer's, not the API's.
+UNJOURNALED = ("/admin/", "/healthz")
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+# The query as the SDKs send it (`phone_number=%2B1555...`), read without parse_qsl.
+_ONE_NUMBER = re.compile(rb"phone_number=(?:%2B|\+)([1-9][0-9]{1,14})")
+
+
+@dataclass(frozen=True)
+class Entry:
+    trace_id: str
+    at: float  # unix seconds on the server's clock
+    method: str
+    path: str
+    phone_number: str | None
+    status: int
+    error_code: int | None
+    duration_ms: float
+    retry_count: int | None
+    user_agent: str | None
+    id: int = 0  # the row's id once stored; grows with time
+
+
+@dataclass(frozen=True)
+class Query:
+    trace_id: str | None = None
+    phone_number: str | None = None
+    status: int | None = None
+    since: float | None = None  # unix seconds, on the server's clock
+    until: float | None = None
+    after_id: int | None = None  # for following: only newer entries, oldest first
+    limit: int = 100
+
+
+# A stored entry's columns, in `Entry`'s order (without the id).
+Row = tuple[str, float, str, str, str | None, int, int | None, float, int | None, str | None]
+
+
+class JournalStore(Protocol):
+    @property
+    def beside_the_cards(self) -> bool: ...
+
+    def add(self, rows: Sequence[Row], keep: int) -> None: ...
+    def find(self, query: Query) -> list[Entry]: ...
+    def clear(self) -> None: ...
+    def close(self) -> None: ...
+
+
+# What the middleware keeps of a request until the flush, parsed off the loop: trace id,
+# method, path, query, phone number (when an endpoint parsed one from a body), status,
+# the error envelope, perf_counter at the start and the end, time.time() at the end, and
+# the request's header list.
+Raw = tuple[str, str, str, bytes, str | None, int, bytes | None, float, float, float, list[tuple[bytes, bytes]]]
+
+
+class Journal:
+    def __init__(self, store: JournalStore, controls: LiveControls) -> None:
+        self._store = store
+        self._controls = controls
+        self._buffer: collections.deque[Raw] = collections.deque(maxlen=max(1, controls.current.journal_size))
+        self._flushing = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._flush_every = FLUSH_BESIDE_CARDS_SECONDS if store.beside_the_cards else POLL_SECONDS
+
+    @property
+    def on(self) -> bool:
+        return self._controls.current.journal_size > 0
+
+    def record(self, raw: Raw) -> None:
+        """Called on the event loop: an append, nothing more (deque appends are thread-safe)."""
+        self._buffer.append(raw)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="contactcard-journal", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        try:
+            self.flush()
+        except Exception as exc:  # stopping while the database is away: those requests are lost
+            log.warning("request journal: %d requests not stored at shutdown (%s)", len(self._buffer), exc)
+        self._store.close()
+
+    def forget(self) -> None:
+        """Every request so far, buffered or stored (a reset)."""
+        with self._flushing:
+            self._buffer.clear()
+            self._store.clear()
+
+    def _run(self) -> None:
+        failing = False
+        flushed = time.monotonic()
+        while not self._stop.wait(POLL_SECONDS):
+            try:
+                self._controls.reload()
+                if time.monotonic() - flushed >= self._flush_every:
+                    flushed = time.monotonic()
+                    self.flush()
+            except Exception as exc:  # the database is away: try again next time, the API goes on
+                if not failing:  # once per outage, not twice a second
+                    log.warning("request journal and runtime controls: database unreachable (%s)", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("request journal and runtime controls: database reachable again")
+                failing = False
+
+    def flush(self) -> None:
+        with self._flushing:
+            taken: list[Raw] = []
+            while self._buffer:
+                taken.append(self._buffer.popleft())
+            # Taken before the store is reached: if it fails, these requests are lost (a
+            # journal for debugging, not a record), and a retry can never store them twice.
+            keep = self._controls.current.journal_size
+            if keep > 0 and keep != self._buffer.maxlen:
+                # An append racing with the swap may be lost: one request, once, at a change.
+                self._buffer = collections.deque(self._buffer, maxlen=keep)
+            if taken and keep > 0:
+                offset = self._controls.current.clock_offset
+                self._store.add([_row(raw, offset) for raw in taken[-keep:]], keep)
+
+    def find(self, query: Query) -> list[Entry]:
+        self.flush()
+        return self._store.find(query)
+
+
+def _row(raw: Raw, offset: float) -> Row:
+    trace_id, method, path, query, phone, status, body, began, ended, wall, headers = raw
+    if phone is None and query:
+        phone = phone_from_query(query)
+    if phone is not None and not _E164.fullmatch(phone):
+        phone = None  # whatever a caller put there is not ours to keep
+    retries = agent = None
+    for name, value in headers:
+        if name == b"x-stainless-retry-count":
+            retries = value
+        elif name == b"user-agent":
+            agent = value
+    duration = ended - began
+    return (
+        trace_id,
+        wall - duration + offset,  # when it arrived, on the server's clock
+        method[:8],
+        path[:200],
+        phone,
+        status,
+        _error_code(body) if status >= 400 else None,
+        round(duration * 1000, 3),
+        int(retries) if retries is not None and retries.isdigit() and len(retries) < 6 else None,
+        agent.decode("latin-1")[:200] if agent else None,
+    )
+
+
+def phone_from_query(query: bytes) -> str | None:
+    """The one `phone_number` of a raw query string, unchecked (None: none, or several)."""
+    quick = _ONE_NUMBER.fullmatch(query)
+    if quick is not None:
+        return "+" + quick.group(1).decode()
+    given = [v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k == "phone_number"]
+    return given[0] if len(given) == 1 else None
+
+
+def _error_code(body: bytes | None) -> int | None:
+    try:
+        code = orjson.loads(body or b"")["error"]["code"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, int) else None

@@ -1,0 +1,137 @@
+"""Operator use cases of the test kit: runtime settings, the clock, reset, the journal.
+
+The `contactcard admin settings|clock|reset|requests` commands and the `/admin/v1` HTTP API
+both call these. Every change is written to the database (`store/controls.py`), so it
+holds in every process sharing it; this process reloads at once, the others within a
+moment (see `controls.py`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from contactcard.admin import AdminError
+from contactcard.controls import PROFILES, Controls, LiveControls
+from contactcard.journal import Entry, Journal, Query
+from contactcard.store.controls import ControlRecords
+
+# Far enough for any budget window or retry schedule, near enough for datetime to hold.
+MAX_ADVANCE = 100 * 365 * 86400
+
+
+@dataclass(frozen=True)
+class ClockView:
+    now: datetime
+    offset: float  # seconds ahead of real time (negative: behind)
+
+    @property
+    def real(self) -> bool:
+        return self.offset == 0
+
+
+class Kit:
+    def __init__(self, records: ControlRecords, controls: LiveControls, journal: Journal | None = None) -> None:
+        self._records = records
+        self._controls = controls
+        self.journal = journal
+
+    # --- settings ------------------------------------------------------------------
+
+    def settings(self) -> Controls:
+        return self._controls.reload()
+
+    def change_settings(self, changes: dict[str, Any]) -> Controls:
+        """Change some settings; a None value puts the process's own setting back."""
+        for name, value in changes.items():
+            if name not in _CHECKS:
+                raise AdminError(f"{name} is not a setting that can change at run time")
+            ok, message = _CHECKS[name]
+            if value is not None and not ok(value):
+                raise AdminError(message)
+        if changes:
+            self._records.change(changes)
+        controls = self._controls.reload()
+        if self.journal is not None:
+            self.journal.flush()  # a new journal_size sizes its buffer now, not at the next flush
+        return controls
+
+    def restore_settings(self) -> Controls:
+        """Every setting back to the server processes' own (their environment)."""
+        self._records.forget_settings()
+        return self._controls.reload()
+
+    # --- the clock -----------------------------------------------------------------
+
+    def clock(self) -> ClockView:
+        return self._view(self._controls.reload())
+
+    def advance_clock(self, seconds: float) -> ClockView:
+        if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_ADVANCE:
+            raise AdminError("seconds must be 0 or more (to move the clock back, set it to an instant)")
+        self._store_journal()
+        self._records.advance_clock(seconds)
+        return self._view(self._controls.reload())
+
+    def set_clock(self, instant: datetime) -> ClockView:
+        """Now becomes `instant`; time goes on from there."""
+        if instant.tzinfo is None:
+            raise AdminError("the instant needs a time zone, e.g. 2030-01-01T00:00:00Z")
+        offset = instant.timestamp() - time.time()
+        if abs(offset) > MAX_ADVANCE:
+            raise AdminError("the instant is more than a hundred years away")
+        self._store_journal()
+        self._records.set_clock_offset(offset)
+        return self._view(self._controls.reload())
+
+    def real_clock(self) -> ClockView:
+        self._store_journal()
+        self._records.set_clock_offset(0.0)
+        return self._view(self._controls.reload())
+
+    def _store_journal(self) -> None:
+        # The journal times its buffered requests when it stores them: store them before
+        # the clock moves, so they keep the time they arrived at.
+        if self.journal is not None:
+            self.journal.flush()
+
+    @staticmethod
+    def _view(controls: Controls) -> ClockView:
+        return ClockView(controls.now(), controls.clock_offset)
+
+    # --- reset and the journal -----------------------------------------------------
+
+    def reset(self, *, everything: bool = False) -> None:
+        """Forget cards, write budgets, device scripts and the journal; keep partners, keys
+        and lines (unless `everything`, which also puts settings and the clock back)."""
+        self._records.reset(everything=everything)
+        if self.journal is not None:
+            self.journal.forget()  # its own transaction: on SQLite it has a file of its own
+        self._controls.reload()
+
+    def forget_budgets(self, phone_numbers: list[str]) -> None:
+        """The write budget those lines spent (a seed's cards are not the test's writes)."""
+        self._records.forget_write_attempts(phone_numbers)
+
+    def requests(self, query: Query) -> list[Entry]:
+        if not 1 <= query.limit <= 1000:
+            raise AdminError("limit must be 1 to 1000")
+        if self.journal is None:
+            raise AdminError("no request journal in this process")
+        return self.journal.find(query)
+
+
+def _int(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "profile": (lambda v: v in PROFILES, f"profile must be one of {', '.join(PROFILES)}"),
+    "write_budget": (lambda v: _int(v, 0, 1_000_000), "write_budget must be an integer from 0 (off) to 1000000"),
+    "write_budget_window": (lambda v: _int(v, 1, MAX_ADVANCE), "write_budget_window must be 1 second or more"),
+    "journal_size": (lambda v: _int(v, 0, 1_000_000), "journal_size must be an integer from 0 (off) to 1000000"),
+}

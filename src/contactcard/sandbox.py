@@ -1,0 +1,70 @@
+"""The open sandbox (`contactcard serve --open`, off by default): any bearer key is its own
+partner, made on first use, and any number that partner touches becomes its line unless
+another partner owns it. So the SDKs' generated tests and the seed snippets (key
+`My API Key`, number `+15551234567`) run against a fresh server with no setup, the way
+stripe-mock accepts any test key. Partner isolation still holds between keys: a number
+another key touched first answers `403` to this one, as on a normal server.
+
+It acts before the request reaches the API, by making the partner, key and line the
+request needs; the API then answers as it always does. What it made is remembered in the
+process, so a known key and number cost a set lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+from contactcard import contract, keys
+from contactcard.admin import Admin, AdminError
+from contactcard.errors import ApiError
+
+
+def usable_key(given: str) -> str:
+    """A key the API's parser takes for `given`. A key with spaces (`My API Key`) is not a
+    bearer token; the sandbox stands in a token derived from it, the same every time."""
+    return given if " " not in given else "sandbox-" + hashlib.sha256(given.encode()).hexdigest()[:40]
+
+
+class Sandbox:
+    def __init__(self, admin: Admin) -> None:
+        self._admin = admin
+        self._partners: dict[str, str] = {}  # key hash -> partner id (None: revoked, left alone)
+        self._lines: set[str] = set()  # numbers that have an owner, whoever it is
+        self._lock = threading.Lock()  # one first use at a time: requests arrive in threads
+
+    def known(self, key: str, phone: str | None) -> bool:
+        return keys.key_hash(key) in self._partners and (phone is None or phone in self._lines)
+
+    def prepare(self, key: str, phone: str | None) -> None:
+        """Make the key's partner and the number's line if they do not exist (blocking)."""
+        with self._lock:
+            partner = self._partner(key)
+            if partner is None or phone is None or phone in self._lines:
+                return
+            try:
+                contract.phone_number(phone)
+            except ApiError:
+                return  # not a number: the API answers that
+            try:
+                self._admin.add_line(partner, phone)
+            except AdminError:
+                pass  # another partner's: the API answers 403, as it should
+            self._lines.add(phone)
+
+    def _partner(self, key: str) -> str | None:
+        hashed = keys.key_hash(key)
+        found = self._partners.get(hashed)
+        if found is not None:
+            return found
+        owner = self._admin.key_owner(hashed)
+        if owner is None:
+            made = self._admin.create_partner(f"open sandbox key {keys.display_prefix(key)}")
+            try:
+                self._admin.issue_key(made.id, key)
+                owner = made.id
+            except AdminError:  # another process made it meanwhile
+                owner = self._admin.key_owner(hashed)
+        if owner is not None:
+            self._partners[hashed] = owner
+        return owner
