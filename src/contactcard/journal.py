@@ -2,11 +2,13 @@
 
 The middleware (`http/journaled.py`) hands each finished API request to `Journal.record`,
 which only appends a tuple to an in-memory buffer: no parsing, no header scan, no I/O on
-the event loop. A background thread turns the buffer into rows every `POLL_SECONDS`
-(PostgreSQL: `FLUSH_BESIDE_CARDS_SECONDS`) and stores them in one transaction, so every
-process on the database shares one journal, trimmed to `journal_size` rows; the same
-thread reloads the runtime controls (see `controls.py`). Reading the journal first stores
-this process's buffer, so a test sees its own requests at once.
+the event loop. While someone reads the journal (any process, the CLI included: a read
+marks it for `READERS_WANT_SECONDS`), a background thread turns the buffer into rows every
+`POLL_SECONDS` and stores them in one transaction, so every process on the database shares
+one journal, trimmed to `journal_size` rows; nobody reading, nothing is written, and the
+buffer keeps the newest requests until someone asks. The same thread reloads the runtime
+controls (see `controls.py`). Reading the journal first stores this process's buffer, so a
+test sees its own requests at once.
 
 The buffer holds at most `journal_size` requests (the oldest fall out), so under a flood
 a flush stores no more rows than the journal keeps anyway: the journal's cost per
@@ -35,10 +37,11 @@ from contactcard.controls import POLL_SECONDS, LiveControls
 
 log = logging.getLogger("contactcard")
 
-# How often the buffer is stored when the journal shares the cards' database (PostgreSQL):
-# a store there empties the GET memo, so it happens seldom enough for the memo to keep
-# nearly all of its hits. Reading the journal stores this process's buffer at once anyway.
-FLUSH_BESIDE_CARDS_SECONDS = 5.0
+# A read of the journal asks every process to store its requests for this long (real
+# seconds), renewed by later reads once half of it has passed. Nobody reading: no writes,
+# which keeps the journal's cost on a busy server to an append per request; and on
+# PostgreSQL, where the journal shares the cards' database, no commits to empty the memo.
+READERS_WANT_SECONDS = 60.0
 
 # Requests that are the operator's or the load balancer's, not the API's.
 UNJOURNALED = ("/admin/", "/healthz")
@@ -78,8 +81,8 @@ Row = tuple[str, float, str, str, str | None, int, int | None, float, int | None
 
 
 class JournalStore(Protocol):
-    @property
-    def beside_the_cards(self) -> bool: ...
+    def wanted_until(self) -> float: ...
+    def want(self, until: float) -> None: ...
 
     def add(self, rows: Sequence[Row], keep: int) -> None: ...
     def find(self, query: Query) -> list[Entry]: ...
@@ -102,7 +105,7 @@ class Journal:
         self._flushing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._flush_every = FLUSH_BESIDE_CARDS_SECONDS if store.beside_the_cards else POLL_SECONDS
+        self._asked_until = 0.0  # what this process last wrote as `wanted_until`
 
     @property
     def on(self) -> bool:
@@ -136,12 +139,10 @@ class Journal:
 
     def _run(self) -> None:
         failing = False
-        flushed = time.monotonic()
         while not self._stop.wait(POLL_SECONDS):
             try:
                 self._controls.reload()
-                if time.monotonic() - flushed >= self._flush_every:
-                    flushed = time.monotonic()
+                if time.time() < self._store.wanted_until():
                     self.flush()
             except Exception as exc:  # the database is away: try again next time, the API goes on
                 if not failing:  # once per outage, not twice a second
@@ -168,6 +169,11 @@ class Journal:
                 self._store.add([_row(raw, offset) for raw in taken[-keep:]], keep)
 
     def find(self, query: Query) -> list[Entry]:
+        now = time.time()
+        if self._asked_until - now < READERS_WANT_SECONDS / 2:
+            # Other processes store theirs from their next tick on (within half a second).
+            self._asked_until = now + READERS_WANT_SECONDS
+            self._store.want(self._asked_until)
         self.flush()
         return self._store.find(query)
 

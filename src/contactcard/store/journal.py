@@ -5,6 +5,9 @@ commit to the main file moves its `data_version`, which empties every process's 
 (`memo.py`), and a journal flushed twice a second would otherwise do that twice a second
 under any load. PostgreSQL's version moves with any transaction on the server anyway, so
 there the journal is a table of the main database.
+
+Requests are stored only while someone reads the journal (`journal_readers`): a reader
+marks its interest for a minute, and every process then stores its buffer twice a second.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from contactcard.journal import Entry, Query, Row
 from contactcard.store.db import Database, connect
+from contactcard.store.schema import journal_readers
 from contactcard.store.schema import request_journal as journal
 
 _COLUMNS = (
@@ -44,6 +48,7 @@ def journal_database(database: Database) -> Database:
     # IF NOT EXISTS in one write transaction: processes starting together race to make it.
     with side.writer.begin() as conn:
         conn.execute(CreateTable(journal, if_not_exists=True))
+        conn.execute(CreateTable(journal_readers, if_not_exists=True))
         for index in journal.indexes:
             conn.execute(CreateIndex(index, if_not_exists=True))
     return side
@@ -53,12 +58,6 @@ class JournalRecords:
     def __init__(self, database: Database) -> None:
         self._db = journal_database(database)
         self._owned = self._db is not database  # the side file's engines are ours to close
-
-    @property
-    def beside_the_cards(self) -> bool:
-        """True when the journal shares the cards' database (PostgreSQL): each of its commits
-        then empties every process's GET memo, as any commit there does."""
-        return not self._owned
 
     def close(self) -> None:
         if self._owned:
@@ -78,6 +77,23 @@ class JournalRecords:
             conn.exec_driver_sql(sql, list(rows))
             newest = select(func.max(journal.c.id)).scalar_subquery()
             conn.execute(delete(journal).where(journal.c.id <= newest - keep))
+
+    def wanted_until(self) -> float:
+        """Until when (real unix seconds) someone reads the journal; 0 when nobody has."""
+        with self._db.reader.connect() as conn:
+            value = conn.execute(select(journal_readers.c.wanted_until).where(journal_readers.c.id == 1)).scalar()
+        return float(value or 0.0)
+
+    def want(self, until: float) -> None:
+        """Someone reads the journal until `until`: every process stores its requests meanwhile."""
+        with self._db.writer.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO journal_readers (id, wanted_until) VALUES (1, :until) "
+                    "ON CONFLICT (id) DO UPDATE SET wanted_until = excluded.wanted_until"
+                ),
+                {"until": until},
+            )
 
     def find(self, query: Query) -> list[Entry]:
         found = select(journal)

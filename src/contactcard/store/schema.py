@@ -197,3 +197,12 @@ request_journal = Table(
     Index("ix_request_journal_trace_id", "trace_id"),
     Index("ix_request_journal_at", "at"),
 )
+
+# One row (id 1): until when someone reads the journal (real unix seconds). Processes store
+# their buffered requests only while it lies ahead, so a journal nobody reads costs no writes.
+journal_readers = Table(
+    "journal_readers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("wanted_until", Float, nullable=False),
+)

@@ -43,9 +43,16 @@ def upgrade() -> None:
     with op.batch_alter_table("request_journal", schema=None) as batch_op:
         batch_op.create_index("ix_request_journal_at", ["at"], unique=False)
         batch_op.create_index("ix_request_journal_trace_id", ["trace_id"], unique=False)
+    op.create_table(
+        "journal_readers",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("wanted_until", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_journal_readers")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("journal_readers")
     with op.batch_alter_table("request_journal", schema=None) as batch_op:
         batch_op.drop_index("ix_request_journal_trace_id")
         batch_op.drop_index("ix_request_journal_at")
