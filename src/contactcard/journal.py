@@ -40,9 +40,10 @@ log = logging.getLogger("contactcard")
 # nearly all of its hits. Reading the journal stores this process's buffer at once anyway.
 FLUSH_BESIDE_CARDS_SECONDS = 5.0
 
-# Requests that are the operator's or the load balancer's, not the API's (the dashboard's
-# own pages, and its live view of the journal, would otherwise fill the journal they show).
-UNJOURNALED = ("/admin/", "/dashboard", "/healthz")
+# Requests that are the operator's, the reader's or the load balancer's, not the API's (the
+# dashboard's pages, its icon from /docs and its live view would otherwise fill the journal
+# they show).
+UNJOURNALED = ("/admin/", "/dashboard", "/docs", "/healthz")
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 # The query as the SDKs send it (`phone_number=%2B1555...`), read without parse_qsl.
 _ONE_NUMBER = re.compile(rb"phone_number=(?:%2B|\+)([1-9][0-9]{1,14})")

@@ -235,6 +235,8 @@ def test_pages_answer_within_200_ms_with_10000_cards(dash_server):
         "search": _median_ms(client, "/dashboard/lines", params={"q": "+1777000512"}),
         "one line": _median_ms(client, "/dashboard/lines/+17770005000"),
         "overview": _median_ms(client, "/dashboard/"),
+        "requests": _median_ms(client, "/dashboard/requests"),
+        "controls": _median_ms(client, "/dashboard/controls"),
     }
     api = httpx.Client(base_url=dash_server.base_url, headers={"authorization": f"Bearer {key}"}, timeout=30)
     get_all = _median_ms(api, "/v3/contact_card")
@@ -377,3 +379,28 @@ def test_the_live_view_streams_new_requests_and_resumes_after_the_last_id(dash_s
         next(events)
         missing = httpx.get(f"{dash_server.base_url}/v3/nowhere").headers["x-trace-id"]
         assert json.loads(next(events)["data"])["trace_id"] == missing
+
+
+def test_a_reset_of_everything_forgets_partners_and_puts_the_clock_back(tmp_path):
+    # In-process, on a server of its own: the module's shared server keeps its partners.
+    token = "a-long-admin-token-here"
+    admin = {"authorization": f"Bearer {token}"}
+    with TestClient(_app(tmp_path, token), base_url="https://cards.example.test") as c:
+        assert c.post("/admin/v1/partners", json={"name": "goes"}, headers=admin).status_code == 200
+        assert c.post("/admin/v1/clock/advance", json={"seconds": 3600}, headers=admin).status_code == 200
+        csrf = csrf_of(c.get("/dashboard/sign-in").text)
+        assert c.post("/dashboard/sign-in", data={"csrf": csrf, "token": token}).status_code == 200
+        csrf = csrf_of(c.get("/dashboard/controls/reset").text)
+        # The cards-only reset keeps the partner; everything takes it, and the clock is real again.
+        kept = c.post("/dashboard/controls/reset", data={"csrf": csrf, "confirm": "reset"}, follow_redirects=False)
+        assert kept.status_code == 303 and kept.headers["location"].endswith("/controls?done=reset")
+        assert [p["name"] for p in c.get("/admin/v1/partners", headers=admin).json()] == ["goes"]
+        gone = c.post(
+            "/dashboard/controls/reset",
+            data={"csrf": csrf, "confirm": " Reset ", "everything": "on"},
+            follow_redirects=False,
+        )
+        assert gone.status_code == 303 and gone.headers["location"].endswith("/controls?done=everything")
+        assert c.get("/admin/v1/partners", headers=admin).json() == []
+        assert c.get("/admin/v1/clock", headers=admin).json()["real"] is True
+        assert "everything is forgotten" in c.get("/dashboard/controls?done=everything").text
