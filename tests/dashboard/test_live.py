@@ -9,7 +9,10 @@ import anyio
 import orjson
 
 from contactcard.dashboard import journal as page
+from contactcard.dashboard.session import COOKIE, Session, Sessions
+from contactcard.http.app import create_app
 from contactcard.journal import Entry, Query
+from contactcard.settings import Settings
 
 
 class FakeKit:
@@ -76,3 +79,51 @@ def test_after_a_reset_the_stream_starts_again_from_the_first_id(monkeypatch):
 
     chunks = _collect(kit, Query(limit=100), after=10, lasting=0.5, during=reset_then_new_requests)
     assert _ids(chunks) == [1, 2]
+
+
+def test_a_client_that_leaves_ends_its_stream_at_once(tmp_path):
+    # The whole app, edge middleware included, as uvicorn drives it: the stream must notice
+    # the disconnect itself, not run out its two minutes.
+    token = "a-long-admin-token-here"
+    app = create_app(Settings(data_dir=tmp_path, admin_token=token))
+    cookie = f"{COOKIE}={Sessions(token).dump(Session.new(signed_in=True))}"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},  # uvicorn's
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/dashboard/requests/live",
+        "raw_path": b"/dashboard/requests/live",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), (b"cookie", cookie.encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+        "state": {},
+    }
+    sent: list[dict[str, Any]] = []
+    received = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        received += 1
+        if received == 1:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await anyio.sleep(0.3)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def run() -> float:
+        started = time.monotonic()
+        with anyio.fail_after(10):
+            await app(scope, receive, send)  # type: ignore[arg-type]
+        return time.monotonic() - started
+
+    took = anyio.run(run)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert dict(sent[0]["headers"])[b"content-type"].startswith(b"text/event-stream")
+    assert b"retry: 1000" in b"".join(m.get("body", b"") for m in sent[1:])
+    assert took < 5, took
