@@ -69,6 +69,7 @@ class FakeStore:
         self.cards: dict[str, Card] = {}  # phone -> its card
         self.attempts: dict[str, list[float]] = {}  # phone -> times of writes that reached the device
         self.journal = journal if journal is not None else []  # the order of side effects
+        self.events: list[Any] = []  # webhook events recorded with card changes
         self.unavailable = False  # True: every call raises StoreUnavailable
         self._ids = itertools.count(1)
 
@@ -129,15 +130,20 @@ class FakeStore:
         prune_before: float,
         image_url: str | None,
         device_scripted: bool | None = None,
+        card_id: str | None = None,
+        event: Any = None,
     ) -> Stored:
+
         self._check()
+        if event is not None:
+            self.events.append(event)  # recorded with the change, as the store's outbox does
         self.journal.append("store_inactive")
         if attempt_at is not None:
             kept = [at for at in self.attempts.get(phone, []) if at > prune_before]
             self.attempts[phone] = [*kept, attempt_at]
         old = self.cards.get(phone)
         card = Card(
-            id=old.id if old is not None else f"card-{next(self._ids)}",
+            id=old.id if old is not None else (card_id or f"card-{next(self._ids)}"),
             phone_number=phone,
             first_name=values.first_name,
             last_name=values.last_name,

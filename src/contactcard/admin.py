@@ -12,15 +12,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from contactcard import contract, keys
+from contactcard.card import Card
 from contactcard.device import DeviceScript, DeviceView, SimulatedDevice
 from contactcard.errors import ApiError
-from contactcard.store.accounts import Accounts, KeyInUse, LineTaken, NoSuchPartner
+from contactcard.store.accounts import Accounts, DeliveryRow, KeyInUse, LineTaken, NoSuchPartner
 from contactcard.store.accounts import KeyRow as KeyInfo
 from contactcard.store.accounts import LineCardRow as LineCard
 from contactcard.store.accounts import LineRow as Line
 from contactcard.store.accounts import PartnerRow as Partner
+from contactcard.webhooks import events
 
-__all__ = ["Admin", "AdminError", "IssuedKey", "KeyInfo", "Line", "LineCard", "Partner"]
+__all__ = ["Admin", "AdminError", "DeliveryRow", "IssuedKey", "KeyInfo", "Line", "LineCard", "Partner"]
 
 
 # What a number search may be: a phone number's first characters (`+` and digits).
@@ -43,9 +45,10 @@ class IssuedKey:
 
 
 class Admin:
-    def __init__(self, accounts: Accounts, device: SimulatedDevice) -> None:
+    def __init__(self, accounts: Accounts, device: SimulatedDevice, *, card_url_prefix: str = "") -> None:
         self._accounts = accounts
         self.device = device
+        self._card_url_prefix = card_url_prefix  # where the CDN serves card images (for events)
 
     def create_partner(self, name: str) -> Partner:
         name = name.strip()
@@ -98,8 +101,31 @@ class Admin:
             raise AdminError(f"{phone_number} already belongs to another partner") from None
 
     def remove_line(self, phone_number: str) -> None:
-        if not self._accounts.remove_line(phone_number):
+        """Remove the line; its card, if any, is gone too (`contact_card.deleted`)."""
+        if not self._accounts.remove_line(phone_number, self._deleted_event):
             raise AdminError(f"no line {phone_number}", not_found=True)
+
+    def _deleted_event(self, partner_id: str, card: Card) -> events.Outbox:
+        view = events.CardView(card.id, card.first_name, card.last_name, card.image_url(self._card_url_prefix))
+        return events.card_event(
+            events.CARD_DELETED,
+            partner_id=partner_id,
+            phone_number=card.phone_number,
+            card=view,
+            at=datetime.now(UTC),
+            trace_id="",
+            actor="system",
+        )
+
+    def list_deliveries(self, subscription_id: str | None = None, event_id: str | None = None) -> list[DeliveryRow]:
+        return self._accounts.deliveries(subscription_id=subscription_id, event_id=event_id)
+
+    def redeliver(self, event_id: str, subscription_id: str) -> DeliveryRow:
+        """Send one delivery again now (whatever became of it), with a fresh retry schedule."""
+        if not self._accounts.redeliver(event_id, subscription_id, datetime.now(UTC).timestamp()):
+            raise AdminError(f"no delivery of event {event_id} to subscription {subscription_id}", not_found=True)
+        (row,) = self._accounts.deliveries(subscription_id=subscription_id, event_id=event_id)
+        return row
 
     def list_lines(self, partner_id: str | None = None) -> list[Line]:
         return self._accounts.lines(partner_id)

@@ -29,7 +29,10 @@ from contactcard.store.devices import DeviceRecords
 from contactcard.store.journal import JournalRecords
 from contactcard.store.locks import AdvisoryLocks, LineLocks
 from contactcard.store.reads import CardReads
+from contactcard.store.webhooks import WebhookStore
 from contactcard.store.writer import PostgresWriter, SqliteWriter, Writer
+from contactcard.webhooks.delivery import Clock, DeliveryWorker, RetryPolicy, WebhookSender
+from contactcard.webhooks.subscriptions import Subscriptions
 
 
 class FetcherOnFirstUse:
@@ -61,9 +64,14 @@ class Services:
     controls: LiveControls
     journal: Journal
     kit: Kit
+    subscriptions: Subscriptions
+    deliveries: DeliveryWorker
+    sender: WebhookSender
 
     async def aclose(self) -> None:
         """Let queued writes finish and close what is bound to the event loop."""
+        await self.deliveries.aclose()
+        await self.sender.aclose()
         await self.locks.aclose()
         await self.reads.aclose()
 
@@ -124,7 +132,8 @@ def kit_for(settings: Settings, database: Database) -> Kit:
     return Kit(ControlRecords(database), controls, Journal(JournalRecords(database), controls))
 
 
-def build(settings: Settings, *, run_migrations: bool = True) -> Services:
+def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | None = None) -> Services:
+    """`clock`: the time webhook retries are due by (the runtime controls' clock when None)."""
     database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
     if run_migrations:
         migrate(database)
@@ -155,6 +164,21 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
     )
     metrics = Metrics() if settings.metrics != "off" else None
     controls = controls_for(settings, database)
+    webhook_store = WebhookStore(writer, dialect=database.dialect)
+    sender = WebhookSender(
+        policy, timeout=settings.webhook_attempt_timeout, max_answer_bytes=settings.webhook_max_answer_bytes
+    )
+    deliveries = DeliveryWorker(
+        webhook_store,
+        sender,
+        clock=clock or controls,  # a moved test clock makes due retries run
+        retry=RetryPolicy(settings.retry_delays),
+        concurrency=settings.webhook_concurrency,
+        per_target=settings.webhook_concurrency_per_target,
+        poll_interval=settings.webhook_poll_interval,
+        # A process that died mid-attempt holds it no longer than this.
+        lease=settings.webhook_attempt_timeout + 5,
+    )
     cards = ContactCards(
         reads=reads,
         # The device is the simulated one: its steps join the card's statements.
@@ -173,9 +197,26 @@ def build(settings: Settings, *, run_migrations: bool = True) -> Services:
         read_cache_size=settings.read_cache_size,
         tally=metrics,
         controls=controls,
+        on_event=deliveries.wake,  # the write's event is due now: look at once
     )
-    admin = Admin(Accounts(database), device)
+    admin = Admin(Accounts(database), device, card_url_prefix=rules.own_cdn_prefix)
     readiness = Readiness(database, cdn, timeout=settings.database_timeout)
     journal = Journal(JournalRecords(database), controls)
     kit = Kit(ControlRecords(database), controls, journal)
-    return Services(database, cards, admin, cdn, writer, reads, locks, readiness, metrics, controls, journal, kit)
+    return Services(
+        database,
+        cards,
+        admin,
+        cdn,
+        writer,
+        reads,
+        locks,
+        readiness,
+        metrics,
+        controls,
+        journal,
+        kit,
+        Subscriptions(webhook_store, policy, on_event=deliveries.wake),
+        deliveries,
+        sender,
+    )

@@ -40,9 +40,14 @@ clock_app = typer.Typer(
     help="The servers' clock, which every time rule reads. Without a command: show it.",
     invoke_without_command=True,
 )
+webhooks_app = typer.Typer(help="Webhook deliveries: list them, send one again.", no_args_is_help=True)
+listen_app = typer.Typer(help="Webhooks for developers.", no_args_is_help=True)
+app.add_typer(listen_app, name="webhooks")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(settings_app, name="settings")
 admin_app.add_typer(clock_app, name="clock")
+admin_app.add_typer(webhooks_app, name="webhooks")
+
 admin_app.add_typer(partner_app, name="partner")
 admin_app.add_typer(key_app, name="key")
 admin_app.add_typer(line_app, name="line")
@@ -518,6 +523,69 @@ def requests(
                 last = entry.id
     except KeyboardInterrupt:
         pass
+
+
+@webhooks_app.command("deliveries")
+def webhook_deliveries(
+    subscription_id: Annotated[str | None, typer.Option("--subscription")] = None,
+    event_id: Annotated[str | None, typer.Option("--event")] = None,
+) -> None:
+    """Deliveries, newest first, of one subscription or one event."""
+    table = Table("event", "subscription", "type", "status", "attempts", "answer", "ms", "error")
+    for d in _admin().list_deliveries(subscription_id, event_id):
+        table.add_row(
+            d.event_id,
+            d.subscription_id,
+            d.event_type,
+            d.status,
+            str(d.attempts),
+            str(d.last_status or ""),
+            f"{d.last_latency_ms:.0f}" if d.last_latency_ms is not None else "",
+            d.last_error or "",
+        )
+    console.print(table)
+
+
+@webhooks_app.command("redeliver")
+def webhook_redeliver(event_id: str, subscription_id: str) -> None:
+    """Send one delivery again now, with a fresh retry schedule."""
+    _admin().redeliver(event_id, subscription_id)
+    console.print(f"queued {event_id} for {subscription_id}")
+
+
+@listen_app.command("listen")
+def webhooks_listen(
+    key: Annotated[str, typer.Option(help="The partner's API key.", envvar="CONTACTCARD_LISTEN_KEY")],
+    forward_to: Annotated[str | None, typer.Option(help="Your handler's URL; deliveries are POSTed there.")] = None,
+    server: Annotated[str, typer.Option(help="The server's base URL.")] = "http://127.0.0.1:8000",
+    events: Annotated[list[str] | None, typer.Option("--event", help="An event type (repeatable).")] = None,
+    port: Annotated[int, typer.Option(help="Port of the local receiver; 0: any free one.")] = 0,
+) -> None:
+    """Subscribe a local receiver, print each verified delivery, forward it; until Ctrl-C.
+
+    The server must allow private hosts (`CONTACTCARD_IMAGE_ALLOW_PRIVATE=true`)."""
+    import time
+
+    from contactcard.webhooks.listen import Listener, ListenError
+
+    chosen = events or ["contact_card.created", "contact_card.updated", "contact_card.deleted"]
+    listener = Listener(
+        server, key, forward_to, events=chosen, show=lambda line: console.print(line, markup=False), port=port
+    )
+    try:
+        listener.start()
+    except ListenError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"Ready: subscription {listener.subscription_id} sends {', '.join(chosen)} to {listener.target_url}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.stop()
+        console.print("stopped; the subscription is deleted")
 
 
 def main() -> None:

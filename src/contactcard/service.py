@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import anyio.to_thread
@@ -34,6 +36,7 @@ from contactcard.logs import note
 from contactcard.store.cards import CardValues, LineState, Stored
 from contactcard.store.locks import LineBusy
 from contactcard.store.writer import StoreUnavailable
+from contactcard.webhooks import events
 
 log = logging.getLogger("contactcard")
 
@@ -122,6 +125,8 @@ class CardWrites(Protocol):
         prune_before: float,
         image_url: str | None,
         device_scripted: bool | None = None,
+        card_id: str | None = None,
+        event: events.Outbox | None = None,
     ) -> Stored: ...
     async def mark_active(self, card: Card) -> Card: ...
 
@@ -146,6 +151,7 @@ class ContactCards:
         policy: Policy,
         read_cache_size: int = 0,
         clock: Any = time.time,
+        on_event: Callable[[], None] | None = None,
         tally: Tally | None = None,
         controls: RuntimeControls | None = None,
     ) -> None:
@@ -159,6 +165,7 @@ class ContactCards:
         self._policy = policy
         self.read_cache_size = read_cache_size  # GET-by-number answers the HTTP layer may keep
         self._tally = tally or NoTally()
+        self._on_event = on_event  # wakes this process's webhook worker
         # The profile, the budget and the clock come from the runtime controls; `policy`
         # gives the rest (and everything, with `clock`, when no controls are given).
         self._controls: RuntimeControls = controls or FixedControls(policy, clock)
@@ -204,7 +211,7 @@ class ContactCards:
 
     # --- writes ---------------------------------------------------------------------
 
-    async def setup(self, key_hash: str, request: SetupRequest) -> WriteResult:
+    async def setup(self, key_hash: str, request: SetupRequest, trace_id: str = "") -> WriteResult:
         phone = request.phone_number
         async with self._line(phone):
             state = await self._state(key_hash, phone)
@@ -213,9 +220,9 @@ class ContactCards:
             self._check_budget(state)
             blob = await self._rehost(request.image_url) if request.image_url is not None else None
             values = CardValues(request.first_name, request.last_name, blob, request.image_url)
-            return await self._store_and_apply(phone, values, state)
+            return await self._store_and_apply(phone, values, state, trace_id)
 
-    async def update(self, key_hash: str, phone: str, request: UpdateRequest) -> WriteResult:
+    async def update(self, key_hash: str, phone: str, request: UpdateRequest, trace_id: str = "") -> WriteResult:
         async with self._line(phone):
             state = await self._state(key_hash, phone)
             current = state.card
@@ -225,7 +232,7 @@ class ContactCards:
             if not await self._rcs_available(state, phone):
                 raise ApiError(errors.RCS_UNAVAILABLE)
             self._check_budget(state)
-            return await self._store_and_apply(phone, await self._merged(current, request), state)
+            return await self._store_and_apply(phone, await self._merged(current, request), state, trace_id)
 
     async def _merged(self, current: Card, request: UpdateRequest) -> CardValues:
         """A PATCH: present fields replace, absent ones keep, `null` clears."""
@@ -298,9 +305,11 @@ class ContactCards:
             retry_after=wait,
         )
 
-    async def _store_and_apply(self, phone: str, values: CardValues, state: LineState) -> WriteResult:
+    async def _store_and_apply(self, phone: str, values: CardValues, state: LineState, trace_id: str) -> WriteResult:
         now = self._controls.time()
         controls = self._controls.current
+        card_id = state.card.id if state.card is not None else uuid.uuid4().hex
+        event = self._event(phone, values, state, card_id, trace_id, now)
         image_url = f"{self.rules.own_cdn_prefix}{values.image_blob}" if values.image_blob else None
         stored = await self._writes.store_inactive(
             phone,
@@ -309,7 +318,11 @@ class ContactCards:
             prune_before=now - controls.write_budget_window,
             image_url=image_url,
             device_scripted=state.device_scripted,
+            card_id=card_id,
+            event=event,
         )
+        if event is not None and self._on_event is not None:
+            self._on_event()
         card, outcome = stored.card, stored.outcome
         if outcome is None:
             outcome = await self._device.apply(card, image_url)
@@ -332,6 +345,37 @@ class ContactCards:
         if self._controls.current.profile == "hosted":
             return WriteResult(self.public(card), ApiError(errors.APPLY_INCOMPLETE))
         return WriteResult(self.public(card))
+
+    def _event(
+        self, phone: str, values: CardValues, state: LineState, card_id: str, trace_id: str, now: float
+    ) -> events.Outbox | None:
+        """The webhook event this write makes: `created` for a line's first card, `updated`
+        with exactly the fields that change, none when nothing changes."""
+        assert state.partner_id is not None  # checked by `_state`
+        prefix = self.rules.own_cdn_prefix
+        after = events.CardView(
+            card_id,
+            values.first_name,
+            values.last_name,
+            f"{prefix}{values.image_blob}" if values.image_blob else None,
+        )
+        at = datetime.fromtimestamp(now, UTC)
+        changed = None
+        if state.card is not None:
+            before = state.card
+            view = events.CardView(card_id, before.first_name, before.last_name, self.image_url(before))
+            changed = events.change(view, after)
+            if not changed:
+                return None
+        return events.card_event(
+            events.CARD_CREATED if changed is None else events.CARD_UPDATED,
+            partner_id=state.partner_id,
+            phone_number=phone,
+            card=after,
+            at=at,
+            trace_id=trace_id,
+            changed=changed,
+        )
 
     def image_url(self, card: Card) -> str | None:
         return card.image_url(self.rules.own_cdn_prefix)

@@ -97,6 +97,30 @@ class Settings(BaseSettings):
     )
     image_fetch_timeout: float = Field(10.0, gt=0, description="Total deadline for one image fetch, in seconds.")
     image_max_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest image download accepted, in bytes.")
+    webhook_retry_delays: str = Field(
+        "5,10,20,40,80,160,320,600,600",
+        description="Seconds before each retry of a failed webhook delivery, comma-separated (each varies "
+        "by ±20 %); their count is the retries, so the default makes 10 attempts over about 30 minutes. "
+        "Target URLs follow the image rules: private hosts only with the image private-host settings.",
+    )
+    webhook_attempt_timeout: float = Field(
+        10.0, gt=0, description="Total deadline for one webhook delivery attempt, in seconds."
+    )
+    webhook_max_answer_bytes: int = Field(
+        4096, gt=0, description="Most bytes of a receiver's answer read per attempt (the status is what counts)."
+    )
+    webhook_concurrency: int = Field(16, ge=1, description="Webhook deliveries one process makes at once.")
+    webhook_concurrency_per_target: int = Field(
+        8,
+        ge=1,
+        description="Of those, at most this many to one subscription: a slow receiver cannot take them all.",
+    )
+    webhook_poll_interval: float = Field(
+        0.5,
+        gt=0,
+        description="How often each process looks for due webhook attempts it was not told of "
+        "(retries, events recorded by other processes), in seconds.",
+    )
     s3_bucket: str | None = Field(
         None,
         description="Keep rehosted images in this S3-compatible bucket (objects `contact-card/<sha256>.<ext>`), "
@@ -170,6 +194,10 @@ class Settings(BaseSettings):
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "cdn"
+
+    @property
+    def retry_delays(self) -> tuple[float, ...]:
+        return tuple(float(d) for d in self.webhook_retry_delays.split(",") if d.strip())
 
     @property
     def allowed_image_hosts(self) -> frozenset[str]:

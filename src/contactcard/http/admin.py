@@ -202,6 +202,35 @@ def remove_line(phone_number: str, admin: AdminDep) -> None:
     admin.remove_line(phone_number)
 
 
+class DeliveryOut(BaseModel):
+    event_id: str
+    subscription_id: str
+    partner_id: str
+    event_type: str
+    phone_number: str | None
+    status: str
+    attempts: int
+    next_attempt_at: float | None
+    last_status: int | None
+    last_error: str | None
+    last_latency_ms: float | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@router.get("/webhook-deliveries", response_model=list[DeliveryOut])
+def list_deliveries(
+    admin: AdminDep, subscription_id: str | None = None, event_id: str | None = None
+) -> list[DeliveryOut]:
+    """Deliveries, newest first: attempts, status, last answer, latency, error, next attempt."""
+    return [DeliveryOut(**d.__dict__) for d in admin.list_deliveries(subscription_id, event_id)]
+
+
+@router.post("/webhook-deliveries/{event_id}/{subscription_id}/redeliver", response_model=DeliveryOut)
+def redeliver(event_id: str, subscription_id: str, admin: AdminDep) -> DeliveryOut:
+    return DeliveryOut(**admin.redeliver(event_id, subscription_id).__dict__)
+
+
 @router.get("/devices/{phone_number}", response_model=DeviceOut)
 def device_view(phone_number: str, admin: AdminDep) -> DeviceOut:
     return _device(admin.device_view(phone_number))

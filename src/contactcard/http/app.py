@@ -27,7 +27,7 @@ from contactcard import errors
 from contactcard.bootstrap import Services, build
 from contactcard.contract import MAX_BODY_BYTES
 from contactcard.errors import ApiError
-from contactcard.http import cards, openapi, pages, reference
+from contactcard.http import cards, openapi, pages, reference, webhooks
 from contactcard.http.edge import BodyTooLarge, Edge
 from contactcard.http.envelope import error_response, json_response
 from contactcard.http.journaled import Journaled
@@ -119,8 +119,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # request in a few dozen waited ~50 ms for a collection under load.
         gc.collect()
         gc.freeze()
+        services.deliveries.start()  # every process delivers: no extra service to run
         services.journal.start()
         sampler = asyncio.ensure_future(_sample_database(services)) if services.metrics else None
+
         yield
         if sampler is not None:
             sampler.cancel()
@@ -147,6 +149,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         Route("/readyz", pages.readyz, methods=["GET"]),
         *([Route("/metrics", pages.metrics, methods=["GET"])] if settings.metrics == "admin" else []),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        *webhooks.routes(),
         *_admin_routes(settings, services, docs_base),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=error_handlers(docs_base))
@@ -154,8 +157,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.settings = settings
     app.state.cards = services.cards
     app.state.cdn = services.cdn
+    app.state.subscriptions = services.subscriptions
     app.state.readiness = services.readiness
     app.state.metrics = services.metrics
+
     fast = cards.FastGet(app, services.cards, docs_base)
     inner: ASGIApp = fast
     if settings.open_sandbox:

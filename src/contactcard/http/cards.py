@@ -129,7 +129,7 @@ async def _setup(request: Request, service: ContactCards, hashed_key: str) -> Re
         lambda: contract.setup_request(contract.json_object(raw, request.headers.get("content-type")), service.rules),
     )
     request.state.phone_number = setup.phone_number  # for the request journal (the body is not kept)
-    return _written(await service.setup(hashed_key, setup))
+    return _written(await service.setup(hashed_key, setup, _trace_id(request)))
 
 
 async def _update(request: Request, service: ContactCards, hashed_key: str) -> Response:
@@ -142,10 +142,15 @@ async def _update(request: Request, service: ContactCards, hashed_key: str) -> R
         return phone, contract.update_request(body, service.rules)
 
     phone, update = await _validated(service, hashed_key, parse)
-    return _written(await service.update(hashed_key, phone, update))
+    return _written(await service.update(hashed_key, phone, update, _trace_id(request)))
 
 
 def _written(result: WriteResult) -> Response:
     if result.error is not None:
         raise result.error
     return json_response(result.card)
+
+
+def _trace_id(request: Request) -> str:
+    trace_id: str = request.scope.get("state", {}).get("trace_id", "")
+    return trace_id

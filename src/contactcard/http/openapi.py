@@ -11,8 +11,10 @@ from typing import Any
 
 from contactcard import errors
 from contactcard.contract import E164, MAX_BODY_BYTES, NAME_MAX
+from contactcard.webhooks.events import DOC_URL, EVENT_TYPES
 
 CARD_PATHS = ("/v3/contact_card", "/api/partner/v3/contact_card")
+WEBHOOK_PREFIXES = ("/v3", "/api/partner/v3")
 
 # The codes each operation can answer with, by HTTP status.
 _COMMON = {401: [2004], 413: [1413], 500: [3006], 503: [4006, 4007]}
@@ -36,6 +38,12 @@ OPERATION_ERRORS: dict[str, dict[int, list[int]]] = {
         500: [2022, 3006],
         503: [4004, 4005, 4006, 4007],
     },
+    "list_subscriptions": {**_COMMON},
+    "create_subscription": {400: [1001, 1002, 1003, 1005], 403: [2005], **_COMMON},
+    "get_subscription": {404: [2001], **_COMMON},
+    "update_subscription": {400: [1002, 1003, 1005], 403: [2005], 404: [2001], **_COMMON},
+    "delete_subscription": {404: [2001], **_COMMON},
+    "list_event_types": {**_COMMON},
 }
 
 _PHONE = {"type": "string", "pattern": f"^{E164.pattern}$", "examples": ["+15551234567"]}
@@ -83,6 +91,87 @@ _SCHEMAS: dict[str, Any] = {
             "first_name": _NAME,
             "last_name": {**_NAME, "type": ["string", "null"], "minLength": 0},
             "image_url": {**_IMAGE_URL, "type": ["string", "null"]},
+        },
+    },
+    "WebhookSubscription": {
+        "type": "object",
+        "required": [
+            "id",
+            "target_url",
+            "subscribed_events",
+            "phone_numbers",
+            "is_active",
+            "created_at",
+            "updated_at",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "target_url": {"type": "string"},
+            "subscribed_events": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookEventType"}},
+            "phone_numbers": {"type": ["array", "null"], "items": _PHONE},
+            "is_active": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "signing_secret": {
+                "type": "string",
+                "description": "`whsec_` + base64 of the HMAC key; only in the answer to create.",
+            },
+        },
+        "additionalProperties": False,
+    },
+    "WebhookSubscriptionList": {
+        "type": "object",
+        "required": ["subscriptions"],
+        "properties": {
+            "subscriptions": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookSubscription"}}
+        },
+        "additionalProperties": False,
+    },
+    "WebhookEventType": {"type": "string", "enum": list(EVENT_TYPES)},
+    "WebhookEventList": {
+        "type": "object",
+        "required": ["events", "doc_url"],
+        "properties": {
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookEventType"}},
+            "doc_url": {"const": DOC_URL},
+        },
+        "additionalProperties": False,
+    },
+    "CreateWebhookSubscription": {
+        "type": "object",
+        "required": ["target_url", "subscribed_events"],
+        "properties": {
+            "target_url": {
+                "type": "string",
+                "maxLength": 2048,
+                "description": "Absolute https URL (public hosts only, as image URLs); one subscription per "
+                "URL per partner. `?version=YYYY-MM-DD` selects the bodies' `webhook_version`.",
+            },
+            "subscribed_events": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/components/schemas/WebhookEventType"},
+            },
+            "phone_numbers": {
+                "type": ["array", "null"],
+                "items": _PHONE,
+                "maxItems": 1000,
+                "description": "Lines of the partner to receive events of; null or empty: every line.",
+            },
+        },
+    },
+    "UpdateWebhookSubscription": {
+        "type": "object",
+        "description": "Present fields replace stored ones; the signing secret never changes.",
+        "properties": {
+            "target_url": {"type": "string", "maxLength": 2048},
+            "subscribed_events": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/components/schemas/WebhookEventType"},
+            },
+            "phone_numbers": {"type": ["array", "null"], "items": _PHONE, "maxItems": 1000},
+            "is_active": {"type": "boolean"},
         },
     },
     "Error": {
@@ -134,14 +223,11 @@ def _error_response(status: int, codes: list[int]) -> dict[str, Any]:
     }
 
 
-def _responses(method: str, success_schema: str) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        "200": {
-            "description": "OK",
-            "headers": _TRACE,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{success_schema}"}}},
-        }
-    }
+def _responses(method: str, success_schema: str | None, success: str = "200") -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": "OK" if success_schema else "Done, no body", "headers": _TRACE}
+    if success_schema:
+        ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{success_schema}"}}}
+    responses: dict[str, Any] = {success: ok}
     for status, codes in sorted(OPERATION_ERRORS[method].items()):
         responses[str(status)] = _error_response(status, codes)
     return responses
@@ -187,6 +273,59 @@ def _operations() -> dict[str, Any]:
     }
 
 
+def _body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+_SUBSCRIPTION_ID = {"name": "subscription_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _webhook_paths(prefix: str, suffix: str) -> dict[str, Any]:
+    return {
+        f"{prefix}/webhook-subscriptions": {
+            "get": {
+                "operationId": "listWebhookSubscriptions" + suffix,
+                "summary": "List webhook subscriptions, active and inactive",
+                "responses": _responses("list_subscriptions", "WebhookSubscriptionList"),
+            },
+            "post": {
+                "operationId": "createWebhookSubscription" + suffix,
+                "summary": "Create a webhook subscription (the answer holds the signing secret, once)",
+                "requestBody": _body("CreateWebhookSubscription"),
+                "responses": _responses("create_subscription", "WebhookSubscription", "201"),
+            },
+        },
+        f"{prefix}/webhook-subscriptions/{{subscription_id}}": {
+            "get": {
+                "operationId": "getWebhookSubscription" + suffix,
+                "summary": "Get a webhook subscription",
+                "parameters": [_SUBSCRIPTION_ID],
+                "responses": _responses("get_subscription", "WebhookSubscription"),
+            },
+            "put": {
+                "operationId": "updateWebhookSubscription" + suffix,
+                "summary": "Update a webhook subscription",
+                "parameters": [_SUBSCRIPTION_ID],
+                "requestBody": {**_body("UpdateWebhookSubscription"), "required": False},
+                "responses": _responses("update_subscription", "WebhookSubscription"),
+            },
+            "delete": {
+                "operationId": "deleteWebhookSubscription" + suffix,
+                "summary": "Delete a webhook subscription",
+                "parameters": [_SUBSCRIPTION_ID],
+                "responses": _responses("delete_subscription", None, "204"),
+            },
+        },
+        f"{prefix}/webhook-events": {
+            "get": {
+                "operationId": "listWebhookEventTypes" + suffix,
+                "summary": "The event types a subscription may name",
+                "responses": _responses("list_event_types", "WebhookEventList"),
+            }
+        },
+    }
+
+
 def document(server_url: str) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for index, path in enumerate(CARD_PATHS):
@@ -195,6 +334,8 @@ def document(server_url: str) -> dict[str, Any]:
             for operation in operations.values():
                 operation["operationId"] += "Partner"
         paths[path] = operations
+    for index, prefix in enumerate(WEBHOOK_PREFIXES):
+        paths.update(_webhook_paths(prefix, "Partner" if index else ""))
     paths["/cdn/contact-card/{name}"] = {
         "get": {
             "operationId": "getCdnImage",

@@ -3,15 +3,29 @@ off the hot path)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from contactcard.card import Card
 from contactcard.store.db import Database
-from contactcard.store.schema import api_keys, cards, device_displays, device_scripts, lines, partners
+from contactcard.store.schema import (
+    api_keys,
+    cards,
+    device_displays,
+    device_scripts,
+    lines,
+    partners,
+    webhook_deliveries,
+    webhook_subscriptions,
+)
+from contactcard.store.webhooks import fan_out
+from contactcard.store.writer import sqlite_value
+from contactcard.webhooks.events import Outbox
 
 
 class NoSuchPartner(Exception):
@@ -50,7 +64,35 @@ class LineRow:
     is_active: bool
 
 
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One event's delivery to one subscription, as its last attempt left it."""
+
+    event_id: str
+    subscription_id: str
+    partner_id: str
+    event_type: str
+    phone_number: str | None
+    status: str  # pending | delivered | failed
+    attempts: int
+    next_attempt_at: float | None  # on the server's clock; only while pending
+    last_status: int | None
+    last_error: str | None
+    last_latency_ms: float | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
 _LINE_COLUMNS = (lines.c.phone_number, lines.c.partner_id, cards.c.id, cards.c.is_active)
+_CARD_COLUMNS = (
+    cards.c.id,
+    cards.c.first_name,
+    cards.c.last_name,
+    cards.c.image_blob,
+    cards.c.image_source_url,
+    cards.c.is_active,
+    cards.c.ever_active,
+)
 
 
 class Accounts:
@@ -121,14 +163,86 @@ class Accounts:
                 )
             return _line(conn, phone_number)
 
-    def remove_line(self, phone_number: str) -> bool:
-        """Remove the line with its card and its device's records; False when there is none."""
+    def remove_line(self, phone_number: str, deleted: Callable[[str, Card], Outbox] | None = None) -> bool:
+        """Remove the line with its card and its device's records; False when there is none.
+
+        `deleted` makes the `contact_card.deleted` event of the card (given its partner),
+        recorded in the same transaction as the removal."""
         with self._db.writer.begin() as conn:
+            found = conn.execute(
+                select(lines.c.partner_id, *_CARD_COLUMNS)
+                .select_from(lines)
+                .join(cards, cards.c.phone_number == lines.c.phone_number)
+                .where(lines.c.phone_number == phone_number)
+            ).first()
+            if found is not None and deleted is not None:
+                card = Card(
+                    id=found.id,
+                    phone_number=phone_number,
+                    first_name=found.first_name,
+                    last_name=found.last_name,
+                    image_blob=found.image_blob,
+                    image_source_url=found.image_source_url,
+                    is_active=bool(found.is_active),
+                    ever_active=bool(found.ever_active),
+                )
+                stmt = fan_out(deleted(found.partner_id, card))
+                params = stmt.params
+                if self._db.dialect == "sqlite":  # the text the writer stores, not the driver's
+                    params = {k: sqlite_value(v) for k, v in params.items()}
+                conn.execute(text(stmt.sql), params)
             conn.execute(delete(cards).where(cards.c.phone_number == phone_number))
             gone = conn.execute(delete(lines).where(lines.c.phone_number == phone_number))
             conn.execute(delete(device_scripts).where(device_scripts.c.phone_number == phone_number))
             conn.execute(delete(device_displays).where(device_displays.c.phone_number == phone_number))
             return bool(gone.rowcount)
+
+    def deliveries(
+        self, *, subscription_id: str | None = None, event_id: str | None = None, limit: int = 200
+    ) -> list[DeliveryRow]:
+        """The newest deliveries first, of one subscription or one event, or of all."""
+        d = webhook_deliveries.c
+        query = (
+            select(*webhook_deliveries.c, webhook_subscriptions.c.partner_id)
+            .join(webhook_subscriptions, webhook_subscriptions.c.id == d.subscription_id)
+            .order_by(d.created_at.desc(), d.event_id)
+            .limit(limit)
+        )
+        if subscription_id:
+            query = query.where(d.subscription_id == subscription_id)
+        if event_id:
+            query = query.where(d.event_id == event_id)
+        with self._db.reader.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            DeliveryRow(
+                r.event_id,
+                r.subscription_id,
+                r.partner_id,
+                r.event_type,
+                r.phone_number,
+                r.status,
+                r.attempts,
+                r.next_at if r.status == "pending" else None,
+                r.last_status,
+                r.last_error,
+                r.last_latency_ms,
+                r.created_at,
+                r.finished_at,
+            )
+            for r in rows
+        ]
+
+    def redeliver(self, event_id: str, subscription_id: str, due: float) -> bool:
+        """Make a delivery due again at `due`, with a fresh retry schedule; False when unknown."""
+        d = webhook_deliveries.c
+        with self._db.writer.begin() as conn:
+            done = conn.execute(
+                update(webhook_deliveries)
+                .where(d.event_id == event_id, d.subscription_id == subscription_id)
+                .values(status="pending", attempts=0, next_at=due, lease_until=None, finished_at=None)
+            )
+            return bool(done.rowcount)
 
     def lines(self, partner_id: str | None = None) -> list[LineRow]:
         query = (

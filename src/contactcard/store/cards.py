@@ -22,7 +22,9 @@ from datetime import UTC, datetime
 
 from contactcard.card import Card, Outcome
 from contactcard.store import devices
+from contactcard.store.webhooks import fan_out
 from contactcard.store.writer import Stmt, Writer
+from contactcard.webhooks.events import Outbox
 
 # The key, the line's owner, its card (only when the key's partner owns the line) and the
 # write budget used, in one statement; and the runtime controls' version, so a write learns
@@ -156,10 +158,13 @@ class CardWrites:
         prune_before: float,
         image_url: str | None,
         device_scripted: bool | None = None,
+        card_id: str | None = None,
+        event: Outbox | None = None,
     ) -> Stored:
         """Step one of every apply: the new values, inactive, committed (with the write
-        attempt that spends the budget, when the budget is on, and the simulated device's
-        apply of `image_url`, our CDN's URL of the image)."""
+        attempt that spends the budget, when the budget is on; the simulated device's apply
+        of `image_url`, our CDN's URL of the image; and the webhook event the change makes,
+        so that an acknowledged change is never without its event)."""
         now = datetime.now(UTC)
         tx = []
         if attempt_at is not None:
@@ -167,7 +172,7 @@ class CardWrites:
             tx.append(Stmt(_PRUNE_ATTEMPTS, {"phone": phone, "before": prune_before}))
         card_params = {
             "phone": phone,
-            "id": uuid.uuid4().hex,
+            "id": card_id or uuid.uuid4().hex,  # kept by an existing card
             "first_name": values.first_name,
             "last_name": values.last_name,
             "image_blob": values.image_blob,
@@ -187,6 +192,8 @@ class CardWrites:
         tx.append(Stmt(_STORE_IF_SHOWN if shown_first else _STORE_INACTIVE, card_params, rows=True))
         if self._device_joins and scripted:
             tx += devices.apply_statements(phone, values.first_name, values.last_name, image_url, scripted=True)
+        if event is not None:
+            tx.append(fan_out(event))  # last: the indexes above stay as they are
         results = await self._writer.run(tx)
         stored = results[stored_at][0]
         card = Card(

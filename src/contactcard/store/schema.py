@@ -13,6 +13,8 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData(
@@ -107,6 +109,57 @@ device_displays = Table(
     Column("applies", Integer, nullable=False),
     Column("applied_at", DateTime(timezone=True), nullable=False),
 )
+
+webhook_subscriptions = Table(
+    "webhook_subscriptions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("partner_id", String(32), ForeignKey("partners.id", ondelete="CASCADE"), nullable=False),
+    Column("target_url", String(2048), nullable=False),
+    # Wrapped in commas (",a,b,"): the write path matches an event type or a line with one
+    # LIKE, the same SQL on SQLite and PostgreSQL, without a join table.
+    Column("events", Text, nullable=False),
+    Column("phone_numbers", Text, nullable=True),  # NULL: every line of the partner
+    Column("is_active", Boolean, nullable=False),
+    Column("signing_secret", String(100), nullable=False),
+    Column("webhook_version", String(10), nullable=False),  # copied into each body
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # One subscription per target URL per partner (the hosted rule); also the index the
+    # write path's match uses (partner first).
+    UniqueConstraint("partner_id", "target_url", name="uq_webhook_subscriptions_partner_target"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    # The outbox: one row per event per matching subscription, written in the card
+    # change's own transaction, then attempted by the delivery worker of any process.
+    Column("event_id", String(32), primary_key=True),
+    Column(
+        "subscription_id",
+        String(32),
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("event_type", String(64), nullable=False),
+    Column("phone_number", String(16), nullable=True),
+    Column("body", Text, nullable=False),  # the exact bytes sent on every attempt
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", Float, nullable=False),  # unix seconds on the server's clock
+    # Real unix seconds until which a claimed attempt belongs to one process; a process
+    # that died mid-attempt lets it go when the lease runs out.
+    Column("lease_until", Float, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", String(400), nullable=True),
+    Column("last_latency_ms", Float, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("ix_webhook_deliveries_status_next_at", "status", "next_at"),
+    Index("ix_webhook_deliveries_subscription_id", "subscription_id"),
+)
+
 
 # One row (id 1): what an operator or a test changed at run time, shared by every process
 # on the database. NULL: the process's own setting. `version` grows with every change, so

@@ -1,0 +1,326 @@
+"""Webhook subscriptions and the delivery outbox: every statement about them.
+
+The write path adds one statement to a card change's own transaction (`fan_out`): an
+`INSERT ... SELECT` that copies the event into a delivery row for each active
+subscription that matches it. With no matching subscription it inserts nothing and costs
+one indexed lookup, so a partner without webhooks pays next to nothing, and an event the
+server acknowledged is as durable as the card change itself.
+
+Delivery workers claim due rows with a lease: on PostgreSQL `FOR UPDATE SKIP LOCKED`
+lets several processes claim at once without ever taking the same row; SQLite has one
+writer at a time, so the single `UPDATE ... RETURNING` is the whole claim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from contactcard.store.writer import Row, Stmt, Writer
+from contactcard.webhooks.events import Outbox
+
+_FAN_OUT = """
+INSERT INTO webhook_deliveries (event_id, subscription_id, event_type, phone_number, body, status, attempts,
+                                next_at, created_at)
+SELECT :event_id, s.id, :event_type, :phone, CAST(:head AS TEXT) || s.webhook_version || CAST(:tail AS TEXT),
+       'pending', 0, :due, :now
+FROM webhook_subscriptions AS s
+WHERE s.partner_id = :partner AND s.is_active = :active
+  AND s.events LIKE :event_pattern ESCAPE '!'
+  AND (s.phone_numbers IS NULL OR s.phone_numbers LIKE :phone_pattern)
+"""
+
+
+def like_member(value: str) -> str:
+    """A LIKE pattern for `value` as one member of a comma-wrapped list."""
+    escaped = value.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return f"%,{escaped},%"
+
+
+def wrap(values: list[str] | None) -> str | None:
+    """A list as the comma-wrapped text the matching LIKE reads (None: no filter)."""
+    return f",{','.join(values)}," if values else None
+
+
+def unwrap(text: str | None) -> list[str] | None:
+    return [v for v in text.split(",") if v] if text else None
+
+
+def fan_out(event: Outbox) -> Stmt:
+    """The statement that records `event` for every subscription it matches."""
+    return Stmt(
+        _FAN_OUT,
+        {
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "phone": event.phone_number,
+            "head": event.head,
+            "tail": event.tail,
+            "due": event.at.timestamp(),
+            "now": event.at,
+            "partner": event.partner_id,
+            "active": True,
+            "event_pattern": like_member(event.event_type),
+            # An event about no line (a subscription's own) passes every line filter.
+            "phone_pattern": f"%,{event.phone_number},%" if event.phone_number else "%",
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    partner_id: str
+    target_url: str
+    events: list[str]
+    phone_numbers: list[str] | None
+    is_active: bool
+    signing_secret: str
+    webhook_version: str
+    created_at: datetime
+    updated_at: datetime
+
+
+_COLUMNS = (
+    "id, partner_id, target_url, events, phone_numbers, is_active, signing_secret, webhook_version, "
+    "created_at, updated_at"
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    event_id: str
+    subscription_id: str
+    event_type: str
+    body: str
+    attempts: int  # including this one
+
+
+class TargetTaken(Exception):
+    """The partner already has a subscription with this target URL."""
+
+
+class WebhookStore:
+    def __init__(self, writer: Writer, *, dialect: str) -> None:
+        self._writer = writer
+        self._postgres = dialect == "postgresql"
+
+    # --- the partner side ------------------------------------------------------------
+
+    async def partner_of(self, key_hash: str) -> str | None:
+        rows = await self._writer.read(
+            Stmt("SELECT partner_id FROM api_keys WHERE key_hash = :key AND revoked_at IS NULL", {"key": key_hash})
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def owned_lines(self, partner_id: str, phones: list[str]) -> set[str]:
+        names = {f"p{i}": phone for i, phone in enumerate(phones)}
+        placeholders = ", ".join(f":{name}" for name in names)
+        rows = await self._writer.read(
+            Stmt(
+                f"SELECT phone_number FROM lines WHERE partner_id = :partner AND phone_number IN ({placeholders})",
+                {"partner": partner_id, **names},
+            )
+        )
+        return {str(row[0]) for row in rows}
+
+    async def subscriptions(self, partner_id: str) -> list[Subscription]:
+        rows = await self._writer.read(
+            Stmt(
+                f"SELECT {_COLUMNS} FROM webhook_subscriptions WHERE partner_id = :partner ORDER BY created_at, id",
+                {"partner": partner_id},
+            )
+        )
+        return [_subscription(row) for row in rows]
+
+    async def subscription(self, partner_id: str, subscription_id: str) -> Subscription | None:
+        rows = await self._writer.read(
+            Stmt(
+                f"SELECT {_COLUMNS} FROM webhook_subscriptions WHERE partner_id = :partner AND id = :id",
+                {"partner": partner_id, "id": subscription_id},
+            )
+        )
+        return _subscription(rows[0]) if rows else None
+
+    async def add(self, sub: Subscription, announce: list[Outbox] | None = None) -> None:
+        """Store `sub`; `announce`: events about it, fanned out in the same transaction
+        (after the insert, so that it may receive its own)."""
+        try:
+            await self._writer.run(
+                [
+                    Stmt(
+                        f"INSERT INTO webhook_subscriptions ({_COLUMNS}) VALUES (:id, :partner_id, :target_url, "
+                        ":events, :phone_numbers, :is_active, :signing_secret, :webhook_version, :created_at, "
+                        ":updated_at)",
+                        _params(sub),
+                    ),
+                    *(fan_out(event) for event in announce or ()),
+                ]
+            )
+        except Exception as exc:
+            if _is_unique_violation(exc):
+                raise TargetTaken() from None
+            raise
+
+    async def replace(self, sub: Subscription, announce: list[Outbox] | None = None) -> None:
+        try:
+            await self._writer.run(
+                [
+                    Stmt(
+                        "UPDATE webhook_subscriptions SET target_url = :target_url, events = :events, "
+                        "phone_numbers = :phone_numbers, is_active = :is_active, webhook_version = :webhook_version, "
+                        "updated_at = :updated_at WHERE id = :id AND partner_id = :partner_id",
+                        _params(sub),
+                    ),
+                    *(fan_out(event) for event in announce or ()),
+                ]
+            )
+        except Exception as exc:
+            if _is_unique_violation(exc):
+                raise TargetTaken() from None
+            raise
+
+    async def remove(self, partner_id: str, subscription_id: str, announce: list[Outbox] | None = None) -> bool:
+        results = await self._writer.run(
+            [
+                Stmt(
+                    "DELETE FROM webhook_subscriptions WHERE partner_id = :partner AND id = :id RETURNING id",
+                    {"partner": partner_id, "id": subscription_id},
+                    rows=True,
+                ),
+                *(fan_out(event) for event in announce or ()),
+            ]
+        )
+        return bool(results[0])
+
+    # --- the delivery worker ---------------------------------------------------------
+
+    async def has_due(self, now: float, real_now: float) -> bool:
+        rows = await self._writer.read(
+            Stmt(
+                "SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_at <= :now "
+                "AND (lease_until IS NULL OR lease_until < :real_now) LIMIT 1",
+                {"now": now, "real_now": real_now},
+            )
+        )
+        return bool(rows)
+
+    async def claim(
+        self, now: float, real_now: float, lease_until: float, limit: int, *, skip: list[str] | None = None
+    ) -> list[Claimed]:
+        """Take up to `limit` due attempts for this process until `lease_until` (real time),
+        none of the subscriptions in `skip`."""
+        skip_locked = " FOR UPDATE SKIP LOCKED" if self._postgres else ""
+        skipped = {f"k{i}": sid for i, sid in enumerate(skip or [])}
+        not_these = f" AND subscription_id NOT IN ({', '.join(f':{k}' for k in skipped)})" if skipped else ""
+        sql = f"""
+UPDATE webhook_deliveries SET lease_until = :lease, attempts = attempts + 1
+WHERE (event_id, subscription_id) IN (
+  SELECT event_id, subscription_id FROM webhook_deliveries
+  WHERE status = 'pending' AND next_at <= :now AND (lease_until IS NULL OR lease_until < :real_now){not_these}
+  ORDER BY next_at LIMIT :limit{skip_locked}
+)
+RETURNING event_id, subscription_id, event_type, body, attempts
+"""
+        params = {"lease": lease_until, "now": now, "real_now": real_now, "limit": limit, **skipped}
+        rows = (await self._writer.run([Stmt(sql, params, rows=True)]))[0]
+        return [Claimed(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows]
+
+    async def release(self, claimed: list[Claimed]) -> None:
+        """Give claimed attempts back unmade, due as they were."""
+        await self._writer.run(
+            [
+                Stmt(
+                    "UPDATE webhook_deliveries SET lease_until = NULL, attempts = attempts - 1 "
+                    "WHERE event_id = :event_id AND subscription_id = :subscription_id",
+                    {"event_id": c.event_id, "subscription_id": c.subscription_id},
+                )
+                for c in claimed
+            ]
+        )
+
+    async def targets(self, ids: list[str]) -> dict[str, Subscription]:
+        names = {f"s{i}": sid for i, sid in enumerate(ids)}
+        placeholders = ", ".join(f":{name}" for name in names)
+        rows = await self._writer.read(
+            Stmt(f"SELECT {_COLUMNS} FROM webhook_subscriptions WHERE id IN ({placeholders})", names)
+        )
+        return {str(row[0]): _subscription(row) for row in rows}
+
+    async def finish(
+        self,
+        claimed: Claimed,
+        *,
+        status: str,
+        next_at: float | None,
+        answer: int | None,
+        error: str | None,
+        latency_ms: float | None,
+        at: datetime,
+    ) -> None:
+        """Record one attempt: `status` pending (with `next_at`), delivered or failed."""
+        await self._writer.run(
+            [
+                Stmt(
+                    "UPDATE webhook_deliveries SET status = :status, next_at = COALESCE(:next_at, next_at), "
+                    "lease_until = NULL, last_status = :answer, last_error = :error, "
+                    "last_latency_ms = :latency, finished_at = :finished "
+                    "WHERE event_id = :event_id AND subscription_id = :subscription_id",
+                    {
+                        "status": status,
+                        "next_at": next_at,
+                        "answer": answer,
+                        "error": error[:400] if error else None,
+                        "latency": latency_ms,
+                        "finished": None if status == "pending" else at,
+                        "event_id": claimed.event_id,
+                        "subscription_id": claimed.subscription_id,
+                    },
+                )
+            ]
+        )
+
+
+def _params(sub: Subscription) -> dict[str, Any]:
+    return {
+        "id": sub.id,
+        "partner_id": sub.partner_id,
+        "target_url": sub.target_url,
+        "events": wrap(sub.events),
+        "phone_numbers": wrap(sub.phone_numbers),
+        "is_active": sub.is_active,
+        "signing_secret": sub.signing_secret,
+        "webhook_version": sub.webhook_version,
+        "created_at": sub.created_at,
+        "updated_at": sub.updated_at,
+    }
+
+
+def _subscription(row: Row) -> Subscription:
+    return Subscription(
+        id=str(row[0]),
+        partner_id=str(row[1]),
+        target_url=str(row[2]),
+        events=unwrap(row[3]) or [],
+        phone_numbers=unwrap(row[4]),
+        is_active=bool(row[5]),
+        signing_secret=str(row[6]),
+        webhook_version=str(row[7]),
+        created_at=_datetime(row[8]),
+        updated_at=_datetime(row[9]),
+    )
+
+
+def _datetime(value: Any) -> datetime:
+    """SQLite hands back the text the writer stored (UTC); PostgreSQL a datetime."""
+    from datetime import UTC
+
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+
+def _is_unique_violation(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "unique" in text or "duplicate key" in text

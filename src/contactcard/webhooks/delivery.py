@@ -1,0 +1,401 @@
+"""Delivering recorded events: claim due attempts, sign, POST, record, retry.
+
+A `DeliveryWorker` runs as one task on the event loop of every server process. It claims
+due attempts from the outbox with a lease (so each is made by one process), sends them
+with bounded concurrency and records each result; a write's answer never waits for it.
+
+`WebhookSender` makes one attempt: the target URL goes through the image fetcher's parser
+and address policy again (a name may resolve elsewhere since the subscription was made),
+the request goes to exactly the address that was checked, redirects are not followed, and
+the attempt is bounded in time and in the bytes of the answer it reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import logging
+import random
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from contactcard.images.addresses import HostPolicy, IPAddress
+from contactcard.images.urls import ImageUrl, ImageUrlError, parse_image_url
+from contactcard.store.webhooks import Claimed, Subscription, WebhookStore
+
+log = logging.getLogger("contactcard")
+
+Resolver = Callable[[str, int], list[str]]
+# Before each retry, in seconds: 10 attempts over about 30 minutes (the hosted API retries
+# "for up to 30 minutes").
+DEFAULT_RETRY_DELAYS = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 600.0, 600.0)
+
+
+class Clock(Protocol):
+    """Where the worker reads the time that due attempts are measured against."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one attempt got: the receiver's status, or why there was none."""
+
+    status: int | None
+    error: str | None
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    jitter: float = 0.2  # each delay varies by up to ±20 %: receivers that failed together do not retry together
+
+    def delay(self, attempts: int) -> float | None:
+        """Seconds until the next attempt after `attempts` failed ones; None: no more."""
+        if attempts > len(self.delays):
+            return None
+        base = self.delays[attempts - 1]
+        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+
+def retryable(answer: Answer) -> bool:
+    """Timeouts, connection failures, 5xx, 429 and 3xx (redirects are not followed) are
+    tried again; a 2xx is done; any other 4xx is final."""
+    status = answer.status
+    return status is None or status >= 500 or status == 429 or 300 <= status < 400
+
+
+def signature_headers(subscription: Subscription, claimed: Claimed, timestamp: int) -> dict[str, str]:
+    """Standard Webhooks headers (what the SDKs' `unwrap` verifies) and the legacy ones."""
+    from standardwebhooks import Webhook
+
+    body = claimed.body
+    signed = Webhook(subscription.signing_secret).sign(claimed.event_id, datetime.fromtimestamp(timestamp, UTC), body)
+    key = base64.b64decode(subscription.signing_secret.removeprefix("whsec_"))
+    legacy = hmac.new(key, f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
+    return {
+        "content-type": "application/json",
+        "user-agent": "contactcard-webhooks",
+        "accept-encoding": "identity",  # the answer is read only a few KiB deep, never inflated
+        "webhook-id": claimed.event_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signed,
+        "x-webhook-event": claimed.event_type,
+        "x-webhook-subscription-id": subscription.id,
+        "x-webhook-timestamp": str(timestamp),
+        "x-webhook-signature": legacy,
+    }
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    import socket
+
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class TargetRefused(Exception):
+    """The target URL or the address it resolves to is not allowed; the message says why."""
+
+
+async def checked_addresses(url: ImageUrl, policy: HostPolicy, resolver: Resolver) -> list[IPAddress]:
+    """The addresses `url` may be reached at; one refused address refuses them all (a
+    rebinding host mixes public and private answers)."""
+    if url.is_ip:
+        found: list[IPAddress] = [ipaddress.ip_address(url.host)]
+    else:
+        try:
+            answers = await anyio.to_thread.run_sync(resolver, url.host, url.port, abandon_on_cancel=True)
+            found = [ipaddress.ip_address(answer) for answer in answers]
+        except Exception:
+            raise TargetRefused("target host could not be resolved") from None
+        if not found:
+            raise TargetRefused("target host could not be resolved")
+    if not all(policy.permits(url, ip) for ip in found):
+        raise TargetRefused("target URL points to a non-public address")
+    return found
+
+
+def parse_target(raw: str, policy: HostPolicy) -> ImageUrl:
+    try:
+        return parse_image_url(raw, allow_http=policy.allow_http)
+    except ImageUrlError as exc:
+        # The parser speaks of image URLs; the rules are the same.
+        raise TargetRefused(str(exc).replace("image_url", "target_url")) from None
+
+
+class WebhookSender:
+    """One bounded POST to a receiver. `transport` replaces the network (tests)."""
+
+    # Clients kept per (scheme, host, checked address, port): connections are reused for a
+    # busy receiver, never across hosts (TLS is verified against the host that was checked).
+    MAX_CLIENTS = 64
+
+    def __init__(
+        self,
+        policy: HostPolicy,
+        *,
+        timeout: float = 10.0,
+        max_answer_bytes: int = 4096,
+        resolver: Resolver | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        self._policy = policy
+        self._timeout = timeout
+        self._max_answer = max_answer_bytes
+        self._resolver = resolver or system_resolver
+        self._transport = transport
+        self._verify = verify
+        self._clients: OrderedDict[tuple[str, str, str, int], httpx.AsyncClient] = OrderedDict()
+        self._tls: ssl.SSLContext | None = None
+
+    async def post(self, target_url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        started = time.perf_counter()
+
+        def answer(status: int | None, error: str | None) -> Answer:
+            return Answer(status, error, round((time.perf_counter() - started) * 1000, 2))
+
+        try:
+            # One deadline for the whole attempt: httpx's timeouts are per read, and a
+            # receiver that trickles its answer would otherwise hold the attempt open.
+            with anyio.fail_after(self._timeout):
+                url = parse_target(target_url, self._policy)
+                addresses = await checked_addresses(url, self._policy, self._resolver)
+                return answer(await self._send(url, addresses[0], body, headers), None)
+        except TargetRefused as exc:
+            return answer(None, str(exc))
+        except (TimeoutError, httpx.TimeoutException):
+            return answer(None, f"timed out after {self._timeout:g} s")
+        except httpx.ConnectError:
+            return answer(None, "could not connect")
+        except httpx.HTTPError as exc:
+            return answer(None, f"connection failed ({type(exc).__name__})")
+
+    async def _send(self, url: ImageUrl, ip: IPAddress, body: bytes, headers: dict[str, str]) -> int:
+        literal = f"[{ip.compressed}]" if ip.version == 6 else str(ip)
+        target = f"{url.scheme}://{literal}:{url.port}{url.path_and_query}"
+        extensions = {"sni_hostname": url.host} if url.scheme == "https" and not url.is_ip else {}
+        client = self._client((url.scheme, url.host, literal, url.port))
+        request = client.build_request(
+            "POST", target, content=body, headers={**headers, "host": url.host_header}, extensions=extensions
+        )
+        response = await client.send(request, stream=True)
+        try:
+            read = 0
+            async for chunk in response.aiter_bytes():
+                read += len(chunk)
+                if read >= self._max_answer:  # enough: the status is what counts
+                    break
+        finally:
+            await response.aclose()
+        return response.status_code
+
+    def _client(self, key: tuple[str, str, str, int]) -> httpx.AsyncClient:
+        client = self._clients.get(key)
+        if client is not None:
+            self._clients.move_to_end(key)
+            return client
+        if len(self._clients) >= self.MAX_CLIENTS:
+            _, oldest = self._clients.popitem(last=False)
+            asyncio.get_running_loop().create_task(oldest.aclose())
+        if self._tls is None and self._transport is None:
+            self._tls = (
+                self._verify
+                if isinstance(self._verify, ssl.SSLContext)
+                else httpx.create_ssl_context(verify=self._verify, trust_env=False)
+            )
+        client = httpx.AsyncClient(
+            verify=self._tls or True,
+            trust_env=False,  # no proxy from the environment: the checked address is the one reached
+            follow_redirects=False,
+            timeout=self._timeout,
+            transport=self._transport,
+        )
+        self._clients[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+class Sender(Protocol):
+    async def post(self, target_url: str, body: bytes, headers: dict[str, str]) -> Answer: ...
+
+
+class DeliveryWorker:
+    """Claims due attempts and makes them, `concurrency` at a time, until stopped."""
+
+    def __init__(
+        self,
+        store: WebhookStore,
+        sender: Sender,
+        *,
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+        concurrency: int = 16,
+        poll_interval: float = 0.5,
+        lease: float = 30.0,
+        settle: float = 0.01,
+        per_target: int = 8,
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._clock = clock or SystemClock()
+        self._retry = retry or RetryPolicy()
+        self._concurrency = concurrency
+        self._poll = poll_interval
+        self._lease = lease
+        self._settle = settle
+        # Attempts at once to one subscription: a slow receiver must not take every slot.
+        self._per_target = per_target
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._running: dict[asyncio.Task[None], str] = {}  # attempts under way: their subscription
+        self._in_flight: dict[str, int] = {}  # attempts under way per subscription
+        # Subscriptions that had more due than their share: skipped by claims until half
+        # their attempts are done, so they are claimed for in batches, not one at a time.
+        self._throttled: set[str] = set()
+
+    def wake(self) -> None:
+        """An event was recorded in this process: look now rather than at the next poll."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="contactcard-webhooks")
+
+    async def aclose(self) -> None:
+        """Stop claiming; attempts under way are cancelled and, their lease run out, made
+        again by whichever process claims them next."""
+        tasks = [t for t in (self._task, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except BaseException:
+                pass
+        self._task = None
+
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            self._wake.clear()
+            claimed = 0
+            try:
+                claimed = await self._claim_some()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: try again at the next poll
+                log.warning("webhook worker could not claim deliveries: %s", exc)
+            if claimed and len(self._running) < self._concurrency // 2:
+                continue  # there may be more due right now
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+            except TimeoutError:
+                continue
+            # Woken by a write: let it finish first (its activation commits through the
+            # same writer), and take the events of the writes around it in one claim.
+            await asyncio.sleep(self._settle)
+
+    async def _claim_some(self) -> int:
+        free = self._concurrency - len(self._running)
+        # Claim in batches: a claim per finished attempt would cost three statements each.
+        if free <= 0 or (self._running and free < max(1, self._concurrency // 2)):
+            return 0
+        now, real_now = self._clock.now().timestamp(), time.time()
+        if not await self._store.has_due(now, real_now):
+            return 0
+        half = self._per_target // 2
+        busy = sorted(
+            sid
+            for sid, count in self._in_flight.items()
+            if count >= self._per_target or (sid in self._throttled and count > half)
+        )
+        found = await self._store.claim(now, real_now, real_now + self._lease, free, skip=busy)
+        if not found:
+            return 0
+        targets = await self._store.targets(sorted({c.subscription_id for c in found}))
+        surplus = []
+        for claimed in found:
+            sid = claimed.subscription_id
+            if self._in_flight.get(sid, 0) >= self._per_target:
+                surplus.append(claimed)  # given back at once, due as it was
+                self._throttled.add(sid)
+                continue
+            self._in_flight[sid] = self._in_flight.get(sid, 0) + 1
+            task = asyncio.get_running_loop().create_task(self._attempt(claimed, targets.get(sid)))
+            self._running[task] = sid
+            task.add_done_callback(self._done)
+        if surplus:
+            await self._store.release(surplus)
+        return len(found) - len(surplus)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        sid = self._running.pop(task, None)
+        if sid is not None:
+            left = self._in_flight.get(sid, 1) - 1
+            if left > 0:
+                self._in_flight[sid] = left
+            else:
+                del self._in_flight[sid]
+            if left <= self._per_target // 2:
+                self._throttled.discard(sid)
+        if self._wake is not None:
+            self._wake.set()  # a slot is free
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook attempt failed unexpectedly", exc_info=task.exception())
+
+    async def _attempt(self, claimed: Claimed, subscription: Subscription | None) -> None:
+        at = self._clock.now()
+        if subscription is None or not subscription.is_active:
+            # Deleted meanwhile (its rows went with it) or switched off: nothing to send.
+            await self._store.finish(
+                claimed,
+                status="failed",
+                next_at=None,
+                answer=None,
+                error="subscription disabled",
+                latency_ms=None,
+                at=at,
+            )
+            return
+        headers = signature_headers(subscription, claimed, int(time.time()))
+        answer = await self._sender.post(subscription.target_url, claimed.body.encode(), headers)
+        if answer.status is not None and 200 <= answer.status < 300:
+            status, next_at = "delivered", None
+        elif retryable(answer) and (delay := self._retry.delay(claimed.attempts)) is not None:
+            status, next_at = "pending", self._clock.now().timestamp() + delay
+        else:
+            status, next_at = "failed", None
+        await self._store.finish(
+            claimed,
+            status=status,
+            next_at=next_at,
+            answer=answer.status,
+            error=answer.error,
+            latency_ms=answer.latency_ms,
+            at=self._clock.now(),
+        )

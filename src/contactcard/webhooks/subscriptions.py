@@ -1,0 +1,229 @@
+"""The partner's webhook subscriptions: create, list, get, replace fields, delete.
+
+Same keys, envelope and error catalogue as the card endpoints. The signing secret is
+returned by `create` only; nothing here logs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import anyio
+
+from contactcard import contract, errors
+from contactcard.errors import ApiError
+from contactcard.images.addresses import HostPolicy
+from contactcard.store.webhooks import Subscription, TargetTaken, WebhookStore
+from contactcard.store.writer import StoreUnavailable
+from contactcard.webhooks.delivery import Resolver, TargetRefused, checked_addresses, parse_target, system_resolver
+from contactcard.webhooks.events import DOC_URL, EVENT_TYPES, KNOWN_EVENTS, Outbox, subscription_event, webhook_version
+
+T = TypeVar("T")
+SECRET_BYTES = 32
+RESOLVE_DEADLINE = 5.0  # seconds a create or update waits for the target host's name
+MAX_PHONE_NUMBERS = 1000
+_RETRY_SOON = {"retry-after": "1", "x-should-retry": "true"}
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def wire(sub: Subscription, *, with_secret: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": sub.id,
+        "target_url": sub.target_url,
+        "subscribed_events": sub.events,
+        "phone_numbers": sub.phone_numbers,
+        "is_active": sub.is_active,
+        "created_at": _iso(sub.created_at),
+        "updated_at": _iso(sub.updated_at),
+    }
+    if with_secret:
+        body["signing_secret"] = sub.signing_secret
+    return body
+
+
+def _announce(event_type: str, sub: Subscription, trace_id: str, changed: dict[str, object] | None = None) -> Outbox:
+    about: dict[str, object] = {"id": sub.id, "events": sub.events, "target_url": sub.target_url}
+    return subscription_event(
+        event_type, partner_id=sub.partner_id, subscription=about, at=sub.updated_at, trace_id=trace_id, changed=changed
+    )
+
+
+def _changes(before: Subscription, after: Subscription, trace_id: str) -> list[Outbox]:
+    """The `webhook_subscription.*` events of an update, one per kind of change."""
+    found = []
+    change: dict[str, object]
+    if before.target_url != after.target_url:
+        change = {"from": before.target_url, "to": after.target_url}
+        found.append(_announce("webhook_subscription.target_url_changed", after, trace_id, change))
+    if before.events != after.events:
+        change = {"from": before.events, "to": after.events}
+        found.append(_announce("webhook_subscription.events.updated", after, trace_id, change))
+    if before.phone_numbers != after.phone_numbers:
+        change = {"from": before.phone_numbers, "to": after.phone_numbers}
+        found.append(_announce("webhook_subscription.phone_numbers.updated", after, trace_id, change))
+    if before.is_active != after.is_active:
+        kind = "enabled" if after.is_active else "disabled"
+        found.append(_announce(f"webhook_subscription.{kind}", after, trace_id))
+    return found
+
+
+def event_list() -> dict[str, Any]:
+    return {"events": list(EVENT_TYPES), "doc_url": DOC_URL}
+
+
+def _events(value: object) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise ApiError(errors.BAD_VALUE, "subscribed_events must be a non-empty array of event types")
+    for item in value:
+        if not isinstance(item, str) or item not in KNOWN_EVENTS:
+            raise ApiError(errors.BAD_VALUE, f"subscribed_events: unknown event type {str(item)[:80]!r}")
+    return list(dict.fromkeys(value))
+
+
+def _phones(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ApiError(errors.BAD_VALUE, "phone_numbers must be an array of E.164 numbers or null")
+    if len(value) > MAX_PHONE_NUMBERS:
+        raise ApiError(errors.BAD_VALUE, f"phone_numbers may list at most {MAX_PHONE_NUMBERS} numbers")
+    return list(dict.fromkeys(contract.phone_number(v) for v in value)) or None
+
+
+def _active(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ApiError(errors.BAD_VALUE, "is_active must be a boolean")
+    return value
+
+
+class Subscriptions:
+    def __init__(
+        self,
+        store: WebhookStore,
+        policy: HostPolicy,
+        *,
+        resolver: Resolver | None = None,
+        on_event: Callable[[], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._resolver = resolver or system_resolver
+        self._on_event = on_event or (lambda: None)  # wakes this process's delivery worker
+
+    async def partner(self, key_hash: str) -> str:
+        try:
+            partner = await self._store.partner_of(key_hash)
+        except StoreUnavailable:
+            raise ApiError(errors.DATABASE_UNAVAILABLE, headers=_RETRY_SOON) from None
+        if partner is None:
+            raise ApiError(errors.UNAUTHORIZED)
+        return partner
+
+    async def create(self, partner: str, body: dict[str, Any], trace_id: str = "") -> dict[str, Any]:
+        for required in ("target_url", "subscribed_events"):
+            if body.get(required) is None:
+                raise ApiError(errors.MISSING_FIELD, required)
+        target = await self._target(body["target_url"])
+        events = _events(body["subscribed_events"])
+        phones = await self._owned(partner, _phones(body.get("phone_numbers")))
+        now = datetime.now(UTC)
+        sub = Subscription(
+            id=uuid.uuid4().hex,
+            partner_id=partner,
+            target_url=target,
+            events=events,
+            phone_numbers=phones,
+            is_active=True,
+            signing_secret=new_secret(),
+            webhook_version=webhook_version(target, now),
+            created_at=now,
+            updated_at=now,
+        )
+        announce = [_announce("webhook_subscription.created", sub, trace_id)]
+        await self._guarded(self._store.add(sub, announce))
+        self._on_event()
+        return wire(sub, with_secret=True)
+
+    async def list_all(self, partner: str) -> dict[str, Any]:
+        return {"subscriptions": [wire(s) for s in await self._guarded(self._store.subscriptions(partner))]}
+
+    async def get(self, partner: str, subscription_id: str) -> dict[str, Any]:
+        return wire(await self._found(partner, subscription_id))
+
+    async def update(
+        self, partner: str, subscription_id: str, body: dict[str, Any], trace_id: str = ""
+    ) -> dict[str, Any]:
+        current = await self._found(partner, subscription_id)
+        changes: dict[str, Any] = {}
+        if "target_url" in body:
+            changes["target_url"] = await self._target(body["target_url"])
+            changes["webhook_version"] = webhook_version(changes["target_url"], current.created_at)
+        if "subscribed_events" in body:
+            changes["events"] = _events(body["subscribed_events"])
+        if "phone_numbers" in body:  # `[]` or null removes the filter
+            changes["phone_numbers"] = await self._owned(partner, _phones(body["phone_numbers"]))
+        if "is_active" in body:
+            changes["is_active"] = _active(body["is_active"])
+        # The secret, ids and unknown fields are not changed by a PUT.
+        updated = replace(current, **changes, updated_at=datetime.now(UTC))
+        announce = _changes(current, updated, trace_id)
+        await self._guarded(self._store.replace(updated, announce))
+        if announce:
+            self._on_event()
+        return wire(updated)
+
+    async def delete(self, partner: str, subscription_id: str, trace_id: str = "") -> None:
+        current = await self._found(partner, subscription_id)
+        announce = [_announce("webhook_subscription.deleted", current, trace_id)]
+        if not await self._guarded(self._store.remove(partner, subscription_id, announce)):
+            raise ApiError(errors.NOT_FOUND)
+        self._on_event()
+
+    async def _found(self, partner: str, subscription_id: str) -> Subscription:
+        found = await self._guarded(self._store.subscription(partner, subscription_id))
+        if found is None:  # unknown, or another partner's: the same answer
+            raise ApiError(errors.NOT_FOUND)
+        return found
+
+    async def _target(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise ApiError(errors.BAD_VALUE, "target_url must be a string")
+        try:
+            url = parse_target(value, self._policy)
+            # Checked now as well as at every attempt: a refused target fails at once.
+            with anyio.fail_after(RESOLVE_DEADLINE):
+                await checked_addresses(url, self._policy, self._resolver)
+        except TargetRefused as exc:
+            raise ApiError(errors.BAD_VALUE, str(exc)) from None
+        except TimeoutError:
+            raise ApiError(errors.BAD_VALUE, "target host could not be resolved in time") from None
+        return value
+
+    async def _owned(self, partner: str, phones: list[str] | None) -> list[str] | None:
+        if not phones:
+            return None
+        owned = await self._guarded(self._store.owned_lines(partner, phones))
+        if len(owned) != len(phones):
+            raise ApiError(errors.FORBIDDEN)
+        return phones
+
+    async def _guarded(self, step: Awaitable[T]) -> T:
+        try:
+            return await step
+        except StoreUnavailable:
+            raise ApiError(errors.DATABASE_UNAVAILABLE, headers=_RETRY_SOON) from None
+        except TargetTaken:
+            raise ApiError(errors.BAD_VALUE, "target_url is already used by another subscription") from None

@@ -1,0 +1,158 @@
+"""The delivery worker on a real SQLite outbox, with a clock of the test's own and an
+in-memory sender: retries are due by the injected clock, and delivered rows stay done."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from contactcard.store.db import connect, migrate
+from contactcard.store.webhooks import Subscription, WebhookStore, fan_out
+from contactcard.store.writer import SqliteWriter, Stmt
+from contactcard.webhooks import events
+from contactcard.webhooks.delivery import Answer, DeliveryWorker, RetryPolicy
+from contactcard.webhooks.subscriptions import new_secret
+
+pytestmark = pytest.mark.anyio
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.at
+
+
+class ScriptedSender:
+    """Answers each POST with the next status of `statuses` (then 200); records them."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.posts: list[tuple[str, bytes, dict[str, str]]] = []
+
+    async def post(self, target_url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        self.posts.append((target_url, body, headers))
+        return Answer(self.statuses.pop(0) if self.statuses else 200, None, 1.0)
+
+
+async def until(condition, within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def outbox(tmp_path):
+    database = connect(f"sqlite:///{tmp_path / 'w.db'}")
+    migrate(database)
+    writer = SqliteWriter(str(tmp_path / "w.db"), timeout=2)
+    store = WebhookStore(writer, dialect="sqlite")
+    now = datetime.now(UTC)
+    await writer.run([Stmt("INSERT INTO partners (id, name, created_at) VALUES ('p', 'p', :now)", {"now": now})])
+    await store.add(
+        Subscription("s", "p", "https://h.example/in", [events.CARD_CREATED], None, True, new_secret(), "v", now, now)
+    )
+    yield writer, store
+    writer.close()
+    database.dispose()
+
+
+async def record(writer, clock: ManualClock) -> events.Outbox:
+    card = events.CardView("c", "Ada", None, None)
+    event = events.card_event(
+        events.CARD_CREATED, partner_id="p", phone_number="+15550000001", card=card, at=clock.now(), trace_id="t"
+    )
+    await writer.run([fan_out(event)])
+    return event
+
+
+async def test_a_retry_is_due_by_the_injected_clock(outbox):
+    writer, store = outbox
+    clock = ManualClock()
+    sender = ScriptedSender(500)
+    worker = DeliveryWorker(store, sender, clock=clock, retry=RetryPolicy((100.0,), jitter=0), poll_interval=0.02)
+    worker.start()
+    try:
+        event = await record(writer, clock)
+        worker.wake()
+        await until(lambda: len(sender.posts) == 1)
+        await asyncio.sleep(0.3)  # many polls: the retry is 100 s away on the clock
+        assert len(sender.posts) == 1
+        clock.at += timedelta(seconds=101)  # as if 101 s had passed
+        await until(lambda: len(sender.posts) == 2)
+        assert sender.posts[0][1] == sender.posts[1][1]  # the same body on every attempt
+        assert sender.posts[1][2]["webhook-id"] == event.event_id
+        await asyncio.sleep(0.2)
+        assert len(sender.posts) == 2  # delivered: never attempted again
+    finally:
+        await worker.aclose()
+
+
+async def test_without_the_clock_moving_no_retry_is_made(outbox):
+    writer, store = outbox
+    clock = ManualClock()
+    sender = ScriptedSender(503, 503)
+    worker = DeliveryWorker(store, sender, clock=clock, retry=RetryPolicy((5.0, 5.0), jitter=0), poll_interval=0.02)
+    worker.start()
+    try:
+        await record(writer, clock)
+        worker.wake()
+        await until(lambda: len(sender.posts) == 1)
+        await asyncio.sleep(0.3)
+        assert len(sender.posts) == 1
+        clock.at += timedelta(seconds=6)
+        await until(lambda: len(sender.posts) == 2)
+        clock.at += timedelta(seconds=6)
+        await until(lambda: len(sender.posts) == 3)
+        clock.at += timedelta(hours=1)
+        await asyncio.sleep(0.3)
+        assert len(sender.posts) == 3  # the third answer was the 200
+    finally:
+        await worker.aclose()
+
+
+class HeldSender:
+    """Holds every POST until released; counts those under way per target."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.under_way: dict[str, int] = {}
+        self.most: dict[str, int] = {}
+        self.started: list[str] = []
+
+    async def post(self, target_url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        self.started.append(target_url)
+        self.under_way[target_url] = self.under_way.get(target_url, 0) + 1
+        self.most[target_url] = max(self.most.get(target_url, 0), self.under_way[target_url])
+        await self.release.wait()
+        self.under_way[target_url] -= 1
+        return Answer(200, None, 1.0)
+
+
+async def test_a_slow_receiver_cannot_take_every_slot(outbox):
+    writer, store = outbox
+    now = datetime.now(UTC)
+    quick = Subscription(
+        "q", "p", "https://quick.example/in", [events.CARD_CREATED], None, True, new_secret(), "v", now, now
+    )
+    await store.add(quick)
+    clock = ManualClock()
+    sender = HeldSender()
+    worker = DeliveryWorker(store, sender, clock=clock, concurrency=8, per_target=2, poll_interval=0.02)
+    for _ in range(6):  # each event goes to both subscriptions
+        await record(writer, clock)
+    worker.start()
+    try:
+        await until(lambda: len(sender.started) == 4)
+        await asyncio.sleep(0.2)
+        # Two of each at once, although eight slots were free: neither receiver holds the rest.
+        assert sender.under_way == {"https://h.example/in": 2, "https://quick.example/in": 2}
+        sender.release.set()
+        await until(lambda: len(sender.started) == 12)
+        assert sender.most == {"https://h.example/in": 2, "https://quick.example/in": 2}
+    finally:
+        await worker.aclose()
