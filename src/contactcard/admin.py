@@ -20,9 +20,10 @@ from contactcard.store.accounts import KeyRow as KeyInfo
 from contactcard.store.accounts import LineCardRow as LineCard
 from contactcard.store.accounts import LineRow as Line
 from contactcard.store.accounts import PartnerRow as Partner
+from contactcard.store.accounts import SubscriptionRow as Subscription
 from contactcard.webhooks import events
 
-__all__ = ["Admin", "AdminError", "DeliveryRow", "IssuedKey", "KeyInfo", "Line", "LineCard", "Partner"]
+__all__ = ["Admin", "AdminError", "DeliveryRow", "IssuedKey", "KeyInfo", "Line", "LineCard", "Partner", "Subscription"]
 
 
 # What a number search may be: a phone number's first characters (`+` and digits).
@@ -116,6 +117,9 @@ class Admin:
             trace_id="",
             actor="system",
         )
+
+    def list_subscriptions(self, partner_id: str | None = None) -> list[Subscription]:
+        return self._accounts.subscriptions(partner_id)
 
     def list_deliveries(self, subscription_id: str | None = None, event_id: str | None = None) -> list[DeliveryRow]:
         return self._accounts.deliveries(subscription_id=subscription_id, event_id=event_id)

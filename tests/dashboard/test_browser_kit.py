@@ -180,3 +180,48 @@ def test_reset_asks_for_confirmation_and_keeps_partners(page, dash_server, partn
     # The journal was forgotten too: only what came after the reset.
     page.goto("/dashboard/requests")
     assert page.locator("table.journal tbody tr").count() == 1  # the retrieve just above
+
+
+def test_a_webhook_delivery_seen_and_sent_again(page, dash_server, partner, receiver, screenshots):
+    _partner_id, client, (number, _) = partner
+    violations = _csp_watch(page)
+    path = receiver.new_path()
+    receiver.answer(path, 400)  # a client error is final: the delivery fails at once
+    target = f"{receiver.base_url}{path}"
+    subscription = client.webhook_subscriptions.create(target_url=target, subscribed_events=["contact_card.created"])
+    client.contact_card.create(phone_number=number, first_name="Hooked")
+    event_id = receiver.wait(path, 1)[0].headers["webhook-id"]
+
+    sign_in(page)
+    page.click("nav >> text=Webhooks")
+    listed = page.locator(f"table.subscriptions tr[data-subscription='{subscription.id}']")
+    assert listed.locator("td.url").inner_text() == target
+    assert subscription.signing_secret not in page.content()  # never shown, not even to the operator
+    listed.locator("text=deliveries").click()
+    row = page.locator(f"table.deliveries tr[data-event='{event_id}']")
+    # The attempt's outcome is stored just after the receiver answered: reload until it is.
+    for _ in range(50):
+        if row.locator("td.delivery-state").inner_text() != "pending":
+            break
+        page.wait_for_timeout(100)
+        page.reload()
+    assert row.locator("td.delivery-state").inner_text() == "failed"
+    assert row.locator("td.attempts").inner_text() == "1"
+    assert row.locator("td.answer").inner_text() == "400"
+    assert float(row.locator("td.latency").inner_text()) > 0
+    _shoot(page, dash_server, screenshots, "webhooks")
+
+    row.locator("button:has-text('Redeliver')").click()
+    assert "queued again" in page.inner_text("p.done")
+    assert f"subscription={subscription.id}" in page.url  # back on the same subscription's list
+    again = receiver.wait(path, 2)[1]
+    assert again.headers["webhook-id"] == event_id  # the same event, sent again
+    row = page.locator(f"table.deliveries tr[data-event='{event_id}']")
+    for _ in range(50):
+        if row.locator("td.delivery-state").inner_text() == "delivered":
+            break
+        page.wait_for_timeout(100)
+        page.reload()
+    assert row.locator("td.delivery-state").inner_text() == "delivered"
+    assert row.locator("td.answer").inner_text() == "200"
+    assert violations == []

@@ -286,6 +286,7 @@ def test_the_kit_pages_forms_without_this_sessions_token_are_refused(dash_server
         "/dashboard/controls/settings/restore": {},
         "/dashboard/controls/clock": {"action": "advance", "seconds": "86400"},
         "/dashboard/controls/reset": {"confirm": "reset", "everything": "on"},
+        f"/dashboard/webhooks/deliveries/{'e' * 32}/{'5' * 32}/redeliver": {},
     }
     partners_before = _partner_names(dash_server.base_url)
     for path, fields in forms.items():
@@ -301,6 +302,9 @@ def test_the_kit_pages_forms_without_this_sessions_token_are_refused(dash_server
     assert done.status_code == 303
     assert admin_request(dash_server.base_url, "GET", "/clock").json()["offset"] >= 60
     assert admin_request(dash_server.base_url, "DELETE", "/clock").status_code == 200
+    # A delivery that does not exist, with the token: a 404 that says so.
+    missing = client.post(f"/dashboard/webhooks/deliveries/{'e' * 32}/{'5' * 32}/redeliver", data={"csrf": csrf})
+    assert missing.status_code == 404 and "no delivery of event" in missing.text
 
 
 def test_bad_control_values_and_journal_filters_are_refused_with_a_reason(dash_server):

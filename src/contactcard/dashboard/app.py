@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from contactcard.admin import Admin
-from contactcard.dashboard import controls, journal, lines, partners, signin
+from contactcard.dashboard import controls, journal, lines, partners, signin, webhooks
 from contactcard.dashboard.session import Sessions
 from contactcard.dashboard.web import (
     STATIC,
@@ -36,7 +36,7 @@ from contactcard.kit import Kit
 from contactcard.settings import Settings
 
 # The page groups, in menu order: the extension point.
-PAGES: tuple[ModuleType, ...] = (signin, partners, lines, journal, controls)
+PAGES: tuple[ModuleType, ...] = (signin, partners, lines, webhooks, journal, controls)
 
 
 async def _form_refused(request: Request, exc: Exception) -> Response:
