@@ -224,4 +224,12 @@ def test_a_webhook_delivery_seen_and_sent_again(page, dash_server, partner, rece
         page.reload()
     assert row.locator("td.delivery-state").inner_text() == "delivered"
     assert row.locator("td.answer").inner_text() == "200"
+
+    # The delivery's own page lists every attempt, not only the last.
+    row.locator("a.attempts-link").click()
+    assert page.inner_text("#delivery-state") == "delivered"
+    attempts = [r.locator("td").all_inner_texts() for r in page.locator("table.attempts tbody tr").all()]
+    assert [(a[0], a[2], a[3]) for a in attempts] == [("1", "failed", "400"), ("1", "delivered", "200")], attempts
+    assert all(float(a[4]) > 0 for a in attempts)
+    _shoot(page, dash_server, screenshots, "delivery")
     assert violations == []

@@ -1,5 +1,5 @@
-"""Webhook subscriptions and their deliveries (the last attempt of each: its outcome, the
-answer's status and latency), and sending a delivery again."""
+"""Webhook subscriptions, their deliveries (as the last attempt left each) and every attempt of
+one delivery (its outcome, the answer's status, latency and error), and sending one again."""
 
 from __future__ import annotations
 
@@ -51,6 +51,27 @@ async def webhooks_page(request: Request, session: Session) -> Response:
 
 
 @signed_in
+async def delivery_page(request: Request, session: Session) -> Response:
+    admin = dashboard(request).admin
+    event_id, subscription_id = request.path_params["event_id"], request.path_params["subscription_id"]
+    try:
+        delivery, attempts = await off_loop(admin.delivery, event_id, subscription_id)
+    except AdminError:
+        return render(request, "not_found.html", session, status=404, what=f"delivery {event_id}")
+    targets = {s.id: s.target_url for s in await off_loop(admin.list_subscriptions, delivery.partner_id)}
+    return render(
+        request,
+        "delivery.html",
+        session,
+        delivery=delivery,
+        attempts=attempts,
+        target=targets.get(subscription_id, ""),
+        next_at=_when(delivery.next_attempt_at),
+        done=request.query_params.get("done") == "redelivered",
+    )
+
+
+@signed_in
 async def redeliver(request: Request, session: Session) -> Response:
     await form(request, session)
     event_id, subscription_id = request.path_params["event_id"], request.path_params["subscription_id"]
@@ -58,7 +79,9 @@ async def redeliver(request: Request, session: Session) -> Response:
         await off_loop(dashboard(request).admin.redeliver, event_id, subscription_id)
     except AdminError as exc:
         return await _page(request, session, error=str(exc), status=404 if exc.not_found else 400)
-    # Back to the list it was sent from (the subscription's own, when that was shown).
+    # Back to the page it was sent from: the delivery's own, or the list (of one subscription).
+    if request.query_params.get("from") == "delivery":
+        return redirect(request, f"/webhooks/deliveries/{event_id}/{subscription_id}?done=redelivered")
     back = request.query_params.get("subscription", "")
     shown = f"subscription={back}&" if _ID.fullmatch(back) else ""
     return redirect(request, f"/webhooks?{shown}done=redelivered")
@@ -67,5 +90,6 @@ async def redeliver(request: Request, session: Session) -> Response:
 def routes() -> list[Route]:
     return [
         Route("/webhooks", webhooks_page, methods=["GET"]),
+        Route("/webhooks/deliveries/{event_id}/{subscription_id}", delivery_page, methods=["GET"]),
         Route("/webhooks/deliveries/{event_id}/{subscription_id}/redeliver", redeliver, methods=["POST"]),
     ]

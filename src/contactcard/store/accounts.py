@@ -20,6 +20,7 @@ from contactcard.store.schema import (
     device_scripts,
     lines,
     partners,
+    webhook_attempts,
     webhook_deliveries,
     webhook_subscriptions,
 )
@@ -96,6 +97,18 @@ class SubscriptionRow:
     is_active: bool
     webhook_version: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    """One attempt of a delivery: its outcome, the receiver's answer and how long it took."""
+
+    attempt: int  # from 1 again after a redelivery
+    at: datetime
+    outcome: str  # pending (a retry follows) | delivered | failed
+    answer: int | None  # the HTTP status; None when the receiver never answered
+    latency_ms: float | None
+    error: str | None
 
 
 _LINE_COLUMNS = (lines.c.phone_number, lines.c.partner_id, cards.c.id, cards.c.is_active)
@@ -284,6 +297,18 @@ class Accounts:
             )
             for r in rows
         ]
+
+    def attempts(self, event_id: str, subscription_id: str) -> list[AttemptRow]:
+        """Every attempt of one delivery, oldest first."""
+        a = webhook_attempts.c
+        query = (
+            select(a.attempt, a.at, a.outcome, a.answer, a.latency_ms, a.error)
+            .where(a.event_id == event_id, a.subscription_id == subscription_id)
+            .order_by(a.id)
+        )
+        with self._db.reader.connect() as conn:
+            rows = conn.execute(query).all()
+        return [AttemptRow(r.attempt, r.at, r.outcome, r.answer, r.latency_ms, r.error) for r in rows]
 
     def redeliver(self, event_id: str, subscription_id: str, due: float) -> bool:
         """Make a delivery due again at `due`, with a fresh retry schedule; False when unknown."""
