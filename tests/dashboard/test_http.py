@@ -237,6 +237,7 @@ def test_pages_answer_within_200_ms_with_10000_cards(dash_server):
         "overview": _median_ms(client, "/dashboard/"),
         "requests": _median_ms(client, "/dashboard/requests"),
         "controls": _median_ms(client, "/dashboard/controls"),
+        "webhooks": _median_ms(client, "/dashboard/webhooks"),
     }
     api = httpx.Client(base_url=dash_server.base_url, headers={"authorization": f"Bearer {key}"}, timeout=30)
     get_all = _median_ms(api, "/v3/contact_card")
