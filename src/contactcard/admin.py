@@ -16,13 +16,26 @@ from contactcard.card import Card
 from contactcard.device import DeviceScript, DeviceView, SimulatedDevice
 from contactcard.errors import ApiError
 from contactcard.store.accounts import Accounts, DeliveryRow, KeyInUse, LineTaken, NoSuchPartner
+from contactcard.store.accounts import AttemptRow as Attempt
 from contactcard.store.accounts import KeyRow as KeyInfo
 from contactcard.store.accounts import LineCardRow as LineCard
 from contactcard.store.accounts import LineRow as Line
 from contactcard.store.accounts import PartnerRow as Partner
+from contactcard.store.accounts import SubscriptionRow as Subscription
 from contactcard.webhooks import events
 
-__all__ = ["Admin", "AdminError", "DeliveryRow", "IssuedKey", "KeyInfo", "Line", "LineCard", "Partner"]
+__all__ = [
+    "Admin",
+    "AdminError",
+    "Attempt",
+    "DeliveryRow",
+    "IssuedKey",
+    "KeyInfo",
+    "Line",
+    "LineCard",
+    "Partner",
+    "Subscription",
+]
 
 
 # What a number search may be: a phone number's first characters (`+` and digits).
@@ -117,8 +130,22 @@ class Admin:
             actor="system",
         )
 
+    def list_subscriptions(self, partner_id: str | None = None) -> list[Subscription]:
+        return self._accounts.subscriptions(partner_id)
+
     def list_deliveries(self, subscription_id: str | None = None, event_id: str | None = None) -> list[DeliveryRow]:
         return self._accounts.deliveries(subscription_id=subscription_id, event_id=event_id)
+
+    def delivery(self, event_id: str, subscription_id: str) -> tuple[DeliveryRow, list[Attempt]]:
+        """One delivery and every attempt made of it."""
+        found = [
+            row
+            for row in self._accounts.deliveries(event_id=event_id, subscription_id=subscription_id)
+            if row.subscription_id == subscription_id
+        ]
+        if not found:
+            raise AdminError(f"no delivery of event {event_id} to subscription {subscription_id}", not_found=True)
+        return found[0], self._accounts.attempts(event_id, subscription_id)
 
     def redeliver(self, event_id: str, subscription_id: str) -> DeliveryRow:
         """Send one delivery again now (whatever became of it), with a fresh retry schedule."""

@@ -43,8 +43,10 @@ log = logging.getLogger("contactcard")
 # PostgreSQL, where the journal shares the cards' database, no commits to empty the memo.
 READERS_WANT_SECONDS = 60.0
 
-# Requests that are the operator's or the load balancer's, not the API's.
-UNJOURNALED = ("/admin/", "/healthz")
+# Requests that are the operator's, the reader's or the load balancer's, not the API's (the
+# dashboard's pages, its icon from /docs and its live view would otherwise fill the journal
+# they show).
+UNJOURNALED = ("/admin/", "/dashboard", "/docs", "/healthz")
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 # The query as the SDKs send it (`phone_number=%2B1555...`), read without parse_qsl.
 _ONE_NUMBER = re.compile(rb"phone_number=(?:%2B|\+)([1-9][0-9]{1,14})")

@@ -13,11 +13,12 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN
 from tests.support.processes import ServerProcess
+from tests.support.receiver import Receiver
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; playwright's own browser download is never used
 # The README's screenshots. Taken on every run (a page that cannot render fails the test),
 # but kept in docs/ only when asked, so that a test run leaves the work tree as it was:
-#   CONTACTCARD_TEST_SCREENSHOTS=1 ./scripts/test tests/dashboard/test_browser.py -k sqlite
+#   CONTACTCARD_TEST_SCREENSHOTS=1 ./scripts/test tests/dashboard/test_browser*.py -k sqlite
 README_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
@@ -43,15 +44,26 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on 127.0.0.1, allowed as a target by the dashboard's servers."""
+    found = Receiver()
+    yield found
+    found.close()
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def dash_server(request, tmp_path_factory, postgres_url, image_host) -> Iterator[ServerProcess]:
+def dash_server(request, tmp_path_factory, postgres_url, image_host, receiver) -> Iterator[ServerProcess]:
     """The real `serve` command, with the admin token (so the dashboard is on)."""
     if request.param == "postgres" and postgres_url is None:
         pytest.skip("needs PostgreSQL: set CONTACTCARD_TEST_POSTGRES_URL (CI sets it)")
     server = ServerProcess(
         data_dir=tmp_path_factory.mktemp(f"dash-{request.param}"),
         database_url=postgres_url if request.param == "postgres" else None,
-        extra_env={"CONTACTCARD_IMAGE_ALLOWED_HOSTS": image_host.host_port},
+        # Private hosts by name only: the image host and the webhook receiver.
+        extra_env={
+            "CONTACTCARD_IMAGE_ALLOWED_HOSTS": f"{image_host.host_port},{receiver.base_url.removeprefix('http://')}"
+        },
         name=f"dash-{request.param}",
     )
     server.backend = request.param  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@ switch-off, proxy paths, and the speed of its pages with 10,000 cards."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -11,6 +12,7 @@ import sys
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -233,6 +235,9 @@ def test_pages_answer_within_200_ms_with_10000_cards(dash_server):
         "search": _median_ms(client, "/dashboard/lines", params={"q": "+1777000512"}),
         "one line": _median_ms(client, "/dashboard/lines/+17770005000"),
         "overview": _median_ms(client, "/dashboard/"),
+        "requests": _median_ms(client, "/dashboard/requests"),
+        "controls": _median_ms(client, "/dashboard/controls"),
+        "webhooks": _median_ms(client, "/dashboard/webhooks"),
     }
     api = httpx.Client(base_url=dash_server.base_url, headers={"authorization": f"Bearer {key}"}, timeout=30)
     get_all = _median_ms(api, "/v3/contact_card")
@@ -266,3 +271,141 @@ print("jinja2" in sys.modules, "contactcard.dashboard.app" in sys.modules)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_the_kit_pages_forms_without_this_sessions_token_are_refused(dash_server):
+    client, csrf = signed_in_http(dash_server.base_url)
+    _other, other_csrf = signed_in_http(dash_server.base_url)
+    before = admin_request(dash_server.base_url, "GET", "/settings").json()
+    forms = {
+        "/dashboard/controls/settings": {
+            "profile": "hosted",
+            "write_budget": "1",
+            "write_budget_window": "9",
+            "journal_size": "5",
+        },
+        "/dashboard/controls/settings/restore": {},
+        "/dashboard/controls/clock": {"action": "advance", "seconds": "86400"},
+        "/dashboard/controls/reset": {"confirm": "reset", "everything": "on"},
+        f"/dashboard/webhooks/deliveries/{'e' * 32}/{'5' * 32}/redeliver": {},
+    }
+    partners_before = _partner_names(dash_server.base_url)
+    for path, fields in forms.items():
+        for token in ({}, {"csrf": ""}, {"csrf": other_csrf}):
+            answer = client.post(path, data={**fields, **token})
+            assert answer.status_code == 403 and "Form refused" in answer.text, (path, token)
+    # Nothing changed: not the settings, not the clock, and no reset (partners still there).
+    assert admin_request(dash_server.base_url, "GET", "/settings").json() == before
+    assert admin_request(dash_server.base_url, "GET", "/clock").json()["real"] is True
+    assert _partner_names(dash_server.base_url) == partners_before
+    # With the token, the clock form works: the refusals were for the token alone.
+    done = client.post("/dashboard/controls/clock", data={"csrf": csrf, "action": "advance", "seconds": "60"})
+    assert done.status_code == 303
+    assert admin_request(dash_server.base_url, "GET", "/clock").json()["offset"] >= 60
+    assert admin_request(dash_server.base_url, "DELETE", "/clock").status_code == 200
+    # A delivery that does not exist, with the token: a 404 that says so.
+    missing = client.post(f"/dashboard/webhooks/deliveries/{'e' * 32}/{'5' * 32}/redeliver", data={"csrf": csrf})
+    assert missing.status_code == 404 and "no delivery of event" in missing.text
+
+
+def test_bad_control_values_and_journal_filters_are_refused_with_a_reason(dash_server):
+    client, csrf = signed_in_http(dash_server.base_url)
+    before = admin_request(dash_server.base_url, "GET", "/settings").json()
+    good = {"csrf": csrf, **{k: str(v) for k, v in before.items()}}
+    for fields, reason in (
+        ({"profile": "fast"}, "the profile must be one of"),
+        ({"write_budget": "-1"}, "the write budget must be a whole number"),
+        ({"write_budget": "²"}, "the write budget must be a whole number"),  # a digit to str.isdigit()
+        ({"write_budget_window": "0"}, "the window must be a whole number from 1"),
+        ({"journal_size": "1e3"}, "the journal&#39;s size must be a whole number"),
+    ):
+        answer = client.post("/dashboard/controls/settings", data={**good, **fields})
+        assert answer.status_code == 400 and reason in answer.text, (fields, answer.text[-2000:])
+    assert admin_request(dash_server.base_url, "GET", "/settings").json() == before
+    for fields, reason in (
+        ({"action": "advance", "seconds": "nan"}, "a number of seconds above 0"),
+        ({"action": "advance", "seconds": "-5"}, "a number of seconds above 0"),
+        ({"action": "set", "instant": "soon"}, "the instant must be a date and time"),
+        ({"action": "set", "instant": "2999-01-01T00:00:00"}, "more than a hundred years away"),
+        ({"action": "backwards"}, "advance, set or real"),
+    ):
+        answer = client.post("/dashboard/controls/clock", data={"csrf": csrf, **fields})
+        assert answer.status_code == 400 and reason in answer.text, fields
+    assert admin_request(dash_server.base_url, "GET", "/clock").json()["real"] is True
+    unconfirmed = client.post("/dashboard/controls/reset", data={"csrf": csrf, "confirm": "rest"})
+    assert unconfirmed.status_code == 400 and "Nothing was reset" in unconfirmed.text
+    for query, reason in (
+        ({"trace_id": "' OR 1=1"}, "32 hexadecimal digits"),
+        ({"number": "5551234567"}, "E.164"),
+        ({"number": "+1555١٢٣"}, "E.164"),
+        ({"status": "99"}, "from 100 to 599"),
+    ):
+        answer = client.get("/dashboard/requests", params=query)
+        assert answer.status_code == 400 and reason in answer.text, query
+        assert client.get("/dashboard/requests/live", params=query).status_code == 400, query
+
+
+def _events(lines: Iterator[str]) -> Iterator[dict[str, str]]:
+    """The events of a text/event-stream, as their fields (comments skipped)."""
+    event: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if event:
+                yield event
+            event = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            event[name] = value.removeprefix(" ")
+
+
+def test_the_live_view_streams_new_requests_and_resumes_after_the_last_id(dash_server):
+    client, _ = signed_in_http(dash_server.base_url)
+    assert httpx.get(f"{dash_server.base_url}/dashboard/requests/live").status_code == 303  # signed in only
+    first = httpx.get(f"{dash_server.base_url}/v3/contact_card").headers["x-trace-id"]  # a 401, journaled
+    journaled = client.get("/dashboard/requests", params={"trace_id": first}).text
+    first_id = int(re.findall(r'<tr data-id="(\d+)"', journaled)[0])
+    second = httpx.get(f"{dash_server.base_url}/v3/contact_card").headers["x-trace-id"]
+    # Reconnecting after `first`, as an EventSource does: the next event is `second`.
+    with client.stream("GET", "/dashboard/requests/live", headers={"last-event-id": str(first_id)}) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert "default-src 'self'" in stream.headers["content-security-policy"]
+        events = _events(stream.iter_lines())
+        assert next(events) == {"retry": "1000"}
+        arrived = next(events)
+        assert arrived["event"] == "request" and int(arrived["id"]) > first_id
+        entry = json.loads(arrived["data"])
+        assert (entry["trace_id"], entry["status"], entry["error_code"]) == (second, 401, "2004")
+        # One sent while the stream is open arrives too.
+        third = httpx.get(f"{dash_server.base_url}/v3/contact_card").headers["x-trace-id"]
+        assert json.loads(next(events)["data"])["trace_id"] == third
+    # Filtered by status: a 404 sent meanwhile is the only one that comes.
+    with client.stream("GET", "/dashboard/requests/live", params={"status": "404", "after": first_id}) as stream:
+        events = _events(stream.iter_lines())
+        next(events)
+        missing = httpx.get(f"{dash_server.base_url}/v3/nowhere").headers["x-trace-id"]
+        assert json.loads(next(events)["data"])["trace_id"] == missing
+
+
+def test_a_reset_of_everything_forgets_partners_and_puts_the_clock_back(tmp_path):
+    # In-process, on a server of its own: the module's shared server keeps its partners.
+    token = "a-long-admin-token-here"
+    admin = {"authorization": f"Bearer {token}"}
+    with TestClient(_app(tmp_path, token), base_url="https://cards.example.test") as c:
+        assert c.post("/admin/v1/partners", json={"name": "goes"}, headers=admin).status_code == 200
+        assert c.post("/admin/v1/clock/advance", json={"seconds": 3600}, headers=admin).status_code == 200
+        csrf = csrf_of(c.get("/dashboard/sign-in").text)
+        assert c.post("/dashboard/sign-in", data={"csrf": csrf, "token": token}).status_code == 200
+        csrf = csrf_of(c.get("/dashboard/controls/reset").text)
+        # The cards-only reset keeps the partner; everything takes it, and the clock is real again.
+        kept = c.post("/dashboard/controls/reset", data={"csrf": csrf, "confirm": "reset"}, follow_redirects=False)
+        assert kept.status_code == 303 and kept.headers["location"].endswith("/controls?done=reset")
+        assert [p["name"] for p in c.get("/admin/v1/partners", headers=admin).json()] == ["goes"]
+        gone = c.post(
+            "/dashboard/controls/reset",
+            data={"csrf": csrf, "confirm": " Reset ", "everything": "on"},
+            follow_redirects=False,
+        )
+        assert gone.status_code == 303 and gone.headers["location"].endswith("/controls?done=everything")
+        assert c.get("/admin/v1/partners", headers=admin).json() == []
+        assert c.get("/admin/v1/clock", headers=admin).json()["real"] is True
+        assert "everything is forgotten" in c.get("/dashboard/controls?done=everything").text

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from contactcard.store.accounts import Accounts
 from contactcard.store.db import connect, migrate
 from contactcard.store.webhooks import Subscription, WebhookStore, fan_out
 from contactcard.store.writer import SqliteWriter, Stmt
@@ -156,3 +157,37 @@ async def test_a_slow_receiver_cannot_take_every_slot(outbox):
         assert sender.most == {"https://h.example/in": 2, "https://quick.example/in": 2}
     finally:
         await worker.aclose()
+
+
+async def test_every_attempt_is_kept_and_one_whose_delivery_went_leaves_nothing(outbox, tmp_path):
+    writer, store = outbox
+    clock = ManualClock()
+    event = await record(writer, clock)
+    database = connect(f"sqlite:///{tmp_path / 'w.db'}")
+    try:
+        await _attempts_kept(writer, store, clock, event, Accounts(database))
+    finally:
+        database.dispose()
+
+
+async def _attempts_kept(writer, store, clock, event, accounts) -> None:
+    outcomes = [("pending", 500, None), ("delivered", 200, None)]
+    for status, answer, error in outcomes:
+        (claimed,) = await store.claim(clock.now().timestamp() + 1, 1e12, 1e12 + 60, 10)
+        await store.finish(
+            claimed, status=status, next_at=0.0, answer=answer, error=error, latency_ms=12.5, at=clock.now()
+        )
+    kept = accounts.attempts(event.event_id, "s")
+    assert [(a.attempt, a.outcome, a.answer, a.latency_ms) for a in kept] == [
+        (1, "pending", 500, 12.5),
+        (2, "delivered", 200, 12.5),
+    ]
+    # A claim whose subscription (and so its delivery) is deleted before the attempt ends:
+    # the attempt is recorded nowhere, and recording it is no error.
+    later = await record(writer, clock)
+    (claimed,) = await store.claim(clock.now().timestamp() + 1, 1e12, 1e12 + 60, 10)
+    assert await store.remove("p", "s")
+    await store.finish(
+        claimed, status="failed", next_at=None, answer=None, error="gone", latency_ms=None, at=clock.now()
+    )
+    assert accounts.attempts(later.event_id, "s") == []

@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from contactcard.admin import Admin
-from contactcard.dashboard import lines, partners, signin
+from contactcard.dashboard import controls, journal, lines, partners, signin, webhooks
 from contactcard.dashboard.session import Sessions
 from contactcard.dashboard.web import (
     STATIC,
@@ -32,10 +32,11 @@ from contactcard.dashboard.web import (
     session_of,
     templates,
 )
+from contactcard.kit import Kit
 from contactcard.settings import Settings
 
 # The page groups, in menu order: the extension point.
-PAGES: tuple[ModuleType, ...] = (signin, partners, lines)
+PAGES: tuple[ModuleType, ...] = (signin, partners, lines, webhooks, journal, controls)
 
 
 async def _form_refused(request: Request, exc: Exception) -> Response:
@@ -43,7 +44,7 @@ async def _form_refused(request: Request, exc: Exception) -> Response:
     return render(request, "refused.html", session_of(request), status=403)
 
 
-def dashboard_app(settings: Settings, admin: Admin) -> ASGIApp:
+def dashboard_app(settings: Settings, admin: Admin, kit: Kit) -> ASGIApp:
     assert settings.admin_token, "the dashboard is off without an admin token"
     routes: list[BaseRoute] = [Mount("/static", app=StaticFiles(directory=STATIC), name="static")]
     nav: list[Nav] = []
@@ -53,5 +54,5 @@ def dashboard_app(settings: Settings, admin: Admin) -> ASGIApp:
             nav.append(module.NAV)
     app = Starlette(routes=routes, exception_handlers={FormRefused: _form_refused})
     app.router.redirect_slashes = False
-    app.state.dashboard = Dashboard(settings, admin, Sessions(settings.admin_token), templates(), nav)
+    app.state.dashboard = Dashboard(settings, admin, kit, Sessions(settings.admin_token), templates(), nav)
     return SecurityHeaders(app, csp(settings))

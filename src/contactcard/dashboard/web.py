@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contactcard.admin import Admin
 from contactcard.dashboard.session import COOKIE, LIFETIME, SIGN_IN_COOKIE, Session, Sessions
+from contactcard.kit import Kit
 from contactcard.settings import Settings
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -42,6 +43,7 @@ class Dashboard:
 
     settings: Settings
     admin: Admin
+    kit: Kit
     sessions: Sessions
     templates: Environment
     nav: list[Nav]

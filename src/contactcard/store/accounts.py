@@ -20,10 +20,11 @@ from contactcard.store.schema import (
     device_scripts,
     lines,
     partners,
+    webhook_attempts,
     webhook_deliveries,
     webhook_subscriptions,
 )
-from contactcard.store.webhooks import fan_out
+from contactcard.store.webhooks import fan_out, unwrap
 from contactcard.store.writer import sqlite_value
 from contactcard.webhooks.events import Outbox
 
@@ -81,6 +82,33 @@ class DeliveryRow:
     last_latency_ms: float | None
     created_at: datetime
     finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SubscriptionRow:
+    """A webhook subscription as an operator sees it: never its signing secret."""
+
+    id: str
+    partner_id: str
+    partner_name: str
+    target_url: str
+    events: list[str]
+    phone_numbers: list[str] | None  # None: every line of the partner
+    is_active: bool
+    webhook_version: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    """One attempt of a delivery: its outcome, the receiver's answer and how long it took."""
+
+    attempt: int  # from 1 again after a redelivery
+    at: datetime
+    outcome: str  # pending (a retry follows) | delivered | failed
+    answer: int | None  # the HTTP status; None when the receiver never answered
+    latency_ms: float | None
+    error: str | None
 
 
 _LINE_COLUMNS = (lines.c.phone_number, lines.c.partner_id, cards.c.id, cards.c.is_active)
@@ -197,6 +225,43 @@ class Accounts:
             conn.execute(delete(device_displays).where(device_displays.c.phone_number == phone_number))
             return bool(gone.rowcount)
 
+    def subscriptions(self, partner_id: str | None = None) -> list[SubscriptionRow]:
+        """Every webhook subscription (of one partner, or of all), oldest first."""
+        s = webhook_subscriptions.c
+        query = (
+            select(
+                s.id,
+                s.partner_id,
+                partners.c.name,
+                s.target_url,
+                s.events,
+                s.phone_numbers,
+                s.is_active,
+                s.webhook_version,
+                s.created_at,
+            )
+            .join(partners, partners.c.id == s.partner_id)
+            .order_by(s.created_at, s.id)
+        )
+        if partner_id:
+            query = query.where(s.partner_id == partner_id)
+        with self._db.reader.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            SubscriptionRow(
+                r.id,
+                r.partner_id,
+                r.name,
+                r.target_url,
+                unwrap(r.events) or [],
+                unwrap(r.phone_numbers),
+                bool(r.is_active),
+                r.webhook_version,
+                r.created_at,
+            )
+            for r in rows
+        ]
+
     def deliveries(
         self, *, subscription_id: str | None = None, event_id: str | None = None, limit: int = 200
     ) -> list[DeliveryRow]:
@@ -232,6 +297,18 @@ class Accounts:
             )
             for r in rows
         ]
+
+    def attempts(self, event_id: str, subscription_id: str) -> list[AttemptRow]:
+        """Every attempt of one delivery, oldest first."""
+        a = webhook_attempts.c
+        query = (
+            select(a.attempt, a.at, a.outcome, a.answer, a.latency_ms, a.error)
+            .where(a.event_id == event_id, a.subscription_id == subscription_id)
+            .order_by(a.id)
+        )
+        with self._db.reader.connect() as conn:
+            rows = conn.execute(query).all()
+        return [AttemptRow(r.attempt, r.at, r.outcome, r.answer, r.latency_ms, r.error) for r in rows]
 
     def redeliver(self, event_id: str, subscription_id: str, due: float) -> bool:
         """Make a delivery due again at `due`, with a fresh retry schedule; False when unknown."""

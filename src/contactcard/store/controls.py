@@ -22,6 +22,7 @@ from contactcard.store.schema import (
     partners,
     request_journal,
     runtime_controls,
+    webhook_attempts,
     webhook_deliveries,
     webhook_subscriptions,
     write_attempts,
@@ -30,8 +31,17 @@ from contactcard.store.writer import StoreUnavailable
 
 _ENSURE_ROW = "INSERT INTO runtime_controls (id, version, clock_offset) VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING"
 # What a reset forgets, children before parents; `everything` adds what it keeps otherwise.
-# Deliveries before the subscriptions they point at, those before their partners.
-_FORGOTTEN = (cards, write_attempts, device_scripts, device_displays, request_journal, webhook_deliveries)
+# Attempts before their deliveries, those before the subscriptions they point at, those
+# before their partners.
+_FORGOTTEN = (
+    cards,
+    write_attempts,
+    device_scripts,
+    device_displays,
+    request_journal,
+    webhook_attempts,
+    webhook_deliveries,
+)
 _KEPT_UNLESS_EVERYTHING = (webhook_subscriptions, lines, api_keys, partners)
 _SETTINGS = ("profile", "write_budget", "write_budget_window", "journal_size")
 

@@ -8,6 +8,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -158,6 +159,28 @@ webhook_deliveries = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Index("ix_webhook_deliveries_status_next_at", "status", "next_at"),
     Index("ix_webhook_deliveries_subscription_id", "subscription_id"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    # Every attempt of a delivery, as the operator sees it on the dashboard; the delivery's
+    # row keeps only the last one. Written in the same statement batch as that row.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(32), nullable=False),
+    Column("subscription_id", String(32), nullable=False),
+    Column("attempt", Integer, nullable=False),  # 1, 2, ...; from 1 again after a redelivery
+    Column("at", DateTime(timezone=True), nullable=False),  # on the server's clock
+    Column("outcome", String(16), nullable=False),  # pending (a retry follows) | delivered | failed
+    Column("answer", Integer, nullable=True),  # the receiver's HTTP status; none if it never answered
+    Column("latency_ms", Float, nullable=True),
+    Column("error", String(400), nullable=True),
+    ForeignKeyConstraint(
+        ["event_id", "subscription_id"],
+        ["webhook_deliveries.event_id", "webhook_deliveries.subscription_id"],
+        ondelete="CASCADE",
+    ),
+    Index("ix_webhook_attempts_delivery", "event_id", "subscription_id"),
 )
 
 

@@ -68,6 +68,17 @@ def fan_out(event: Outbox) -> Stmt:
     )
 
 
+# Only while the delivery is there: a subscription deleted during the attempt took its
+# deliveries with it, and the attempt has nothing left to belong to. (The casts: PostgreSQL
+# cannot tell the type of a parameter in a SELECT list that may be NULL.)
+_RECORD_ATTEMPT = """
+INSERT INTO webhook_attempts (event_id, subscription_id, attempt, at, outcome, answer, latency_ms, error)
+SELECT event_id, subscription_id, :attempt, :at, :outcome, CAST(:answer AS INTEGER), CAST(:latency AS FLOAT),
+       CAST(:error AS VARCHAR(400))
+FROM webhook_deliveries WHERE event_id = :event_id AND subscription_id = :subscription_id
+"""
+
+
 @dataclass(frozen=True)
 class Subscription:
     id: str
@@ -259,7 +270,9 @@ RETURNING event_id, subscription_id, event_type, body, attempts
         latency_ms: float | None,
         at: datetime,
     ) -> None:
-        """Record one attempt: `status` pending (with `next_at`), delivered or failed."""
+        """Record one attempt: `status` pending (with `next_at`), delivered or failed; the
+        delivery's row keeps it as its last, the attempts table beside all the others."""
+        error = error[:400] if error else None
         await self._writer.run(
             [
                 Stmt(
@@ -271,13 +284,26 @@ RETURNING event_id, subscription_id, event_type, body, attempts
                         "status": status,
                         "next_at": next_at,
                         "answer": answer,
-                        "error": error[:400] if error else None,
+                        "error": error,
                         "latency": latency_ms,
                         "finished": None if status == "pending" else at,
                         "event_id": claimed.event_id,
                         "subscription_id": claimed.subscription_id,
                     },
-                )
+                ),
+                Stmt(
+                    _RECORD_ATTEMPT,
+                    {
+                        "event_id": claimed.event_id,
+                        "subscription_id": claimed.subscription_id,
+                        "attempt": claimed.attempts,
+                        "at": at,
+                        "outcome": status,
+                        "answer": answer,
+                        "latency": latency_ms,
+                        "error": error,
+                    },
+                ),
             ]
         )
 

@@ -1,0 +1,95 @@
+"""Webhook subscriptions, their deliveries (as the last attempt left each) and every attempt of
+one delivery (its outcome, the answer's status, latency and error), and sending one again."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from contactcard.admin import AdminError
+from contactcard.dashboard.session import Session
+from contactcard.dashboard.web import Nav, dashboard, form, off_loop, redirect, render, signed_in
+
+NAV = Nav("Webhooks", "/webhooks")
+# Subscription and event ids are 32 hexadecimal digits: anything else finds nothing anyway.
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _when(at: float | None) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S") if at is not None else ""
+
+
+async def _page(request: Request, session: Session, *, error: str | None = None, status: int = 400) -> Response:
+    admin = dashboard(request).admin
+    chosen = request.query_params.get("subscription", "")
+    if chosen and not _ID.fullmatch(chosen):
+        chosen, error = "", error or "a subscription id is 32 hexadecimal digits"
+    subscriptions = await off_loop(admin.list_subscriptions)
+    deliveries = await off_loop(admin.list_deliveries, subscription_id=chosen or None)
+    return render(
+        request,
+        "webhooks.html",
+        session,
+        status=status if error else 200,
+        subscriptions=subscriptions,
+        targets={s.id: s.target_url for s in subscriptions},
+        deliveries=deliveries,
+        next_at={d.event_id + d.subscription_id: _when(d.next_attempt_at) for d in deliveries},
+        chosen=chosen,
+        done=request.query_params.get("done") == "redelivered",
+        error=error,
+    )
+
+
+@signed_in
+async def webhooks_page(request: Request, session: Session) -> Response:
+    return await _page(request, session)
+
+
+@signed_in
+async def delivery_page(request: Request, session: Session) -> Response:
+    admin = dashboard(request).admin
+    event_id, subscription_id = request.path_params["event_id"], request.path_params["subscription_id"]
+    try:
+        delivery, attempts = await off_loop(admin.delivery, event_id, subscription_id)
+    except AdminError:
+        return render(request, "not_found.html", session, status=404, what=f"delivery {event_id}")
+    targets = {s.id: s.target_url for s in await off_loop(admin.list_subscriptions, delivery.partner_id)}
+    return render(
+        request,
+        "delivery.html",
+        session,
+        delivery=delivery,
+        attempts=attempts,
+        target=targets.get(subscription_id, ""),
+        next_at=_when(delivery.next_attempt_at),
+        done=request.query_params.get("done") == "redelivered",
+    )
+
+
+@signed_in
+async def redeliver(request: Request, session: Session) -> Response:
+    await form(request, session)
+    event_id, subscription_id = request.path_params["event_id"], request.path_params["subscription_id"]
+    try:
+        await off_loop(dashboard(request).admin.redeliver, event_id, subscription_id)
+    except AdminError as exc:
+        return await _page(request, session, error=str(exc), status=404 if exc.not_found else 400)
+    # Back to the page it was sent from: the delivery's own, or the list (of one subscription).
+    if request.query_params.get("from") == "delivery":
+        return redirect(request, f"/webhooks/deliveries/{event_id}/{subscription_id}?done=redelivered")
+    back = request.query_params.get("subscription", "")
+    shown = f"subscription={back}&" if _ID.fullmatch(back) else ""
+    return redirect(request, f"/webhooks?{shown}done=redelivered")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/webhooks", webhooks_page, methods=["GET"]),
+        Route("/webhooks/deliveries/{event_id}/{subscription_id}", delivery_page, methods=["GET"]),
+        Route("/webhooks/deliveries/{event_id}/{subscription_id}/redeliver", redeliver, methods=["POST"]),
+    ]
