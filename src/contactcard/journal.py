@@ -1,6 +1,6 @@
 """The request journal: which API requests arrived, for the tests that sent them.
 
-The middleware (`http/journaled.py`) hands each finished API request to `Journal.record`,
+The edge middleware (`http/edge.py`) hands each finished API request to `Journal.record`,
 which only appends a tuple to an in-memory buffer: no parsing, no header scan, no I/O on
 the event loop. While someone reads the journal (any process, the CLI included: a read
 marks it for `READERS_WANT_SECONDS`), a background thread turns the buffer into rows every
@@ -30,8 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qsl
-
-import orjson
 
 from contactcard.controls import POLL_SECONDS, LiveControls
 
@@ -92,11 +90,10 @@ class JournalStore(Protocol):
     def close(self) -> None: ...
 
 
-# What the middleware keeps of a request until the flush, parsed off the loop: trace id,
-# method, path, query, phone number (when an endpoint parsed one from a body), status,
-# the error envelope, perf_counter at the start and the end, time.time() at the end, and
-# the request's header list.
-Raw = tuple[str, str, str, bytes, str | None, int, bytes | None, float, float, float, list[tuple[bytes, bytes]]]
+# What the edge keeps of a request until the flush, parsed off the loop: trace id, method,
+# path, query, phone number (when an endpoint parsed one from a body), status, the error
+# envelope's code, the duration in seconds, time.time() at the end, and the header list.
+Raw = tuple[str, str, str, bytes, str | None, int, int | None, float, float, list[tuple[bytes, bytes]]]
 
 
 class Journal:
@@ -181,7 +178,7 @@ class Journal:
 
 
 def _row(raw: Raw, offset: float) -> Row:
-    trace_id, method, path, query, phone, status, body, began, ended, wall, headers = raw
+    trace_id, method, path, query, phone, status, code, duration, wall, headers = raw
     if phone is None and query:
         phone = phone_from_query(query)
     if phone is not None and not _E164.fullmatch(phone):
@@ -192,7 +189,6 @@ def _row(raw: Raw, offset: float) -> Row:
             retries = value
         elif name == b"user-agent":
             agent = value
-    duration = ended - began
     return (
         trace_id,
         wall - duration + offset,  # when it arrived, on the server's clock
@@ -200,7 +196,7 @@ def _row(raw: Raw, offset: float) -> Row:
         path[:200],
         phone,
         status,
-        _error_code(body) if status >= 400 else None,
+        code if status >= 400 else None,
         round(duration * 1000, 3),
         int(retries) if retries is not None and retries.isdigit() and len(retries) < 6 else None,
         agent.decode("latin-1")[:200] if agent else None,
@@ -214,11 +210,3 @@ def phone_from_query(query: bytes) -> str | None:
         return "+" + quick.group(1).decode()
     given = [v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k == "phone_number"]
     return given[0] if len(given) == 1 else None
-
-
-def _error_code(body: bytes | None) -> int | None:
-    try:
-        code = orjson.loads(body or b"")["error"]["code"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
-    return code if isinstance(code, int) else None

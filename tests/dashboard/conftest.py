@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN
+from tests.support.databases import own_database
 from tests.support.processes import ServerProcess
 from tests.support.receiver import Receiver
 
@@ -57,19 +58,24 @@ def dash_server(request, tmp_path_factory, postgres_url, image_host, receiver) -
     """The real `serve` command, with the admin token (so the dashboard is on)."""
     if request.param == "postgres" and postgres_url is None:
         pytest.skip("needs PostgreSQL: set CONTACTCARD_TEST_POSTGRES_URL (CI sets it)")
-    server = ServerProcess(
-        data_dir=tmp_path_factory.mktemp(f"dash-{request.param}"),
-        database_url=postgres_url if request.param == "postgres" else None,
-        # Private hosts by name only: the image host and the webhook receiver.
-        extra_env={
-            "CONTACTCARD_IMAGE_ALLOWED_HOSTS": f"{image_host.host_port},{receiver.base_url.removeprefix('http://')}"
-        },
-        name=f"dash-{request.param}",
-    )
-    server.backend = request.param  # type: ignore[attr-defined]
-    server.start()
-    yield server
-    server.stop()
+    # A database of its own: every server on a database claims its webhook deliveries, and
+    # the session's other servers would refuse this receiver's private address.
+    with own_database(request.param, postgres_url) as database_url:
+        server = ServerProcess(
+            data_dir=tmp_path_factory.mktemp(f"dash-{request.param}"),
+            database_url=database_url,
+            # Private hosts by name only: the image host and the webhook receiver.
+            extra_env={
+                "CONTACTCARD_IMAGE_ALLOWED_HOSTS": f"{image_host.host_port},{receiver.base_url.removeprefix('http://')}"
+            },
+            name=f"dash-{request.param}",
+        )
+        server.backend = request.param  # type: ignore[attr-defined]
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture

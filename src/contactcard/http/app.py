@@ -30,7 +30,6 @@ from contactcard.errors import ApiError
 from contactcard.http import cards, openapi, pages, reference, webhooks
 from contactcard.http.edge import BodyTooLarge, Edge
 from contactcard.http.envelope import error_response, json_response
-from contactcard.http.journaled import Journaled
 from contactcard.settings import Settings
 
 log = logging.getLogger("contactcard")
@@ -169,11 +168,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
         inner = Sandboxed(fast, Sandbox(services.admin))
     return Edge(
-        Journaled(inner, services.journal),
+        inner,
         max_body=MAX_BODY_BYTES,
         docs_base_url=docs_base,
         metrics=services.metrics,
         log_every_request=settings.access_log,
+        journal=services.journal,
     )
 
 

@@ -3,8 +3,9 @@
 It gives every request a trace id (answered in `x-trace-id` on every response, CDN and
 errors included), refuses bodies over the limit as they arrive (a chunked body has no
 Content-Length), and turns any exception that escapes into `500 3006` with no detail.
-It also sees every answer go out, so it counts requests for the metrics and writes the
-request's log line (status, envelope error code, duration, what the use case noted).
+It also sees every answer go out, so it counts requests for the metrics, writes the
+request's log line (status, envelope error code, duration, what the use case noted) and
+hands the request to the request journal, all from one look at the answer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contactcard import errors
 from contactcard.errors import ApiError
 from contactcard.http.envelope import TRACE_HEADER, error_response
+from contactcard.journal import UNJOURNALED, Journal
 from contactcard.logs import open_request
 from contactcard.metrics import Metrics, route_of
 
@@ -43,8 +45,10 @@ class Edge:
         docs_base_url: str,
         metrics: Metrics | None = None,
         log_every_request: bool = False,
+        journal: Journal | None = None,
     ) -> None:
         self.app = app
+        self.journal = journal
         self.max_body = max_body
         self.docs_base_url = docs_base_url
         self.metrics = metrics
@@ -81,6 +85,23 @@ class Edge:
             method = scope["method"]
             if self.metrics is not None:
                 self.metrics.request(route, method, status, code, seconds)
+            journal = self.journal
+            if journal is not None and journal.on and not scope["path"].startswith(UNJOURNALED):
+                # An append; the journal's thread does the rest (see `journal.py`).
+                journal.record(
+                    (
+                        trace_id,
+                        method,
+                        scope["path"],
+                        scope["query_string"],
+                        scope["state"].get("phone_number"),
+                        status,
+                        code or None,
+                        seconds,
+                        time.time(),
+                        scope["headers"],
+                    )
+                )
             if self.log_every_request or method not in _QUIET_METHODS or status >= 500:
                 request_log.info(
                     "%s %s %s",
