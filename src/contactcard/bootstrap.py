@@ -178,6 +178,7 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
         poll_interval=settings.webhook_poll_interval,
         # A process that died mid-attempt holds it no longer than this.
         lease=settings.webhook_attempt_timeout + 5,
+        tally=metrics,
     )
     cards = ContactCards(
         reads=reads,

@@ -118,6 +118,18 @@ class Metrics:
             registry=own,
             multiprocess_mode="livesum",
         )
+        self.webhook_attempts = Counter(
+            "contactcard_webhook_attempts",
+            "Webhook delivery attempts, by outcome: delivered, retrying (to be tried again), failed (given up).",
+            ["outcome"],
+            registry=own,
+        )
+        self.webhook_latency = Histogram(
+            "contactcard_webhook_attempt_duration_seconds",
+            "Time from sending a webhook attempt to the receiver's answer (or its failure).",
+            buckets=BUCKETS,
+            registry=own,
+        )
         self._request_children: dict[tuple[str, str, int, int], Any] = {}
         self._latency_children: dict[tuple[str, str], Any] = {}
 
@@ -139,6 +151,11 @@ class Metrics:
         self.image_fetches.labels(outcome).inc()
         if size:
             self.image_bytes.inc(size)
+
+    def webhook_attempt(self, outcome: str, latency_ms: float | None) -> None:
+        self.webhook_attempts.labels(outcome).inc()
+        if latency_ms is not None:
+            self.webhook_latency.observe(latency_ms / 1000)
 
     def database(self, pool: tuple[int, int, int], backlog: int) -> None:
         opened, idle, waiting = pool

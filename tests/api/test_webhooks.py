@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterator
 import httpx
 import linq
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import WebhookVerificationError
 
 from tests.api.test_openapi import check
-from tests.conftest import Partner, RunningServer, make_partner, start_server
+from tests.conftest import ADMIN_TOKEN, Partner, RunningServer, make_partner, start_server
 from tests.support.databases import own_database
 from tests.support.receiver import Receiver
 
@@ -568,3 +569,33 @@ def test_changes_to_subscriptions_are_events_too(hooks, receiver):
     assert updated["data"]["change"] == {"from": CARD_EVENTS, "to": ["contact_card.updated"]}
     time.sleep(0.5)
     assert len(receiver.on(path)) == 7
+
+
+# --- metrics --------------------------------------------------------------------------
+
+
+def _attempts_counted(server: RunningServer) -> dict[str, float]:
+    answer = httpx.get(f"{server.base_url}/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    counted: dict[str, float] = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            if sample.name == "contactcard_webhook_attempts_total":
+                counted[sample.labels["outcome"]] = sample.value
+    return counted
+
+
+def test_attempts_are_counted_in_the_metrics_by_outcome(hooks_server, hooks, receiver):
+    before = _attempts_counted(hooks_server)
+    _, _, path = subscribe(hooks, receiver)
+    receiver.answer(path, 503)  # one retry, then delivered
+    hooks.client().contact_card.create(phone_number=hooks.lines[0], first_name="Counted")
+    receiver.wait(path, 2)
+    deadline = time.monotonic() + 10
+    while True:  # the attempt is counted once its outcome is stored, just after the answer
+        after = _attempts_counted(hooks_server)
+        grew = {outcome: after.get(outcome, 0) - before.get(outcome, 0) for outcome in ("retrying", "delivered")}
+        if grew == {"retrying": 1, "delivered": 1} or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert grew == {"retrying": 1, "delivered": 1}, after

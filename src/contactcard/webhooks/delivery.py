@@ -43,6 +43,12 @@ Resolver = Callable[[str, int], list[str]]
 DEFAULT_RETRY_DELAYS = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 600.0, 600.0)
 
 
+class AttemptTally(Protocol):
+    """Where the worker counts its attempts (`metrics.Metrics`)."""
+
+    def webhook_attempt(self, outcome: str, latency_ms: float | None) -> None: ...
+
+
 class Clock(Protocol):
     """Where the worker reads the time that due attempts are measured against."""
 
@@ -258,7 +264,9 @@ class DeliveryWorker:
         lease: float = 30.0,
         settle: float = 0.01,
         per_target: int = 8,
+        tally: AttemptTally | None = None,
     ) -> None:
+        self._tally = tally  # the metrics, when on
         self._store = store
         self._sender = sender
         self._clock = clock or SystemClock()
@@ -399,3 +407,5 @@ class DeliveryWorker:
             latency_ms=answer.latency_ms,
             at=self._clock.now(),
         )
+        if self._tally is not None:
+            self._tally.webhook_attempt("retrying" if status == "pending" else status, answer.latency_ms)
