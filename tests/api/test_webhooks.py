@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import linq
@@ -599,3 +601,38 @@ def test_attempts_are_counted_in_the_metrics_by_outcome(hooks_server, hooks, rec
             break
         time.sleep(0.05)
     assert grew == {"retrying": 1, "delivered": 1}, after
+
+
+# --- the TypeScript SDK ---------------------------------------------------------------
+
+NODE_CHECKS = Path(__file__).resolve().parent.parent / "node"
+
+
+@pytest.fixture(scope="module")
+def node_sdk(tmp_path_factory) -> Path:
+    """A folder with `@linqapp/sdk` installed from the npm registry, and the check script."""
+    if shutil.which("npm") is None:
+        pytest.fail("npm is needed to check the TypeScript SDK (Debian: apt-get install nodejs npm)")
+    work = tmp_path_factory.mktemp("node-sdk")
+    for name in ("package.json", "unwrap.mjs"):
+        shutil.copy(NODE_CHECKS / name, work / name)
+    subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund"], cwd=work, check=True, timeout=300)
+    return work
+
+
+def test_the_typescript_sdk_unwraps_deliveries_and_refuses_a_forgery(hooks, receiver, node_sdk):
+    _, secret, path = subscribe(hooks, receiver)
+    hooks.client().contact_card.create(phone_number=hooks.lines[0], first_name="Ada")
+    delivery = receiver.wait(path, 1)[0]
+    checks = [
+        {"body": delivery.body, "headers": delivery.headers, "key": secret},
+        {"body": delivery.body.replace("Ada", "Eve"), "headers": delivery.headers, "key": secret},
+        {"body": delivery.body, "headers": delivery.headers, "key": "whsec_" + "A" * 32},
+    ]
+    run = subprocess.run(
+        ["node", "unwrap.mjs"], cwd=node_sdk, input=json.dumps(checks), capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    verified, tampered, wrong_key = run.stdout.splitlines()
+    assert verified == "contact_card.created"
+    assert tampered.startswith("refused:") and wrong_key.startswith("refused:"), run.stdout
