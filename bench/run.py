@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import HarnessError
+from bench import HarnessError, dashboard
 from bench.config import ALL_FIGURES, Config
 from bench.deps import ensure_image_libs, ensure_matplotlib, ensure_wrk, wrk_version
 from bench.images import FORMATS, ImageHost, test_images
@@ -55,6 +55,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "memo-off": {"CONTACTCARD_READ_CACHE_SIZE": "0"},
     "metrics-off": {"CONTACTCARD_METRICS": "off"},
     "journal-off": {"CONTACTCARD_JOURNAL_SIZE": "0"},
+    "dashboard": {},  # with the admin token (below), which switches the dashboard on
 }
 
 
@@ -147,7 +148,7 @@ class Run:
             names.append(name := folder + (f"-{variant}" if variant else ""))
             if name not in self._servers:
                 settings = {**self.settings, **VARIANTS[variant]}
-                if size == "writes":
+                if size == "writes" or variant == "dashboard":
                     settings["CONTACTCARD_ADMIN_TOKEN"] = self.admin_token
                 url = None if db == "SQLite" else self.url(db, size)
                 self.seeded(db, size)
@@ -209,6 +210,7 @@ def _figures() -> list[tuple[frozenset[int], Callable[[Run], list[dict]], str]]:
         (frozenset({8}), writes.mixed_load, "figure 8: 5 % PATCH, 95 % GET against pure GET with the memo off"),
         (frozenset({9}), figures.metrics_cost, "figure 9: GET by number with metrics on against metrics off"),
         (frozenset({10}), figures.journal_cost, "figure 10: GET by number, request journal on against off"),
+        (frozenset({11}), dashboard.dashboard_pages, "figure 11: the dashboard's pages against GET all, same server"),
         (frozenset({4}), figures.cold_start, "figure 4: cold start on an empty SQLite directory"),
     ]
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -212,39 +210,26 @@ def _seed(database_url: str, count: int) -> tuple[str, str]:
     return partner_id, key
 
 
-def _median_ms(client: httpx.Client, path: str, **kwargs: object) -> float:
-    timings = []
-    for _ in range(7):
-        started = time.perf_counter()
-        answer = client.get(path, **kwargs)  # type: ignore[arg-type]
-        timings.append((time.perf_counter() - started) * 1000)
-        assert answer.status_code == 200, (path, answer.status_code)
-    return statistics.median(timings)
-
-
 @pytest.mark.slow
-def test_pages_answer_within_200_ms_with_10000_cards(dash_server):
+def test_pages_of_10000_cards_answer_and_page_exactly(dash_server):
+    """Every page answers with 10,000 cards in the database, and keyset paging lands exactly
+    (the time they take is bench figure 11, never an assertion here)."""
     database_url = dash_server.database_url or f"sqlite:///{dash_server.data_dir / 'contactcard.db'}"
-    partner_id, key = _seed(database_url, 10_000)
+    partner_id, _ = _seed(database_url, 10_000)
     client, _ = signed_in_http(dash_server.base_url)
     deep = "+17770009000"  # page 181 of 200: keyset paging reads no row before it
-    figures = {
-        "first page": _median_ms(client, "/dashboard/lines", params={"partner": partner_id}),
-        "deep page": _median_ms(client, "/dashboard/lines", params={"partner": partner_id, "after": deep}),
-        "page before": _median_ms(client, "/dashboard/lines", params={"partner": partner_id, "before": deep}),
-        "search": _median_ms(client, "/dashboard/lines", params={"q": "+1777000512"}),
-        "one line": _median_ms(client, "/dashboard/lines/+17770005000"),
-        "overview": _median_ms(client, "/dashboard/"),
-        "requests": _median_ms(client, "/dashboard/requests"),
-        "controls": _median_ms(client, "/dashboard/controls"),
-        "webhooks": _median_ms(client, "/dashboard/webhooks"),
-    }
-    api = httpx.Client(base_url=dash_server.base_url, headers={"authorization": f"Bearer {key}"}, timeout=30)
-    get_all = _median_ms(api, "/v3/contact_card")
-    print(
-        f"\n{dash_server.backend}: GET-all of 10,000 cards {get_all:.1f} ms; "
-        + ", ".join(f"{page} {ms:.1f} ms" for page, ms in figures.items())
-    )
+    for path, params in (
+        ("/dashboard/lines", {"partner": partner_id}),
+        ("/dashboard/lines", {"partner": partner_id, "before": deep}),
+        ("/dashboard/lines", {"q": "+1777000512"}),
+        ("/dashboard/lines/+17770005000", {}),
+        ("/dashboard/", {}),
+        ("/dashboard/requests", {}),
+        ("/dashboard/controls", {}),
+        ("/dashboard/webhooks", {}),
+    ):
+        answer = client.get(path, params=params)
+        assert answer.status_code == 200, (path, answer.status_code)
     page = client.get("/dashboard/lines", params={"partner": partner_id, "after": deep}).text
     shown = re.findall(r'data-number="([^"]+)"', page)
     assert shown == [f"+{17_770_009_001 + i}" for i in range(50)]  # the page after `deep`
@@ -253,7 +238,6 @@ def test_pages_answer_within_200_ms_with_10000_cards(dash_server):
     assert back, "no previous page link"
     earlier = client.get(back.group(1).replace("&amp;", "&")).text
     assert re.findall(r'data-number="([^"]+)"', earlier) == [f"+{17_770_008_951 + i}" for i in range(50)]
-    assert all(ms < 200 for ms in figures.values()), figures
 
 
 def test_without_a_token_the_dashboard_is_never_loaded(tmp_path):
