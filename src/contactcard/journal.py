@@ -81,7 +81,7 @@ Row = tuple[str, float, str, str, str | None, int, int | None, float, int | None
 
 
 class JournalStore(Protocol):
-    def wanted_until(self) -> float: ...
+    def demand(self) -> tuple[float, float]: ...
     def want(self, until: float) -> None: ...
 
     def add(self, rows: Sequence[Row], keep: int) -> None: ...
@@ -105,6 +105,7 @@ class Journal:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._asked_until = 0.0  # what this process last wrote as `wanted_until`
+        self._cleared_at = 0.0  # the journal's last reset, as the last poll saw it
 
     @property
     def on(self) -> bool:
@@ -141,7 +142,8 @@ class Journal:
         while not self._stop.wait(POLL_SECONDS):
             try:
                 self._controls.reload()
-                if time.time() < self._store.wanted_until():
+                wanted_until, self._cleared_at = self._store.demand()
+                if time.time() < wanted_until:
                     self.flush()
             except Exception as exc:  # the database is away: try again next time, the API goes on
                 if not failing:  # once per outage, not twice a second
@@ -163,6 +165,8 @@ class Journal:
             if keep > 0 and keep != self._buffer.maxlen:
                 # An append racing with the swap may be lost: one request, once, at a change.
                 self._buffer = collections.deque(self._buffer, maxlen=keep)
+            # Held from before a reset (made by any process): forgotten with it.
+            taken = [raw for raw in taken if raw[8] >= self._cleared_at]
             if taken and keep > 0:
                 offset = self._controls.current.clock_offset
                 self._store.add([_row(raw, offset) for raw in taken[-keep:]], keep)

@@ -13,21 +13,41 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
 from contactcard.store.memo import BatchMemo, TurnMemo
-from tests.conftest import Partner, RunningServer, make_partner
+from tests.conftest import Partner, RunningServer, make_partner, start_server
+from tests.support.databases import own_database
 from tests.support.reads import recorded_lookups
 
 
+@pytest.fixture(scope="module")
+def own(backend, postgres_url, tmp_path_factory) -> Iterator[Callable[..., RunningServer]]:
+    """Servers on a database of their own, by settings. On PostgreSQL any commit to the
+    database empties the memo, rightly: another server's (its journal, its webhook worker)
+    would make these counts of statements depend on the rest of the session."""
+    started: dict[tuple, RunningServer] = {}
+    with own_database(backend, postgres_url) as url:
+
+        def get(**overrides: object) -> RunningServer:
+            key = tuple(sorted(overrides.items()))
+            if key not in started:
+                settings = {**overrides, **({"database_url": url} if url else {})}
+                started[key] = start_server(settings, tmp_path_factory.mktemp("memo"))
+            return started[key]
+
+        yield get
+        for running in started.values():
+            running.stop()
+
+
 @pytest.fixture
-def server(farm, backend) -> RunningServer:
-    # The journal off: on PostgreSQL each of its periodic stores is a commit, which rightly
-    # empties the memo and would make these counts of statements depend on timing.
-    return farm.get(backend, journal_size=0)
+def server(own) -> RunningServer:
+    return own(journal_size=0)  # the journal's stores are commits too
 
 
 @pytest.fixture
@@ -128,8 +148,8 @@ def test_refusals_are_not_memoised(owner, other_partner):
         assert len(seen) == 1
 
 
-def test_the_memo_keeps_at_most_its_size(farm, backend):
-    server = farm.get(backend, read_cache_size=2)
+def test_the_memo_keeps_at_most_its_size(own):
+    server = own(read_cache_size=2, journal_size=0)
     partner = make_partner(server, lines=3)
     for phone, name in zip(partner.lines, ("Ada", "Bo", "Cy"), strict=True):
         partner.client().contact_card.create(phone_number=phone, first_name=name)
@@ -149,8 +169,8 @@ def test_the_memo_keeps_at_most_its_size(farm, backend):
     assert seen == []  # the two newest are still there
 
 
-def test_size_zero_switches_the_memo_off(farm, backend):
-    server = farm.get(backend, read_cache_size=0)
+def test_size_zero_switches_the_memo_off(own):
+    server = own(read_cache_size=0, journal_size=0)
     partner = make_partner(server, lines=1)
     partner.client().contact_card.create(phone_number=partner.lines[0], first_name="Ada")
     with recorded_lookups(server) as seen:

@@ -12,6 +12,7 @@ marks its interest for a minute, and every process then stores its buffer twice 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,8 +65,17 @@ class JournalRecords:
             self._db.dispose()
 
     def clear(self) -> None:
+        """Forget every stored request, and mark the moment, so that what other processes
+        still hold from before is dropped rather than stored (a reset)."""
         with self._db.writer.begin() as conn:
             conn.execute(delete(journal))
+            conn.execute(
+                text(
+                    "INSERT INTO journal_readers (id, wanted_until, cleared_at) VALUES (1, 0, :now) "
+                    "ON CONFLICT (id) DO UPDATE SET cleared_at = excluded.cleared_at"
+                ),
+                {"now": time.time()},
+            )
 
     def add(self, rows: Sequence[Row], keep: int) -> None:
         """Store the rows and trim the journal to the newest `keep` (one transaction)."""
@@ -78,18 +88,21 @@ class JournalRecords:
             newest = select(func.max(journal.c.id)).scalar_subquery()
             conn.execute(delete(journal).where(journal.c.id <= newest - keep))
 
-    def wanted_until(self) -> float:
-        """Until when (real unix seconds) someone reads the journal; 0 when nobody has."""
+    def demand(self) -> tuple[float, float]:
+        """Until when someone reads the journal, and when it was last reset (real unix
+        seconds; 0 for never)."""
         with self._db.reader.connect() as conn:
-            value = conn.execute(select(journal_readers.c.wanted_until).where(journal_readers.c.id == 1)).scalar()
-        return float(value or 0.0)
+            row = conn.execute(
+                select(journal_readers.c.wanted_until, journal_readers.c.cleared_at).where(journal_readers.c.id == 1)
+            ).first()
+        return (float(row[0]), float(row[1])) if row is not None else (0.0, 0.0)
 
     def want(self, until: float) -> None:
         """Someone reads the journal until `until`: every process stores its requests meanwhile."""
         with self._db.writer.begin() as conn:
             conn.execute(
                 text(
-                    "INSERT INTO journal_readers (id, wanted_until) VALUES (1, :until) "
+                    "INSERT INTO journal_readers (id, wanted_until, cleared_at) VALUES (1, :until, 0) "
                     "ON CONFLICT (id) DO UPDATE SET wanted_until = excluded.wanted_until"
                 ),
                 {"until": until},

@@ -228,4 +228,7 @@ journal_readers = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("wanted_until", Float, nullable=False),
+    # When the journal was last reset (real unix seconds): requests a process still holds
+    # from before it are dropped instead of stored.
+    Column("cleared_at", Float, nullable=False),
 )

@@ -47,6 +47,7 @@ def upgrade() -> None:
         "journal_readers",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("wanted_until", sa.Float(), nullable=False),
+        sa.Column("cleared_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_journal_readers")),
     )
 
