@@ -92,8 +92,9 @@ class JournalStore(Protocol):
 
 # What the edge keeps of a request until the flush, parsed off the loop: trace id, method,
 # path, query, phone number (when an endpoint parsed one from a body), status, the error
-# envelope's code, the duration in seconds, time.time() at the end, and the header list.
-Raw = tuple[str, str, str, bytes, str | None, int, int | None, float, float, list[tuple[bytes, bytes]]]
+# envelope's code, the duration in seconds, time.time() at the end, and the raw values of
+# the `x-stainless-retry-count` and `user-agent` headers (None: not sent).
+Raw = tuple[str, str, str, bytes, str | None, int, int | None, float, float, bytes | None, bytes | None]
 
 
 class Journal:
@@ -182,17 +183,11 @@ class Journal:
 
 
 def _row(raw: Raw, offset: float) -> Row:
-    trace_id, method, path, query, phone, status, code, duration, wall, headers = raw
+    trace_id, method, path, query, phone, status, code, duration, wall, retries, agent = raw
     if phone is None and query:
         phone = phone_from_query(query)
     if phone is not None and not _E164.fullmatch(phone):
         phone = None  # whatever a caller put there is not ours to keep
-    retries = agent = None
-    for name, value in headers:
-        if name == b"x-stainless-retry-count":
-            retries = value
-        elif name == b"user-agent":
-            agent = value
     return (
         trace_id,
         wall - duration + offset,  # when it arrived, on the server's clock

@@ -65,6 +65,17 @@ class Edge:
         status = 0  # 0 until the answer starts
         code = 0
         noted = open_request(trace_id)
+        # One pass over the headers for what the edge needs: the declared length, and the
+        # two the journal keeps. Holding the header list itself in the journal's buffer
+        # until a flush kept a thousand requests' objects alive and cost GETs ~5 %.
+        declared = retries = agent = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"user-agent":
+                agent = value
+            elif name == b"x-stainless-retry-count":
+                retries = value
 
         async def send_traced(message: Message) -> None:
             nonlocal status, code
@@ -76,7 +87,7 @@ class Edge:
             await send(message)
 
         try:
-            await self._answer(scope, receive, send_traced, trace_id, lambda: status != 0)
+            await self._answer(scope, receive, send_traced, trace_id, _length(declared), lambda: status != 0)
         finally:
             if status == 0:  # the client went away, or nothing could be sent
                 status = 499
@@ -99,7 +110,8 @@ class Edge:
                         code or None,
                         seconds,
                         time.time(),
-                        scope["headers"],
+                        retries,
+                        agent,
                     )
                 )
             if self.log_every_request or method not in _QUIET_METHODS or status >= 500:
@@ -119,9 +131,14 @@ class Edge:
                 )
 
     async def _answer(
-        self, scope: Scope, receive: Receive, send_traced: Send, trace_id: str, started: Callable[[], bool]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send_traced: Send,
+        trace_id: str,
+        declared: int | None,
+        started: Callable[[], bool],
     ) -> None:
-        declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
             response = error_response(ApiError(errors.BODY_TOO_LARGE), trace_id, self.docs_base_url)
             await response(scope, receive, send_traced)
@@ -165,11 +182,11 @@ def _envelope_code(body: bytes) -> int:
     return found if isinstance(found, int) else 0
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+def _length(declared: bytes | None) -> int | None:
+    """A Content-Length header's value (None: absent or not a number)."""
+    if declared is None:
+        return None
+    try:
+        return int(declared)
+    except ValueError:
+        return None
