@@ -108,6 +108,9 @@ def test_metrics_count_requests_writes_and_images_behind_the_admin_token(tmp_pat
     assert grew("contactcard_requests_total", route=route, method="PATCH", status="429", code="1007") == 1
     assert grew("contactcard_request_duration_seconds_count", route=route, method="GET") == 6
     assert grew("contactcard_request_duration_seconds_bucket", route=route, method="GET", le="+Inf") == 6
+    # Each GET took more than nothing and less than the top bucket: every bucket was filled right.
+    assert grew("contactcard_request_duration_seconds_bucket", route=route, method="GET", le="10.0") == 6
+    assert 0 < grew("contactcard_request_duration_seconds_sum", route=route, method="GET") < 6 * 10
     assert grew("contactcard_writes_total", outcome="applied") == 2
     assert grew("contactcard_writes_total", outcome="budget_refused") == 1
     assert grew("contactcard_image_fetches_total", outcome="stored") == 1
@@ -148,6 +151,13 @@ def test_metrics_of_several_workers_are_summed_whichever_answers(postgres_url, t
         for _ in range(count):
             assert http.get(CARDS, params={"phone_number": partner.lines[0]}).status_code == 200
     labels = {"route": "/v3/contact_card", "method": "GET", "status": "200", "code": "0"}
+    # A worker writes its tallies to the shared files once a second (and the one answering
+    # a scrape, at once): within a second or two every scrape sees them all, never more.
+    start = sample(before, "contactcard_requests_total", **labels)
+    deadline = time.monotonic() + 5
+    while sample(scrape(server), "contactcard_requests_total", **labels) - start < count:
+        assert time.monotonic() < deadline, "the workers' requests never reached the scrape"
+        time.sleep(0.2)
     totals = []
     for _ in range(6):  # each scrape on a fresh connection, answered by either worker
         totals.append(sample(scrape(server), "contactcard_requests_total", **labels))
@@ -270,5 +280,13 @@ def test_metrics_port_of_several_workers_is_answered_by_the_supervisor(postgres_
     with server.http("not-a-key", keepalive=False) as http:
         for _ in range(12):
             assert http.get(CARDS, params={"phone_number": partner.lines[0]}).status_code == 401
-    after = sample(scrape(server, base=f"http://127.0.0.1:{port}", token=None), "contactcard_requests_total", **labels)
+    # The supervisor reads the workers' files, which they write once a second.
+    deadline = time.monotonic() + 5
+    while True:
+        after = sample(
+            scrape(server, base=f"http://127.0.0.1:{port}", token=None), "contactcard_requests_total", **labels
+        )
+        if after - before >= 12 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert after - before == 12

@@ -178,12 +178,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 
 async def _sample_database(services: Services, every: float = 1.0) -> None:
-    """Pool use and the writers' backlog, written to the metrics once a second: a scrape may
-    be answered by another worker (or the supervisor), so the values must already be there."""
+    """Pool use, the writers' backlog and the requests tallied, written to the metrics once a
+    second: a scrape may be answered by another worker (or the supervisor), so the values
+    must already be there. The last tallies are flushed when the task is cancelled."""
     assert services.metrics is not None
-    while True:
-        services.metrics.database(services.reads.pool_use(), services.writer.backlog())
-        await asyncio.sleep(every)
+    try:
+        while True:
+            services.metrics.database(services.reads.pool_use(), services.writer.backlog())
+            services.metrics.flush()
+            await asyncio.sleep(every)
+    finally:
+        services.metrics.flush()
 
 
 def create_app_from_env() -> Edge:
