@@ -202,7 +202,7 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
     )
     admin = Admin(Accounts(database), device, card_url_prefix=rules.own_cdn_prefix)
     readiness = Readiness(database, cdn, timeout=settings.database_timeout)
-    journal = Journal(JournalRecords(database), controls)
+    journal = Journal(JournalRecords(database), controls, unread=settings.journal_unread)
     kit = Kit(ControlRecords(database), controls, journal)
     return Services(
         database,

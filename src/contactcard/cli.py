@@ -19,7 +19,7 @@ from rich.table import Table
 
 from contactcard.admin import Admin, AdminError
 from contactcard.device import DeviceScript, DeviceView
-from contactcard.settings import Settings, docs_table
+from contactcard.settings import JOURNAL_HOLD_ALL, Settings, docs_table
 
 if TYPE_CHECKING:
     from contactcard.http.edge import Edge
@@ -105,6 +105,9 @@ def serve(
         os.environ["CONTACTCARD_OPEN_SANDBOX"] = "true"
         # Images are simulated unless the operator chose: the SDKs' tests name cdn.linqapp.com.
         os.environ.setdefault("CONTACTCARD_IMAGE_FETCH", "simulated")
+    if ephemeral or open_sandbox:
+        # Servers for tests: a first look at the journal sees every request sent before it.
+        os.environ.setdefault("CONTACTCARD_JOURNAL_UNREAD", str(JOURNAL_HOLD_ALL))
     if not ephemeral:
         _serve(host, port, workers, simulate_images, seed)
         return

@@ -13,6 +13,10 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CONTACTCARD_"
+# What the journal holds per process while nobody reads it (see `journal.py`), and what a
+# test server holds instead: everything the journal keeps, so a first read misses nothing.
+JOURNAL_UNREAD = 64
+JOURNAL_HOLD_ALL = 1_000_000
 
 
 class Settings(BaseSettings):
@@ -60,6 +64,13 @@ class Settings(BaseSettings):
         1000,
         ge=0,
         description="Recent API requests kept in the request journal (`/admin/v1/requests`); 0 switches it off.",
+    )
+    journal_unread: int = Field(
+        JOURNAL_UNREAD,
+        ge=1,
+        description="Newest requests each process holds for the journal while nobody has read it for a minute "
+        "(from a read on, every request is stored); the test kit, `--ephemeral` and `--open` hold all "
+        "of `journal_size`.",
     )
     write_queue_limit: int = Field(
         10000,

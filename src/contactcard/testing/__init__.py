@@ -271,7 +271,7 @@ def _start(data_dir: Path, overrides: dict[str, Any]) -> Server:
     import uvicorn
 
     from contactcard.http.app import create_app
-    from contactcard.settings import Settings
+    from contactcard.settings import JOURNAL_HOLD_ALL, Settings
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -282,6 +282,7 @@ def _start(data_dir: Path, overrides: dict[str, Any]) -> Server:
         "public_base_url": base_url,
         "admin_token": secrets.token_urlsafe(24),
         "image_fetch": "simulated",  # never the network, unless a test asks for it
+        "journal_unread": JOURNAL_HOLD_ALL,  # a test's first look at the journal sees all it sent
         **overrides,
     }
     settings = Settings(**values)
