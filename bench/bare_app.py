@@ -50,9 +50,9 @@ def _swap_app_in_uvicorn(options_file: str | None) -> None:
     def init(self, app_ref, *args, **kwargs):
         # What `serve` set: the options that differ from uvicorn's own defaults.
         seen = {
-            k: v
+            k: f"{v.__module__}.{v.__qualname__}" if isinstance(v, type) else v  # a protocol class, by name
             for k, v in kwargs.items()
-            if isinstance(v, (str, int, float, bool, type(None))) and (k not in defaults or defaults[k] != v)
+            if isinstance(v, (str, int, float, bool, type(None), type)) and (k not in defaults or defaults[k] != v)
         }
         if options_file:
             Path(options_file).write_text(json.dumps(seen, indent=2, sort_keys=True))

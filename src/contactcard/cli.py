@@ -201,10 +201,12 @@ def _run_uvicorn(
     import uvicorn
 
     from contactcard import logs
+    from contactcard.http.transport import TurnWritesProtocol
 
     uvicorn.run(
         target,
         factory=factory,
+        http=TurnWritesProtocol,  # an answer's head and body in one send (see the module)
         workers=workers,
         host=host,
         port=port,
