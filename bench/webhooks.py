@@ -180,8 +180,8 @@ def measure(
     backlog: int = 3000,
     isolated_writes: int = 100,
     latency_writes: int = 200,
-    concurrency: int = 16,
-    per_target: int = 8,
+    concurrency: int | None = None,
+    per_target: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Every webhook figure, on one fresh SQLite server: the raw results."""
@@ -196,8 +196,9 @@ def measure(
             "CONTACTCARD_ADMIN_TOKEN": ADMIN,
             "CONTACTCARD_IMAGE_ALLOW_PRIVATE": "true",
             "CONTACTCARD_WRITE_BUDGET": "0",
-            "CONTACTCARD_WEBHOOK_CONCURRENCY": str(concurrency),
-            "CONTACTCARD_WEBHOOK_CONCURRENCY_PER_TARGET": str(per_target),
+            # The server's own defaults unless asked otherwise (the standalone's options).
+            **({"CONTACTCARD_WEBHOOK_CONCURRENCY": str(concurrency)} if concurrency else {}),
+            **({"CONTACTCARD_WEBHOOK_CONCURRENCY_PER_TARGET": str(per_target)} if per_target else {}),
         },
     )
     try:
@@ -350,8 +351,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--backlog", type=int, default=3000)
-    parser.add_argument("--concurrency", type=int, default=16, help="CONTACTCARD_WEBHOOK_CONCURRENCY")
-    parser.add_argument("--per-target", type=int, default=8, help="CONTACTCARD_WEBHOOK_CONCURRENCY_PER_TARGET")
+    parser.add_argument("--concurrency", type=int, help="CONTACTCARD_WEBHOOK_CONCURRENCY (default: the server's)")
+    parser.add_argument(
+        "--per-target", type=int, help="CONTACTCARD_WEBHOOK_CONCURRENCY_PER_TARGET (default: the server's)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     options = parser.parse_args()
     try:
