@@ -1,9 +1,10 @@
 """Figure 12, the webhook figures, measured on one SQLite server: in the recorded run
 (`python -m bench --figures 12`) or alone (`python -m bench.webhooks`, which prints them):
 
-- write cost: PATCH writes/s of a partner with three matching subscriptions against a
-  partner with none, on the same server, interleaved over rounds (target ≤ 1.1× the cost,
-  that is a writes/s ratio ≥ 0.91); one write at a time beside it (information);
+- write cost: the answer time of one PATCH at a time by a partner with three matching
+  subscriptions against a partner with none, on the same server, interleaved over rounds
+  (target ≤ 1.1×); writes/s at 16 connections beside it, the deliveries made during the
+  load (information: ≥ 0.91× is what it would have);
 - delivery latency: from a PATCH's answer to the delivery's arrival at a receiver on
   127.0.0.1, one write at a time (target p50 ≤ 50 ms; p99 reported);
 - deliveries per second from one process: a backlog of pending deliveries written
@@ -309,7 +310,7 @@ def webhook_figure(run) -> list[dict]:
     result = measure(
         rounds=config.rounds,
         duration=config.write_duration,
-        backlog=500 if quick else 3000,
+        backlog=1000 if quick else 3000,
         isolated_writes=20 if quick else 50,
         latency_writes=40 if quick else 200,
         log=run.log,
@@ -319,14 +320,15 @@ def webhook_figure(run) -> list[dict]:
     latency, drain = result["delivery_latency_ms"], result["deliveries_per_s"]
     receiver = "the receiver is a threaded http.server in the bench process, on the same cores"
     rows = [
-        row(12, "SQLite", f"PATCH writes/s, three subscriptions against none ({rates['connections']} connections)",
-            "req/s", "webhook_write_cost", subject=spread(rates["three"]), baseline=spread(rates["none"]),
-            ratio=spread(ratios(rates["three"], rates["none"])),
-            notes=["deliveries included: the worker and " + receiver]),
-        row(12, "SQLite", "one PATCH at a time, three subscriptions against none (info)", "ms", None,
-            info_target="webhook_write_cost", subject=spread(isolated["three"]), baseline=spread(isolated["none"]),
+        row(12, "SQLite", "one PATCH at a time, answer time, three subscriptions against none", "ms",
+            "webhook_write_cost", subject=spread(isolated["three"]), baseline=spread(isolated["none"]),
             ratio=spread(ratios(isolated["three"], isolated["none"])),
-            notes=["answer time: lower is better, so the cost is this ratio, at most 1.1"]),
+            notes=[f"{isolated['writes']} writes per side and round, 50 ms apart: each one's deliveries are done "
+                   "before the next, so the ratio is what the outbox adds to a write"]),
+        row(12, "SQLite", f"PATCH writes/s at {rates['connections']} connections, three against none (info)",
+            "req/s", None, info_target="webhook_write_rps", subject=spread(rates["three"]),
+            baseline=spread(rates["none"]), ratio=spread(ratios(rates["three"], rates["none"])),
+            notes=["three deliveries per write made during the load: the worker and " + receiver]),
     ]  # fmt: skip
     if latency["p50"] is not None:
         measured = f"{latency['measured']} of {latency['writes']} writes, one at a time; {receiver}"
@@ -374,12 +376,12 @@ def main() -> None:
     print(
         f"writes/s at {options.connections} connections, deliveries included: "
         f"{statistics.median(rates['three']):.0f} with three subscriptions, {statistics.median(rates['none']):.0f} "
-        f"with none: {statistics.median(ratios(rates['three'], rates['none'])):.2f}x (target >= 0.91)"
+        f"with none: {statistics.median(ratios(rates['three'], rates['none'])):.2f}x (information)"
     )
     print(
         f"one write at a time: {statistics.median(iso['three']):.2f} ms with three subscriptions, "
         f"{statistics.median(iso['none']):.2f} ms with none: "
-        f"{statistics.median(ratios(iso['three'], iso['none'])):.2f}x (information)"
+        f"{statistics.median(ratios(iso['three'], iso['none'])):.2f}x (target <= 1.1)"
     )
     lat = result["delivery_latency_ms"]
     if lat["p50"] is not None:
