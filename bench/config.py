@@ -33,10 +33,14 @@ TARGETS = {
     "metrics_cost": (">=", 0.95, "×"),  # figure 9: GET req/s with metrics on >= 0.95 x metrics off
     "journal_rps": (">=", 0.95, "×"),  # figure 10: GET by number req/s, journal on >= 0.95 x journal off
     "dashboard_ms": ("<=", 200.0, "ms"),  # figure 11: each dashboard page, median, absolute
+    "webhook_write_cost": ("<=", 1.1, "×"),  # figure 12: a write's answer time, three subscriptions <= 1.1 x none
+    "webhook_write_rps": (">=", 0.91, "×"),  # figure 12 (information): writes/s under load, deliveries included
+    "webhook_latency_ms": ("<=", 50.0, "ms"),  # figure 12: delivery after the write's answer, p50, absolute
+    "webhook_drain": (">=", 500.0, "/s"),  # figure 12: deliveries per second from one process, absolute
 }
 
 
-ALL_FIGURES = frozenset(range(1, 12))
+ALL_FIGURES = frozenset(range(1, 13))
 
 
 @dataclass

@@ -92,7 +92,8 @@ BASELINES = (
     "baselines (same run): 1 a bare ASGI app answering the same body on the same uvicorn options; "
     "2 the raw SQL query + orjson.dumps in-process; 3 pyvips thumbnail + JPEG save in-process, in its own "
     "process; 5 the bare app's VmHWM (information only); 6 the same server with 10^3 cards; 7 the same two "
-    "committed updates per write in raw SQL, same durability; 8 the same GETs alone, memo off"
+    "committed updates per write in raw SQL, same durability; 8 the same GETs alone, memo off; "
+    "12 the same PATCHes by a partner without webhook subscriptions"
 )
 
 

@@ -200,7 +200,7 @@ class Run:
 
 
 def _figures() -> list[tuple[frozenset[int], Callable[[Run], list[dict]], str]]:
-    from bench import figures, writes
+    from bench import figures, webhooks, writes
 
     return [  # in the order they run; cold start last (it stops every other server first)
         (frozenset({1, 5, 6}), figures.get_by_number, "figures 1, 5, 6: GET by number"),
@@ -211,6 +211,7 @@ def _figures() -> list[tuple[frozenset[int], Callable[[Run], list[dict]], str]]:
         (frozenset({9}), figures.metrics_cost, "figure 9: GET by number with metrics on against metrics off"),
         (frozenset({10}), figures.journal_cost, "figure 10: GET by number, request journal on against off"),
         (frozenset({11}), dashboard.dashboard_pages, "figure 11: the dashboard's pages against GET all, same server"),
+        (frozenset({12}), webhooks.webhook_figure, "figure 12: webhooks, write cost, delivery latency and drain rate"),
         (frozenset({4}), figures.cold_start, "figure 4: cold start on an empty SQLite directory"),
     ]
 

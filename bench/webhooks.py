@@ -1,8 +1,10 @@
-"""Webhook figures, measured in one run on SQLite (`python -m bench.webhooks`):
+"""Figure 12, the webhook figures, measured on one SQLite server: in the recorded run
+(`python -m bench --figures 12`) or alone (`python -m bench.webhooks`, which prints them):
 
-- write cost: PATCH writes/s of a partner with three matching subscriptions against a
-  partner with none, on the same server, interleaved over rounds (target ≤ 1.1× the cost,
-  that is a writes/s ratio ≥ 0.91);
+- write cost: the answer time of one PATCH at a time by a partner with three matching
+  subscriptions against a partner with none, on the same server, interleaved over rounds
+  (target ≤ 1.1×); writes/s at 16 connections beside it, the deliveries made during the
+  load (information: ≥ 0.91× is what it would have);
 - delivery latency: from a PATCH's answer to the delivery's arrival at a receiver on
   127.0.0.1, one write at a time (target p50 ≤ 50 ms; p99 reported);
 - deliveries per second from one process: a backlog of pending deliveries written
@@ -17,17 +19,21 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shutil
 import sqlite3
 import statistics
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from bench import HarnessError
 from bench.config import DEFAULT_OUT
+from bench.rows import ratios, row, spread
 from bench.seed import sqlite_now
 from bench.servers import Server, contactcard_server, free_port, stop_all
 
@@ -167,30 +173,33 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--backlog", type=int, default=3000)
-    parser.add_argument("--concurrency", type=int, default=16, help="CONTACTCARD_WEBHOOK_CONCURRENCY")
-    parser.add_argument("--per-target", type=int, default=8, help="CONTACTCARD_WEBHOOK_CONCURRENCY_PER_TARGET")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    options = parser.parse_args()
+def measure(
+    *,
+    rounds: int,
+    duration: float,
+    connections: int = 16,
+    backlog: int = 3000,
+    isolated_writes: int = 100,
+    latency_writes: int = 200,
+    concurrency: int | None = None,
+    per_target: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Every webhook figure, on one fresh SQLite server: the raw results."""
     receiver = Receiver()
     tmp = Path(tempfile.mkdtemp(prefix="contactcard-bench-hooks-"))
-    port = free_port()
     server = contactcard_server(
         "hooks",
-        port=port,
+        port=free_port(),
         data_dir=tmp / "data",
         log_dir=tmp,
         settings={
             "CONTACTCARD_ADMIN_TOKEN": ADMIN,
             "CONTACTCARD_IMAGE_ALLOW_PRIVATE": "true",
             "CONTACTCARD_WRITE_BUDGET": "0",
-            "CONTACTCARD_WEBHOOK_CONCURRENCY": str(options.concurrency),
-            "CONTACTCARD_WEBHOOK_CONCURRENCY_PER_TARGET": str(options.per_target),
+            # The server's own defaults unless asked otherwise (the standalone's options).
+            **({"CONTACTCARD_WEBHOOK_CONCURRENCY": str(concurrency)} if concurrency else {}),
+            **({"CONTACTCARD_WEBHOOK_CONCURRENCY_PER_TARGET": str(per_target)} if per_target else {}),
         },
     )
     try:
@@ -204,40 +213,33 @@ def main() -> None:
                 hooked_key,
                 {"target_url": f"{receiver.url}/{name}", "subscribed_events": EVENTS},
             )
-            assert status == 201
-        time.sleep(1.0)  # the seeding's created events drain
+            if status != 201:
+                raise HarnessError(f"creating a webhook subscription answered {status}")
+        _settled(receiver)  # the seeding's created events drain
 
-        # 1. Write cost. Isolated writes: the answer time of one PATCH at a time, a pause
-        # after each so that its deliveries are done before the next (the cost the outbox
-        # adds to a write). Under load: writes/s at N connections, deliveries included, on
-        # the same cores (information: the receiver in this process shares them too).
+        # 1. Write cost. Under load: writes/s at N connections, deliveries included, on the
+        # same cores (the receiver in this process shares them too). Isolated: the answer
+        # time of one PATCH at a time, a pause after each so that its deliveries are done
+        # before the next (the cost the outbox itself adds to a write).
+        sides = [("none", plain_key, plain_lines), ("three", hooked_key, hooked_lines)]
+        rates: dict[str, list[float]] = {"none": [], "three": []}
         isolated: dict[str, list[float]] = {"none": [], "three": []}
-        cost: dict[str, dict] = {}
-        for index in range(options.rounds):
-            sides = [("none", plain_key, plain_lines), ("three", hooked_key, hooked_lines)]
+        for index in range(rounds):
             for side, key, lines in sides if index % 2 == 0 else sides[::-1]:
-                isolated[side].append(_isolated_ms(server, key, lines, 100))
-        cost["isolated_ms"] = {
-            **isolated,
-            "ratio_median": statistics.median(t / n for t, n in zip(isolated["three"], isolated["none"], strict=True)),
-        }
-        ratios, rates = [], {"none": [], "three": []}
-        for index in range(options.rounds):
-            sides = [("none", plain_key, plain_lines), ("three", hooked_key, hooked_lines)]
+                rates[side].append(_patch_rate(server, key, lines, duration, connections))
+                _settled(receiver)  # the deliveries of this side are done before the next
+                log(f"  round {index + 1}/{rounds} writes/s, {side} subscriptions: {rates[side][-1]:.0f}")
+        for index in range(rounds):
             for side, key, lines in sides if index % 2 == 0 else sides[::-1]:
-                rates[side].append(_patch_rate(server, key, lines, options.duration, options.connections))
-                _settled(receiver)  # the deliveries of the last side are done before the next
-            ratios.append(rates["three"][-1] / rates["none"][-1])
-        cost[f"writes_per_s_{options.connections}_connections"] = {
-            **rates,
-            "ratio_median": statistics.median(ratios),
-        }
+                isolated[side].append(_isolated_ms(server, key, lines, isolated_writes))
+            log(f"  round {index + 1}/{rounds} one write at a time: {isolated['three'][-1]:.2f} ms with three, "
+                f"{isolated['none'][-1]:.2f} ms with none")  # fmt: skip
 
         # 2. Latency from the answer to the arrival, one write at a time.
         _settled(receiver)
         latencies = []
         conn = server.connection()
-        for i in range(200):
+        for i in range(latency_writes):
             name = f"Latency {i}"
             status, _ = server.call(
                 "PATCH",
@@ -253,8 +255,10 @@ def main() -> None:
             if name in receiver.by_name:
                 latencies.append((receiver.by_name[name] - answered) * 1000)
         conn.close()
+        log(f"  delivery latency: {len(latencies)} of {latency_writes} measured")
 
         # 3. Drain rate: a backlog written straight into the outbox of the first subscription.
+        _settled(receiver)
         db = sqlite3.connect(tmp / "data" / "contactcard.db", timeout=30)
         (subscription,) = db.execute("SELECT id FROM webhook_subscriptions ORDER BY created_at LIMIT 1").fetchone()
         before = receiver.count
@@ -263,58 +267,130 @@ def main() -> None:
         db.executemany(
             "INSERT INTO webhook_deliveries (event_id, subscription_id, event_type, body, status, attempts, next_at,"
             " created_at) VALUES (?, ?, 'contact_card.updated', ?, 'pending', 0, ?, ?)",
-            [(uuid.uuid4().hex, subscription, body, now, stamp) for _ in range(options.backlog)],
+            [(uuid.uuid4().hex, subscription, body, now, stamp) for _ in range(backlog)],
         )
         db.commit()
         cpu_before = _cpu_seconds(server.pid)
         started = time.perf_counter()
         deadline = started + 120
-        while receiver.count - before < options.backlog and time.perf_counter() < deadline:
+        while receiver.count - before < backlog and time.perf_counter() < deadline:
             time.sleep(0.01)
         drained = receiver.count - before
         drain_rate = drained / (time.perf_counter() - started)
         cpu_ms = (_cpu_seconds(server.pid) - cpu_before) * 1000 / max(1, drained)
         db.close()
+        log(f"  drain: {drained} of {backlog} at {drain_rate:.0f}/s")
     finally:
         server.stop()
-        stop_all()
         receiver.server.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
 
-    result = {
-        "write_cost_by_connections": cost,
-        "write_cost_target": "isolated write with three subscriptions <= 1.1 x with none",
+    return {
+        "writes_per_s": {**rates, "connections": connections, "seconds": duration},
+        "isolated_ms": {**isolated, "writes": isolated_writes},
         "delivery_latency_ms": {
             "p50": _percentile(latencies, 0.5) if latencies else None,
             "p99": _percentile(latencies, 0.99) if latencies else None,
             "measured": len(latencies),
-            "target": "p50 <= 50 ms",
+            "writes": latency_writes,
         },
         "deliveries_per_s": {
             "value": drain_rate,
             "delivered": drained,
+            "backlog": backlog,
             "server_cpu_ms_per_delivery": cpu_ms,
-            "target": ">= 500",
         },
     }
+
+
+def webhook_figure(run) -> list[dict]:
+    """Figure 12's rows (SQLite), from one `measure` with the run's rounds and durations."""
+    config = run.config
+    quick = config.quick
+    result = measure(
+        rounds=config.rounds,
+        # Information only, and each second of load leaves seconds of deliveries to settle.
+        duration=min(config.write_duration, 3),
+        backlog=1000 if quick else 3000,
+        isolated_writes=20 if quick else 50,
+        latency_writes=40 if quick else 200,
+        log=run.log,
+    )
+    run.raw["webhooks"] = result
+    rates, isolated = result["writes_per_s"], result["isolated_ms"]
+    latency, drain = result["delivery_latency_ms"], result["deliveries_per_s"]
+    receiver = "the receiver is a threaded http.server in the bench process, on the same cores"
+    rows = [
+        row(12, "SQLite", "one PATCH at a time, answer time, three subscriptions against none", "ms",
+            "webhook_write_cost", subject=spread(isolated["three"]), baseline=spread(isolated["none"]),
+            ratio=spread(ratios(isolated["three"], isolated["none"])),
+            notes=[f"{isolated['writes']} writes per side and round, 50 ms apart: each one's deliveries are done "
+                   "before the next, so the ratio is what the outbox adds to a write"]),
+        row(12, "SQLite", f"PATCH writes/s at {rates['connections']} connections, three against none (info)",
+            "req/s", None, info_target="webhook_write_rps", subject=spread(rates["three"]),
+            baseline=spread(rates["none"]), ratio=spread(ratios(rates["three"], rates["none"])),
+            notes=["three deliveries per write made during the load: the worker and " + receiver]),
+    ]  # fmt: skip
+    if latency["p50"] is not None:
+        measured = f"{latency['measured']} of {latency['writes']} writes, one at a time; {receiver}"
+        rows.append(row(12, "SQLite", "delivery latency after the answer, p50", "ms", "webhook_latency_ms",
+                        subject=spread([latency["p50"]]), notes=[measured]))  # fmt: skip
+        rows.append(row(12, "SQLite", "delivery latency after the answer, p99 (info)", "ms", None,
+                        subject=spread([latency["p99"]])))  # fmt: skip
+    else:
+        rows.append(row(12, "SQLite", "delivery latency after the answer, p50", "ms", "webhook_latency_ms",
+                        broken=True, notes=["no delivery arrived within 5 s of its write"]))  # fmt: skip
+    note = (f"{drain['delivered']} of a backlog of {drain['backlog']} to one subscription; "
+            f"{drain['server_cpu_ms_per_delivery']:.2f} ms of the server's CPU each; {receiver}")  # fmt: skip
+    rows.append(row(12, "SQLite", "deliveries per second from one process", "/s", "webhook_drain",
+                    subject=spread([drain["value"]]), broken=drain["delivered"] < drain["backlog"],
+                    notes=[note]))  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--backlog", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, help="CONTACTCARD_WEBHOOK_CONCURRENCY (default: the server's)")
+    parser.add_argument(
+        "--per-target", type=int, help="CONTACTCARD_WEBHOOK_CONCURRENCY_PER_TARGET (default: the server's)"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    options = parser.parse_args()
+    try:
+        result = measure(
+            rounds=options.rounds,
+            duration=options.duration,
+            connections=options.connections,
+            backlog=options.backlog,
+            concurrency=options.concurrency,
+            per_target=options.per_target,
+        )
+    finally:
+        stop_all()
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / "webhooks.json").write_text(json.dumps(result, indent=2))
-    iso = cost["isolated_ms"]
-    print(
-        f"write cost, isolated: {statistics.median(iso['three']):.2f} ms with three subscriptions, "
-        f"{statistics.median(iso['none']):.2f} ms with none: {iso['ratio_median']:.2f}x (target <= 1.1x)"
-    )
-    load = cost[f"writes_per_s_{options.connections}_connections"]
+    rates, iso = result["writes_per_s"], result["isolated_ms"]
     print(
         f"writes/s at {options.connections} connections, deliveries included: "
-        f"{statistics.median(load['three']):.0f} with three subscriptions, {statistics.median(load['none']):.0f} "
-        f"with none: {load['ratio_median']:.2f}x (information)"
+        f"{statistics.median(rates['three']):.0f} with three subscriptions, {statistics.median(rates['none']):.0f} "
+        f"with none: {statistics.median(ratios(rates['three'], rates['none'])):.2f}x (information)"
+    )
+    print(
+        f"one write at a time: {statistics.median(iso['three']):.2f} ms with three subscriptions, "
+        f"{statistics.median(iso['none']):.2f} ms with none: "
+        f"{statistics.median(ratios(iso['three'], iso['none'])):.2f}x (target <= 1.1)"
     )
     lat = result["delivery_latency_ms"]
     if lat["p50"] is not None:
-        print(f"delivery latency after the answer: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms")
+        print(f"delivery latency after the answer: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms (target p50 <= 50)")
+    drain = result["deliveries_per_s"]
     print(
-        f"deliveries per second from one process: {drain_rate:.0f} ({drained} of {options.backlog}; "
-        f"{cpu_ms:.2f} ms of the server's CPU each)"
+        f"deliveries per second from one process: {drain['value']:.0f} ({drain['delivered']} of {drain['backlog']}; "
+        f"{drain['server_cpu_ms_per_delivery']:.2f} ms of the server's CPU each; target >= 500)"
     )
 
 

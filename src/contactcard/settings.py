@@ -120,9 +120,9 @@ class Settings(BaseSettings):
     webhook_max_answer_bytes: int = Field(
         4096, gt=0, description="Most bytes of a receiver's answer read per attempt (the status is what counts)."
     )
-    webhook_concurrency: int = Field(16, ge=1, description="Webhook deliveries one process makes at once.")
+    webhook_concurrency: int = Field(64, ge=1, description="Webhook deliveries one process makes at once.")
     webhook_concurrency_per_target: int = Field(
-        8,
+        32,
         ge=1,
         description="Of those, at most this many to one subscription: a slow receiver cannot take them all.",
     )

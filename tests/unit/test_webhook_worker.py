@@ -191,3 +191,34 @@ async def _attempts_kept(writer, store, clock, event, accounts) -> None:
         claimed, status="failed", next_at=None, answer=None, error="gone", latency_ms=None, at=clock.now()
     )
     assert accounts.attempts(later.event_id, "s") == []
+
+
+class CountingStore(WebhookStore):
+    """Counts the transactions that record outcomes, and the outcomes in each."""
+
+    batches: list[int]
+
+    async def finish_many(self, outcomes) -> None:
+        self.batches.append(len(outcomes))
+        await super().finish_many(outcomes)
+
+
+async def test_attempts_that_finish_together_are_recorded_in_one_transaction(outbox):
+    writer, _ = outbox
+    store = CountingStore(writer, dialect="sqlite")
+    store.batches = []
+    clock = ManualClock()
+    sender = HeldSender()
+    worker = DeliveryWorker(store, sender, clock=clock, concurrency=8, per_target=8, poll_interval=0.02)
+    for _ in range(6):
+        await record(writer, clock)
+    worker.start()
+    try:
+        await until(lambda: len(sender.started) == 6)
+        sender.release.set()  # all six answer at once
+        await until(lambda: sum(store.batches) == 6)
+        assert len(store.batches) < 6
+        rows = await writer.read(Stmt("SELECT status, lease_until FROM webhook_deliveries", {}))
+        assert [tuple(r) for r in rows] == [("delivered", None)] * 6
+    finally:
+        await worker.aclose()

@@ -108,6 +108,19 @@ class Claimed:
     attempts: int  # including this one
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt's result, as `WebhookStore.finish` records it."""
+
+    claimed: Claimed
+    status: str  # pending (with next_at), delivered or failed
+    next_at: float | None
+    answer: int | None
+    error: str | None
+    latency_ms: float | None
+    at: datetime
+
+
 class TargetTaken(Exception):
     """The partner already has a subscription with this target URL."""
 
@@ -272,40 +285,47 @@ RETURNING event_id, subscription_id, event_type, body, attempts
     ) -> None:
         """Record one attempt: `status` pending (with `next_at`), delivered or failed; the
         delivery's row keeps it as its last, the attempts table beside all the others."""
-        error = error[:400] if error else None
-        await self._writer.run(
-            [
-                Stmt(
-                    "UPDATE webhook_deliveries SET status = :status, next_at = COALESCE(:next_at, next_at), "
-                    "lease_until = NULL, last_status = :answer, last_error = :error, "
-                    "last_latency_ms = :latency, finished_at = :finished "
-                    "WHERE event_id = :event_id AND subscription_id = :subscription_id",
-                    {
-                        "status": status,
-                        "next_at": next_at,
-                        "answer": answer,
-                        "error": error,
-                        "latency": latency_ms,
-                        "finished": None if status == "pending" else at,
-                        "event_id": claimed.event_id,
-                        "subscription_id": claimed.subscription_id,
-                    },
-                ),
-                Stmt(
-                    _RECORD_ATTEMPT,
-                    {
-                        "event_id": claimed.event_id,
-                        "subscription_id": claimed.subscription_id,
-                        "attempt": claimed.attempts,
-                        "at": at,
-                        "outcome": status,
-                        "answer": answer,
-                        "latency": latency_ms,
-                        "error": error,
-                    },
-                ),
-            ]
-        )
+        await self.finish_many([Outcome(claimed, status, next_at, answer, error, latency_ms, at)])
+
+    async def finish_many(self, outcomes: list[Outcome]) -> None:
+        """Record several attempts in one transaction (one commit, not one per attempt)."""
+        await self._writer.run([stmt for outcome in outcomes for stmt in _finished(outcome)])
+
+
+def _finished(outcome: Outcome) -> tuple[Stmt, Stmt]:
+    claimed, status = outcome.claimed, outcome.status
+    error = outcome.error[:400] if outcome.error else None
+    return (
+        Stmt(
+            "UPDATE webhook_deliveries SET status = :status, next_at = COALESCE(:next_at, next_at), "
+            "lease_until = NULL, last_status = :answer, last_error = :error, "
+            "last_latency_ms = :latency, finished_at = :finished "
+            "WHERE event_id = :event_id AND subscription_id = :subscription_id",
+            {
+                "status": status,
+                "next_at": outcome.next_at,
+                "answer": outcome.answer,
+                "error": error,
+                "latency": outcome.latency_ms,
+                "finished": None if status == "pending" else outcome.at,
+                "event_id": claimed.event_id,
+                "subscription_id": claimed.subscription_id,
+            },
+        ),
+        Stmt(
+            _RECORD_ATTEMPT,
+            {
+                "event_id": claimed.event_id,
+                "subscription_id": claimed.subscription_id,
+                "attempt": claimed.attempts,
+                "at": outcome.at,
+                "outcome": status,
+                "answer": outcome.answer,
+                "latency": outcome.latency_ms,
+                "error": error,
+            },
+        ),
+    )
 
 
 def _params(sub: Subscription) -> dict[str, Any]:

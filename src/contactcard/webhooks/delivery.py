@@ -33,7 +33,7 @@ import httpx
 
 from contactcard.images.addresses import HostPolicy, IPAddress
 from contactcard.images.urls import ImageUrl, ImageUrlError, parse_image_url
-from contactcard.store.webhooks import Claimed, Subscription, WebhookStore
+from contactcard.store.webhooks import Claimed, Outcome, Subscription, WebhookStore
 
 log = logging.getLogger("contactcard")
 
@@ -41,6 +41,7 @@ Resolver = Callable[[str, int], list[str]]
 # Before each retry, in seconds: 10 attempts over about 30 minutes (the hosted API retries
 # "for up to 30 minutes").
 DEFAULT_RETRY_DELAYS = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 600.0, 600.0)
+RECORD_BATCH = 64  # attempts recorded in one transaction, at most
 
 
 class AttemptTally(Protocol):
@@ -154,6 +155,7 @@ class WebhookSender:
     # Clients kept per (scheme, host, checked address, port): connections are reused for a
     # busy receiver, never across hosts (TLS is verified against the host that was checked).
     MAX_CLIENTS = 64
+    MAX_CONNECTIONS = 64  # per client
 
     def __init__(
         self,
@@ -234,6 +236,9 @@ class WebhookSender:
             trust_env=False,  # no proxy from the environment: the checked address is the one reached
             follow_redirects=False,
             timeout=self._timeout,
+            # Every connection kept alive: a busy receiver gets as many attempts at once as
+            # the worker allows to one subscription, each on a connection already open.
+            limits=httpx.Limits(max_connections=self.MAX_CONNECTIONS, max_keepalive_connections=self.MAX_CONNECTIONS),
             transport=self._transport,
         )
         self._clients[key] = client
@@ -259,11 +264,11 @@ class DeliveryWorker:
         *,
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
-        concurrency: int = 16,
+        concurrency: int = 64,
         poll_interval: float = 0.5,
         lease: float = 30.0,
         settle: float = 0.01,
-        per_target: int = 8,
+        per_target: int = 32,
         tally: AttemptTally | None = None,
     ) -> None:
         self._tally = tally  # the metrics, when on
@@ -284,6 +289,10 @@ class DeliveryWorker:
         # Subscriptions that had more due than their share: skipped by claims until half
         # their attempts are done, so they are claimed for in batches, not one at a time.
         self._throttled: set[str] = set()
+        # Results waiting to be recorded, each with the attempt waiting for it: recorded
+        # together, one transaction for all that finished while the last was written.
+        self._outcomes: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """An event was recorded in this process: look now rather than at the next poll."""
@@ -297,7 +306,7 @@ class DeliveryWorker:
     async def aclose(self) -> None:
         """Stop claiming; attempts under way are cancelled and, their lease run out, made
         again by whichever process claims them next."""
-        tasks = [t for t in (self._task, *self._running) if t is not None]
+        tasks = [t for t in (self._task, *self._running, self._recorder) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -377,18 +386,10 @@ class DeliveryWorker:
             log.error("webhook attempt failed unexpectedly", exc_info=task.exception())
 
     async def _attempt(self, claimed: Claimed, subscription: Subscription | None) -> None:
-        at = self._clock.now()
         if subscription is None or not subscription.is_active:
             # Deleted meanwhile (its rows went with it) or switched off: nothing to send.
-            await self._store.finish(
-                claimed,
-                status="failed",
-                next_at=None,
-                answer=None,
-                error="subscription disabled",
-                latency_ms=None,
-                at=at,
-            )
+            at = self._clock.now()
+            await self._record(Outcome(claimed, "failed", None, None, "subscription disabled", None, at))
             return
         headers = signature_headers(subscription, claimed, int(time.time()))
         answer = await self._sender.post(subscription.target_url, claimed.body.encode(), headers)
@@ -398,14 +399,32 @@ class DeliveryWorker:
             status, next_at = "pending", self._clock.now().timestamp() + delay
         else:
             status, next_at = "failed", None
-        await self._store.finish(
-            claimed,
-            status=status,
-            next_at=next_at,
-            answer=answer.status,
-            error=answer.error,
-            latency_ms=answer.latency_ms,
-            at=self._clock.now(),
-        )
+        at = self._clock.now()
+        await self._record(Outcome(claimed, status, next_at, answer.status, answer.error, answer.latency_ms, at))
         if self._tally is not None:
             self._tally.webhook_attempt("retrying" if status == "pending" else status, answer.latency_ms)
+
+    async def _record(self, outcome: Outcome) -> None:
+        """Record `outcome`; returns once it is committed (the lease holds until then)."""
+        future = asyncio.get_running_loop().create_future()
+        self._outcomes.append((outcome, future))
+        if self._recorder is None:
+            self._recorder = asyncio.get_running_loop().create_task(self._record_all())
+        await future
+
+    async def _record_all(self) -> None:
+        try:
+            while self._outcomes:
+                batch, self._outcomes = self._outcomes[:RECORD_BATCH], self._outcomes[RECORD_BATCH:]
+                try:
+                    await self._store.finish_many([outcome for outcome, _ in batch])
+                except Exception as exc:  # each attempt fails as it would alone: its lease runs out
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(None)
+        finally:
+            self._recorder = None
