@@ -36,6 +36,7 @@ from typing import Protocol
 from urllib.parse import parse_qsl
 
 from contactcard.controls import POLL_SECONDS, LiveControls
+from contactcard.settings import JOURNAL_UNREAD
 
 log = logging.getLogger("contactcard")
 
@@ -102,7 +103,7 @@ Raw = tuple[str, str, str, bytes, str | None, int, int | None, float, float, byt
 
 
 class Journal:
-    def __init__(self, store: JournalStore, controls: LiveControls, *, unread: int = 64) -> None:
+    def __init__(self, store: JournalStore, controls: LiveControls, *, unread: int = JOURNAL_UNREAD) -> None:
         self._store = store
         self._controls = controls
         self._unread = unread
