@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from contactcard.store.reads import _PG_VERSION
 
+T = TypeVar("T")
+
+
+class Lookups(list[str]):
+    """The SQL of the lookups seen, and whether the PostgreSQL memo's version moved while
+    watching. That version is the cluster's snapshot, so any commit anywhere on the
+    cluster (another test worker's database included) rightly empties the memo."""
+
+    moved: bool = False
+
 
 @contextmanager
-def recorded_lookups(server: Any) -> Iterator[list[str]]:
+def recorded_lookups(server: Any) -> Iterator[Lookups]:
     """The SQL of every lookup the server's read path runs while the block executes (on
     PostgreSQL the GET memo's own version question is not a lookup, so it is left out)."""
     reads = server.framework.state.cards._reads
     original, original_async = reads._rows, reads._rows_async
-    seen: list[str] = []
+    seen = Lookups()
+    before = reads._pg_memo._version
 
     def recording(sql: str, params: tuple, many: bool):
         seen.append(sql)
@@ -23,12 +34,35 @@ def recorded_lookups(server: Any) -> Iterator[list[str]]:
 
     async def recording_async(sql: str, params: tuple, many: bool):
         # On SQLite this calls `_rows`, which records already.
-        if reads._postgres and sql != _PG_VERSION:
+        if not reads._postgres:
+            return await original_async(sql, params, many)
+        if sql != _PG_VERSION:
             seen.append(sql)
-        return await original_async(sql, params, many)
+            return await original_async(sql, params, many)
+        version = await original_async(sql, params, many)
+        if version != before:
+            seen.moved = True
+        return version
 
     reads._rows, reads._rows_async = recording, recording_async
     try:
         yield seen
     finally:
         del reads._rows, reads._rows_async
+
+
+def lookups_while_still(
+    server: Any, block: Callable[[], T], rewarm: Callable[[], object], attempts: int = 200
+) -> tuple[Lookups, T]:
+    """The lookups `block()` ran, from the first of `attempts` tries during which no commit
+    anywhere moved the memo's version (always the first try on SQLite, whose version is
+    the database file's own). Before each try but the first, `rewarm()` fills the memo
+    again, as the test did before the block. A memo that is never used fails every try."""
+    for attempt in range(attempts):
+        if attempt:
+            rewarm()
+        with recorded_lookups(server) as seen:
+            result = block()
+        if not seen.moved:
+            return seen, result
+    raise AssertionError(f"the database's version moved during each of {attempts} tries")
