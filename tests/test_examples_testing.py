@@ -1,6 +1,7 @@
 """docs/testing.md's examples run: Python always (the plugin in a pytester session); the
 TypeScript one when `CONTACTCARD_TEST_EXAMPLES=1` and npm is installed (it installs the SDK
-from the npm registry); the Go one is not run here (no Go toolchain on the test machines)."""
+from the npm registry); the Go one is not run here (it needs `linq-go` from the Go module
+proxy, and the suite builds Go offline)."""
 
 from __future__ import annotations
 

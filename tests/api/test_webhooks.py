@@ -1,11 +1,13 @@
 """Webhooks through the official SDK: the subscription API, and deliveries to a receiver
-on 127.0.0.1 verified with the SDK's own `webhooks.unwrap`."""
+on 127.0.0.1 verified with the SDK's own `webhooks.unwrap` (and, with
+`CONTACTCARD_TEST_EXAMPLES=1`, with docs/webhooks.md's Go `verify`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -636,3 +638,106 @@ def test_the_typescript_sdk_unwraps_deliveries_and_refuses_a_forgery(hooks, rece
     verified, tampered, wrong_key = run.stdout.splitlines()
     assert verified == "contact_card.created"
     assert tampered.startswith("refused:") and wrong_key.startswith("refused:"), run.stdout
+
+
+# --- the Go example of docs/webhooks.md ------------------------------------------------
+
+WEBHOOKS_DOC = Path(__file__).resolve().parent.parent.parent / "docs" / "webhooks.md"
+# The example's own imports (the page shows the function alone), plus what `main` needs to
+# read the deliveries.
+GO_IMPORTS = [
+    "crypto/hmac",
+    "crypto/sha256",
+    "encoding/base64",
+    "encoding/json",
+    "fmt",
+    "math",
+    "net/http",
+    "os",
+    "strconv",
+    "strings",
+    "time",
+]
+# Input (stdin): [{"body", "headers", "key"}, ...]; output: one line a delivery, "ok" or
+# "refused". The headers go through `Set`, as net/http hands a handler canonical names.
+GO_MAIN = """
+func main() {
+	var deliveries []struct {
+		Body    string            `json:"body"`
+		Headers map[string]string `json:"headers"`
+		Key     string            `json:"key"`
+	}
+	if err := json.NewDecoder(os.Stdin).Decode(&deliveries); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	for _, d := range deliveries {
+		h := http.Header{}
+		for name, value := range d.Headers {
+			h.Set(name, value)
+		}
+		if verify(d.Key, h, []byte(d.Body)) {
+			fmt.Println("ok")
+		} else {
+			fmt.Println("refused")
+		}
+	}
+}
+"""
+
+
+def go_example() -> str:
+    """The ```go block after the line starting with **Go**, as the page shows it."""
+    found = re.search(r"^\*\*Go\*\*.*?^```go\n(.*?)^```$", WEBHOOKS_DOC.read_text(), re.M | re.S)
+    assert found, f"no ```go block after **Go** in {WEBHOOKS_DOC.name}"
+    return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def go_verify(tmp_path_factory) -> Path:
+    """docs/webhooks.md's `verify`, verbatim, built into a program by the local toolchain.
+    Offline: the example uses the standard library only, so nothing is fetched."""
+    if shutil.which("go") is None:
+        pytest.fail("go is needed to check the Go example of docs/webhooks.md (Debian: apt-get install golang-go)")
+    work = tmp_path_factory.mktemp("go-verify")
+    imports = "".join(f'\t"{name}"\n' for name in GO_IMPORTS)
+    (work / "main.go").write_text(f"package main\n\nimport (\n{imports})\n\n{go_example()}{GO_MAIN}")
+    (work / "go.mod").write_text("module verify\n\ngo 1.19\n")
+    env = {
+        **os.environ,
+        "GO111MODULE": "on",
+        "GOPROXY": "off",
+        "GOFLAGS": "-mod=mod",
+        "GOTOOLCHAIN": "local",  # a newer go would otherwise try to download another toolchain
+        "CGO_ENABLED": "0",  # net/http without a C compiler
+        "GOCACHE": str(work / "cache"),
+        "GOPATH": str(work / "gopath"),
+    }
+    build = subprocess.run(
+        ["go", "build", "-o", str(work / "verify"), "."],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    return work / "verify"
+
+
+@pytest.mark.skipif(
+    os.environ.get("CONTACTCARD_TEST_EXAMPLES") != "1",
+    reason="set CONTACTCARD_TEST_EXAMPLES=1 (needs a Go toolchain)",
+)
+def test_the_go_example_verifies_deliveries_and_refuses_a_forgery(hooks, receiver, go_verify):
+    _, secret, path = subscribe(hooks, receiver)
+    hooks.client().contact_card.create(phone_number=hooks.lines[0], first_name="Ada")
+    delivery = receiver.wait(path, 1)[0]
+    checks = [
+        {"body": delivery.body, "headers": delivery.headers, "key": secret},
+        {"body": delivery.body.replace("Ada", "Eve"), "headers": delivery.headers, "key": secret},
+        {"body": delivery.body, "headers": delivery.headers, "key": "whsec_" + "A" * 32},
+    ]
+    run = subprocess.run([str(go_verify)], input=json.dumps(checks), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["ok", "refused", "refused"], run.stdout
