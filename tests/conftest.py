@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from contactcard.http.app import create_app
+from contactcard.http.transport import TurnWritesProtocol
 from contactcard.settings import Settings
 from tests.support.image_host import ImageHost
 
@@ -93,7 +94,8 @@ def start_server(settings_overrides: dict[str, Any], data_dir: Path) -> RunningS
         **settings_overrides,
     )
     app = create_app(settings)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+    # The protocol production serves with (cli._run_uvicorn), so the tests run what it runs.
+    config = uvicorn.Config(app, http=TurnWritesProtocol, log_level="warning", lifespan="on", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -271,6 +271,7 @@ def _start(data_dir: Path, overrides: dict[str, Any]) -> Server:
     import uvicorn
 
     from contactcard.http.app import create_app
+    from contactcard.http.transport import TurnWritesProtocol
     from contactcard.settings import JOURNAL_HOLD_ALL, Settings
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -286,7 +287,10 @@ def _start(data_dir: Path, overrides: dict[str, Any]) -> Server:
         **overrides,
     }
     settings = Settings(**values)
-    config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on", access_log=False)
+    # The protocol a production server runs with (cli._run_uvicorn), so a test sees what it sees.
+    config = uvicorn.Config(
+        create_app(settings), http=TurnWritesProtocol, log_level="warning", lifespan="on", access_log=False
+    )
     runner = uvicorn.Server(config)
     thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, name="contactcard-server", daemon=True)
     thread.start()
