@@ -122,9 +122,10 @@ class Settings(BaseSettings):
     )
     webhook_concurrency: int = Field(64, ge=1, description="Webhook deliveries one process makes at once.")
     webhook_concurrency_per_target: int = Field(
-        32,
+        8,
         ge=1,
-        description="Of those, at most this many to one subscription: a slow receiver cannot take them all.",
+        description="Of those, at most this many to one subscription: a slow receiver cannot take them all. "
+        "Each is a kept-alive connection to the receiver; more of them cost the HTTP client more per delivery.",
     )
     webhook_poll_interval: float = Field(
         0.5,

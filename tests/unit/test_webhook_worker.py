@@ -222,3 +222,53 @@ async def test_attempts_that_finish_together_are_recorded_in_one_transaction(out
         assert [tuple(r) for r in rows] == [("delivered", None)] * 6
     finally:
         await worker.aclose()
+
+
+class SlowRecordStore(WebhookStore):
+    """Records only once `release` is set: a database slower than the receivers."""
+
+    release: asyncio.Event
+
+    async def finish_many(self, outcomes) -> None:
+        await self.release.wait()
+        await super().finish_many(outcomes)
+
+
+async def test_a_slow_record_holds_no_slot_and_no_attempt_is_made_twice(outbox):
+    writer, _ = outbox
+    store = SlowRecordStore(writer, dialect="sqlite")
+    store.release = asyncio.Event()
+    clock = ManualClock()
+    sender = ScriptedSender()
+    # One slot: were it held until the outcome is committed, only one attempt could start.
+    worker = DeliveryWorker(store, sender, clock=clock, concurrency=1, per_target=1, poll_interval=0.02)
+    for _ in range(3):
+        await record(writer, clock)
+    worker.start()
+    try:
+        await until(lambda: len(sender.posts) == 3)
+        await asyncio.sleep(0.2)  # many polls while nothing is recorded: the leases hold
+        assert len(sender.posts) == 3
+        store.release.set()
+        await until(lambda: worker._recorder is None and not worker._outcomes)
+        rows = await writer.read(Stmt("SELECT status, lease_until FROM webhook_deliveries", {}))
+        assert [tuple(r) for r in rows] == [("delivered", None)] * 3
+    finally:
+        await worker.aclose()
+
+
+async def test_attempts_not_yet_recorded_are_recorded_when_the_worker_stops(outbox):
+    writer, _ = outbox
+    store = SlowRecordStore(writer, dialect="sqlite")
+    store.release = asyncio.Event()
+    clock = ManualClock()
+    sender = ScriptedSender()
+    worker = DeliveryWorker(store, sender, clock=clock, poll_interval=0.02)
+    for _ in range(2):
+        await record(writer, clock)
+    worker.start()
+    await until(lambda: len(sender.posts) == 2)
+    asyncio.get_running_loop().call_later(0.1, store.release.set)  # the database answers in a moment
+    await worker.aclose()
+    rows = await writer.read(Stmt("SELECT status, lease_until FROM webhook_deliveries", {}))
+    assert [tuple(r) for r in rows] == [("delivered", None)] * 2

@@ -41,7 +41,11 @@ Resolver = Callable[[str, int], list[str]]
 # Before each retry, in seconds: 10 attempts over about 30 minutes (the hosted API retries
 # "for up to 30 minutes").
 DEFAULT_RETRY_DELAYS = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 600.0, 600.0)
-RECORD_BATCH = 64  # attempts recorded in one transaction, at most
+RECORD_BATCH = 256  # attempts recorded in one transaction, at most
+RECORD_ON_CLOSE_S = 2.0  # the bound on recording what is left when the worker stops
+# Attempts made but not yet recorded, beyond which no more are claimed: a database slower
+# than the receivers holds the worker back rather than growing this list.
+UNRECORDED_MAX = 1024
 
 
 class AttemptTally(Protocol):
@@ -268,7 +272,7 @@ class DeliveryWorker:
         poll_interval: float = 0.5,
         lease: float = 30.0,
         settle: float = 0.01,
-        per_target: int = 32,
+        per_target: int = 8,
         tally: AttemptTally | None = None,
     ) -> None:
         self._tally = tally  # the metrics, when on
@@ -289,9 +293,9 @@ class DeliveryWorker:
         # Subscriptions that had more due than their share: skipped by claims until half
         # their attempts are done, so they are claimed for in batches, not one at a time.
         self._throttled: set[str] = set()
-        # Results waiting to be recorded, each with the attempt waiting for it: recorded
-        # together, one transaction for all that finished while the last was written.
-        self._outcomes: list[tuple[Outcome, asyncio.Future[None]]] = []
+        # Results waiting to be recorded: recorded together, one transaction for all that
+        # finished while the last was written.
+        self._outcomes: list[Outcome] = []
         self._recorder: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -315,6 +319,15 @@ class DeliveryWorker:
             except BaseException:
                 pass
         self._task = None
+        if self._outcomes:
+            # Attempts made but not yet recorded: recorded now if the database answers in
+            # a moment, so that a restart does not send them again.
+            try:
+                with anyio.fail_after(RECORD_ON_CLOSE_S):
+                    await self._store.finish_many(self._outcomes)
+                self._outcomes = []
+            except Exception as exc:
+                log.warning("webhook worker stopped with %d attempts unrecorded: %s", len(self._outcomes), exc)
 
     async def _loop(self) -> None:
         assert self._wake is not None
@@ -338,6 +351,8 @@ class DeliveryWorker:
             await asyncio.sleep(self._settle)
 
     async def _claim_some(self) -> int:
+        if len(self._outcomes) >= UNRECORDED_MAX:
+            return 0  # the recorder wakes the loop when it is done
         free = self._concurrency - len(self._running)
         # Claim in batches: a claim per finished attempt would cost three statements each.
         if free <= 0 or (self._running and free < max(1, self._concurrency // 2)):
@@ -389,7 +404,7 @@ class DeliveryWorker:
         if subscription is None or not subscription.is_active:
             # Deleted meanwhile (its rows went with it) or switched off: nothing to send.
             at = self._clock.now()
-            await self._record(Outcome(claimed, "failed", None, None, "subscription disabled", None, at))
+            self._record(Outcome(claimed, "failed", None, None, "subscription disabled", None, at))
             return
         headers = signature_headers(subscription, claimed, int(time.time()))
         answer = await self._sender.post(subscription.target_url, claimed.body.encode(), headers)
@@ -400,31 +415,31 @@ class DeliveryWorker:
         else:
             status, next_at = "failed", None
         at = self._clock.now()
-        await self._record(Outcome(claimed, status, next_at, answer.status, answer.error, answer.latency_ms, at))
+        self._record(Outcome(claimed, status, next_at, answer.status, answer.error, answer.latency_ms, at))
         if self._tally is not None:
             self._tally.webhook_attempt("retrying" if status == "pending" else status, answer.latency_ms)
 
-    async def _record(self, outcome: Outcome) -> None:
-        """Record `outcome`; returns once it is committed (the lease holds until then)."""
-        future = asyncio.get_running_loop().create_future()
-        self._outcomes.append((outcome, future))
+    def _record(self, outcome: Outcome) -> None:
+        """Queue `outcome` for recording. The attempt's slot is free at once: waiting for
+        the commit would make each slot wait a commit per POST. Until it is recorded the
+        row's lease holds, so no claim takes it again; if the process dies first, the lease
+        runs out and the attempt is made again (at least once, as always)."""
+        self._outcomes.append(outcome)
         if self._recorder is None:
             self._recorder = asyncio.get_running_loop().create_task(self._record_all())
-        await future
 
     async def _record_all(self) -> None:
         try:
             while self._outcomes:
                 batch, self._outcomes = self._outcomes[:RECORD_BATCH], self._outcomes[RECORD_BATCH:]
                 try:
-                    await self._store.finish_many([outcome for outcome, _ in batch])
-                except Exception as exc:  # each attempt fails as it would alone: its lease runs out
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                else:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_result(None)
+                    await self._store.finish_many(batch)
+                except asyncio.CancelledError:
+                    self._outcomes[:0] = batch  # still to record: aclose tries once more
+                    raise
+                except Exception as exc:  # their leases run out, and the attempts are made again
+                    log.warning("webhook worker could not record %d attempts: %s", len(batch), exc)
         finally:
             self._recorder = None
+            if self._wake is not None:
+                self._wake.set()  # claims held back by unrecorded attempts may go on
