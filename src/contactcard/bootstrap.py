@@ -23,6 +23,7 @@ from contactcard.service import ContactCards, Policy
 from contactcard.settings import Settings
 from contactcard.store.accounts import Accounts
 from contactcard.store.cards import CardWrites
+from contactcard.store.commits import CommitLog
 from contactcard.store.controls import ControlRecords
 from contactcard.store.db import Database, connect, migrate
 from contactcard.store.devices import DeviceRecords
@@ -85,11 +86,11 @@ def _conninfo(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def writer_for(database: Database, timeout: float) -> Writer:
+def writer_for(database: Database, timeout: float, commits: CommitLog | None = None) -> Writer:
     url = make_url(database.url)
     if database.dialect == "sqlite":
         return SqliteWriter(url.database or ":memory:", timeout=timeout)
-    return PostgresWriter(_conninfo(database.url), timeout=timeout)
+    return PostgresWriter(_conninfo(database.url), timeout=timeout, commits=commits)
 
 
 def admin_for(database: Database, writer: Writer | None = None) -> Admin:
@@ -137,7 +138,9 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
     database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
     if run_migrations:
         migrate(database)
-    writer = writer_for(database, settings.database_timeout)
+    # This process's commits and the lines each changed: the GET memo keeps the rest.
+    commits = CommitLog() if database.dialect == "postgresql" else None
+    writer = writer_for(database, settings.database_timeout, commits)
     shared = None
     if database.dialect == "postgresql":
         shared = AdvisoryLocks(_conninfo(database.url), connect_timeout=settings.database_timeout)
@@ -161,6 +164,7 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
         rules.own_cdn_prefix,
         memo=settings.read_cache_size > 0,
         timeout=settings.database_timeout,
+        commits=commits,
     )
     metrics = Metrics() if settings.metrics != "off" else None
     controls = controls_for(settings, database)

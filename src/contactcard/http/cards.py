@@ -44,15 +44,15 @@ async def _validated(service: ContactCards, hashed_key: str, parse: Callable[[],
         raise
 
 
-async def read_cards(service: ContactCards, authorization: list[str], phones: list[str]) -> bytes:
-    """The body of a GET: every card of the key's partner, or one line's."""
+async def read_cards(service: ContactCards, authorization: list[str], phones: list[str]) -> tuple[bytes, str | None]:
+    """The body of a GET: every card of the key's partner, or one line's (and that line)."""
     hashed_key = _key_hash(authorization)
     phone = await _validated(service, hashed_key, lambda: contract.phone_from_query(phones, required=False))
     if phone is None:
         found = await service.list_cards(hashed_key)
     else:
         found = await service.get_card(hashed_key, phone)
-    return orjson.dumps({"contact_cards": found})
+    return orjson.dumps({"contact_cards": found}), phone
 
 
 class FastGet:
@@ -75,9 +75,9 @@ class FastGet:
         memo = await self.service.read_memo() if query and len(raw_authorization) == 1 else None
         if memo is not None:
             slot = (hashlib.sha256(raw_authorization[0]).digest(), query)
-            body = memo.get(slot)
-            if body is not None:
-                await self._ok(scope, send, body)
+            hit = memo.get(slot)
+            if hit is not None:
+                await self._ok(scope, send, hit[0])
                 return
         authorization = [v.decode("latin-1") for v in raw_authorization]
         phones = (
@@ -86,15 +86,15 @@ class FastGet:
             else []
         )
         try:
-            body = await read_cards(self.service, authorization, phones)
+            body, phone = await read_cards(self.service, authorization, phones)
         except ApiError as error:
             trace_id = scope.get("state", {}).get("trace_id", "")
             await error_response(error, trace_id, self.docs_base_url)(scope, receive, send)
             return
-        if memo is not None and phones:  # a 200 for one number: the key owns the line
+        if memo is not None and phone is not None:  # a 200 for one number: the key owns the line
             if len(memo) >= self.service.read_cache_size:
                 del memo[next(iter(memo))]  # the oldest answer
-            memo[slot] = body
+            memo[slot] = (body, phone)  # the line as stored: a write to it drops the answer
         await self._ok(scope, send, body)
 
     @staticmethod
@@ -115,7 +115,7 @@ async def contact_card(request: Request) -> Response:
         return await _setup(request, service, _key_hash(request.headers.getlist("authorization")))
     if request.method == "PATCH":
         return await _update(request, service, _key_hash(request.headers.getlist("authorization")))
-    body = await read_cards(
+    body, _ = await read_cards(
         service, request.headers.getlist("authorization"), request.query_params.getlist("phone_number")
     )
     return Response(body, media_type="application/json")

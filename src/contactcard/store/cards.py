@@ -194,7 +194,7 @@ class CardWrites:
             tx += devices.apply_statements(phone, values.first_name, values.last_name, image_url, scripted=True)
         if event is not None:
             tx.append(fan_out(event))  # last: the indexes above stay as they are
-        results = await self._writer.run(tx)
+        results = await self._writer.run(tx, lines=frozenset((phone,)))
         stored = results[stored_at][0]
         card = Card(
             id=stored[0],
@@ -213,6 +213,7 @@ class CardWrites:
 
     async def mark_active(self, card: Card) -> Card:
         await self._writer.run(
-            [Stmt(_MARK_ACTIVE, {"phone": card.phone_number, "id": card.id, "now": datetime.now(UTC)})]
+            [Stmt(_MARK_ACTIVE, {"phone": card.phone_number, "id": card.id, "now": datetime.now(UTC)})],
+            lines=frozenset((card.phone_number,)),
         )
         return replace(card, is_active=True, ever_active=True)

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, delete, insert, select
 from contactcard.card import Card, Outcome
 from contactcard.device.base import DeviceScript, DeviceView
 from contactcard.store.schema import device_displays, device_scripts
-from contactcard.store.writer import Row, Stmt, Writer
+from contactcard.store.writer import NO_LINES, Row, Stmt, Writer
 
 _SCRIPTED = "(fail_next > 0 OR rate_limit_next > 0 OR apply_delay > 0)"
 
@@ -131,7 +131,8 @@ class DeviceRecords:
             "now": datetime.now(UTC),
         }
         script, _, _ = await self._writer.run(
-            [Stmt(_READ_SCRIPT, params, rows=True), Stmt(_SHOW, params), Stmt(_TAKE_SCRIPTED, params)]
+            [Stmt(_READ_SCRIPT, params, rows=True), Stmt(_SHOW, params), Stmt(_TAKE_SCRIPTED, params)],
+            lines=NO_LINES,  # the device's own records: no GET answer shows them
         )
         if not script:
             return Outcome.APPLIED, 0.0

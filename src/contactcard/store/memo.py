@@ -15,13 +15,17 @@ request, as without a memo.
   all the requests waiting: those that arrived while a question was in flight wait for the
   next one, which starts after they arrived.
 
-When the version moves, the memo is replaced by a new, empty dict rather than emptied: a
+Each entry is `(answer, line)`. When the version moves, the memo is replaced by a new,
+empty dict rather than emptied: a
 request that was handed the old dict and is still looking up (on PostgreSQL, a round trip
 later) files its answer in the old dict, which nobody is handed any more. Emptying in place
 would let an answer read before a commit land in the memo of a version after it. An answer
 may be newer than the version it is filed under (a commit landed between the question and
 the lookup); it is still one read after every request that can find it arrived, and the
 next question sees the version move. Versions never repeat (both only grow).
+
+On PostgreSQL, when every transaction that completed between two versions is one of this
+process's own writes (`commits.py`), the new dict keeps the answers of every other line.
 """
 
 from __future__ import annotations
@@ -69,8 +73,14 @@ class BatchMemo:
     """A memo checked with an awaited question (a round trip), one at a time, shared by
     every request that arrived before it started."""
 
-    def __init__(self, ask: Callable[[], Awaitable[object]]) -> None:
+    def __init__(
+        self,
+        ask: Callable[[], Awaitable[object]],
+        lines_changed: Callable[[object, object], frozenset[str] | None] | None = None,
+    ) -> None:
         self._ask = ask
+        # Which lines' answers may differ between two versions (None: any); see commits.py.
+        self._lines_changed = lines_changed
         self._version: object = None
         self._memo: Memo = {}
         self._waiting: list[asyncio.Future[bool]] = []
@@ -95,8 +105,20 @@ class BatchMemo:
             else:
                 ok = True
                 if version != self._version:
-                    self._memo = {}
-                    self._version = version
+                    self._moved(version)
             for waiter in batch:
                 if not waiter.done():  # a request whose client went away is cancelled
                     waiter.set_result(ok)
+
+    def _moved(self, version: object) -> None:
+        changed = None
+        if self._lines_changed is not None and self._version is not None:
+            changed = self._lines_changed(self._version, version)
+        self._version = version
+        if changed is None:
+            self._memo = {}
+        elif changed:
+            # A new dict without those lines' answers, for the reason the module gives:
+            # a lookup of one of them still under way files its answer in the old one.
+            self._memo = {slot: entry for slot, entry in self._memo.items() if entry[1] not in changed}
+        # (Nothing that answers depend on changed: the memo stands as it is.)

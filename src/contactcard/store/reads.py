@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from contactcard.store.commits import CommitLog
 from contactcard.store.memo import BatchMemo, Memo, TurnMemo
 from contactcard.store.writer import StoreUnavailable
 
@@ -72,7 +73,15 @@ class LineAccess:
 
 
 class CardReads:
-    def __init__(self, database_url: str, cdn_prefix: str, *, memo: bool = False, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        cdn_prefix: str,
+        *,
+        memo: bool = False,
+        timeout: float = 2.0,
+        commits: CommitLog | None = None,
+    ) -> None:
         self._prefix = cdn_prefix
         self._memo_enabled = memo
         self._timeout = timeout  # longest wait for the database before "unavailable"
@@ -88,12 +97,15 @@ class CardReads:
         self._down_until = 0.0  # monotonic time before which reads fail fast
         self._async_pool: Any = None  # psycopg_pool.AsyncConnectionPool, opened on the first GET
         self._async_pool_opened: asyncio.Future[None] | None = None
-        self._pg_memo = BatchMemo(self._pg_version)
+        # With this process's commit log, a move of the version caused only by its own
+        # writes drops only their lines' answers (`commits.py`).
+        self._pg_memo = BatchMemo(self._pg_version, commits.lines_changed if commits is not None else None)
         self._one = _ONE.format(p=marker)
         self._all = _ALL.format(p=marker)
 
     async def _pg_version(self) -> object:
-        return await self._rows_async(_PG_VERSION, (), many=False)
+        row = await self._rows_async(_PG_VERSION, (), many=False)
+        return row[0] if row else None
 
     async def aclose(self) -> None:
         if self._async_pool is not None:

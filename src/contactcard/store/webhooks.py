@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from contactcard.store.writer import Row, Stmt, Writer
+from contactcard.store.writer import NO_LINES, Row, Stmt, Writer
 from contactcard.webhooks.events import Outbox
 
 _FAN_OUT = """
@@ -180,7 +180,8 @@ class WebhookStore:
                         _params(sub),
                     ),
                     *(fan_out(event) for event in announce or ()),
-                ]
+                ],
+                lines=NO_LINES,
             )
         except Exception as exc:
             if _is_unique_violation(exc):
@@ -198,7 +199,8 @@ class WebhookStore:
                         _params(sub),
                     ),
                     *(fan_out(event) for event in announce or ()),
-                ]
+                ],
+                lines=NO_LINES,
             )
         except Exception as exc:
             if _is_unique_violation(exc):
@@ -214,7 +216,8 @@ class WebhookStore:
                     rows=True,
                 ),
                 *(fan_out(event) for event in announce or ()),
-            ]
+            ],
+            lines=NO_LINES,
         )
         return bool(results[0])
 
@@ -248,7 +251,7 @@ WHERE (event_id, subscription_id) IN (
 RETURNING event_id, subscription_id, event_type, body, attempts
 """
         params = {"lease": lease_until, "now": now, "real_now": real_now, "limit": limit, **skipped}
-        rows = (await self._writer.run([Stmt(sql, params, rows=True)]))[0]
+        rows = (await self._writer.run([Stmt(sql, params, rows=True)], lines=NO_LINES))[0]
         return [Claimed(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows]
 
     async def release(self, claimed: list[Claimed]) -> None:
@@ -261,7 +264,8 @@ RETURNING event_id, subscription_id, event_type, body, attempts
                     {"event_id": c.event_id, "subscription_id": c.subscription_id},
                 )
                 for c in claimed
-            ]
+            ],
+            lines=NO_LINES,
         )
 
     async def targets(self, ids: list[str]) -> dict[str, Subscription]:
@@ -289,7 +293,7 @@ RETURNING event_id, subscription_id, event_type, body, attempts
 
     async def finish_many(self, outcomes: list[Outcome]) -> None:
         """Record several attempts in one transaction (one commit, not one per attempt)."""
-        await self._writer.run([stmt for outcome in outcomes for stmt in _finished(outcome)])
+        await self._writer.run([stmt for outcome in outcomes for stmt in _finished(outcome)], lines=NO_LINES)
 
 
 def _finished(outcome: Outcome) -> tuple[Stmt, Stmt]:

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from contactcard.store.commits import CommitLog
+
 log = logging.getLogger("contactcard")
 
 Row = tuple[Any, ...]
@@ -61,11 +63,26 @@ class Stmt:
 Tx = Sequence[Stmt]
 
 
+Lines = frozenset[str] | None  # the lines whose GET answers a transaction may change; None: any
+NO_LINES: Lines = frozenset()  # a transaction no GET answer depends on (webhooks, the device)
+
+
+def lines_of(jobs: Sequence[_Job]) -> Lines:
+    """Every line the jobs may change; None when one of them may change any answer."""
+    found: set[str] = set()
+    for job in jobs:
+        if job.lines is None:
+            return None
+        found |= job.lines
+    return frozenset(found)
+
+
 @dataclass
 class _Job:
     tx: Tx
     future: asyncio.Future[list[list[Row]]]
     loop: asyncio.AbstractEventLoop
+    lines: Lines = None
     queued_at: float = field(default_factory=time.monotonic)
 
     def answer(self, result: list[list[Row]] | BaseException) -> None:
@@ -101,13 +118,15 @@ class Writer:
         self._lock = threading.Lock()
         self._closed = False
 
-    async def run(self, tx: Tx) -> list[list[Row]]:
-        """Run `tx` in a committed transaction; the rows of each statement that wants them."""
+    async def run(self, tx: Tx, *, lines: Lines = None) -> list[list[Row]]:
+        """Run `tx` in a committed transaction; the rows of each statement that wants them.
+        `lines`: the only lines whose GET answers `tx` may change (an empty set: none), so
+        that the GET memo keeps the others' (`commits.py`); None, the default: any."""
         if self._closed:
             raise StoreUnavailable("the server is stopping")
         self._start()
         loop = asyncio.get_running_loop()
-        job = _Job(tx, loop.create_future(), loop)
+        job = _Job(tx, loop.create_future(), loop, lines)
         self._queue.put(job)
         # Shielded: once queued the transaction will run; a cancelled request must not
         # let the next write of its line overtake it (the line's lock is released then).
@@ -172,7 +191,7 @@ class Writer:
         try:
             if connection is None:
                 connection = self._connect()
-            results = self._commit(connection, [job.tx for job in batch])
+            results = self._commit(connection, [job.tx for job in batch], lines_of(batch))
         except StoreUnavailable as exc:
             if connection is not None:
                 self._disconnect(connection)
@@ -185,7 +204,7 @@ class Writer:
             # One transaction is broken: the batch was rolled back; run each on its own.
             for job in batch:
                 try:
-                    job.answer(self._commit(connection, [job.tx])[0])
+                    job.answer(self._commit(connection, [job.tx], job.lines)[0])
                 except StoreUnavailable as exc:
                     self._disconnect(connection)
                     connection = None
@@ -223,9 +242,10 @@ class Writer:
         except Exception:
             pass
 
-    def _commit(self, connection: Any, txs: list[Tx]) -> list[list[list[Row]]]:
+    def _commit(self, connection: Any, txs: list[Tx], lines: Lines = None) -> list[list[list[Row]]]:
         """Run the transactions in one database transaction; raise StoreUnavailable when the
-        database is gone or refuses, any other exception when one of them is broken."""
+        database is gone or refuses, any other exception when one of them is broken.
+        `lines`: what they may change, for the commit log (PostgreSQL)."""
         raise NotImplementedError
 
 
@@ -278,7 +298,7 @@ class SqliteWriter(Writer):
             raise StoreUnavailable(str(exc)) from exc
         return connection
 
-    def _commit(self, connection: sqlite3.Connection, txs: list[Tx]) -> list[list[list[Row]]]:
+    def _commit(self, connection: sqlite3.Connection, txs: list[Tx], lines: Lines = None) -> list[list[list[Row]]]:
         try:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -315,6 +335,11 @@ def _rollback(connection: sqlite3.Connection) -> None:
         pass
 
 
+# In the transaction, after its statements, before its commit: its id if it wrote anything
+# (asking does not give a read-only one an id of its own).
+_OWN_XID = "SELECT pg_current_xact_id_if_assigned()::text"
+
+
 class PostgresWriter(Writer):
     """A few writer threads, each sending a whole batch as one pipeline."""
 
@@ -324,9 +349,10 @@ class PostgresWriter(Writer):
 
     autocommit = False
 
-    def __init__(self, conninfo: str, *, timeout: float, reads: bool = True) -> None:
+    def __init__(self, conninfo: str, *, timeout: float, reads: bool = True, commits: CommitLog | None = None) -> None:
         super().__init__(timeout=timeout)
         self._conninfo = conninfo
+        self._commits = commits  # told of each commit whose lines are known (the GET memo reads it)
         self._sql: dict[str, str] = {}
         # The write path's reads go to a thread of their own: in a writer's batch they
         # would wait for the batch's commit to be flushed to disk, which they do not need.
@@ -358,12 +384,19 @@ class PostgresWriter(Writer):
             text = self._sql[sql] = pyformat(sql)
         return text
 
-    def _commit(self, connection: Any, txs: list[Tx]) -> list[list[list[Row]]]:
+    def _commit(self, connection: Any, txs: list[Tx], lines: Lines = None) -> list[list[list[Row]]]:
         import psycopg
 
         try:
             with connection.pipeline(), self._transaction(connection):
                 cursors = [[connection.execute(self._text(stmt.sql), stmt.params) for stmt in tx] for tx in txs]
+                if self._commits is not None and lines is not None:
+                    # Told before the commit (a round trip of its own): the GET memo may see
+                    # the commit's effect on the snapshot the moment it lands, and must
+                    # know then that only these lines changed.
+                    xid = connection.execute(_OWN_XID).fetchone()[0]
+                    if xid is not None:  # None: nothing was written, nothing to tell
+                        self._commits.record(int(xid), lines)
             return [
                 [cursor.fetchall() if stmt.rows else [] for cursor, stmt in zip(tx_cursors, tx, strict=True)]
                 for tx_cursors, tx in zip(cursors, txs, strict=True)
