@@ -58,7 +58,8 @@ class Settings(BaseSettings):
         4096,
         ge=0,
         description="GET-by-number answers kept in memory, emptied whenever anyone commits to the "
-        "database (checked after each request arrives, so never stale); 0 switches the memo off.",
+        "database (on PostgreSQL, only the written lines' answers when the commits are this process's "
+        "own writes; checked after each request arrives, so never stale); 0 switches the memo off.",
     )
     journal_size: int = Field(
         1000,
