@@ -15,6 +15,7 @@ GETs about 10 % (bench figure 9 measures on against off).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import threading
@@ -30,6 +31,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Latency buckets from a memo hit (well under a millisecond) to a slow image write (seconds).
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SUM = len(BUCKETS) + 1  # a tally's last slot: after one count per bucket and one for +Inf
+FLUSH_WAIT = 1.0  # seconds a scrape's thread waits for the event loop to flush
 
 _EXACT_ROUTES = {
     "/v3/contact_card": "/v3/contact_card",
@@ -77,7 +79,10 @@ class Metrics:
         # Requests tallied since the last flush: (route, method, status, code) -> a count
         # per latency bucket (as prometheus-client keeps them, not cumulative), then the sum.
         self._tallies: dict[tuple[str, str, int, int], list[float]] = {}
-        self._tallying = threading.Lock()  # the loop tallies; a scrape's thread may flush
+        # Tallied and flushed on the event loop only (`bind`), so the request path takes
+        # no lock: a scrape's thread asks the loop to flush and waits for it.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         # Registered first, so collected first: every scrape of this registry (the API's
         # /metrics or the metrics port) sees this process's requests up to that moment.
         self.registry.register(_FlushFirst(self))
@@ -146,20 +151,43 @@ class Metrics:
         self._request_children: dict[tuple[str, str, int, int], Any] = {}
         self._latency_children: dict[tuple[str, str], Any] = {}
 
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Requests are tallied on `loop` (called on it, before the first request)."""
+        self._loop, self._loop_thread = loop, threading.get_ident()
+
     def request(self, route: str, method: str, status: int, code: int, seconds: float) -> None:
+        """On the bound loop's thread (the edge)."""
         key = (route, method, status, code)
-        slot = bisect_left(BUCKETS, seconds)  # the first bucket whose bound is >= seconds
-        with self._tallying:
-            tally = self._tallies.get(key)
-            if tally is None:
-                tally = self._tallies[key] = [0] * (_SUM + 1)
-            tally[slot] += 1
-            tally[_SUM] += seconds
+        tally = self._tallies.get(key)
+        if tally is None:
+            tally = self._tallies[key] = [0] * (_SUM + 1)
+        tally[bisect_left(BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
+        tally[_SUM] += seconds
 
     def flush(self) -> None:
-        """Add the requests tallied so far to the counter and the histogram."""
-        with self._tallying:
-            tallies, self._tallies = self._tallies, {}
+        """Add the requests tallied so far to the counter and the histogram: on the loop
+        that tallies them, waited for (a moment at most) when called from another thread."""
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread or not loop.is_running():
+            self._flush_here()
+            return
+        done = threading.Event()
+
+        def on_the_loop() -> None:
+            try:
+                self._flush_here()
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(on_the_loop)
+        except RuntimeError:  # the loop closed meanwhile: nothing tallies any more
+            self._flush_here()
+            return
+        done.wait(FLUSH_WAIT)  # a loop too busy to answer: this scrape has the last second's values
+
+    def _flush_here(self) -> None:
+        tallies, self._tallies = self._tallies, {}
         for (route, method, status, code), tally in tallies.items():
             counter = self._request_children.get((route, method, status, code))
             if counter is None:

@@ -39,3 +39,33 @@ def test_tallied_requests_land_in_the_right_buckets_at_the_scrape():
     again = _samples(metrics)
     assert again[("contactcard_requests_total", (("code", "0"), *labels, ("status", "200")))] == 6
     assert again[("contactcard_request_duration_seconds_bucket", (("le", "0.0005"), *labels))] == 3
+
+
+def test_a_scrape_from_another_thread_is_flushed_on_the_tallying_loop():
+    """Requests are tallied without a lock on the event loop; a scrape from the metrics
+    port's thread has the loop flush them, and sees every request tallied before it."""
+    import asyncio
+    import threading
+
+    metrics = Metrics()
+    route = "/v3/contact_card"
+    flushed_on: list[int] = []
+    original = metrics._flush_here
+
+    def recording() -> None:
+        flushed_on.append(threading.get_ident())
+        original()
+
+    metrics._flush_here = recording  # type: ignore[method-assign]
+
+    async def scenario() -> dict:
+        metrics.bind(asyncio.get_running_loop())
+        for _ in range(3):
+            metrics.request(route, "GET", 200, 0, 0.001)
+        return await asyncio.to_thread(_samples, metrics)  # the scrape, from a worker thread
+
+    loop_thread = threading.get_ident()  # asyncio.run runs the loop on this thread
+    found = asyncio.run(scenario())
+    labels = (("code", "0"), ("method", "GET"), ("route", route), ("status", "200"))
+    assert found[("contactcard_requests_total", labels)] == 3
+    assert flushed_on and set(flushed_on) == {loop_thread}

@@ -120,6 +120,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         gc.freeze()
         services.deliveries.start()  # every process delivers: no extra service to run
         services.journal.start()
+        if services.metrics is not None:
+            services.metrics.bind(asyncio.get_running_loop())  # before the first request is tallied
         sampler = asyncio.ensure_future(_sample_database(services)) if services.metrics else None
 
         yield
