@@ -12,7 +12,7 @@ import orjson
 
 from bench import HarnessError
 from bench.images import FORMATS, run_worker
-from bench.load import Side, by_number, interleave, wrk_side
+from bench.load import Side, by_number, interleave, run_wrk, summary, wrk_side
 from bench.rows import compare, median, powers, ratios, row, spread
 from bench.seed import libpq_url
 from bench.servers import Server, contactcard_server, free_port, stop_all
@@ -102,23 +102,53 @@ def get_by_number(run) -> list[dict]:
 # --- figure 9: the cost of the metrics on the GET path ----------------------------------
 
 
-def metrics_cost(run) -> list[dict]:
-    """GET by number on the server as it ships (metrics on) against the same server with
-    `CONTACTCARD_METRICS=off`, same database, same load, interleaved rounds."""
+def fresh_pairs(run, db: str, off_variant: str, labels: tuple[str, str]) -> tuple[Side, Side]:
+    """The server as it ships against it with one thing off (`off_variant`), GET by number
+    under wrk: each round on a pair of servers started for it, both fresh, warmed up alike
+    and stopped after. Two instances of the same server differ by a few per cent (memory
+    layout, where the kernel runs them), and a server that already served other figures'
+    loads is not the fresh one it is compared with: a few per cent is what these figures
+    measure, so each round draws a new pair and the median ratio is taken."""
     config = run.config
     options = dict(threads=config.threads, connections=config.connections)
+    pairs = run.pairs(db, "small")
+    urls: dict[str, str] = {}
+
+    def load(which: str) -> Callable[[float], dict]:
+        return lambda seconds: run_wrk(run.wrk, urls[which], pairs, duration=seconds, **options)
+
+    off_side = Side(f"{db.lower()}-small-{off_variant}-fresh", labels[0], load("off"))
+    on_side = Side(f"{db.lower()}-small-fresh", labels[1], load("on"))
+    run.log(f"  {db}: wrk -t{config.threads} -c{config.connections} -d{config.duration}s, "
+            f"{config.rounds} rounds, a fresh pair of servers each")  # fmt: skip
+    pair = run.seeded(db, "small").pairs[0]
+    for r in range(config.rounds):
+        on, off = run.variants((db, "small", ""), (db, "small", off_variant), tag=f"{off_variant}-round{r}")
+        try:
+            for server in (on, off):
+                check_get_by_number(server, *pair)
+            urls["on"], urls["off"] = on.url, off.url
+            order = (off_side, on_side) if r % 2 == 0 else (on_side, off_side)
+            for side in order:
+                warm = side.measure(config.warmup)
+                side.warmup = side.warmup or warm
+            for side in order:
+                result = side.measure(config.duration)
+                result["round"] = r
+                side.results.append(result)
+                run.log(f"  round {r + 1}/{config.rounds} {side.label}: {summary(result)}")
+        finally:
+            on.stop()
+            off.stop()
+    return off_side, on_side
+
+
+def metrics_cost(run) -> list[dict]:
+    """GET by number on the server as it ships (metrics on) against the same server with
+    `CONTACTCARD_METRICS=off`, same database, same load, a fresh pair each round."""
     rows = []
     for db in run.databases:
-        on, off = run.variants((db, "small", ""), (db, "small", "metrics-off"))
-        pair = run.seeded(db, "small").pairs[0]
-        check_get_by_number(on, *pair)
-        check_get_by_number(off, *pair)
-        sides = [
-            wrk_side(run.wrk, server.name, label, server.url, run.pairs(db, "small"), **options)
-            for server, label in ((off, "metrics off"), (on, "metrics on"))
-        ]
-        run.log(f"  {db}: wrk -t{config.threads} -c{config.connections} -d{config.duration}s, {config.rounds} rounds")
-        run.interleave(sides)
+        sides = fresh_pairs(run, db, "metrics-off", ("metrics off", "metrics on"))
         run.raw.setdefault("metrics_load", {}).update({side.name: side.raw() for side in sides})
         off_side, on_side = sides
         title = "GET by number, req/s, metrics on vs off"
@@ -144,20 +174,10 @@ def _metrics_microseconds(count: int = 100_000) -> float:
 
 def journal_cost(run) -> list[dict]:
     """Figure 1's load on the server as it ships (journal on) against the same server with
-    `CONTACTCARD_JOURNAL_SIZE=0`, on the same database, interleaved."""
-    config, rows = run.config, []
-    options = dict(threads=config.threads, connections=config.connections)
+    `CONTACTCARD_JOURNAL_SIZE=0`, on the same database, a fresh pair each round."""
+    rows = []
     for db in run.databases:
-        on, off = run.variants((db, "small", ""), (db, "small", "journal-off"))
-        pair = run.seeded(db, "small").pairs[0]
-        check_get_by_number(on, *pair)
-        check_get_by_number(off, *pair)
-        pairs = run.pairs(db, "small")
-        sides = [
-            wrk_side(run.wrk, off.name, f"{db}, journal off", off.url, pairs, **options),
-            wrk_side(run.wrk, on.name, f"{db}, journal on", on.url, pairs, **options),
-        ]
-        run.interleave(sides)
+        sides = fresh_pairs(run, db, "journal-off", (f"{db}, journal off", f"{db}, journal on"))
         run.raw.setdefault("journal", {})[db] = {side.name: side.raw() for side in sides}
         p99 = [f"p99: {median(side.values('p99_ms')):.2f} ms {side.label}" for side in sides]
         title = "GET by number, req/s: journal on vs off"

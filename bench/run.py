@@ -139,13 +139,14 @@ class Run:
         """`contactcard serve` on (db, size, memo) each, started together the first time."""
         return self.variants(*((db, size, "" if memo else "memo-off") for db, size, memo in wanted))
 
-    def variants(self, *wanted: tuple[str, str, str]) -> list[Server]:
+    def variants(self, *wanted: tuple[str, str, str], tag: str = "") -> list[Server]:
         """`contactcard serve` on (db, size, variant) each, started together the first time;
-        a variant is the server as it ships ("") or with one thing switched off (VARIANTS)."""
+        a variant is the server as it ships ("") or with one thing switched off (VARIANTS).
+        `tag`: instances of their own (figures that start a fresh pair each round)."""
         names, fresh = [], []
         for db, size, variant in wanted:
             folder = f"{PREFIX[db]}-{size}"  # SQLite's database, and the CDN's files
-            names.append(name := folder + (f"-{variant}" if variant else ""))
+            names.append(name := folder + (f"-{variant}" if variant else "") + (f"-{tag}" if tag else ""))
             if name not in self._servers:
                 settings = {**self.settings, **VARIANTS[variant]}
                 if size == "writes" or variant == "dashboard":
