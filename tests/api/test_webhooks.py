@@ -607,6 +607,20 @@ def test_attempts_are_counted_in_the_metrics_by_outcome(hooks_server, hooks, rec
 
 # --- the TypeScript SDK ---------------------------------------------------------------
 
+
+def genuine_tampered_and_wrong_key(hooks, receiver) -> list[dict]:
+    """A real delivery as received, the same with its body changed (Ada -> Eve), and the
+    same with a wrong key: what each example's verifier must accept, refuse, refuse."""
+    _, secret, path = subscribe(hooks, receiver)
+    hooks.client().contact_card.create(phone_number=hooks.lines[0], first_name="Ada")
+    delivery = receiver.wait(path, 1)[0]
+    return [
+        {"body": delivery.body, "headers": delivery.headers, "key": secret},
+        {"body": delivery.body.replace("Ada", "Eve"), "headers": delivery.headers, "key": secret},
+        {"body": delivery.body, "headers": delivery.headers, "key": "whsec_" + "A" * 32},
+    ]
+
+
 NODE_CHECKS = Path(__file__).resolve().parent.parent / "node"
 
 
@@ -623,14 +637,7 @@ def node_sdk(tmp_path_factory) -> Path:
 
 
 def test_the_typescript_sdk_unwraps_deliveries_and_refuses_a_forgery(hooks, receiver, node_sdk):
-    _, secret, path = subscribe(hooks, receiver)
-    hooks.client().contact_card.create(phone_number=hooks.lines[0], first_name="Ada")
-    delivery = receiver.wait(path, 1)[0]
-    checks = [
-        {"body": delivery.body, "headers": delivery.headers, "key": secret},
-        {"body": delivery.body.replace("Ada", "Eve"), "headers": delivery.headers, "key": secret},
-        {"body": delivery.body, "headers": delivery.headers, "key": "whsec_" + "A" * 32},
-    ]
+    checks = genuine_tampered_and_wrong_key(hooks, receiver)
     run = subprocess.run(
         ["node", "unwrap.mjs"], cwd=node_sdk, input=json.dumps(checks), capture_output=True, text=True, timeout=60
     )
@@ -730,14 +737,7 @@ def go_verify(tmp_path_factory) -> Path:
     reason="set CONTACTCARD_TEST_EXAMPLES=1 (needs a Go toolchain)",
 )
 def test_the_go_example_verifies_deliveries_and_refuses_a_forgery(hooks, receiver, go_verify):
-    _, secret, path = subscribe(hooks, receiver)
-    hooks.client().contact_card.create(phone_number=hooks.lines[0], first_name="Ada")
-    delivery = receiver.wait(path, 1)[0]
-    checks = [
-        {"body": delivery.body, "headers": delivery.headers, "key": secret},
-        {"body": delivery.body.replace("Ada", "Eve"), "headers": delivery.headers, "key": secret},
-        {"body": delivery.body, "headers": delivery.headers, "key": "whsec_" + "A" * 32},
-    ]
+    checks = genuine_tampered_and_wrong_key(hooks, receiver)
     run = subprocess.run([str(go_verify)], input=json.dumps(checks), capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ["ok", "refused", "refused"], run.stdout
