@@ -57,6 +57,20 @@ def test_a_new_database_gets_exactly_the_migrated_schema(tmp_path):
     finally:
         database.dispose()
     assert _columns(created) == _columns(migrated)
+    assert _triggers(created) == _triggers(migrated)
+    # Nine: insert, update and delete on each of the three tables a GET reads.
+    assert len(_triggers(created)) == 9
+
+
+def _triggers(url: str) -> list[tuple[str, str]]:
+    """SQLite's triggers (the GET memo's change count, store/schema.py), by name and SQL."""
+    database = connect(url)
+    try:
+        with database.reader.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+            return [(name, " ".join(sql.split())) for name, sql in rows]
+    finally:
+        database.dispose()
 
 
 def test_postgres_schema_matches_models(farm, postgres_url):

@@ -23,7 +23,7 @@ from contactcard.service import ContactCards, Policy
 from contactcard.settings import Settings
 from contactcard.store.accounts import Accounts
 from contactcard.store.cards import CardWrites
-from contactcard.store.commits import CommitLog
+from contactcard.store.commits import CommitLog, CountLog
 from contactcard.store.controls import ControlRecords
 from contactcard.store.db import Database, connect, migrate
 from contactcard.store.devices import DeviceRecords
@@ -86,11 +86,14 @@ def _conninfo(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def writer_for(database: Database, timeout: float, commits: CommitLog | None = None) -> Writer:
+def writer_for(database: Database, timeout: float, commits: CommitLog | CountLog | None = None) -> Writer:
     url = make_url(database.url)
     if database.dialect == "sqlite":
-        return SqliteWriter(url.database or ":memory:", timeout=timeout)
-    return PostgresWriter(_conninfo(database.url), timeout=timeout, commits=commits)
+        counts = commits if isinstance(commits, CountLog) else None
+        return SqliteWriter(url.database or ":memory:", timeout=timeout, counts=counts)
+    return PostgresWriter(
+        _conninfo(database.url), timeout=timeout, commits=commits if isinstance(commits, CommitLog) else None
+    )
 
 
 def admin_for(database: Database, writer: Writer | None = None) -> Admin:
@@ -139,7 +142,7 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
     if run_migrations:
         migrate(database)
     # This process's commits and the lines each changed: the GET memo keeps the rest.
-    commits = CommitLog() if database.dialect == "postgresql" else None
+    commits = CommitLog() if database.dialect == "postgresql" else CountLog()
     writer = writer_for(database, settings.database_timeout, commits)
     shared = None
     if database.dialect == "postgresql":

@@ -1,13 +1,13 @@
-"""The commit log (store/commits.py) and the PostgreSQL memo that reads it: a move of the
-snapshot made only by this process's own writes drops only their lines' answers; anything
+"""The commit logs (store/commits.py) and the memos that read them: a move of the
+version made only by this process's own writes drops only their lines' answers; anything
 it cannot account for empties the memo."""
 
 from __future__ import annotations
 
 import asyncio
 
-from contactcard.store.commits import MAX_SPAN, CommitLog, parse_snapshot
-from contactcard.store.memo import BatchMemo
+from contactcard.store.commits import MAX_RANGES, MAX_SPAN, CommitLog, CountLog, parse_snapshot
+from contactcard.store.memo import BatchMemo, TurnMemo
 
 
 def test_snapshots_are_parsed_as_postgresql_prints_them():
@@ -93,3 +93,51 @@ def test_the_memo_keeps_the_answers_of_lines_no_write_touched():
         assert await memo.current() == {}
 
     asyncio.run(scenario())
+
+
+def test_sqlite_counts_chain_through_this_process_ranges_only():
+    log = CountLog()
+    log.record(10, 12, frozenset({"+15550000001"}))
+    log.record(12, 13, frozenset({"+15550000002"}))
+    assert log.lines_changed(10, 13) == {"+15550000001", "+15550000002"}
+    log.record(13, 14, frozenset({"+15550000003"}))
+    # 14 to 15 is someone else's change (their triggers counted too): a gap.
+    log.record(15, 16, frozenset({"+15550000004"}))
+    assert log.lines_changed(13, 16) is None
+    assert log.lines_changed(16, 16) == frozenset()
+
+
+def test_sqlite_ranges_are_used_once_and_late_ones_forgotten():
+    log = CountLog()
+    log.record(1, 2, frozenset({"+15550000001"}))
+    assert log.lines_changed(1, 2) == {"+15550000001"}
+    assert log.lines_changed(1, 2) is None  # used already
+    assert log.lines_changed(2, 3) is None  # told after the question
+    log.record(2, 3, frozenset({"+15550000002"}))
+    log.record(3, 4, frozenset())
+    assert log.lines_changed(3, 4) == frozenset()
+    assert log._ranges == {}
+    assert log.lines_changed(None, 4) is None and log.lines_changed(5, 4) is None
+
+
+def test_sqlite_ranges_kept_while_nobody_asks_are_bounded():
+    log = CountLog()
+    for start in range(MAX_RANGES + 10):
+        log.record(start, start + 1, frozenset())
+    assert len(log._ranges) <= MAX_RANGES
+    assert log.lines_changed(MAX_RANGES, MAX_RANGES + 10) == frozenset()
+
+
+def test_the_turn_memo_keeps_the_answers_of_lines_no_write_touched():
+    log = CountLog()
+    counts = iter([5, 6, 6, 8])
+    memo = TurnMemo(lambda: next(counts), log.lines_changed)
+    first = memo.current()  # no event loop: every call asks again
+    first["a"] = (b"A", "+15550000001")
+    first["b"] = (b"B", "+15550000002")
+    log.record(5, 6, frozenset({"+15550000001"}))
+    second = memo.current()
+    assert second is not first and second == {"b": (b"B", "+15550000002")}
+    assert memo.current() is second  # the count did not move
+    log.record(6, 7, frozenset())  # 7 to 8: not ours
+    assert memo.current() == {}

@@ -1,6 +1,6 @@
-"""This process's own PostgreSQL commits, and the lines whose GET answers each could change.
+"""This process's own commits, and the lines whose GET answers each could change.
 
-On PostgreSQL the GET memo's version is the cluster's snapshot (`xmin:xmax:xip`), which
+PostgreSQL (`CommitLog`): the GET memo's version is the cluster's snapshot (`xmin:xmax:xip`), which
 moves on any commit anywhere. Emptying the whole memo on each move makes a mix of writes
 and reads pay for every write with every line's next read. Each of this process's write
 transactions tells the log its transaction id and the lines it may change (the writer
@@ -10,6 +10,17 @@ lines' answers are dropped; one unknown transaction (another process, the admin 
 statement typed in psql, a rolled-back batch, one known only a moment later) empties the
 memo as before. So the memo is never staler than with the whole-memo rule; it only keeps
 more when it can prove that nothing else changed.
+
+SQLite (`CountLog`): the version is the `change_count` row, which triggers move in every
+transaction that changes a key, a line or a card, whoever runs it (`store/schema.py`).
+The one writer thread reads the count when its batch begins and again before it commits,
+and tells the log the range and the batch's lines once the commit is done. A move of the
+count is accounted for only when this process's ranges chain from the old count to the
+new one with no gap: a change by anyone else leaves a gap (their triggers counted too),
+and the memo empties. The log is told after the commit, not before: a count can be
+reached again after a rolled-back transaction, so a range told before a commit that then
+failed could cover someone else's change; told late, a range is at worst unused (the
+memo asked in between, saw a gap, emptied).
 """
 
 from __future__ import annotations
@@ -78,3 +89,43 @@ class CommitLog:
         with self._lock:
             for xid in [x for x in self._known if x < xmin]:
                 del self._known[xid]
+
+
+MAX_RANGES = 4096  # ranges kept while no GET asks; beyond it the oldest are dropped
+
+
+class CountLog:
+    """Thread-safe: the writer thread records, the event loop asks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ranges: dict[int, tuple[int, frozenset[str]]] = {}  # count before: (count after, lines)
+
+    def record(self, before: int, after: int, lines: frozenset[str]) -> None:
+        """A committed transaction moved the count from `before` to `after`, changing at most
+        the GET answers of `lines`."""
+        with self._lock:
+            if len(self._ranges) >= MAX_RANGES:
+                for old in list(self._ranges)[: MAX_RANGES // 2]:  # told first, so the lowest
+                    del self._ranges[old]
+            self._ranges[before] = (after, lines)
+
+    def lines_changed(self, old: object, new: object) -> frozenset[str] | None:
+        """The lines whose answers may differ between counts `old` and `new`; None when
+        that cannot be told (then every answer may)."""
+        if not isinstance(old, int) or not isinstance(new, int) or new < old:
+            return None
+        changed: set[str] = set()
+        at = old
+        with self._lock:
+            ranges = self._ranges
+            while at < new:
+                step = ranges.pop(at, None)
+                if step is None:
+                    break
+                at, lines = step
+                changed |= lines
+            if ranges and min(ranges) < new:  # told too late to be used: never will be
+                for start in [s for s in ranges if s < new]:
+                    del ranges[start]
+        return frozenset(changed) if at == new else None

@@ -1,9 +1,9 @@
 """The request journal's rows (see `contactcard/journal.py`).
 
-On a SQLite file they live in a file of their own beside it (`<name>-requests.db`): every
-commit to the main file moves its `data_version`, which empties every process's GET memo
-(`memo.py`), and a journal flushed twice a second would otherwise do that twice a second
-under any load. PostgreSQL's version moves with any transaction on the server anyway, so
+On a SQLite file they live in a file of their own beside it (`<name>-requests.db`): a
+journal flushed twice a second under any load would otherwise take the main file's one
+write lock from the API's writes twice a second, and make a backup of the cards carry the
+requests too. PostgreSQL's version moves with any transaction on the server anyway, so
 there the journal is a table of the main database.
 
 Requests are stored only while someone reads the journal (`journal_readers`): a reader

@@ -8,8 +8,8 @@ one a fresh lookup, made at some moment after the request arrived, could have gi
 write, a new or revoked key, or a line handed to another partner is seen by the next
 request, as without a memo.
 
-- SQLite: `PRAGMA data_version` costs about 5 µs (SQLite takes its shared-memory read
-  lock), so `TurnMemo` asks once per turn of the event loop. Every request run in a turn
+- SQLite: the `change_count` row (`store/schema.py`) costs about 7 µs to read, so
+  `TurnMemo` asks once per turn of the event loop. Every request run in a turn
   arrived before the turn began.
 - PostgreSQL: `pg_current_snapshot()` costs a round trip, so `BatchMemo` asks once for
   all the requests waiting: those that arrived while a question was in flight wait for the
@@ -24,8 +24,8 @@ may be newer than the version it is filed under (a commit landed between the que
 the lookup); it is still one read after every request that can find it arrived, and the
 next question sees the version move. Versions never repeat (both only grow).
 
-On PostgreSQL, when every transaction that completed between two versions is one of this
-process's own writes (`commits.py`), the new dict keeps the answers of every other line.
+When every change between two versions is one of this process's own writes
+(`commits.py`), the new dict keeps the answers of every other line.
 """
 
 from __future__ import annotations
@@ -35,6 +35,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 Memo = dict[Any, Any]
+# Which lines' answers may differ between two versions (None: any); see commits.py.
+LinesChanged = Callable[[object, object], frozenset[str] | None]
+
+
+def _moved(memo: Memo, old: object, new: object, lines_changed: LinesChanged | None) -> Memo:
+    """The memo for version `new`, given the one for `old`."""
+    changed = None if lines_changed is None or old is None else lines_changed(old, new)
+    if changed is None:
+        return {}
+    if not changed:
+        return memo  # nothing that answers depend on changed
+    # A new dict without those lines' answers, for the reason the module gives: a lookup
+    # of one of them still under way files its answer in the old one.
+    return {slot: entry for slot, entry in memo.items() if entry[1] not in changed}
 
 
 class TurnMemo:
@@ -42,10 +56,11 @@ class TurnMemo:
 
     Handed out only on one event loop's thread (the caller keeps one per thread)."""
 
-    __slots__ = ("_ask", "_checked", "_memo", "_version")
+    __slots__ = ("_ask", "_checked", "_lines_changed", "_memo", "_version")
 
-    def __init__(self, ask: Callable[[], object]) -> None:
+    def __init__(self, ask: Callable[[], object], lines_changed: LinesChanged | None = None) -> None:
         self._ask = ask
+        self._lines_changed = lines_changed
         self._version: object = None
         self._memo: Memo = {}
         self._checked = False
@@ -55,7 +70,7 @@ class TurnMemo:
             return self._memo
         version = self._ask()
         if version != self._version:
-            self._memo = {}
+            self._memo = _moved(self._memo, self._version, version, self._lines_changed)
             self._version = version
         try:
             loop = asyncio.get_running_loop()
@@ -76,10 +91,9 @@ class BatchMemo:
     def __init__(
         self,
         ask: Callable[[], Awaitable[object]],
-        lines_changed: Callable[[object, object], frozenset[str] | None] | None = None,
+        lines_changed: LinesChanged | None = None,
     ) -> None:
         self._ask = ask
-        # Which lines' answers may differ between two versions (None: any); see commits.py.
         self._lines_changed = lines_changed
         self._version: object = None
         self._memo: Memo = {}
@@ -105,20 +119,8 @@ class BatchMemo:
             else:
                 ok = True
                 if version != self._version:
-                    self._moved(version)
+                    self._memo = _moved(self._memo, self._version, version, self._lines_changed)
+                    self._version = version
             for waiter in batch:
                 if not waiter.done():  # a request whose client went away is cancelled
                     waiter.set_result(ok)
-
-    def _moved(self, version: object) -> None:
-        changed = None
-        if self._lines_changed is not None and self._version is not None:
-            changed = self._lines_changed(self._version, version)
-        self._version = version
-        if changed is None:
-            self._memo = {}
-        elif changed:
-            # A new dict without those lines' answers, for the reason the module gives:
-            # a lookup of one of them still under way files its answer in the old one.
-            self._memo = {slot: entry for slot, entry in self._memo.items() if entry[1] not in changed}
-        # (Nothing that answers depend on changed: the memo stands as it is.)

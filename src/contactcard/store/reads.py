@@ -19,9 +19,9 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from contactcard.store.commits import CommitLog
+from contactcard.store.commits import CommitLog, CountLog
 from contactcard.store.memo import BatchMemo, Memo, TurnMemo
-from contactcard.store.writer import StoreUnavailable
+from contactcard.store.writer import StoreUnavailable, read_change_count
 
 _ONE = """
 SELECT k.key_hash, k.partner_id, l.partner_id,
@@ -57,10 +57,12 @@ class _Reader:
 
     __slots__ = ("connection", "memo")
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, counts: CountLog | None) -> None:
         self.connection = connection
-        # Moves whenever another connection (this process's writer included) commits.
-        self.memo = TurnMemo(lambda: connection.execute("PRAGMA data_version").fetchone()[0])
+        # Moves with every change to a key, a line or a card, by anyone (`store/schema.py`).
+        self.memo = TurnMemo(
+            lambda: read_change_count(connection), counts.lines_changed if counts is not None else None
+        )
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class CardReads:
         *,
         memo: bool = False,
         timeout: float = 2.0,
-        commits: CommitLog | None = None,
+        commits: CommitLog | CountLog | None = None,
     ) -> None:
         self._prefix = cdn_prefix
         self._memo_enabled = memo
@@ -99,7 +101,8 @@ class CardReads:
         self._async_pool_opened: asyncio.Future[None] | None = None
         # With this process's commit log, a move of the version caused only by its own
         # writes drops only their lines' answers (`commits.py`).
-        self._pg_memo = BatchMemo(self._pg_version, commits.lines_changed if commits is not None else None)
+        self._pg_memo = BatchMemo(self._pg_version, commits.lines_changed if isinstance(commits, CommitLog) else None)
+        self._counts = commits if isinstance(commits, CountLog) else None
         self._one = _ONE.format(p=marker)
         self._all = _ALL.format(p=marker)
 
@@ -190,7 +193,7 @@ class CardReads:
     def _reader(self) -> _Reader:
         reader = getattr(self._local, "reader", None)
         if reader is None:
-            reader = self._local.reader = _Reader(self._sqlite())
+            reader = self._local.reader = _Reader(self._sqlite(), self._counts)
         return reader
 
     def _sqlite(self) -> sqlite3.Connection:

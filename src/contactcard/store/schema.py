@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -16,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
 )
 
 metadata = MetaData(
@@ -232,3 +235,37 @@ journal_readers = Table(
     # from before it are dropped instead of stored.
     Column("cleared_at", Float, nullable=False),
 )
+
+# One row (id 1): on SQLite, a count of the changes to everything a GET answer is read from
+# (keys, lines, cards), kept by the triggers below in the changing transaction itself, so
+# that every writer (another process, the admin CLI, a statement typed in sqlite3) moves
+# it. The GET memo's version: with this process's own writes known as ranges of the count
+# (`store/commits.py`), a move made only by them drops only their lines' answers.
+# PostgreSQL leaves the row alone; its memo reads the cluster's snapshot instead.
+change_count = Table(
+    "change_count",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("n", Integer, nullable=False),
+    CheckConstraint("id = 1", name="ck_change_count_one_row"),
+)
+
+# The tables whose rows a GET answer is read from (`store/reads.py`).
+COUNTED_TABLES = ("api_keys", "lines", "cards")
+
+
+def change_count_ddl() -> list[str]:
+    """The SQLite statements that create the counted row and its triggers."""
+    statements = ["INSERT INTO change_count (id, n) VALUES (1, 0)"]
+    for table in COUNTED_TABLES:
+        for operation in ("INSERT", "UPDATE", "DELETE"):
+            statements.append(
+                f"CREATE TRIGGER change_count_{table}_{operation.lower()} AFTER {operation} ON {table} "
+                "BEGIN UPDATE change_count SET n = n + 1 WHERE id = 1; END"
+            )
+    return statements
+
+
+for _statement in change_count_ddl():
+    # After every table exists: the triggers name three of them.
+    event.listen(metadata, "after_create", DDL(_statement).execute_if(dialect="sqlite"))  # type: ignore[no-untyped-call]

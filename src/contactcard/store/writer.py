@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from contactcard.store.commits import CommitLog
+from contactcard.store.commits import CommitLog, CountLog
 
 log = logging.getLogger("contactcard")
 
@@ -261,9 +261,10 @@ class SqliteWriter(Writer):
 
     threads = 1
 
-    def __init__(self, path: str, *, timeout: float) -> None:
+    def __init__(self, path: str, *, timeout: float, counts: CountLog | None = None) -> None:
         super().__init__(timeout=timeout)
         self._path = path
+        self._counts = counts  # told of each commit whose lines are known (the GET memo reads it)
         self._reader: sqlite3.Connection | None = None
 
     async def read(self, stmt: Stmt) -> list[Row]:
@@ -303,7 +304,10 @@ class SqliteWriter(Writer):
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
+        counted = self._counts is not None and lines is not None
         try:
+            # Read under the write lock: nobody else can move the count until the commit.
+            before = read_change_count(connection) if counted else 0
             results = [
                 [
                     _sqlite_rows(
@@ -313,6 +317,7 @@ class SqliteWriter(Writer):
                 ]
                 for tx in txs
             ]
+            after = read_change_count(connection) if counted else 0
             connection.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             _rollback(connection)
@@ -321,7 +326,18 @@ class SqliteWriter(Writer):
         except BaseException:
             _rollback(connection)
             raise
+        moved = before is not None and after is not None and after != before
+        if self._counts is not None and lines is not None and moved:
+            self._counts.record(before, after, lines)  # type: ignore[arg-type]  # (moved: both ints)
         return results
+
+
+_COUNT = "SELECT n FROM change_count WHERE id = 1"
+
+
+def read_change_count(connection: sqlite3.Connection) -> int | None:
+    row = connection.execute(_COUNT).fetchone()
+    return row[0] if row else None
 
 
 def _sqlite_rows(cursor: sqlite3.Cursor, stmt: Stmt) -> list[Row]:
