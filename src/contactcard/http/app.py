@@ -162,7 +162,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.readiness = services.readiness
     app.state.metrics = services.metrics
 
-    fast = cards.FastGet(app, services.cards, docs_base)
+    fast = cards.FastCards(app, services.cards, docs_base)
     inner: ASGIApp = fast
     if settings.open_sandbox:
         from contactcard.http.sandboxed import Sandboxed

@@ -1,9 +1,10 @@
 """`GET|POST|PATCH /v3/contact_card`: HTTP in, use case, JSON out.
 
 These endpoints read the request directly rather than through FastAPI's parameter
-machinery: the contract's error codes depend on the order of checks. GET, the hot path,
-is answered by `FastGet`, a bare ASGI layer in front of the framework; both it and the
-routed endpoint call `read_cards`. The OpenAPI document describing them is `openapi.py`.
+machinery: the contract's error codes depend on the order of checks. Reads and writes
+alike are answered by `FastCards`, a bare ASGI layer in front of the framework; both it
+and the routed endpoint call `read_cards` and `write_card`. The OpenAPI document
+describing them is `openapi.py`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contactcard import contract, errors
 from contactcard.errors import ApiError
-from contactcard.http.envelope import error_response, json_response
+from contactcard.http.edge import BodyTooLarge
+from contactcard.http.envelope import error_response
 from contactcard.http.openapi import CARD_PATHS
 from contactcard.keys import bearer_key, key_hash
-from contactcard.service import ContactCards, WriteResult
+from contactcard.service import ContactCards
 
 T = TypeVar("T")
 
@@ -55,8 +57,10 @@ async def read_cards(service: ContactCards, authorization: list[str], phones: li
     return orjson.dumps({"contact_cards": found}), phone
 
 
-class FastGet:
-    """Answers GET and HEAD on the card paths before the framework sees them."""
+class FastCards:
+    """Answers the card paths (GET, HEAD, POST, PATCH) before the framework sees them: a
+    request costs its own work, not a router's and two middlewares'. Any other method
+    goes on to the routes, which answer `405` with `Allow`."""
 
     def __init__(self, app: ASGIApp, service: ContactCards, docs_base_url: str) -> None:
         self.app = app
@@ -64,9 +68,18 @@ class FastGet:
         self.docs_base_url = docs_base_url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in CARD_PATHS or scope["method"] not in ("GET", "HEAD"):
+        if scope["type"] != "http" or scope["path"] not in CARD_PATHS:
             await self.app(scope, receive, send)
             return
+        method = scope["method"]
+        if method in ("GET", "HEAD"):
+            await self._read(scope, receive, send)
+        elif method in ("POST", "PATCH"):
+            await self._write(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _read(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_authorization = [v for k, v in scope["headers"] if k == b"authorization"]
         query = scope["query_string"]
         # GET by number answers are remembered by (hash of the exact Authorization value,
@@ -77,80 +90,129 @@ class FastGet:
             slot = (hashlib.sha256(raw_authorization[0]).digest(), query)
             hit = memo.get(slot)
             if hit is not None:
-                await self._ok(scope, send, hit[0])
+                await _ok(scope, send, hit[0])
                 return
         authorization = [v.decode("latin-1") for v in raw_authorization]
-        phones = (
-            [v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k == "phone_number"]
-            if query
-            else []
-        )
         try:
-            body, phone = await read_cards(self.service, authorization, phones)
+            body, phone = await read_cards(self.service, authorization, _phones(query))
         except ApiError as error:
-            trace_id = scope.get("state", {}).get("trace_id", "")
-            await error_response(error, trace_id, self.docs_base_url)(scope, receive, send)
+            await self._refuse(error, scope, receive, send)
             return
         if memo is not None and phone is not None:  # a 200 for one number: the key owns the line
             if len(memo) >= self.service.read_cache_size:
                 del memo[next(iter(memo))]  # the oldest answer
             memo[slot] = (body, phone)  # the line as stored: a write to it drops the answer
-        await self._ok(scope, send, body)
+        await _ok(scope, send, body)
 
-    @staticmethod
-    async def _ok(scope: Scope, send: Send, body: bytes) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
+    async def _write(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type = None
+        authorization = []
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization.append(value.decode("latin-1"))
+            elif name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+        state = scope.setdefault("state", {})
+        try:
+            hashed_key = _key_hash(authorization)  # before the body: no key is a 401 whatever it sends
+            try:
+                raw = await _body(receive)
+            except BodyTooLarge:
+                raise ApiError(errors.BODY_TOO_LARGE) from None
+            if raw is None:
+                return  # the client went away: nobody to answer
+            trace_id = state.get("trace_id", "")
+            body = await write_card(
+                self.service, scope["method"], hashed_key, _phones(scope["query_string"]), content_type, raw, state,
+                trace_id,
+            )  # fmt: skip
+        except ApiError as error:
+            await self._refuse(error, scope, receive, send)
+            return
+        await _ok(scope, send, body)
+
+    async def _refuse(self, error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
+        trace_id = scope.get("state", {}).get("trace_id", "")
+        await error_response(error, trace_id, self.docs_base_url)(scope, receive, send)
+
+
+def _phones(query: bytes) -> list[str]:
+    if not query:
+        return []
+    return [v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k == "phone_number"]
+
+
+async def _body(receive: Receive) -> bytes | None:
+    """The whole request body; None when the client disconnected first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _ok(scope: Scope, send: Send, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
+
+
+async def write_card(
+    service: ContactCards,
+    method: str,
+    hashed_key: str,
+    phones: list[str],
+    content_type: str | None,
+    raw: bytes,
+    state: dict[str, object],
+    trace_id: str,
+) -> bytes:
+    """The body of a POST (`setup`) or PATCH (`update`); `state` gets the line for the
+    request journal (the body is not kept)."""
+    if method == "POST":
+        setup = await _validated(
+            service,
+            hashed_key,
+            lambda: contract.setup_request(contract.json_object(raw, content_type), service.rules),
         )
-        await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
+        state["phone_number"] = setup.phone_number
+        result = await service.setup(hashed_key, setup, trace_id)
+    else:
+
+        def parse() -> tuple[str, contract.UpdateRequest]:
+            phone = contract.phone_from_query(phones, required=True)
+            body = contract.json_object(raw, content_type)
+            assert phone is not None
+            return phone, contract.update_request(body, service.rules)
+
+        phone, update = await _validated(service, hashed_key, parse)
+        result = await service.update(hashed_key, phone, update, trace_id)
+    if result.error is not None:
+        raise result.error
+    return orjson.dumps(result.card)
 
 
 async def contact_card(request: Request) -> Response:
+    """The routed endpoint, for an app without `FastCards` in front (the same functions)."""
     service: ContactCards = request.app.state.cards
-    if request.method == "POST":
-        return await _setup(request, service, _key_hash(request.headers.getlist("authorization")))
-    if request.method == "PATCH":
-        return await _update(request, service, _key_hash(request.headers.getlist("authorization")))
+    if request.method in ("POST", "PATCH"):
+        hashed_key = _key_hash(request.headers.getlist("authorization"))
+        raw = await request.body()
+        trace_id: str = request.scope.get("state", {}).get("trace_id", "")
+        phones = request.query_params.getlist("phone_number")
+        state = request.scope.setdefault("state", {})
+        content_type = request.headers.get("content-type")
+        body = await write_card(service, request.method, hashed_key, phones, content_type, raw, state, trace_id)
+        return Response(body, media_type="application/json")
     body, _ = await read_cards(
         service, request.headers.getlist("authorization"), request.query_params.getlist("phone_number")
     )
     return Response(body, media_type="application/json")
-
-
-async def _setup(request: Request, service: ContactCards, hashed_key: str) -> Response:
-    raw = await request.body()
-    setup = await _validated(
-        service,
-        hashed_key,
-        lambda: contract.setup_request(contract.json_object(raw, request.headers.get("content-type")), service.rules),
-    )
-    request.state.phone_number = setup.phone_number  # for the request journal (the body is not kept)
-    return _written(await service.setup(hashed_key, setup, _trace_id(request)))
-
-
-async def _update(request: Request, service: ContactCards, hashed_key: str) -> Response:
-    raw = await request.body()
-
-    def parse() -> tuple[str, contract.UpdateRequest]:
-        phone = contract.phone_from_query(request.query_params.getlist("phone_number"), required=True)
-        body = contract.json_object(raw, request.headers.get("content-type"))
-        assert phone is not None
-        return phone, contract.update_request(body, service.rules)
-
-    phone, update = await _validated(service, hashed_key, parse)
-    return _written(await service.update(hashed_key, phone, update, _trace_id(request)))
-
-
-def _written(result: WriteResult) -> Response:
-    if result.error is not None:
-        raise result.error
-    return json_response(result.card)
-
-
-def _trace_id(request: Request) -> str:
-    trace_id: str = request.scope.get("state", {}).get("trace_id", "")
-    return trace_id
