@@ -363,3 +363,47 @@ def test_postgresql_a_request_that_goes_away_does_not_stall_the_others():
         assert await asyncio.wait_for(again, 5) is not None
 
     asyncio.run(scenario())
+
+
+def test_every_get_after_an_acknowledged_write_sees_it_while_many_lines_are_written(own):
+    """The per-line rule under load: writers on many lines at once, each reading its line
+    back after each acknowledged write, while readers keep every line's answer memoised.
+    A memo that kept a written line's old answer (a range told for the wrong lines, a
+    version question asked too early) shows here as an older name."""
+    server = own(journal_size=0, write_budget=0)
+    partner = make_partner(server, lines=12)
+    client = partner.client()
+    for phone in partner.lines:
+        client.contact_card.create(phone_number=phone, first_name="v0")
+    written, read_only = partner.lines[:8], partner.lines[8:]
+    stale: list[tuple[str, str, str]] = []
+
+    async def scenario() -> None:
+        headers = {"authorization": f"Bearer {partner.key}"}
+        async with httpx.AsyncClient(base_url=server.base_url, headers=headers, timeout=20) as http:
+
+            async def name_of(phone: str) -> str:
+                answer = await http.get("/v3/contact_card", params={"phone_number": phone})
+                assert answer.status_code == 200, answer.text
+                return answer.json()["contact_cards"][0]["first_name"]
+
+            async def writer(phone: str) -> None:
+                for n in range(1, 16):
+                    answer = await http.patch(
+                        "/v3/contact_card", params={"phone_number": phone}, json={"first_name": f"v{n}"}
+                    )
+                    assert answer.status_code == 200, answer.text
+                    seen = await name_of(phone)
+                    if seen != f"v{n}":
+                        stale.append((phone, f"v{n}", seen))
+
+            async def reader() -> None:
+                for _ in range(60):
+                    for phone in partner.lines:
+                        await name_of(phone)
+                    assert [await name_of(p) for p in read_only] == ["v0"] * len(read_only)
+
+            await asyncio.wait_for(asyncio.gather(*(writer(p) for p in written), reader(), reader()), 120)
+
+    asyncio.run(scenario())
+    assert stale == []
