@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return json_response(document)
 
     routes = [
-        *(Route(path, cards.contact_card, methods=["GET", "POST", "PATCH"]) for path in openapi.CARD_PATHS),
+        *(Route(path, cards.answered_in_front, methods=["GET", "POST", "PATCH"]) for path in openapi.CARD_PATHS),
         Route("/cdn/contact-card/{name}", pages.cdn_image, methods=["GET"]),
         *reference.routes(dashboard=bool(settings.admin_token)),
         Route("/docs/errors", pages.error_index, methods=["GET"]),

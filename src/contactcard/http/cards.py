@@ -2,9 +2,9 @@
 
 These endpoints read the request directly rather than through FastAPI's parameter
 machinery: the contract's error codes depend on the order of checks. Reads and writes
-alike are answered by `FastCards`, a bare ASGI layer in front of the framework; both it
-and the routed endpoint call `read_cards` and `write_card`. The OpenAPI document
-describing them is `openapi.py`.
+alike are answered by `FastCards`, a bare ASGI layer in front of the framework (`read_cards`
+and `write_card` hold what each method does). The OpenAPI document describing them is
+`openapi.py`.
 """
 
 from __future__ import annotations
@@ -200,19 +200,8 @@ async def write_card(
     return orjson.dumps(result.card)
 
 
-async def contact_card(request: Request) -> Response:
-    """The routed endpoint, for an app without `FastCards` in front (the same functions)."""
-    service: ContactCards = request.app.state.cards
-    if request.method in ("POST", "PATCH"):
-        hashed_key = _key_hash(request.headers.getlist("authorization"))
-        raw = await request.body()
-        trace_id: str = request.scope.get("state", {}).get("trace_id", "")
-        phones = request.query_params.getlist("phone_number")
-        state = request.scope.setdefault("state", {})
-        content_type = request.headers.get("content-type")
-        body = await write_card(service, request.method, hashed_key, phones, content_type, raw, state, trace_id)
-        return Response(body, media_type="application/json")
-    body, _ = await read_cards(
-        service, request.headers.getlist("authorization"), request.query_params.getlist("phone_number")
-    )
-    return Response(body, media_type="application/json")
+async def answered_in_front(request: Request) -> Response:
+    """The card routes' endpoint, never called: `FastCards` answers GET, HEAD, POST and
+    PATCH before the router. The routes exist so that any other method gets the router's
+    `405` with `Allow`."""
+    raise RuntimeError("the card paths are answered by FastCards, in front of the router")

@@ -304,10 +304,10 @@ class SqliteWriter(Writer):
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
-        counted = self._counts is not None and lines is not None
+        counts = self._counts if lines is not None else None  # told only what it can use
         try:
             # Read under the write lock: nobody else can move the count until the commit.
-            before = read_change_count(connection) if counted else 0
+            before = read_change_count(connection) if counts is not None else None
             results = [
                 [
                     _sqlite_rows(
@@ -317,7 +317,7 @@ class SqliteWriter(Writer):
                 ]
                 for tx in txs
             ]
-            after = read_change_count(connection) if counted else 0
+            after = read_change_count(connection) if counts is not None else None
             connection.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             _rollback(connection)
@@ -326,9 +326,8 @@ class SqliteWriter(Writer):
         except BaseException:
             _rollback(connection)
             raise
-        moved = before is not None and after is not None and after != before
-        if self._counts is not None and lines is not None and moved:
-            self._counts.record(before, after, lines)  # type: ignore[arg-type]  # (moved: both ints)
+        if counts is not None and lines is not None and before is not None and after is not None and after != before:
+            counts.record(before, after, lines)
         return results
 
 
