@@ -71,6 +71,11 @@ WHERE phone_number = :phone AND apply_delay <= 0 AND {_SCRIPTED}
 SHOWN_IN_THIS_TX = "EXISTS (SELECT 1 FROM device_displays AS s WHERE s.phone_number = :phone AND s.applied_at = :now)"
 
 
+def show_sql() -> str:
+    """The unscripted apply's statement alone, for a store that composes it (`cards.py`)."""
+    return _SHOW
+
+
 def apply_statements(
     phone: str,
     first_name: str,

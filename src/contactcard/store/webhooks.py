@@ -24,7 +24,7 @@ _FAN_OUT = """
 INSERT INTO webhook_deliveries (event_id, subscription_id, event_type, phone_number, body, status, attempts,
                                 next_at, created_at)
 SELECT :event_id, s.id, :event_type, :phone, CAST(:head AS TEXT) || s.webhook_version || CAST(:tail AS TEXT),
-       'pending', 0, :due, :now
+       'pending', 0, :due, :event_at
 FROM webhook_subscriptions AS s
 WHERE s.partner_id = :partner AND s.is_active = :active
   AND s.events LIKE :event_pattern ESCAPE '!'
@@ -58,7 +58,7 @@ def fan_out(event: Outbox) -> Stmt:
             "head": event.head,
             "tail": event.tail,
             "due": event.at.timestamp(),
-            "now": event.at,
+            "event_at": event.at,
             "partner": event.partner_id,
             "active": True,
             "event_pattern": like_member(event.event_type),
