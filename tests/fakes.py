@@ -109,7 +109,10 @@ class FakeStore:
         if self.unavailable:
             raise StoreUnavailable("the fake store is down")
 
-    async def line_state(self, key_hash: str, phone: str, budget_since: float | None) -> LineState:
+    def state_read(self, key_hash: str, phone: str, budget_since: float | None) -> None:
+        return None  # no statements here: `line_state` answers from the dicts
+
+    async def line_state(self, key_hash: str, phone: str, budget_since: float | None, rows: object = None) -> LineState:
         self._check()
         self.journal.append("line_state")
         partner = self.keys.get(key_hash)
@@ -196,7 +199,8 @@ class FakeLocks:
         self.busy = False  # True: every hold raises LineBusy (the wait bound passed)
 
     @asynccontextmanager
-    async def hold(self, phone: str) -> AsyncIterator[None]:
+    async def hold(self, phone: str, first: object = None) -> AsyncIterator[None]:
+        # In one process the holder reads its line's state itself: nothing rides along.
         if self.busy:
             raise LineBusy(phone)
         lock = self._locks.setdefault(phone, asyncio.Lock())

@@ -110,12 +110,16 @@ class Fetcher(Protocol):
 
 
 class LineLocks(Protocol):
-    def hold(self, phone: str) -> Any:  # an async context manager
-        ...
+    # An async context manager yielding the rows of `first()`'s statement when the lock's
+    # request carried it (`store/locks.py`), else None.
+    def hold(self, phone: str, first: Callable[[], Any] | None = None) -> Any: ...
 
 
 class CardWrites(Protocol):
-    async def line_state(self, key_hash: str, phone: str, budget_since: float | None) -> LineState: ...
+    def state_read(self, key_hash: str, phone: str, budget_since: float | None) -> Any: ...
+    async def line_state(
+        self, key_hash: str, phone: str, budget_since: float | None, rows: Any = None
+    ) -> LineState: ...
     async def store_inactive(
         self,
         phone: str,
@@ -213,8 +217,8 @@ class ContactCards:
 
     async def setup(self, key_hash: str, request: SetupRequest, trace_id: str = "") -> WriteResult:
         phone = request.phone_number
-        async with self._line(phone):
-            state = await self._state(key_hash, phone)
+        async with self._line(phone, key_hash) as first:
+            state = await self._state(key_hash, phone, first)
             if state.card is not None and state.card.is_active:
                 raise ApiError(errors.CARD_EXISTS, headers={"x-should-retry": "false"})
             self._check_budget(state)
@@ -223,8 +227,8 @@ class ContactCards:
             return await self._store_and_apply(phone, values, state, trace_id)
 
     async def update(self, key_hash: str, phone: str, request: UpdateRequest, trace_id: str = "") -> WriteResult:
-        async with self._line(phone):
-            state = await self._state(key_hash, phone)
+        async with self._line(phone, key_hash) as first:
+            state = await self._state(key_hash, phone, first)
             current = state.card
             needs_setup_once = self._controls.current.profile == "seed"
             if current is None or (needs_setup_once and not current.ever_active):
@@ -248,17 +252,23 @@ class ContactCards:
         return CardValues(first_name, last_name, blob, source)
 
     @asynccontextmanager
-    async def _line(self, phone: str) -> AsyncIterator[None]:
+    async def _line(self, phone: str, key_hash: str) -> AsyncIterator[Any]:
         """Hold the line's lock, refusing at once when too many writes already wait. The
-        store's failures become the catalogue's: nothing was half-written either way."""
+        store's failures become the catalogue's: nothing was half-written either way.
+        Yields the line's state as read with the lock's request, or None (`_state` reads)."""
         if self._writing >= self._policy.write_queue_limit:
             raise ApiError(errors.WRITES_BUSY, headers=_RETRY_SOON)
         self._writing += 1
         self._tally.queued(1)
         note(line=phone)
+        known = self._controls.current
+
+        def first() -> Any:  # once the in-process lock is held: the budget's window from then
+            return self._writes.state_read(key_hash, phone, self._budget_since(known))
+
         try:
-            async with self._locks.hold(phone):
-                yield
+            async with self._locks.hold(phone, first) as rows:
+                yield (known, rows) if rows is not None else None
         except LineBusy:
             raise ApiError(errors.WRITES_BUSY, headers=_RETRY_SOON) from None
         except StoreUnavailable:
@@ -267,9 +277,13 @@ class ContactCards:
             self._writing -= 1
             self._tally.queued(-1)
 
-    async def _state(self, key_hash: str, phone: str) -> LineState:
-        known = self._controls.current
-        state = await self._writes.line_state(key_hash, phone, self._budget_since(known))
+    async def _state(self, key_hash: str, phone: str, first: Any = None) -> LineState:
+        if first is not None:  # read with the lock's request, under `known` controls
+            known, rows = first
+            state = await self._writes.line_state(key_hash, phone, self._budget_since(known), rows)
+        else:
+            known = self._controls.current
+            state = await self._writes.line_state(key_hash, phone, self._budget_since(known))
         if state.controls_version > known.version:
             # A setting changed or the clock moved (maybe in another process): decide with
             # the new ones. Rare, so the reload's query is paid only then.

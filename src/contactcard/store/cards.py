@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from contactcard.card import Card, Outcome
 from contactcard.store import devices
 from contactcard.store.webhooks import fan_out
-from contactcard.store.writer import Stmt, Writer
+from contactcard.store.writer import Row, Stmt, Writer
 from contactcard.webhooks.events import Outbox
 
 # The key, the line's owner, its card (only when the key's partner owns the line) and the
@@ -141,12 +141,20 @@ class CardWrites:
             on: _STATE.format(budget=_BUDGET_ON if on else _BUDGET_OFF, device=device) for on in (True, False)
         }
 
-    async def line_state(self, key_hash: str, phone: str, budget_since: float | None) -> LineState:
-        """`budget_since`: where the budget's window begins; None when the budget is off."""
+    def state_read(self, key_hash: str, phone: str, budget_since: float | None) -> Stmt:
+        """The statement `line_state` reads (the line's lock may send it with its request)."""
         params: dict[str, object] = {"key": key_hash, "phone": phone}
         if budget_since is not None:
             params["since"] = budget_since
-        rows = await self._writer.read(Stmt(self._state[budget_since is not None], params))
+        return Stmt(self._state[budget_since is not None], params, rows=True)
+
+    async def line_state(
+        self, key_hash: str, phone: str, budget_since: float | None, rows: list[Row] | None = None
+    ) -> LineState:
+        """`budget_since`: where the budget's window begins; None when the budget is off.
+        `rows`: what `state_read`'s statement answered, when it was already read."""
+        if rows is None:
+            rows = await self._writer.read(self.state_read(key_hash, phone, budget_since))
         row = rows[0] if rows else None
         if row is None or not hmac.compare_digest(row[0], key_hash):
             return LineState(None, False, None, 0, None)
