@@ -4,6 +4,7 @@ retry and signing rules of the webhook modules."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 
 import httpx
@@ -139,3 +140,13 @@ async def test_the_sender_rechecks_the_address_and_never_follows_redirects():
     assert [str(r.url) for r in seen] == ["https://127.0.0.1/in"]  # the checked address, once
     assert seen[0].headers["host"] == "hooks.example"
     await local.aclose()
+
+
+def test_event_ids_are_version_4_uuids_in_hex():
+    from contactcard.webhooks.events import _uuid4_hex
+
+    seen = {_uuid4_hex() for _ in range(500)}
+    assert len(seen) == 500
+    for text in seen:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, parsed.hex) == (4, uuid.RFC_4122, text)

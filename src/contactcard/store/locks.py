@@ -40,7 +40,8 @@ class LineBusy(Exception):
 
 class CrossProcessLocks(Protocol):
     async def acquire(self, phone: str, deadline: float, first: Stmt | None = None) -> list[Row] | None: ...
-    async def release(self, phone: str) -> None: ...
+    def release(self, phone: str) -> None:  # hands the unlock over; never waits
+        ...
     async def aclose(self) -> None: ...
 
 
@@ -60,7 +61,9 @@ class LineLocks:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         try:
-            await asyncio.wait_for(lock.acquire(), self._timeout)
+            # (`timeout`, not `wait_for`: no task of its own for every write.)
+            async with asyncio.timeout(self._timeout):
+                await lock.acquire()
         except TimeoutError:
             raise LineBusy(phone) from None
         try:
@@ -71,7 +74,7 @@ class LineLocks:
                 yield rows
             finally:
                 if self._shared is not None:
-                    await asyncio.shield(self._shared.release(phone))
+                    self._shared.release(phone)  # synchronous: a cancelled holder still unlocks
         finally:
             lock.release()
 
@@ -128,7 +131,7 @@ class AdvisoryLocks:
                 raise LineBusy(phone)
             await asyncio.sleep(_RETRY)
 
-    async def release(self, phone: str) -> None:
+    def release(self, phone: str) -> None:
         key = advisory_key(phone)
         if key in self._held:
             self._held.discard(key)
