@@ -56,7 +56,10 @@ VARIANTS: dict[str, dict[str, str]] = {
     "metrics-off": {"CONTACTCARD_METRICS": "off"},
     "journal-off": {"CONTACTCARD_JOURNAL_SIZE": "0"},
     "dashboard": {},  # with the admin token (below), which switches the dashboard on
+    "workers-2": {},  # `serve --workers 2` (VARIANT_ARGS)
 }
+# Variants that change the command line rather than a setting.
+VARIANT_ARGS: dict[str, list[str]] = {"workers-2": ["--workers", "2"]}
 
 
 class Run:
@@ -154,7 +157,8 @@ class Run:
                 url = None if db == "SQLite" else self.url(db, size)
                 self.seeded(db, size)
                 server = contactcard_server(name, port=free_port(), data_dir=self.tmp / folder, log_dir=self.tmp,
-                                            database_url=url, settings=settings)  # fmt: skip
+                                            database_url=url, settings=settings,
+                                            args=VARIANT_ARGS.get(variant, []))  # fmt: skip
                 self._servers[name] = server.start()
                 fresh.append(server)
         for server in fresh:

@@ -195,13 +195,15 @@ def contactcard_server(
     database_url: str | None = None,
     settings: dict[str, str] | None = None,
     bare: bool = False,
+    args: list[str] | None = None,
 ) -> Server:
     """`contactcard serve` on `port`; `bare`: figure 1's baseline, the same command with the
     bare ASGI app swapped in (bench/bare_app.py), answering on `/`."""
     env = {"CONTACTCARD_DATA_DIR": str(data_dir), "CONTACTCARD_PUBLIC_BASE_URL": f"http://{HOST}:{port}"}
     env.update({"CONTACTCARD_DATABASE_URL": database_url} if database_url else {}, **(settings or {}))
     argv = [sys.executable, "-m", "bench.bare_app", "--host", HOST, "--port", str(port)] if bare else None
-    server = Server(name, argv or contactcard_argv(port), clean_env(env), port, log_dir / f"{name}.log")
+    argv = argv or [*contactcard_argv(port), *(args or [])]
+    server = Server(name, argv, clean_env(env), port, log_dir / f"{name}.log")
     server.ready_path = "/" if bare else server.ready_path
     return server
 

@@ -199,33 +199,58 @@ def _floor(run, db: str, server: Server) -> Side:
     return Side(f"{server.name}-floor", f"{db} raw SQL floor", measure, unit="writes/s")
 
 
+# How each database's write figure runs the server: SQLite is one process's database;
+# PostgreSQL is what an operator outgrowing one process moves to, and runs one worker per
+# core (`serve --workers 2` on the benchmark's two cores). One worker's figure is kept
+# beside it for information.
+WRITE_VARIANT = {"SQLite": "", "PostgreSQL": "workers-2"}
+WORKERS = {"": "", "workers-2": ", 2 workers"}
+
+
 def patch_writes(run) -> list[dict]:
     config, rows, run.raw["writes"] = run.config, [], {}
     for db in run.databases:
-        (server,) = run.servers((db, "writes", True))
+        variant = WRITE_VARIANT[db]
+        (server,) = run.variants((db, "writes", variant))
         check_patch(server, *run.seeded(db, "writes").pairs[0])
         floor = _floor(run, db, server)
+        workers = WORKERS[variant]
+        label = {c: f"PATCH, {_connections(c)}{workers}" for c in config.write_connections}
         patches = {
-            c: _writing_side(run, server, db, f"c{c}", f"PATCH, {_connections(c)}", connections=c, patch_share=1)
+            c: _writing_side(run, server, db, f"c{c}", label[c], connections=c, patch_share=1)
             for c in config.write_connections
         }
-        sides = [floor, *patches.values()]
+        one_worker = None
+        if variant:  # the same load on the server as it ships, one process
+            (single,) = run.servers((db, "writes", True))
+            check_patch(single, *run.seeded(db, "writes").pairs[0])
+            one_worker = _writing_side(run, single, db, f"one-c{config.connections}",
+                                       f"PATCH, {_connections(config.connections)}, 1 worker",
+                                       connections=config.connections, patch_share=1)  # fmt: skip
+        sides = [floor, *patches.values(), *([one_worker] if one_worker else [])]
         for side in sides:
             side.unit = "writes/s"
         run.interleave(sides, config.write_duration)
         run.raw["writes"][db] = {side.name: side.raw() for side in sides}
         for c, side in patches.items():
             info = c < config.connections  # the targets are at 64 connections and more
-            title = f"PATCH, writes/s at {_connections(c)}"
+            title = f"PATCH, writes/s at {_connections(c)}{workers}"
             rows.append(compare(7, db, title, "writes/s", "write_rps", side, floor, "ok_rps", info=info, checked=False))
+        if one_worker is not None:
+            title = f"PATCH, writes/s at {_connections(config.connections)}, 1 worker"
+            rows.append(compare(7, db, title, "writes/s", "write_rps", one_worker, floor, "ok_rps", info=True,
+                                checked=False))  # fmt: skip
         at = patches.get(config.connections)
         if at is not None:
             p99 = {c: median(s.values("p99_ms")) for c, s in patches.items() if s is not at}
             notes = [f"p99 at {_connections(c)}: {ms:.0f} ms" for c, ms in p99.items()]
-            title = f"PATCH, p99 at {_connections(config.connections)}"
+            if one_worker is not None:
+                notes.append(f"p99 with 1 worker: {median(one_worker.values('p99_ms')):.0f} ms")
+            title = f"PATCH, p99 at {_connections(config.connections)}{workers}"
             rows.append(compare(7, db, title, "ms", "write_p99_ms", at, None, "p99_ms", checked=False, notes=notes))
-        failed = [sum(side.results[r]["failed"] for side in patches.values()) for r in range(config.rounds)]
-        notes = [n for side in patches.values() for n in failures(side)]
+        counted = [*patches.values(), *([one_worker] if one_worker else [])]
+        failed = [sum(side.results[r]["failed"] for side in counted) for r in range(config.rounds)]
+        notes = [n for side in counted for n in failures(side)]
         title = "PATCH, failed requests (non-2xx, socket errors)"
         rows.append(row(7, db, title, "requests", "write_failed", subject=spread(failed), notes=notes))
     return rows
