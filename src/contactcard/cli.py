@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -13,15 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.panel import Panel
-from rich.table import Table
 
 from contactcard.admin import Admin, AdminError
 from contactcard.device import DeviceScript, DeviceView
 from contactcard.settings import JOURNAL_HOLD_ALL, Settings, docs_table
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from contactcard.http.edge import Edge
     from contactcard.journal import Entry
     from contactcard.kit import ClockView, Kit
@@ -53,8 +54,32 @@ admin_app.add_typer(key_app, name="key")
 admin_app.add_typer(line_app, name="line")
 admin_app.add_typer(device_app, name="device")
 
-console = Console()
 DEMO_LINES = ("+15551234567", "+15557654321", "+15550001111")
+
+
+@functools.cache
+def _out() -> Console:
+    """rich's console for the admin commands, made on first use: `serve` prints its few
+    lines with `_say` instead, so a serving process never loads rich (some 2.5 MiB it
+    would keep for its whole life)."""
+    from rich.console import Console
+
+    return Console()
+
+
+def _table(*columns: str) -> Table:
+    from rich.table import Table
+
+    return Table(*columns)
+
+
+def _say(text: str, *, fg: str | None = None, bold: bool = False, label: str | None = None) -> None:
+    """A line of `serve`'s output; `label` first, in `fg` (click drops the colour off a terminal)."""
+    if label is not None:
+        typer.secho(label, fg=fg, bold=True, nl=False)
+        typer.echo(f" {text}")
+    else:
+        typer.secho(text, fg=fg, bold=bold)
 
 
 def _admin() -> Admin:
@@ -100,7 +125,7 @@ def serve(
     """Run the server. An empty database gets a demo partner, key and lines (unless seeded or open)."""
     if open_sandbox:
         if not _loopback(host) and not force_open:
-            console.print(f"[red]refused:[/red] an open sandbox accepts any key; {host} is not loopback (--force-open)")
+            _say(f"an open sandbox accepts any key; {host} is not loopback (--force-open)", fg="red", label="refused:")
             raise typer.Exit(2)
         os.environ["CONTACTCARD_OPEN_SANDBOX"] = "true"
         # Images are simulated unless the operator chose: the SDKs' tests name cdn.linqapp.com.
@@ -114,7 +139,7 @@ def serve(
     folder = tempfile.mkdtemp(prefix="contactcard-ephemeral-")
     os.environ["CONTACTCARD_DATA_DIR"] = folder
     os.environ.pop("CONTACTCARD_DATABASE_URL", None)  # the temporary SQLite file, whatever the shell says
-    console.print(f"[yellow]ephemeral:[/yellow] data in {folder}, removed at exit", soft_wrap=True)
+    _say(f"data in {folder}, removed at exit", fg="yellow", label="ephemeral:")
     try:
         _serve(host, port, workers, simulate_images, seed)
     finally:
@@ -150,28 +175,27 @@ def _serve(host: str, port: int, workers: int, simulate_images: bool, seed_file:
             finally:
                 seeding.close()
         except seed.SeedError as exc:
-            console.print(f"[red]seed:[/red] {exc}", highlight=False, soft_wrap=True)
+            _say(str(exc), fg="red", label="seed:")
             raise typer.Exit(2) from None
-        console.print(f"seeded {len(loaded.partners)} partners from {seed_file}", highlight=False, soft_wrap=True)
+        _say(f"seeded {len(loaded.partners)} partners from {seed_file}")
     services = build(settings)
     if settings.open_sandbox:
-        console.print(
-            Panel(
-                "[bold red]OPEN SANDBOX[/bold red]: any bearer key is accepted as its own partner, and any number "
-                "a key touches becomes its line. Never expose this server.",
-                expand=False,
-            )
+        _say(
+            "any bearer key is accepted as its own partner, and any number a key touches becomes its "
+            "line. Never expose this server.",
+            fg="red",
+            label="OPEN SANDBOX:",
         )
     if settings.open_sandbox:
         # No demo partner: it would own +15551234567, the number the SDKs' own tests use.
-        console.print(f"[bold]contactcard[/bold] serving {settings.public_base_url} ({_describe(settings)})")
+        _say(f"serving {settings.public_base_url} ({_describe(settings)})", label="contactcard")
     elif services.admin.partner_count() == 0:
         try:
             _create_demo(services.admin, settings)
         except AdminError:  # another process started at the same moment made the demo
-            console.print("[yellow]demo partner already created by another process[/yellow]")
+            _say("demo partner already created by another process", fg="yellow")
     else:
-        console.print(f"[bold]contactcard[/bold] serving {settings.public_base_url} ({_describe(settings)})")
+        _say(f"serving {settings.public_base_url} ({_describe(settings)})", label="contactcard")
     if workers == 1:  # this process serves: reuse what was just built
         if settings.metrics == "port":
             serve_port(settings.metrics_host, settings.metrics_port, services.metrics)
@@ -264,63 +288,57 @@ def _create_demo(admin: Admin, settings: Settings) -> None:
         "print(contact_card.contact_cards)\n"
         "EOF"
     )
-    console.print(
-        Panel(
-            f"Serving {settings.public_base_url} ({_describe(settings)})\n"
-            f"Demo partner [bold]{partner.id}[/bold] with lines {', '.join(DEMO_LINES)}\n"
-            f"API key (shown once): [bold green]{issued.key}[/bold green]",
-            title="contactcard",
-            expand=False,
-        )
-    )
-    console.print("Try it:\n")
-    # Plain text, never wrapped: it is meant to be copied into a shell.
-    console.print(snippet, markup=False, highlight=False, soft_wrap=True)
+    _say(f"serving {settings.public_base_url} ({_describe(settings)})", label="contactcard")
+    _say(f"demo partner {partner.id} with lines {', '.join(DEMO_LINES)}")
+    _say(issued.key, fg="green", label="API key (shown once):")
+    typer.echo("\nTry it:\n")
+    # Plain text: it is meant to be copied into a shell.
+    typer.echo(snippet)
 
 
 @app.command("settings")
 def show_settings() -> None:
     """Print the settings table (environment variables, defaults, meaning)."""
-    console.print(docs_table(), markup=False, highlight=False)
+    _out().print(docs_table(), markup=False, highlight=False)
 
 
 @partner_app.command("create")
 def partner_create(name: str) -> None:
     """Create a partner; prints its id."""
     partner = _admin().create_partner(name)
-    console.print(partner.id)
+    _out().print(partner.id)
 
 
 @partner_app.command("list")
 def partner_list() -> None:
-    table = Table("id", "name", "created")
+    table = _table("id", "name", "created")
     for partner in _admin().list_partners():
         table.add_row(partner.id, partner.name, partner.created_at.isoformat(timespec="seconds"))
-    console.print(table)
+    _out().print(table)
 
 
 @key_app.command("create")
 def key_create(partner_id: str) -> None:
     """Issue a key for a partner. The key is printed once; only its hash is kept."""
     issued = _admin().issue_key(partner_id)
-    console.print(f"key id {issued.id}", style="dim")
-    console.print(issued.key, markup=False, highlight=False)
+    _out().print(f"key id {issued.id}", style="dim")
+    _out().print(issued.key, markup=False, highlight=False)
 
 
 @key_app.command("list")
 def key_list(partner_id: Annotated[str | None, typer.Option("--partner")] = None) -> None:
-    table = Table("id", "partner", "prefix", "created", "revoked")
+    table = _table("id", "partner", "prefix", "created", "revoked")
     for key in _admin().list_keys(partner_id):
         revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
         table.add_row(key.id, key.partner_id, key.prefix + "…", key.created_at.isoformat(timespec="seconds"), revoked)
-    console.print(table)
+    _out().print(table)
 
 
 @key_app.command("revoke")
 def key_revoke(key_id: str) -> None:
     """Revoke a key; it stops working at once, in every server process."""
     _admin().revoke_key(key_id)
-    console.print(f"revoked {key_id}")
+    _out().print(f"revoked {key_id}")
 
 
 @line_app.command("add")
@@ -329,28 +347,28 @@ def line_add(partner_id: str, phone_numbers: list[str]) -> None:
     admin = _admin()
     for number in phone_numbers:
         admin.add_line(partner_id, number)
-        console.print(f"added {number}")
+        _out().print(f"added {number}")
 
 
 @line_app.command("remove")
 def line_remove(phone_number: str) -> None:
     """Remove a line and its card."""
     _admin().remove_line(phone_number)
-    console.print(f"removed {phone_number}")
+    _out().print(f"removed {phone_number}")
 
 
 @line_app.command("list")
 def line_list(partner_id: Annotated[str | None, typer.Option("--partner")] = None) -> None:
-    table = Table("phone number", "partner", "card", "active")
+    table = _table("phone number", "partner", "card", "active")
     for line in _admin().list_lines(partner_id):
         table.add_row(
             line.phone_number, line.partner_id, "yes" if line.has_card else "no", "yes" if line.is_active else "no"
         )
-    console.print(table)
+    _out().print(table)
 
 
 def _print_device(view: DeviceView) -> None:
-    console.print_json(
+    _out().print_json(
         json.dumps(
             {
                 "phone_number": view.phone_number,
@@ -384,10 +402,10 @@ def device_show(phone_number: str) -> None:
 
 def _print_settings(kit: Kit) -> None:
     current = kit.settings()
-    table = Table("setting", "value")
+    table = _table("setting", "value")
     for name in ("profile", "write_budget", "write_budget_window", "journal_size"):
         table.add_row(name, str(getattr(current, name)))
-    console.print(table)
+    _out().print(table)
 
 
 @settings_app.callback()
@@ -426,7 +444,7 @@ def settings_restore() -> None:
 
 def _print_clock(view: ClockView) -> None:
     state = "real time" if view.real else f"{view.offset:+.3f} s from real time"
-    console.print(f"{view.now.isoformat(timespec='milliseconds')} ({state})", markup=False, highlight=False)
+    _out().print(f"{view.now.isoformat(timespec='milliseconds')} ({state})", markup=False, highlight=False)
 
 
 @clock_app.callback()
@@ -473,7 +491,7 @@ def reset(
     if not yes:
         typer.confirm(f"Forget {what} in this database?", abort=True)
     _kit().reset(everything=everything)
-    console.print("reset: " + ("everything" if everything else "cards, budgets, device scripts and journal"))
+    _out().print("reset: " + ("everything" if everything else "cards, budgets, device scripts and journal"))
 
 
 def _request_row(entry: Entry) -> list[str]:
@@ -513,10 +531,10 @@ def requests(
     start = (given if given.tzinfo else given.replace(tzinfo=UTC)).timestamp() if given else None
     query: dict[str, Any] = {"trace_id": trace_id, "phone_number": number, "status": status, "since": start}
     found = kit.requests(Query(**query, limit=limit))
-    table = Table(*_REQUEST_COLUMNS)
+    table = _table(*_REQUEST_COLUMNS)
     for entry in found:
         table.add_row(*_request_row(entry))
-    console.print(table)
+    _out().print(table)
     if not follow:
         return
     last = found[-1].id if found else 0
@@ -524,7 +542,7 @@ def requests(
         while True:
             time.sleep(0.5)
             for entry in kit.requests(Query(**query, after_id=last, limit=1000)):
-                console.print("  ".join(_request_row(entry)), markup=False, highlight=False, soft_wrap=True)
+                _out().print("  ".join(_request_row(entry)), markup=False, highlight=False, soft_wrap=True)
                 last = entry.id
     except KeyboardInterrupt:
         pass
@@ -536,7 +554,7 @@ def webhook_deliveries(
     event_id: Annotated[str | None, typer.Option("--event")] = None,
 ) -> None:
     """Deliveries, newest first, of one subscription or one event."""
-    table = Table("event", "subscription", "type", "status", "attempts", "answer", "ms", "error")
+    table = _table("event", "subscription", "type", "status", "attempts", "answer", "ms", "error")
     for d in _admin().list_deliveries(subscription_id, event_id):
         table.add_row(
             d.event_id,
@@ -548,14 +566,14 @@ def webhook_deliveries(
             f"{d.last_latency_ms:.0f}" if d.last_latency_ms is not None else "",
             d.last_error or "",
         )
-    console.print(table)
+    _out().print(table)
 
 
 @webhooks_app.command("redeliver")
 def webhook_redeliver(event_id: str, subscription_id: str) -> None:
     """Send one delivery again now, with a fresh retry schedule."""
     _admin().redeliver(event_id, subscription_id)
-    console.print(f"queued {event_id} for {subscription_id}")
+    _out().print(f"queued {event_id} for {subscription_id}")
 
 
 @listen_app.command("listen")
@@ -575,14 +593,14 @@ def webhooks_listen(
 
     chosen = events or ["contact_card.created", "contact_card.updated", "contact_card.deleted"]
     listener = Listener(
-        server, key, forward_to, events=chosen, show=lambda line: console.print(line, markup=False), port=port
+        server, key, forward_to, events=chosen, show=lambda line: _out().print(line, markup=False), port=port
     )
     try:
         listener.start()
     except ListenError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _out().print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    console.print(f"Ready: subscription {listener.subscription_id} sends {', '.join(chosen)} to {listener.target_url}")
+    _out().print(f"Ready: subscription {listener.subscription_id} sends {', '.join(chosen)} to {listener.target_url}")
     try:
         while True:
             time.sleep(3600)
@@ -590,7 +608,7 @@ def webhooks_listen(
         pass
     finally:
         listener.stop()
-        console.print("stopped; the subscription is deleted")
+        _out().print("stopped; the subscription is deleted")
 
 
 def main() -> None:
@@ -599,5 +617,5 @@ def main() -> None:
     try:
         app()
     except AdminError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        _out().print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(1)

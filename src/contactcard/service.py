@@ -13,6 +13,7 @@ tests hand in-memory fakes) and never see SQL.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -336,7 +337,9 @@ class ContactCards:
             event=event,
         )
         if event is not None and self._on_event is not None:
-            self._on_event()
+            # On the loop's next turn, after this request's answer is queued: the webhook
+            # worker's wake-up then runs after the answer is written, not before it.
+            asyncio.get_running_loop().call_soon(self._on_event)
         card, outcome = stored.card, stored.outcome
         if outcome is None:
             outcome = await self._device.apply(card, image_url)

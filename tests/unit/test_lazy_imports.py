@@ -34,3 +34,28 @@ def test_a_started_server_has_not_loaded_httpx_pillow_or_libvips(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False", "False"]
+
+
+SERVE_SCRIPT = """
+import sys
+from contactcard import cli
+from contactcard.bootstrap import build
+from contactcard.settings import Settings
+
+settings = Settings(data_dir=sys.argv[1])
+services = build(settings)
+cli._create_demo(services.admin, settings)  # what `serve` prints on an empty database
+services.close()
+print("rich loaded:", "rich" in sys.modules)
+"""
+
+
+def test_serve_prints_its_banner_without_loading_rich(tmp_path):
+    # rich is for the admin commands' tables; a serving process would keep it for life.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTCARD_")}
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE_SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "API key (shown once): cc_" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "rich loaded: False"
