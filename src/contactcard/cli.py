@@ -73,13 +73,13 @@ def _table(*columns: str) -> Table:
     return Table(*columns)
 
 
-def _say(text: str, *, fg: str | None = None, bold: bool = False, label: str | None = None) -> None:
+def _say(text: str, *, fg: str | None = None, label: str | None = None) -> None:
     """A line of `serve`'s output; `label` first, in `fg` (click drops the colour off a terminal)."""
     if label is not None:
         typer.secho(label, fg=fg, bold=True, nl=False)
         typer.echo(f" {text}")
     else:
-        typer.secho(text, fg=fg, bold=bold)
+        typer.secho(text, fg=fg)
 
 
 def _admin() -> Admin:

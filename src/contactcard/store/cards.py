@@ -15,6 +15,7 @@ marked active if it applied: a crash leaves the old card or the new values inact
 
 from __future__ import annotations
 
+import functools
 import hmac
 import uuid
 from dataclasses import dataclass, replace
@@ -83,9 +84,10 @@ _STORE_SHOWN_PART = _STORE_IF_SHOWN.replace(devices.SHOWN_IN_THIS_TX, _SHOWN).re
 assert _STORE_SHOWN_PART.count(_SHOWN) == 3, "the stored-if-shown statement changed shape"
 
 
+@functools.cache  # two statements: with the fan-out and without
 def _composed(fan_out_sql: str | None) -> str:
     fanned = f", fanned AS ({fan_out_sql})" if fan_out_sql else ""
-    return f"WITH shown AS ({devices.show_sql()} RETURNING 1){fanned}\n{_STORE_SHOWN_PART}"
+    return f"WITH shown AS ({devices.SHOW} RETURNING 1){fanned}\n{_STORE_SHOWN_PART}"
 
 
 _MARK_ACTIVE = """
@@ -135,7 +137,6 @@ class CardWrites:
         self._writer = writer
         self._device_joins = simulated_device
         self._composes = writer.composes_writes
-        self._composed: dict[str | None, str] = {}
         device = f",\n       {devices.STATE_COLUMNS}" if simulated_device else ""
         self._state = {
             on: _STATE.format(budget=_BUDGET_ON if on else _BUDGET_OFF, device=device) for on in (True, False)
@@ -224,16 +225,7 @@ class CardWrites:
             tx.append(fan_out(event))  # last: the indexes above stay as they are
         results = await self._writer.run(tx, lines=frozenset((phone,)))
         stored = results[stored_at][0]
-        card = Card(
-            id=stored[0],
-            phone_number=phone,
-            first_name=values.first_name,
-            last_name=values.last_name,
-            image_blob=values.image_blob,
-            image_source_url=values.image_source_url,
-            is_active=bool(stored[2]) if shown_first else False,
-            ever_active=bool(stored[1]),
-        )
+        card = _stored_card(phone, values, stored, active=bool(stored[2]) if shown_first else False)
         if not self._device_joins:
             return Stored(card)
         device_answer = results[stored_at - 1] if shown_first else results[stored_at + 1]
@@ -253,22 +245,10 @@ class CardWrites:
         fanned = fan_out(event) if event is not None else None
         if fanned is not None:
             params.update(fanned.params)  # the names they share (the phone) hold the same values
-        key = fanned.sql if fanned is not None else None
-        sql = self._composed.get(key)
-        if sql is None:
-            sql = self._composed[key] = _composed(key)
+        sql = _composed(fanned.sql if fanned is not None else None)
         results = await self._writer.run([*tx, Stmt(sql, params, rows=True)], lines=frozenset((phone,)))
         stored = results[-1][0]
-        card = Card(
-            id=stored[0],
-            phone_number=phone,
-            first_name=values.first_name,
-            last_name=values.last_name,
-            image_blob=values.image_blob,
-            image_source_url=values.image_source_url,
-            is_active=bool(stored[2]),
-            ever_active=bool(stored[1]),
-        )
+        card = _stored_card(phone, values, stored, active=bool(stored[2]))
         return Stored(card, devices.joined_outcome([(1,)] if stored[3] else [], scripted=False))
 
     async def mark_active(self, card: Card) -> Card:
@@ -277,3 +257,17 @@ class CardWrites:
             lines=frozenset((card.phone_number,)),
         )
         return replace(card, is_active=True, ever_active=True)
+
+
+def _stored_card(phone: str, values: CardValues, stored: Row, *, active: bool) -> Card:
+    """The card as a store statement left it: `stored` is its `RETURNING id, ever_active, ...`."""
+    return Card(
+        id=stored[0],
+        phone_number=phone,
+        first_name=values.first_name,
+        last_name=values.last_name,
+        image_blob=values.image_blob,
+        image_source_url=values.image_source_url,
+        is_active=active,
+        ever_active=bool(stored[1]),
+    )

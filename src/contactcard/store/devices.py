@@ -22,7 +22,7 @@ _SCRIPTED = "(fail_next > 0 OR rate_limit_next > 0 OR apply_delay > 0)"
 
 _READ_SCRIPT = "SELECT fail_next, rate_limit_next, apply_delay FROM device_scripts WHERE phone_number = :phone"
 
-_SHOW = f"""
+SHOW = f"""
 INSERT INTO device_displays (phone_number, first_name, last_name, image_url, applies, applied_at)
 SELECT CAST(:phone AS VARCHAR), CAST(:first_name AS VARCHAR), CAST(:last_name AS VARCHAR),
        CAST(:image_url AS VARCHAR), 1, :now
@@ -71,11 +71,6 @@ WHERE phone_number = :phone AND apply_delay <= 0 AND {_SCRIPTED}
 SHOWN_IN_THIS_TX = "EXISTS (SELECT 1 FROM device_displays AS s WHERE s.phone_number = :phone AND s.applied_at = :now)"
 
 
-def show_sql() -> str:
-    """The unscripted apply's statement alone, for a store that composes it (`cards.py`)."""
-    return _SHOW
-
-
 def apply_statements(
     phone: str,
     first_name: str,
@@ -99,8 +94,8 @@ def apply_statements(
         "now": now or datetime.now(UTC),
     }
     if not scripted:
-        return [Stmt(_SHOW + " RETURNING 1", params, rows=True)]
-    return [Stmt(_READ_SCRIPT, params, rows=True), Stmt(_SHOW, params), Stmt(_TAKE_JOINED, params)]
+        return [Stmt(SHOW + " RETURNING 1", params, rows=True)]
+    return [Stmt(_READ_SCRIPT, params, rows=True), Stmt(SHOW, params), Stmt(_TAKE_JOINED, params)]
 
 
 def joined_outcome(answer: list[Row], *, scripted: bool) -> Outcome | None:
@@ -136,7 +131,7 @@ class DeviceRecords:
             "now": datetime.now(UTC),
         }
         script, _, _ = await self._writer.run(
-            [Stmt(_READ_SCRIPT, params, rows=True), Stmt(_SHOW, params), Stmt(_TAKE_SCRIPTED, params)],
+            [Stmt(_READ_SCRIPT, params, rows=True), Stmt(SHOW, params), Stmt(_TAKE_SCRIPTED, params)],
             lines=NO_LINES,  # the device's own records: no GET answer shows them
         )
         if not script:

@@ -114,7 +114,6 @@ class AdvisoryLocks:
         self._release: list[int] = []
         self._sending: asyncio.Task[None] | None = None
         self._held: set[int] = set()
-        self._sql: dict[str, str] = {}
 
     async def acquire(self, phone: str, deadline: float, first: Stmt | None = None) -> list[Row] | None:
         key = advisory_key(phone)
@@ -184,19 +183,13 @@ class AdvisoryLocks:
                 traded = connection.execute(_TRADE, {"release": release, "take": [k for k, _ in take]})
                 # Sent whether granted or not (the grants are not known yet): each takes
                 # its snapshot after the locks were traded. A refused one's is dropped.
-                cursors = [connection.execute(self._text(s.sql), s.params) if s else None for s in reads]
+                cursors = [connection.execute(pyformat(s.sql), s.params) if s else None for s in reads]
                 row = traded.fetchone()
                 granted = row[1] if row else [False] * len(take)
                 return [(ok, c.fetchall() if c else None) for ok, c in zip(granted, cursors, strict=True)]
         except Exception:
             self._close()
             raise
-
-    def _text(self, sql: str) -> str:
-        text = self._sql.get(sql)
-        if text is None:
-            text = self._sql[sql] = pyformat(sql)
-        return text
 
     def _close(self) -> None:
         connection, self._connection = self._connection, None

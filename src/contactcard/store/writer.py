@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import re
@@ -115,6 +116,7 @@ def _settle_all(answers: list[tuple[_Job, list[list[Row]]]]) -> None:
 _PLACEHOLDER = re.compile(r"(?<![:\w]):(\w+)")
 
 
+@functools.cache  # the statements are a fixed set: each is converted once per process
 def pyformat(sql: str) -> str:
     """`:name` placeholders as psycopg's `%(name)s` (the SQL itself has no `%`)."""
     return _PLACEHOLDER.sub(r"%(\1)s", sql)
@@ -389,7 +391,6 @@ class PostgresWriter(Writer):
         super().__init__(timeout=timeout)
         self._conninfo = conninfo
         self._commits = commits  # told of each commit whose lines are known (the GET memo reads it)
-        self._sql: dict[str, str] = {}
         # The write path's reads go to a thread of their own: in a writer's batch they
         # would wait for the batch's commit to be flushed to disk, which they do not need.
         self._reads = _PostgresReads(conninfo, timeout=timeout, reads=False) if reads else None
@@ -414,18 +415,12 @@ class PostgresWriter(Writer):
         except psycopg.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
 
-    def _text(self, sql: str) -> str:
-        text = self._sql.get(sql)
-        if text is None:
-            text = self._sql[sql] = pyformat(sql)
-        return text
-
     def _commit(self, connection: Any, txs: list[Tx], lines: Lines = None) -> list[list[list[Row]]]:
         import psycopg
 
         try:
             with connection.pipeline(), self._transaction(connection):
-                cursors = [[connection.execute(self._text(stmt.sql), stmt.params) for stmt in tx] for tx in txs]
+                cursors = [[connection.execute(pyformat(stmt.sql), stmt.params) for stmt in tx] for tx in txs]
                 if self._commits is not None and lines is not None:
                     # Told before the commit (a round trip of its own): the GET memo may see
                     # the commit's effect on the snapshot the moment it lands, and must
