@@ -32,7 +32,7 @@ from contactcard.store.locks import AdvisoryLocks, LineLocks
 from contactcard.store.reads import CardReads
 from contactcard.store.webhooks import WebhookStore
 from contactcard.store.writer import PostgresWriter, SqliteWriter, Writer
-from contactcard.webhooks.delivery import Clock, DeliveryWorker, RetryPolicy, WebhookSender
+from contactcard.webhooks.delivery import Clock, DeliveryWorker, Resolver, RetryPolicy, WebhookSender
 from contactcard.webhooks.subscriptions import Subscriptions
 
 
@@ -136,8 +136,29 @@ def kit_for(settings: Settings, database: Database) -> Kit:
     return Kit(ControlRecords(database), controls, Journal(JournalRecords(database), controls))
 
 
-def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | None = None) -> Services:
-    """`clock`: the time webhook retries are due by (the runtime controls' clock when None)."""
+def webhook_policy(settings: Settings, images_policy: HostPolicy) -> HostPolicy:
+    """The image rules, plus, in the open sandbox, `http` to the developer's receivers on
+    loopback (the sandbox listens on loopback only)."""
+    if not settings.open_sandbox:
+        return images_policy
+    from contactcard.sandbox import LOOPBACK_RECEIVERS
+
+    return HostPolicy(
+        allow_private=images_policy.allow_private,
+        allowed_hosts=images_policy.allowed_hosts | LOOPBACK_RECEIVERS,
+    )
+
+
+def build(
+    settings: Settings,
+    *,
+    run_migrations: bool = True,
+    clock: Clock | None = None,
+    resolver: Resolver | None = None,
+) -> Services:
+    """`clock`: the time webhook retries are due by (the runtime controls' clock when None).
+    `resolver`: host name to addresses for image fetches and webhook targets (the system's
+    when None; tests stand in their own DNS)."""
     database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
     if run_migrations:
         migrate(database)
@@ -154,7 +175,7 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
 
     def fetcher_for(settings: Settings = settings) -> images.ImageFetcher:
         network = images.NetworkFetcher(
-            policy, max_bytes=settings.image_max_bytes, deadline=settings.image_fetch_timeout
+            policy, max_bytes=settings.image_max_bytes, deadline=settings.image_fetch_timeout, resolver=resolver
         )
         return images.SimulatedFetcher(policy, network) if settings.image_fetch == "simulated" else network
 
@@ -172,8 +193,12 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
     metrics = Metrics() if settings.metrics != "off" else None
     controls = controls_for(settings, database)
     webhook_store = WebhookStore(writer, dialect=database.dialect)
+    hooks_policy = webhook_policy(settings, policy)
     sender = WebhookSender(
-        policy, timeout=settings.webhook_attempt_timeout, max_answer_bytes=settings.webhook_max_answer_bytes
+        hooks_policy,
+        timeout=settings.webhook_attempt_timeout,
+        max_answer_bytes=settings.webhook_max_answer_bytes,
+        resolver=resolver,
     )
     deliveries = DeliveryWorker(
         webhook_store,
@@ -224,7 +249,13 @@ def build(settings: Settings, *, run_migrations: bool = True, clock: Clock | Non
         controls,
         journal,
         kit,
-        Subscriptions(webhook_store, policy, on_event=deliveries.wake),
+        Subscriptions(
+            webhook_store,
+            hooks_policy,
+            resolver=resolver,
+            on_event=deliveries.wake,
+            replace_same_target=settings.open_sandbox,
+        ),
         deliveries,
         sender,
     )

@@ -181,8 +181,9 @@ def _serve(host: str, port: int, workers: int, simulate_images: bool, seed_file:
     services = build(settings)
     if settings.open_sandbox:
         _say(
-            "any bearer key is accepted as its own partner, and any number a key touches becomes its "
-            "line. Never expose this server.",
+            "any bearer key is accepted as its own partner on every partner route, and any number a key "
+            "touches becomes its line. Webhook targets on loopback (http://127.0.0.1, http://localhost, "
+            "http://[::1]) are allowed. Never expose this server.",
             fg="red",
             label="OPEN SANDBOX:",
         )

@@ -1,9 +1,14 @@
 """The open sandbox (`contactcard serve --open`, off by default): any bearer key is its own
-partner, made on first use, and any number that partner touches becomes its line unless
-another partner owns it. So the SDKs' generated tests and the seed snippets (key
-`My API Key`, number `+15551234567`) run against a fresh server with no setup, the way
-stripe-mock accepts any test key. Partner isolation still holds between keys: a number
-another key touched first answers `403` to this one, as on a normal server.
+partner, made on first use on whichever partner route it first appears (contact cards,
+webhook subscriptions, the event list), and any number that partner touches (a card's,
+or a subscription's `phone_numbers`) becomes its line unless another partner owns it. So
+the SDKs' generated tests and the seed snippets (key `My API Key`, number `+15551234567`)
+run against a fresh server with no setup, the way stripe-mock accepts any test key.
+Partner isolation still holds between keys: a number another key touched first answers
+`403` to this one, and another key's subscription `404`, as on a normal server.
+
+Webhook targets on loopback (`LOOPBACK_RECEIVERS`) are allowed, `http` included: the
+developer's receiver lives there, and the sandbox itself listens on loopback only.
 
 It acts before the request reaches the API, by making the partner, key and line the
 request needs; the API then answers as it always does. What it made is remembered in the
@@ -14,10 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Sequence
 
 from contactcard import contract, keys
 from contactcard.admin import Admin, AdminError
 from contactcard.errors import ApiError
+
+# Host entries (any port) a sandbox's webhook policy adds to the operator's allowlist.
+LOOPBACK_RECEIVERS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
 
 def usable_key(given: str) -> str:
@@ -33,24 +42,29 @@ class Sandbox:
         self._lines: set[str] = set()  # numbers that have an owner, whoever it is
         self._lock = threading.Lock()  # one first use at a time: requests arrive in threads
 
-    def known(self, key: str, phone: str | None) -> bool:
-        return keys.key_hash(key) in self._partners and (phone is None or phone in self._lines)
+    def known(self, key: str, phones: Sequence[str] = ()) -> bool:
+        return keys.key_hash(key) in self._partners and all(phone in self._lines for phone in phones)
 
-    def prepare(self, key: str, phone: str | None) -> None:
-        """Make the key's partner and the number's line if they do not exist (blocking)."""
+    def prepare(self, key: str, phones: Sequence[str] = ()) -> None:
+        """Make the key's partner and the numbers' lines if they do not exist (blocking)."""
         with self._lock:
             partner = self._partner(key)
-            if partner is None or phone is None or phone in self._lines:
+            if partner is None:
                 return
-            try:
-                contract.phone_number(phone)
-            except ApiError:
-                return  # not a number: the API answers that
-            try:
-                self._admin.add_line(partner, phone)
-            except AdminError:
-                pass  # another partner's: the API answers 403, as it should
-            self._lines.add(phone)
+            for phone in phones:
+                if phone not in self._lines:
+                    self._line(partner, phone)
+
+    def _line(self, partner: str, phone: str) -> None:
+        try:
+            contract.phone_number(phone)
+        except ApiError:
+            return  # not a number: the API answers that
+        try:
+            self._admin.add_line(partner, phone)
+        except AdminError:
+            pass  # another partner's: the API answers 403, as it should
+        self._lines.add(phone)
 
     def _partner(self, key: str) -> str | None:
         hashed = keys.key_hash(key)

@@ -1,9 +1,11 @@
-"""Pure ASGI middleware of the open sandbox (`sandbox.py`): before a card request reaches
-the API, the partner of its key and the line of its number exist.
+"""Pure ASGI middleware of the open sandbox (`sandbox.py`): before a request to a partner
+route (cards, webhook subscriptions, the event list) reaches the API, the partner of its
+key and the lines of its numbers exist.
 
 A key the API could not parse as a bearer token (one with spaces) is replaced, in the
-request only, by the token the sandbox derived from it. A POST's number is in its body,
-which is read here and handed on unchanged (the edge has already bounded its size).
+request only, by the token the sandbox derived from it. A card POST's number, and a
+subscription's `phone_numbers`, are in the body, which is read here and handed on
+unchanged (the edge has already bounded its size).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import anyio.to_thread
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from contactcard.http.openapi import CARD_PATHS
+from contactcard.http.openapi import CARD_PATHS, WEBHOOK_PREFIXES
 from contactcard.journal import phone_from_query
 from contactcard.sandbox import Sandbox, usable_key
+from contactcard.webhooks.subscriptions import MAX_PHONE_NUMBERS
 
 
 class Sandboxed:
@@ -23,7 +26,8 @@ class Sandboxed:
         self.sandbox = sandbox
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in CARD_PATHS:
+        route = _partner_route(scope["path"]) if scope["type"] == "http" else None
+        if route is None:
             await self.app(scope, receive, send)
             return
         authorizations = [(i, v) for i, (k, v) in enumerate(scope["headers"]) if k == b"authorization"]
@@ -36,13 +40,37 @@ class Sandboxed:
             headers = list(scope["headers"])
             headers[authorizations[0][0]] = (b"authorization", f"Bearer {key}".encode("latin-1"))
             scope = {**scope, "headers": headers}
-        phone = phone_from_query(scope["query_string"]) if scope["query_string"] else None
-        if scope["method"] == "POST":
+        phones: list[str] = []
+        if route == "card":
+            phone: object = phone_from_query(scope["query_string"]) if scope["query_string"] else None
+            if scope["method"] == "POST":
+                body, receive = await _read_body(receive)
+                phone = _field(body, "phone_number")
+            phones = [phone] if isinstance(phone, str) else []
+        elif route == "subscriptions" and scope["method"] in ("POST", "PUT"):
             body, receive = await _read_body(receive)
-            phone = _phone_in(body)
-        if not self.sandbox.known(key, phone):
-            await anyio.to_thread.run_sync(self.sandbox.prepare, key, phone)
+            listed = _field(body, "phone_numbers")
+            # More numbers than the API takes are refused by it: none are made.
+            if isinstance(listed, list) and len(listed) <= MAX_PHONE_NUMBERS:
+                phones = [p for p in listed if isinstance(p, str)]
+        if not self.sandbox.known(key, phones):
+            await anyio.to_thread.run_sync(self.sandbox.prepare, key, phones)
         await self.app(scope, receive, send)
+
+
+def _partner_route(path: str) -> str | None:
+    """`card`, `subscriptions` or `events` for a partner route; None for any other path."""
+    if path in CARD_PATHS:
+        return "card"
+    for prefix in WEBHOOK_PREFIXES:
+        rest = path.removeprefix(prefix)
+        if rest == path:
+            continue
+        if rest == "/webhook-events":
+            return "events"
+        if rest == "/webhook-subscriptions" or rest.startswith("/webhook-subscriptions/"):
+            return "subscriptions"
+    return None
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
@@ -73,10 +101,9 @@ async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
     return body, replay
 
 
-def _phone_in(body: bytes) -> str | None:
+def _field(body: bytes, name: str) -> object:
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None
-    value = parsed.get("phone_number") if isinstance(parsed, dict) else None
-    return value if isinstance(value, str) else None
+        return None  # the API answers that
+    return parsed.get(name) if isinstance(parsed, dict) else None
