@@ -26,9 +26,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from contactcard.bootstrap import build
 from contactcard.http.app import create_app
 from contactcard.http.transport import TurnWritesProtocol
 from contactcard.settings import Settings
+from contactcard.webhooks.delivery import Resolver
 from tests.support.image_host import ImageHost
 
 ADMIN_TOKEN = "admin-token-for-tests"
@@ -83,7 +85,10 @@ def free_socket() -> socket.socket:
     return sock
 
 
-def start_server(settings_overrides: dict[str, Any], data_dir: Path) -> RunningServer:
+def start_server(
+    settings_overrides: dict[str, Any], data_dir: Path, *, resolver: Resolver | None = None
+) -> RunningServer:
+    """`resolver`: the server's DNS (image hosts, webhook targets); the system's when None."""
     sock = free_socket()
     port = sock.getsockname()[1]
     base_url = f"http://127.0.0.1:{port}"
@@ -93,7 +98,7 @@ def start_server(settings_overrides: dict[str, Any], data_dir: Path) -> RunningS
         admin_token=ADMIN_TOKEN,
         **settings_overrides,
     )
-    app = create_app(settings)
+    app = create_app(settings, build(settings, resolver=resolver) if resolver else None)
     # The protocol production serves with (cli._run_uvicorn), so the tests run what it runs.
     config = uvicorn.Config(app, http=TurnWritesProtocol, log_level="warning", lifespan="on", access_log=False)
     server = uvicorn.Server(config)
