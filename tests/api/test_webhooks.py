@@ -27,6 +27,7 @@ from standardwebhooks import WebhookVerificationError
 from tests.api.test_openapi import check
 from tests.conftest import ADMIN_TOKEN, Partner, RunningServer, make_partner, start_server
 from tests.support.databases import own_database
+from tests.support.node import node_sdk_folder
 from tests.support.receiver import Receiver
 
 CARD_EVENTS = ["contact_card.created", "contact_card.updated", "contact_card.deleted"]
@@ -626,14 +627,8 @@ NODE_CHECKS = Path(__file__).resolve().parent.parent / "node"
 
 @pytest.fixture(scope="module")
 def node_sdk(tmp_path_factory) -> Path:
-    """A folder with `@linqapp/sdk` installed from the npm registry, and the check script."""
-    if shutil.which("npm") is None:
-        pytest.fail("npm is needed to check the TypeScript SDK (Debian: apt-get install nodejs npm)")
-    work = tmp_path_factory.mktemp("node-sdk")
-    for name in ("package.json", "unwrap.mjs"):
-        shutil.copy(NODE_CHECKS / name, work / name)
-    subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund"], cwd=work, check=True, timeout=300)
-    return work
+    """A folder with `@linqapp/sdk` installed from the npm registry, and the check scripts."""
+    return node_sdk_folder(tmp_path_factory.mktemp("node-sdk"))
 
 
 def test_the_typescript_sdk_unwraps_deliveries_and_refuses_a_forgery(hooks, receiver, node_sdk):
