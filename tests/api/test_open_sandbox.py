@@ -234,7 +234,10 @@ def test_sandbox_keys_stay_apart_on_every_webhook_route(sandbox):
 
 
 def test_the_python_sdk_receives_a_signed_update_on_a_loopback_receiver(sandbox, receiver):
-    base, _ = sandbox
+    base, log = sandbox
+    assert (
+        "Webhook targets on loopback (http://127.0.0.1, http://localhost, http://[::1]) are allowed" in log.read_text()
+    )
     client = linq.LinqAPIV3(api_key="My API Key", base_url=base, max_retries=0)
     path = receiver.new_path()
     created = client.webhook_subscriptions.create(
