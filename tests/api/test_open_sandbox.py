@@ -309,3 +309,20 @@ def test_webhooks_listen_works_against_the_sandbox_with_any_key(sandbox):
     finally:
         listen.send_signal(signal.SIGINT)
         listen.wait(15)
+
+
+def test_the_sandbox_allows_loopback_receivers_only(sandbox):
+    base, _ = sandbox
+    subscriptions = linq.LinqAPIV3(api_key="My API Key", base_url=base, max_retries=0).webhook_subscriptions
+    for target in ("http://127.0.0.1:3000/webhooks", "http://localhost:3000/webhooks", "http://[::1]:3000/webhooks"):
+        assert subscriptions.create(target_url=target, subscribed_events=["contact_card.updated"]).target_url == target
+    refused = {
+        "http://webhooks.example.com/linq/events": "target_url must be an absolute https URL",
+        "http://169.254.169.254/latest": "target_url must be an absolute https URL",
+        "https://169.254.169.254/latest": "target_url points to a non-public address",
+        "https://10.0.0.1/hook": "target_url points to a non-public address",
+    }
+    for target, message in refused.items():
+        with pytest.raises(linq.BadRequestError) as caught:
+            subscriptions.create(target_url=target, subscribed_events=["contact_card.updated"])
+        assert caught.value.body["code"] == 1005 and message in caught.value.body["message"], target
