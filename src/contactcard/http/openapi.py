@@ -145,7 +145,8 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "string",
                 "maxLength": 2048,
                 "description": "Absolute https URL (public hosts only, as image URLs); one subscription per "
-                "URL per partner. `?version=YYYY-MM-DD` selects the bodies' `webhook_version`.",
+                "URL per partner. A host name that does not resolve yet is accepted, and each delivery "
+                "attempt retried until it does. `?version=YYYY-MM-DD` selects the bodies' `webhook_version`.",
             },
             "subscribed_events": {
                 "type": "array",
