@@ -233,22 +233,30 @@ def test_sandbox_keys_stay_apart_on_every_webhook_route(sandbox):
     _not_found(lambda: first.webhook_subscriptions.retrieve(theirs.id))
 
 
-def test_the_python_sdk_receives_a_signed_update_on_a_loopback_receiver(sandbox, receiver):
+def test_the_python_sdk_receives_every_event_on_a_loopback_receiver(sandbox, receiver):
+    """What a developer offline does: subscribe a realistic URL (which may not resolve) and
+    a receiver of their own on loopback, with nothing set up first; every event reaches
+    the local one, signed."""
     base, log = sandbox
     assert (
         "Webhook targets on loopback (http://127.0.0.1, http://localhost, http://[::1]) are allowed" in log.read_text()
     )
     client = linq.LinqAPIV3(api_key="My API Key", base_url=base, max_retries=0)
+    card_events = ["contact_card.created", "contact_card.updated"]
+    client.webhook_subscriptions.create(target_url=GENERATED_TARGET, subscribed_events=card_events)
     path = receiver.new_path()
     created = client.webhook_subscriptions.create(
-        target_url=f"{receiver.base_url}{path}", subscribed_events=["contact_card.updated"]
+        target_url=f"{receiver.base_url}{path}", subscribed_events=card_events
     )
     client.contact_card.create(phone_number="+15551234567", first_name="John")
     client.contact_card.update(phone_number="+15551234567", first_name="Johnny")
-    (delivery,) = receiver.wait(path, 1)
-    event = client.webhooks.unwrap(delivery.body, headers=delivery.headers, key=created.signing_secret)
-    assert event.event_type == "contact_card.updated"
-    assert json.loads(delivery.body)["data"]["change"] == {"first_name": {"from": "John", "to": "Johnny"}}
+    deliveries = receiver.wait(path, 2)
+    events = {}
+    for delivery in deliveries:
+        event = client.webhooks.unwrap(delivery.body, headers=delivery.headers, key=created.signing_secret)
+        events[event.event_type] = json.loads(delivery.body)["data"]
+    assert set(events) == set(card_events)
+    assert events["contact_card.updated"]["change"] == {"first_name": {"from": "John", "to": "Johnny"}}
 
 
 def test_the_typescript_sdk_runs_the_generated_calls_and_receives_a_signed_update(sandbox, receiver, node_sdk):
