@@ -139,7 +139,7 @@ def kit_for(settings: Settings, database: Database) -> Kit:
 def webhook_policy(settings: Settings, images_policy: HostPolicy) -> HostPolicy:
     """The image rules, plus, in the open sandbox, `http` to the developer's receivers on
     loopback (the sandbox listens on loopback only)."""
-    if not settings.open_sandbox:
+    if not (settings.open_sandbox and settings.open_sandbox_loopback_receivers):
         return images_policy
     from contactcard.sandbox import LOOPBACK_RECEIVERS
 

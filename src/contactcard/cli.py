@@ -128,6 +128,8 @@ def serve(
             _say(f"an open sandbox accepts any key; {host} is not loopback (--force-open)", fg="red", label="refused:")
             raise typer.Exit(2)
         os.environ["CONTACTCARD_OPEN_SANDBOX"] = "true"
+        if not _loopback(host):  # forced: whoever reaches it must not reach the server's own loopback
+            os.environ["CONTACTCARD_OPEN_SANDBOX_LOOPBACK_RECEIVERS"] = "false"
         # Images are simulated unless the operator chose: the SDKs' tests name cdn.linqapp.com.
         os.environ.setdefault("CONTACTCARD_IMAGE_FETCH", "simulated")
     if ephemeral or open_sandbox:
@@ -182,8 +184,13 @@ def _serve(host: str, port: int, workers: int, simulate_images: bool, seed_file:
     if settings.open_sandbox:
         _say(
             "any bearer key is accepted as its own partner on every partner route, and any number a key "
-            "touches becomes its line. Webhook targets on loopback (http://127.0.0.1, http://localhost, "
-            "http://[::1]) are allowed. Never expose this server.",
+            "touches becomes its line. "
+            + (
+                "Webhook targets on loopback (http://127.0.0.1, http://localhost, http://[::1]) are allowed. "
+                if settings.open_sandbox_loopback_receivers
+                else ""
+            )
+            + "Never expose this server.",
             fg="red",
             label="OPEN SANDBOX:",
         )

@@ -158,6 +158,12 @@ class Settings(BaseSettings):
         description="Open sandbox (`serve --open`): any bearer key is its own partner, made on first use, and "
         "any number it touches becomes its line unless another partner owns it. For local tests only.",
     )
+    open_sandbox_loopback_receivers: bool = Field(
+        True,
+        description="In the open sandbox, webhook targets on loopback (`127.0.0.1`, `localhost`, `[::1]`, "
+        "`http` too) are allowed: the developer's receiver lives there. `serve --open --force-open` on an "
+        "interface beyond loopback switches it off (loopback is then the server's own, not the developer's).",
+    )
     admin_token: str | None = Field(
         None, description="Bearer token for the `/admin/v1` HTTP API. Empty: the admin API is switched off."
     )
