@@ -158,6 +158,7 @@ def _timed_patch(http: httpx.Client, line: str) -> tuple[float, int | None]:
     return time.monotonic() - began, response.status_code
 
 
+@pytest.mark.timed  # PATCH latency against a baseline measured in the same test
 def test_slow_image_fetches_do_not_slow_an_unrelated_patch(database_url, engine, tmp_path, servers, hostile):
     server = ServerProcess(
         tmp_path / "data",

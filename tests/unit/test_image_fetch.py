@@ -467,6 +467,7 @@ def test_https_only_policy_refuses_a_redirect_down_to_http():
 # ---------------------------------------------------------------- time and size
 
 
+@pytest.mark.timed  # a bound of a few seconds around the deadline
 async def test_trickling_server_is_cut_off_by_the_total_deadline(origin):
     fetch = fetcher(origin, deadline=1.5)
     started = time.monotonic()
@@ -615,6 +616,7 @@ async def _longest_gap_while(work) -> float:
     return max(gaps)
 
 
+@pytest.mark.timed  # a bound of 2.5 s around a 1 s resolver
 async def test_slow_dns_runs_off_the_event_loop_and_within_the_deadline(origin):
     main_thread = threading.get_ident()
     resolver_threads = []
@@ -636,6 +638,7 @@ async def test_slow_dns_runs_off_the_event_loop_and_within_the_deadline(origin):
     assert resolver_threads and resolver_threads[0] != main_thread
 
 
+@pytest.mark.timed  # the event loop's longest gap, which another test's load would move
 async def test_trickling_fetch_leaves_the_loop_free(origin):
     fetch = fetcher(origin, deadline=2.0)
 
