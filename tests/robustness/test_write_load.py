@@ -71,7 +71,7 @@ def test_256_writers_on_distinct_lines_all_answer_and_leave_one_card_each(databa
     started = time.monotonic()
     # SQLite is one process's database; PostgreSQL gets two workers sharing it (each a
     # process with its own pools: the per-line lock must hold across them). Two processes
-    # keep within PostgreSQL's default 100 connections, as the README plans.
+    # keep within PostgreSQL's default 100 connections, as docs/deploying.md plans.
     workers = 2 if database_url else 1
     server = ServerProcess(
         tmp_path / "data", database_url, workers=workers, extra_env={"CONTACTCARD_WRITE_BUDGET": "0"}
