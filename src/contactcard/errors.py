@@ -1,7 +1,7 @@
 """The error catalogue: every (status, code, message) the server can send.
 
 Use cases raise `ApiError(CATALOGUE_ENTRY, ...)`; the HTTP layer renders it into the
-envelope in one place. The docs pages, the error table in the README and the OpenAPI
+envelope in one place. The error pages with their table (docs/errors.md) and the OpenAPI
 document are all generated from `CATALOGUE`.
 """
 

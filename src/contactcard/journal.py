@@ -31,11 +31,13 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qsl
 
 from contactcard.controls import POLL_SECONDS, LiveControls
+from contactcard.journal_entry import Entry as Entry  # re-exported: others name them journal.Entry
+from contactcard.journal_entry import Query as Query
+from contactcard.journal_entry import Row as Row
 from contactcard.settings import JOURNAL_UNREAD
 
 log = logging.getLogger("contactcard")
@@ -53,36 +55,6 @@ UNJOURNALED = ("/admin/", "/dashboard", "/docs", "/healthz")
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 # The query as the SDKs send it (`phone_number=%2B1555...`), read without parse_qsl.
 _ONE_NUMBER = re.compile(rb"phone_number=(?:%2B|\+)([1-9][0-9]{1,14})")
-
-
-@dataclass(frozen=True)
-class Entry:
-    trace_id: str
-    at: float  # unix seconds on the server's clock
-    method: str
-    path: str
-    phone_number: str | None
-    status: int
-    error_code: int | None
-    duration_ms: float
-    retry_count: int | None
-    user_agent: str | None
-    id: int = 0  # the row's id once stored; grows with time
-
-
-@dataclass(frozen=True)
-class Query:
-    trace_id: str | None = None
-    phone_number: str | None = None
-    status: int | None = None
-    since: float | None = None  # unix seconds, on the server's clock
-    until: float | None = None
-    after_id: int | None = None  # for following: only newer entries, oldest first
-    limit: int = 100
-
-
-# A stored entry's columns, in `Entry`'s order (without the id).
-Row = tuple[str, float, str, str, str | None, int, int | None, float, int | None, str | None]
 
 
 class JournalStore(Protocol):

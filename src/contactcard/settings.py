@@ -1,6 +1,6 @@
 """Every setting of the server, read once from `CONTACTCARD_*` environment variables.
 
-The README's settings table is generated from this class (see `docs_table`), so the
+The settings table of the docs (docs/settings.md) is generated from this class (see `docs_table`), so the
 documentation and the code cannot drift apart.
 """
 
@@ -224,7 +224,7 @@ class Settings(BaseSettings):
 
 
 def docs_table() -> str:
-    """The settings table of the README, as Markdown."""
+    """The settings table of docs/settings.md, as Markdown."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default

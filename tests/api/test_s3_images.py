@@ -98,6 +98,7 @@ def test_s3_with_a_cdn_base_url_answers_urls_whose_path_is_the_object_key(s3, tm
         server.stop()
 
 
+@pytest.mark.timed  # answers within 2 s of a 1 s store deadline
 def test_s3_down_answers_503_4008_quickly_stores_nothing_and_recovers(on_s3, s3, image_host):
     partner, _bucket = on_s3
     phone, other = partner.lines
@@ -151,6 +152,7 @@ def test_s3_down_answers_503_4008_quickly_stores_nothing_and_recovers(on_s3, s3,
     assert httpx.get(kept.image_url, timeout=10).status_code == 200
 
 
+@pytest.mark.timed  # one deadline, measured in seconds
 def test_s3_that_accepts_and_never_answers_costs_one_deadline(tmp_path, image_host, monkeypatch):
     # A listening socket nobody accepts from: connections complete (the kernel's backlog),
     # requests go out, no answer ever comes, as with a hung store or a black-holed route.

@@ -266,6 +266,7 @@ def sqlite_locked(path: Path) -> Iterator[None]:
 
 
 @pytest.mark.slow
+@pytest.mark.timed  # a 0.4 s lock against the database deadline
 def test_a_locked_sqlite_database_answers_4006_in_time_and_recovers(tmp_path, servers):
     server = _server(tmp_path, None)
     servers.append(server)

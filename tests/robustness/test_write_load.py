@@ -71,7 +71,7 @@ def test_256_writers_on_distinct_lines_all_answer_and_leave_one_card_each(databa
     started = time.monotonic()
     # SQLite is one process's database; PostgreSQL gets two workers sharing it (each a
     # process with its own pools: the per-line lock must hold across them). Two processes
-    # keep within PostgreSQL's default 100 connections, as the README plans.
+    # keep within PostgreSQL's default 100 connections, as docs/deploying.md plans.
     workers = 2 if database_url else 1
     server = ServerProcess(
         tmp_path / "data", database_url, workers=workers, extra_env={"CONTACTCARD_WRITE_BUDGET": "0"}
@@ -158,6 +158,7 @@ def _timed_patch(http: httpx.Client, line: str) -> tuple[float, int | None]:
     return time.monotonic() - began, response.status_code
 
 
+@pytest.mark.timed  # PATCH latency against a baseline measured in the same test
 def test_slow_image_fetches_do_not_slow_an_unrelated_patch(database_url, engine, tmp_path, servers, hostile):
     server = ServerProcess(
         tmp_path / "data",

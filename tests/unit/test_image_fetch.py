@@ -467,6 +467,7 @@ def test_https_only_policy_refuses_a_redirect_down_to_http():
 # ---------------------------------------------------------------- time and size
 
 
+@pytest.mark.timed  # a bound of a few seconds around the deadline
 async def test_trickling_server_is_cut_off_by_the_total_deadline(origin):
     fetch = fetcher(origin, deadline=1.5)
     started = time.monotonic()
@@ -565,25 +566,73 @@ async def test_server_speaking_garbage(origin):
     assert "malformed response" in reason
 
 
-async def test_unexpected_exceptions_become_fetch_errors(origin, monkeypatch):
-    def broken_stream(*args, **kwargs):
-        raise RuntimeError("library bug")
+class Streamed(httpx.AsyncByteStream):
+    """A body the transport streams, as the network's is (a `content=` body would come
+    already read, and the fetcher reads the raw stream)."""
 
-    monkeypatch.setattr(httpx.AsyncClient, "stream", broken_stream)
-    reason = await refused(fetcher(origin), url(f"http://img.test:{origin.port}/good.png"))
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def __aiter__(self):
+        yield self._data
+
+
+def failing_transport(error: BaseException) -> httpx.MockTransport:
+    """A transport that raises `error` for every request (httpx's seam for tests)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    return httpx.MockTransport(handler)
+
+
+async def test_unexpected_exceptions_become_fetch_errors(origin):
+    transport = failing_transport(RuntimeError("library bug"))
+    reason = await refused(fetcher(origin, transport=transport), url(f"http://img.test:{origin.port}/good.png"))
     assert reason == "image fetch failed (RuntimeError)"
 
 
 @pytest.mark.parametrize(
-    "error", [httpx.InvalidURL("bad"), httpx.UnsupportedProtocol("nope"), socket.gaierror(-2, "x")]
+    ("error", "reason"),
+    [
+        (httpx.InvalidURL("bad"), "image URL could not be fetched"),
+        (httpx.UnsupportedProtocol("nope"), "image URL could not be fetched"),
+        (socket.gaierror(-2, "x"), "image fetch failed (gaierror)"),
+    ],
 )
-async def test_http_library_errors_become_fetch_errors(origin, monkeypatch, error):
-    def broken_stream(*args, **kwargs):
-        raise error
+async def test_http_library_errors_become_fetch_errors(origin, error, reason):
+    transport = failing_transport(error)
+    assert await refused(fetcher(origin, transport=transport), url(f"http://img.test:{origin.port}/good.png")) == reason
 
-    monkeypatch.setattr(httpx.AsyncClient, "stream", broken_stream)
-    with pytest.raises(FetchError):
-        await fetcher(origin).fetch(url(f"http://img.test:{origin.port}/good.png"))
+
+async def test_the_transport_is_asked_after_the_address_policy_with_the_checked_address(origin):
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, stream=Streamed(b"picture"))
+
+    transport = httpx.MockTransport(handler)
+    good = await fetcher(origin, transport=transport).fetch(url(f"http://img.test:{origin.port}/good.png"))
+    assert good == b"picture"
+    [request] = seen
+    # Sent to the address the policy checked, with the URL's host as the Host header.
+    assert (request.url.host, request.url.port, request.headers["host"]) == (
+        "127.0.0.1",
+        origin.port,
+        f"img.test:{origin.port}",
+    )
+    # A host the policy refuses never reaches the transport.
+    await refused(fetcher(origin, transport=transport), url("http://10.0.0.1/x.png"))
+    assert len(seen) == 1
+
+
+async def test_what_the_transport_answers_is_held_to_the_size_limit(origin):
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=Streamed(b"x" * 2_000)))
+    reason = await refused(
+        fetcher(origin, transport=transport, max_bytes=1_000), url(f"http://img.test:{origin.port}/good.png")
+    )
+    assert reason == "image is larger than 1000 bytes"
 
 
 # ---------------------------------------------------------------- the event loop stays free
@@ -615,6 +664,7 @@ async def _longest_gap_while(work) -> float:
     return max(gaps)
 
 
+@pytest.mark.timed  # a bound of 2.5 s around a 1 s resolver
 async def test_slow_dns_runs_off_the_event_loop_and_within_the_deadline(origin):
     main_thread = threading.get_ident()
     resolver_threads = []
@@ -636,6 +686,7 @@ async def test_slow_dns_runs_off_the_event_loop_and_within_the_deadline(origin):
     assert resolver_threads and resolver_threads[0] != main_thread
 
 
+@pytest.mark.timed  # the event loop's longest gap, which another test's load would move
 async def test_trickling_fetch_leaves_the_loop_free(origin):
     fetch = fetcher(origin, deadline=2.0)
 

@@ -51,6 +51,7 @@ async def test_a_schema_behind_the_code_is_not_ready(database):
     assert checks["image_store"] == "ok"
 
 
+@pytest.mark.timed  # a 2 s bound over a 1 s timeout
 async def test_an_unreachable_database_is_not_ready_within_the_bound():
     nowhere = connect(f"postgresql+psycopg://root@127.0.0.1:{free_port()}/none", timeout=1)
     try:

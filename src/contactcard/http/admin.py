@@ -5,7 +5,6 @@ A FastAPI sub-app, mounted by `app.py` only when an admin token is set."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
@@ -19,18 +18,11 @@ from contactcard import errors
 from contactcard.admin import Admin, AdminError
 from contactcard.device import DeviceScript, DeviceView
 from contactcard.errors import ApiError
-from contactcard.keys import bearer_key
+from contactcard.http.admin_auth import require_admin
 from contactcard.settings import Settings
 
 if TYPE_CHECKING:
     from contactcard.kit import Kit
-
-
-def require_admin(request: Request) -> None:
-    token: str | None = request.app.state.settings.admin_token
-    given = bearer_key(request.headers.getlist("authorization"))
-    if not token or given is None or not hmac.compare_digest(given.encode(), token.encode()):
-        raise ApiError(errors.UNAUTHORIZED)
 
 
 def _admin(request: Request) -> Admin:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contactcard import journal
 from contactcard.controls import Controls
-from contactcard.http.admin import require_admin
+from contactcard.http.admin_auth import require_admin
 from contactcard.kit import ClockView, Kit
 
 

@@ -65,8 +65,13 @@ class NetworkFetcher:
         max_redirects: int = 3,
         resolver: Resolver | None = None,
         verify: ssl.SSLContext | bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """`transport`: what sends each hop's request instead of httpx's own connection
+        pool, for tests (`httpx.MockTransport`); the address policy is applied before it
+        is asked, the deadline and the size limit to what it answers."""
         self._policy = policy
+        self._transport = transport
         self._max_bytes = max_bytes
         self._deadline = deadline
         self._max_redirects = max_redirects
@@ -153,6 +158,7 @@ class NetworkFetcher:
                 trust_env=False,
                 follow_redirects=False,
                 timeout=self._deadline,
+                transport=self._transport,
             ) as client,
             client.stream("GET", target, headers=headers, extensions=extensions) as response,
         ):

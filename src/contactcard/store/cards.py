@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 
 from contactcard.card import Card, Outcome
 from contactcard.store import devices
+from contactcard.store.outbox import RecordedEvent
 from contactcard.store.webhooks import fan_out
 from contactcard.store.writer import Row, Stmt, Writer
-from contactcard.webhooks.events import Outbox
 
 # The key, the line's owner, its card (only when the key's partner owns the line) and the
 # write budget used, in one statement; and the runtime controls' version, so a write learns
@@ -186,7 +186,7 @@ class CardWrites:
         image_url: str | None,
         device_scripted: bool | None = None,
         card_id: str | None = None,
-        event: Outbox | None = None,
+        event: RecordedEvent | None = None,
     ) -> Stored:
         """Step one of every apply: the new values, inactive, committed (with the write
         attempt that spends the budget, when the budget is on; the simulated device's apply
@@ -238,7 +238,7 @@ class CardWrites:
         card_params: dict[str, object],
         tx: list[Stmt],
         image_url: str | None,
-        event: Outbox | None,
+        event: RecordedEvent | None,
     ) -> Stored:
         """The unscripted apply, the card and the fan-out in one statement (PostgreSQL)."""
         params = {**card_params, "image_url": image_url}

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from contactcard.journal import Entry, Query, Row
+from contactcard.journal_entry import Entry, Query, Row
 from contactcard.store.db import Database, connect
 from contactcard.store.schema import journal_readers
 from contactcard.store.schema import request_journal as journal

@@ -13,12 +13,13 @@ writer at a time, so the single `UPDATE ... RETURNING` is the whole claim.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from contactcard.store.outbox import RecordedEvent
 from contactcard.store.writer import NO_LINES, Row, Stmt, Writer
-from contactcard.webhooks.events import Outbox
 
 _FAN_OUT = """
 INSERT INTO webhook_deliveries (event_id, subscription_id, event_type, phone_number, body, status, attempts,
@@ -47,7 +48,7 @@ def unwrap(text: str | None) -> list[str] | None:
     return [v for v in text.split(",") if v] if text else None
 
 
-def fan_out(event: Outbox) -> Stmt:
+def fan_out(event: RecordedEvent) -> Stmt:
     """The statement that records `event` for every subscription it matches."""
     return Stmt(
         _FAN_OUT,
@@ -167,7 +168,7 @@ class WebhookStore:
         )
         return _subscription(rows[0]) if rows else None
 
-    async def add(self, sub: Subscription, announce: list[Outbox] | None = None) -> None:
+    async def add(self, sub: Subscription, announce: Sequence[RecordedEvent] | None = None) -> None:
         """Store `sub`; `announce`: events about it, fanned out in the same transaction
         (after the insert, so that it may receive its own)."""
         try:
@@ -188,7 +189,7 @@ class WebhookStore:
                 raise TargetTaken() from None
             raise
 
-    async def replace(self, sub: Subscription, announce: list[Outbox] | None = None) -> None:
+    async def replace(self, sub: Subscription, announce: Sequence[RecordedEvent] | None = None) -> None:
         try:
             await self._writer.run(
                 [
@@ -207,7 +208,9 @@ class WebhookStore:
                 raise TargetTaken() from None
             raise
 
-    async def remove(self, partner_id: str, subscription_id: str, announce: list[Outbox] | None = None) -> bool:
+    async def remove(
+        self, partner_id: str, subscription_id: str, announce: Sequence[RecordedEvent] | None = None
+    ) -> bool:
         results = await self._writer.run(
             [
                 Stmt(
