@@ -67,6 +67,9 @@ class Admin:
         name = name.strip()
         if not name:
             raise AdminError("a partner needs a name")
+        # Refused as in card names: a U+202E would make the dashboard show another name.
+        if any(map(contract.hidden_character, name)):
+            raise AdminError("a partner's name must not contain control or bidirectional characters")
         partner = Partner(uuid.uuid4().hex, name, datetime.now(UTC))
         self._accounts.add_partner(partner)
         return partner

@@ -46,8 +46,7 @@ def test_partner_key_line_and_a_card_set_up_through_the_sdk(page, dash_server, i
         "data-partner"
     )
     _shoot(page, dash_server, screenshots, "partners")
-    # Shown once: the next visit has no key on it. (A goto, not a reload: reloading the
-    # POST's answer would post the form again, and issue another key.)
+    # Shown once: the next visit has no key on it.
     page.goto("/dashboard/partners")
     assert key not in page.content()
 
@@ -127,9 +126,8 @@ def test_partner_key_line_and_a_card_set_up_through_the_sdk(page, dash_server, i
 
 
 def test_hostile_names_show_as_text(page, dash_server):
-    # Partner names may hold anything (the admin path takes them as typed); card names
-    # follow the contract, which refuses bidi controls but not markup.
-    hostile = "<script>window.__pwned = 1</script>\u202eevil\u2066"
+    # Names refuse control and bidi characters (cards' and partners' alike) but not markup.
+    hostile = "<script>window.__pwned = 1</script>evil & co"
     created = admin_request(dash_server.base_url, "POST", "/partners", json={"name": hostile})
     assert created.status_code == 200, created.text
     partner_id = created.json()["id"]
@@ -149,7 +147,7 @@ def test_hostile_names_show_as_text(page, dash_server):
         assert page.evaluate("window.__pwned") is None, path  # nothing ran
     page.goto("/dashboard/partners")
     names = page.locator("bdi.partner-name").all_inner_texts()
-    assert hostile in names  # as text, controls and all, inside its own <bdi>
+    assert hostile in names  # as text, inside its own <bdi>
     page.goto(f"/dashboard/lines/{number}")
     assert page.inner_text("#first-name") == markup
     assert page.inner_text("#last-name") == 'O\'Brien & "Co"'

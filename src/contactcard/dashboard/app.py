@@ -12,6 +12,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp
 
 from contactcard.admin import Admin
 from contactcard.dashboard import controls, journal, lines, partners, signin, webhooks
+from contactcard.dashboard.flash import Flashes
 from contactcard.dashboard.session import Sessions
 from contactcard.dashboard.web import (
     STATIC,
@@ -44,6 +46,17 @@ async def _form_refused(request: Request, exc: Exception) -> Response:
     return render(request, "refused.html", session_of(request), status=403)
 
 
+async def _not_a_page(request: Request, exc: Exception) -> Response:
+    # A form's address opened with GET (Back, a bookmark, a reload of an old tab): a page
+    # that says so, not the framework's bare plain-text 405.
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return render(request, "method.html", session_of(request), status=405, headers=dict(exc.headers or {}))
+    return render(
+        request, "not_found.html", session_of(request), status=exc.status_code, kind="page", what=request.url.path
+    )
+
+
 def dashboard_app(settings: Settings, admin: Admin, kit: Kit) -> ASGIApp:
     assert settings.admin_token, "the dashboard is off without an admin token"
     routes: list[BaseRoute] = [Mount("/static", app=StaticFiles(directory=STATIC), name="static")]
@@ -52,7 +65,9 @@ def dashboard_app(settings: Settings, admin: Admin, kit: Kit) -> ASGIApp:
         routes.extend(module.routes())
         if module.NAV is not None:
             nav.append(module.NAV)
-    app = Starlette(routes=routes, exception_handlers={FormRefused: _form_refused})
+    app = Starlette(routes=routes, exception_handlers={FormRefused: _form_refused, HTTPException: _not_a_page})
     app.router.redirect_slashes = False
-    app.state.dashboard = Dashboard(settings, admin, kit, Sessions(settings.admin_token), templates(), nav)
+    app.state.dashboard = Dashboard(
+        settings, admin, kit, Sessions(settings.admin_token), Flashes(settings.admin_token), templates(), nav
+    )
     return SecurityHeaders(app, csp(settings))

@@ -7,8 +7,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from contactcard.admin import AdminError, LineCard
+from contactcard.dashboard.flash import Flash
 from contactcard.dashboard.session import Session
-from contactcard.dashboard.web import Nav, dashboard, form, off_loop, redirect, render, signed_in
+from contactcard.dashboard.web import Nav, answered, dashboard, form, off_loop, render, signed_in
 from contactcard.device import DeviceScript
 
 NAV = Nav("Lines and cards", "/lines")
@@ -68,8 +69,9 @@ async def add_line(request: Request, session: Session) -> Response:
     try:
         await off_loop(dashboard(request).admin.add_line, fields.get("partner_id", ""), number)
     except AdminError as exc:
-        return await _list(request, session, error=str(exc), status=400)
-    return redirect(request, f"/lines/{number}")
+        typed = {"partner_id": fields.get("partner_id", ""), "phone_number": fields.get("phone_number", "")}
+        return answered(request, session, "/lines", Flash(error=str(exc), form="add-line", typed=typed))
+    return answered(request, session, f"/lines/{number}", Flash(done="Line added."))
 
 
 async def _line_card(request: Request, phone: str) -> LineCard | None:
@@ -78,7 +80,8 @@ async def _line_card(request: Request, phone: str) -> LineCard | None:
     return rows[0] if rows and rows[0].phone_number == phone else None
 
 
-async def _line(request: Request, session: Session, *, error: str | None = None) -> Response:
+@signed_in
+async def line_page(request: Request, session: Session) -> Response:
     board = dashboard(request)
     phone = request.path_params["phone"]
     card = await _line_card(request, phone)
@@ -89,18 +92,11 @@ async def _line(request: Request, session: Session, *, error: str | None = None)
         request,
         "line.html",
         session,
-        status=400 if error else 200,
         card=card,
         photo=board.image_src(request, card.image_blob),
         device=device,
         device_photo=board.shown_src(request, device.image_url),
-        error=error,
     )
-
-
-@signed_in
-async def line_page(request: Request, session: Session) -> Response:
-    return await _line(request, session)
 
 
 def _count(fields: dict[str, str], name: str) -> int:
@@ -136,8 +132,8 @@ async def script_line(request: Request, session: Session) -> Response:
     except AdminError as exc:
         if exc.not_found:
             return render(request, "not_found.html", session, status=404, what=phone)
-        return await _line(request, session, error=str(exc))
-    return redirect(request, f"/lines/{phone}")
+        return answered(request, session, f"/lines/{phone}", Flash(error=str(exc), form="script", typed=fields))
+    return answered(request, session, f"/lines/{phone}", Flash(done="Script saved."))
 
 
 def routes() -> list[Route]:

@@ -8,9 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from contactcard.dashboard.flash import Flash
 from contactcard.dashboard.session import SIGN_IN_COOKIE, Session
 from contactcard.dashboard.web import (
     Nav,
+    answered,
     clear_session,
     dashboard,
     form,
@@ -43,7 +45,7 @@ async def sign_in(request: Request) -> Response:
     token = dashboard(request).settings.admin_token or ""
     given = fields.get("token", "")
     if not token or not hmac.compare_digest(given.encode(), token.encode()):
-        return render(request, "sign_in.html", session, status=401, error="That is not the admin token.")
+        return answered(request, session, "/sign-in", Flash(error="That is not the admin token."))
     # A new session (and CSRF token) once signed in: one planted before cannot be reused.
     response = redirect(request, "/")
     set_session(request, response, Session.new(signed_in=True))

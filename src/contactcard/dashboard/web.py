@@ -18,6 +18,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contactcard.admin import Admin
+from contactcard.contract import hidden_character
+from contactcard.dashboard.flash import FLASH_COOKIE, FLASH_LIFETIME, NO_FLASH, Flash, Flashes
 from contactcard.dashboard.session import COOKIE, LIFETIME, SIGN_IN_COOKIE, Session, Sessions
 from contactcard.kit import Kit
 from contactcard.settings import Settings
@@ -45,6 +47,7 @@ class Dashboard:
     admin: Admin
     kit: Kit
     sessions: Sessions
+    flashes: Flashes
     templates: Environment
     nav: list[Nav]
 
@@ -72,9 +75,20 @@ async def off_loop(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs))
 
 
+def visible(text: object) -> str:
+    """The text with every control or bidirectional character spelled out (`⟨U+202E⟩`): names
+    stored before such names were refused cannot reorder the page around them."""
+    value = "" if text is None else str(text)
+    if not any(map(hidden_character, value)):
+        return value
+    return "".join(f"⟨U+{ord(c):04X}⟩" if hidden_character(c) else c for c in value)
+
+
 def templates() -> Environment:
     # Autoescape everything: names and URLs come from API callers.
-    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, auto_reload=False)
+    environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, auto_reload=False)
+    environment.filters["visible"] = visible
+    return environment
 
 
 def dashboard(request: Request) -> Dashboard:
@@ -128,22 +142,51 @@ def clear_session(request: Request, response: Response, cookie: str = COOKIE) ->
     )
 
 
-def render(request: Request, template: str, session: Session | None, status: int = 200, **context: Any) -> HTMLResponse:
+def render(
+    request: Request,
+    template: str,
+    session: Session | None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
     board = dashboard(request)
+    cookie = request.cookies.get(FLASH_COOKIE)
+    flash = board.flashes.load(cookie, session.csrf) if session is not None and cookie else NO_FLASH
     html = board.templates.get_template(template).render(
         base=base(request),
         site=site_root(request),
         nav=board.nav,
         here=request.url.path.removeprefix(base(request)),
         session=session,
+        flash=flash,
         **context,
     )
-    return HTMLResponse(html, status_code=status)
+    response = HTMLResponse(html, status_code=status, headers=headers)
+    if cookie is not None:
+        # Shown once: a reload, or Back to this page, shows it no more.
+        clear_session(request, response, FLASH_COOKIE)
+    return response
 
 
 def redirect(request: Request, path: str) -> RedirectResponse:
     # 303: the browser follows a POST's answer with a GET.
     return RedirectResponse(base(request) + path, status_code=303)
+
+
+def answered(request: Request, session: Session, path: str, flash: Flash) -> RedirectResponse:
+    """A form's answer: a redirect to the GET page at `path`, which shows `flash` once."""
+    response = redirect(request, path)
+    response.set_cookie(
+        FLASH_COOKIE,
+        dashboard(request).flashes.dump(flash, session.csrf),
+        max_age=FLASH_LIFETIME,
+        path=base(request) or "/",
+        secure=is_https(request),
+        httponly=True,
+        samesite="strict",
+    )
+    return response
 
 
 def signed_in(page: Callable[[Request, Session], Awaitable[Response]]) -> Page:

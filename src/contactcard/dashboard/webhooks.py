@@ -11,8 +11,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from contactcard.admin import AdminError
+from contactcard.dashboard.flash import Flash
 from contactcard.dashboard.session import Session
-from contactcard.dashboard.web import Nav, dashboard, form, off_loop, redirect, render, signed_in
+from contactcard.dashboard.web import Nav, answered, dashboard, form, off_loop, redirect, render, signed_in
 
 NAV = Nav("Webhooks", "/webhooks")
 # Subscription and event ids are 32 hexadecimal digits: anything else finds nothing anyway.
@@ -23,18 +24,20 @@ def _when(at: float | None) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S") if at is not None else ""
 
 
-async def _page(request: Request, session: Session, *, error: str | None = None, status: int = 400) -> Response:
+@signed_in
+async def webhooks_page(request: Request, session: Session) -> Response:
     admin = dashboard(request).admin
     chosen = request.query_params.get("subscription", "")
+    error = None
     if chosen and not _ID.fullmatch(chosen):
-        chosen, error = "", error or "a subscription id is 32 hexadecimal digits"
+        chosen, error = "", "a subscription id is 32 hexadecimal digits"
     subscriptions = await off_loop(admin.list_subscriptions)
     deliveries = await off_loop(admin.list_deliveries, subscription_id=chosen or None)
     return render(
         request,
         "webhooks.html",
         session,
-        status=status if error else 200,
+        status=400 if error else 200,
         subscriptions=subscriptions,
         targets={s.id: s.target_url for s in subscriptions},
         deliveries=deliveries,
@@ -46,18 +49,13 @@ async def _page(request: Request, session: Session, *, error: str | None = None,
 
 
 @signed_in
-async def webhooks_page(request: Request, session: Session) -> Response:
-    return await _page(request, session)
-
-
-@signed_in
 async def delivery_page(request: Request, session: Session) -> Response:
     admin = dashboard(request).admin
     event_id, subscription_id = request.path_params["event_id"], request.path_params["subscription_id"]
     try:
         delivery, attempts = await off_loop(admin.delivery, event_id, subscription_id)
     except AdminError:
-        return render(request, "not_found.html", session, status=404, what=f"delivery {event_id}")
+        return render(request, "not_found.html", session, status=404, kind="delivery", what=event_id)
     targets = {s.id: s.target_url for s in await off_loop(admin.list_subscriptions, delivery.partner_id)}
     return render(
         request,
@@ -78,7 +76,7 @@ async def redeliver(request: Request, session: Session) -> Response:
     try:
         await off_loop(dashboard(request).admin.redeliver, event_id, subscription_id)
     except AdminError as exc:
-        return await _page(request, session, error=str(exc), status=404 if exc.not_found else 400)
+        return answered(request, session, "/webhooks", Flash(error=str(exc)))
     # Back to the page it was sent from: the delivery's own, or the list (of one subscription).
     if request.query_params.get("from") == "delivery":
         return redirect(request, f"/webhooks/deliveries/{event_id}/{subscription_id}?done=redelivered")
