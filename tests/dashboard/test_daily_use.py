@@ -5,9 +5,22 @@ from __future__ import annotations
 
 import re
 import uuid
+import warnings
+from urllib.parse import quote
 
-from tests.conftest import admin_request, new_number
-from tests.dashboard.conftest import sign_in
+import httpx
+
+from contactcard.dashboard.session import COOKIE
+from contactcard.dashboard.throttle import TRIES as THROTTLE_TRIES
+from contactcard.dashboard.throttle import SignInThrottle
+from tests.conftest import ADMIN_TOKEN, admin_request, new_number
+from tests.dashboard.conftest import csrf_of, sign_in
+from tests.dashboard.test_http import _app
+
+with warnings.catch_warnings():
+    # Starlette asks for its `httpx2` fork; the locked httpx serves these in-process checks.
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 
 def _new_partner(name: str | None = None) -> tuple[str, str]:
@@ -28,6 +41,12 @@ def _keys_of(partner_id: str) -> list[dict]:
     return [k for k in admin_request_ok("GET", "/keys") if k["partner_id"] == partner_id]
 
 
+def _submit(page, button) -> None:
+    """Click a form's button and wait for the page it leads to (before any reload)."""
+    with page.expect_navigation():
+        (page.locator(button) if isinstance(button, str) else button).click()
+
+
 def _section(page, name: str):
     return page.locator("section.partner", has=page.locator(f"bdi:text-is('{name}')"))
 
@@ -37,7 +56,7 @@ def test_reloading_or_going_back_after_a_form_posts_nothing_again(page, dash_ser
     partner_id, name = _new_partner()
     sign_in(page)
     page.goto("/dashboard/partners")
-    _section(page, name).locator("button:has-text('Issue a key')").click()
+    _submit(page, _section(page, name).locator("button:has-text('Issue a key')"))
     key = page.inner_text("#issued-key").strip()
     assert key.startswith("cc_")
     # The answer is a GET page: a reload neither issues a second key nor shows this one again.
@@ -65,15 +84,75 @@ def test_reloading_or_going_back_after_a_form_posts_nothing_again(page, dash_ser
     page.wait_for_url(re.compile(re.escape(number.replace("+", "%2B")) + "$|" + re.escape(number) + "$"))
     page.reload()
     page.fill("#script input[name=fail_next]", "2")
-    page.click("#script button:has-text('Save script')")
+    _submit(page, "#script button:has-text('Save script')")
     page.reload()
     assert admin_request_ok("GET", f"/devices/{number}")["fail_next"] == 2
     page.goto("/dashboard/partners")
-    _section(page, name).locator("button:has-text('Revoke')").click()
+    _submit(page, _section(page, name).locator("button:has-text('Revoke')"))
     page.reload()
     assert "Key revoked" not in page.content()  # the message was shown once
     page.fill("#new-partner input[name=name]", "   ")
-    page.click("#new-partner button")
+    _submit(page, "#new-partner button")
+    assert page.locator("#new-partner p.error").count() == 1
     assert page.url.endswith("/dashboard/partners")
     page.reload()
     assert page.locator("p.error").count() == 0
+
+
+def test_a_cookie_kept_after_sign_out_opens_nothing(page, dash_server):
+    sign_in(page)
+    (kept,) = [c for c in page.context.cookies() if c["name"] == COOKIE]
+    page.click("button:has-text('Sign out')")
+    page.wait_for_url(re.compile(r"/dashboard/sign-in$"))
+    # The cookie as a shared machine, a proxy log or curl kept it: replayed, it is refused.
+    replayed = httpx.get(
+        f"{dash_server.base_url}/dashboard/partners", cookies={COOKIE: kept["value"]}, follow_redirects=False
+    )
+    assert replayed.status_code == 303 and "/dashboard/sign-in" in replayed.headers["location"]
+    page.context.add_cookies([kept])
+    page.goto("/dashboard/partners")
+    assert "/dashboard/sign-in" in page.url
+    assert page.locator("h1").inner_text() == "Sign in"
+
+
+def test_sign_in_lands_on_the_page_asked_for(page, dash_server):
+    page.goto("/dashboard/lines?q=%2B1555")
+    assert "/dashboard/sign-in?next=" in page.url
+    page.fill("input[name=token]", ADMIN_TOKEN)
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url(re.compile(r"/dashboard/lines\?q=%2B1555$"))
+    assert page.input_value("input[name=q]") == "+1555"
+    # Another site, a scheme or a protocol-relative address is never followed.
+    for hostile in ("https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:alert(1)"):
+        page.context.clear_cookies()
+        page.goto(f"/dashboard/sign-in?next={quote(hostile, safe='')}")
+        page.fill("input[name=token]", ADMIN_TOKEN)
+        page.click("button:has-text('Sign in')")
+        page.wait_for_url(re.compile(r"/dashboard/$"))
+        assert page.url.startswith(dash_server.base_url), hostile
+
+
+def test_wrong_admin_tokens_are_throttled_per_address_for_a_minute_at_most(tmp_path, monkeypatch):
+    # In-process, with a clock of its own: the module's server is shared by the other tests,
+    # which sign in from the same address.
+    token = "a-long-admin-token-here"
+    now = [1000.0]
+    monkeypatch.setattr(SignInThrottle, "clock", staticmethod(lambda: now[0]))
+    with TestClient(_app(tmp_path, token), base_url="https://cards.example.test", follow_redirects=False) as client:
+        csrf = csrf_of(client.get("/dashboard/sign-in").text)
+
+        def attempt(given: str) -> str:
+            answer = client.post("/dashboard/sign-in", data={"csrf": csrf, "token": given})
+            assert answer.status_code == 303
+            if answer.headers["location"].endswith("/dashboard/"):
+                return "signed in"
+            return client.get(answer.headers["location"]).text
+
+        for _ in range(THROTTLE_TRIES):
+            assert "That is not the admin token." in attempt("guess")
+        # Then even the right token waits: the tries stopped are not checked at all.
+        assert "Too many wrong tokens from this address: try again in 60 s." in attempt(token)
+        now[0] += 30
+        assert "try again in 30 s." in attempt("guess")  # a refused try does not lengthen it
+        now[0] += 30
+        assert attempt(token) == "signed in"

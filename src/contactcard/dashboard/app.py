@@ -23,6 +23,7 @@ from contactcard.admin import Admin
 from contactcard.dashboard import controls, journal, lines, partners, signin, webhooks
 from contactcard.dashboard.flash import Flashes
 from contactcard.dashboard.session import Sessions
+from contactcard.dashboard.throttle import SignInThrottle
 from contactcard.dashboard.web import (
     STATIC,
     Dashboard,
@@ -36,6 +37,8 @@ from contactcard.dashboard.web import (
 )
 from contactcard.kit import Kit
 from contactcard.settings import Settings
+from contactcard.store.dashboard_sessions import SessionRecords
+from contactcard.store.db import Database
 
 # The page groups, in menu order: the extension point.
 PAGES: tuple[ModuleType, ...] = (signin, partners, lines, webhooks, journal, controls)
@@ -43,7 +46,7 @@ PAGES: tuple[ModuleType, ...] = (signin, partners, lines, webhooks, journal, con
 
 async def _form_refused(request: Request, exc: Exception) -> Response:
     # A form without this session's token: possibly another site posting here.
-    return render(request, "refused.html", session_of(request), status=403)
+    return render(request, "refused.html", await session_of(request), status=403)
 
 
 async def _not_a_page(request: Request, exc: Exception) -> Response:
@@ -51,13 +54,13 @@ async def _not_a_page(request: Request, exc: Exception) -> Response:
     # that says so, not the framework's bare plain-text 405.
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        return render(request, "method.html", session_of(request), status=405, headers=dict(exc.headers or {}))
+        return render(request, "method.html", await session_of(request), status=405, headers=dict(exc.headers or {}))
     return render(
-        request, "not_found.html", session_of(request), status=exc.status_code, kind="page", what=request.url.path
+        request, "not_found.html", await session_of(request), status=exc.status_code, kind="page", what=request.url.path
     )
 
 
-def dashboard_app(settings: Settings, admin: Admin, kit: Kit) -> ASGIApp:
+def dashboard_app(settings: Settings, admin: Admin, kit: Kit, database: Database) -> ASGIApp:
     assert settings.admin_token, "the dashboard is off without an admin token"
     routes: list[BaseRoute] = [Mount("/static", app=StaticFiles(directory=STATIC), name="static")]
     nav: list[Nav] = []
@@ -68,6 +71,14 @@ def dashboard_app(settings: Settings, admin: Admin, kit: Kit) -> ASGIApp:
     app = Starlette(routes=routes, exception_handlers={FormRefused: _form_refused, HTTPException: _not_a_page})
     app.router.redirect_slashes = False
     app.state.dashboard = Dashboard(
-        settings, admin, kit, Sessions(settings.admin_token), Flashes(settings.admin_token), templates(), nav
+        settings,
+        admin,
+        kit,
+        Sessions(settings.admin_token),
+        SessionRecords(database),
+        Flashes(settings.admin_token),
+        SignInThrottle(),
+        templates(),
+        nav,
     )
     return SecurityHeaders(app, csp(settings))

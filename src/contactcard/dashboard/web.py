@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import functools
 import hmac
+import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import anyio.to_thread
 from jinja2 import Environment, FileSystemLoader
@@ -21,8 +23,10 @@ from contactcard.admin import Admin
 from contactcard.contract import hidden_character
 from contactcard.dashboard.flash import FLASH_COOKIE, FLASH_LIFETIME, NO_FLASH, Flash, Flashes
 from contactcard.dashboard.session import COOKIE, LIFETIME, SIGN_IN_COOKIE, Session, Sessions
+from contactcard.dashboard.throttle import SignInThrottle
 from contactcard.kit import Kit
 from contactcard.settings import Settings
+from contactcard.store.dashboard_sessions import SessionRecords
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -47,7 +51,9 @@ class Dashboard:
     admin: Admin
     kit: Kit
     sessions: Sessions
+    records: SessionRecords
     flashes: Flashes
+    throttle: SignInThrottle
     templates: Environment
     nav: list[Nav]
 
@@ -112,10 +118,15 @@ def is_https(request: Request) -> bool:
     return request.url.scheme == "https" or settings.public_base_url.startswith("https://")
 
 
-def session_of(request: Request) -> Session | None:
-    """The signed-in session, if the request carries one."""
-    session = dashboard(request).sessions.load(request.cookies.get(COOKIE))
-    return session if session is not None and session.signed_in else None
+async def session_of(request: Request) -> Session | None:
+    """The signed-in session, if the request carries one still in force (not signed out)."""
+    board = dashboard(request)
+    session = board.sessions.load(request.cookies.get(COOKIE))
+    if session is None or not session.signed_in or not session.id:
+        return None
+    if not await off_loop(board.records.in_force, session.id_hash, time.time()):
+        return None
+    return session
 
 
 def sign_in_session_of(request: Request) -> Session | None:
@@ -193,12 +204,29 @@ def signed_in(page: Callable[[Request, Session], Awaitable[Response]]) -> Page:
     """The page for a signed-in session; anyone else is sent to the sign-in page."""
 
     async def guarded(request: Request) -> Response:
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
-            return redirect(request, "/sign-in")
+            # Back to the page asked for once signed in (a GET's; a form is not posted again).
+            asked = request.url.path.removeprefix(base(request))
+            if request.url.query:
+                asked += "?" + request.url.query
+            wanted = safe_next(asked) if request.method == "GET" else "/"
+            return redirect(request, "/sign-in" + (f"?next={quote(wanted, safe='/')}" if wanted != "/" else ""))
         return await page(request, session)
 
     return guarded
+
+
+# Where sign-in may send the browser: a path below the dashboard, in plain URL characters.
+_NEXT = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,500}")
+
+
+def safe_next(asked: str) -> str:
+    """A page below the dashboard to land on after sign-in; "/" (the overview) for anything
+    else: another site, a scheme, `//host`, a backslash, the sign-in pages themselves."""
+    if not _NEXT.fullmatch(asked) or asked.startswith(("//", "/sign-in", "/sign-out")):
+        return "/"
+    return asked
 
 
 class FormRefused(Exception):

@@ -101,7 +101,7 @@ def _admin_routes(settings: Settings, services: Services, docs_base_url: str) ->
         Mount("/admin/v1", app=admin.admin_app(settings, services.admin, handlers, kit=services.kit)),
         # The dashboard is on exactly when the admin API is (off: its paths are plain 404s).
         Route("/dashboard", to_dashboard, methods=["GET"]),
-        Mount("/dashboard", app=dashboard_app(settings, services.admin, services.kit)),
+        Mount("/dashboard", app=dashboard_app(settings, services.admin, services.kit, services.database)),
     ]
 
 

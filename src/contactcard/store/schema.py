@@ -236,6 +236,18 @@ journal_readers = Table(
     Column("cleared_at", Float, nullable=False),
 )
 
+# The dashboard's signed-in sessions, by the SHA-256 of the id their cookie carries: a
+# session is in force only while its row is here and unexpired, so signing out (which
+# deletes the row) ends it in every process, whatever copy of the cookie is replayed.
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),  # real unix seconds
+    Column("expires_at", Float, nullable=False),
+    Index("ix_dashboard_sessions_expires_at", "expires_at"),
+)
+
 # One row (id 1): on SQLite, a count of the changes to everything a GET answer is read from
 # (keys, lines, cards), kept by the triggers below in the changing transaction itself, so
 # that every writer (another process, the admin CLI, a statement typed in sqlite3) moves
