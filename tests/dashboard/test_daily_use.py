@@ -9,6 +9,7 @@ import warnings
 from urllib.parse import quote
 
 import httpx
+from linq import LinqAPIV3
 
 from contactcard.dashboard.session import COOKIE
 from contactcard.dashboard.throttle import TRIES as THROTTLE_TRIES
@@ -16,6 +17,7 @@ from contactcard.dashboard.throttle import SignInThrottle
 from tests.conftest import ADMIN_TOKEN, admin_request, new_number
 from tests.dashboard.conftest import csrf_of, sign_in
 from tests.dashboard.test_http import _app
+from tests.support import images
 
 with warnings.catch_warnings():
     # Starlette asks for its `httpx2` fork; the locked httpx serves these in-process checks.
@@ -156,3 +158,58 @@ def test_wrong_admin_tokens_are_throttled_per_address_for_a_minute_at_most(tmp_p
         assert "try again in 30 s." in attempt("guess")  # a refused try does not lengthen it
         now[0] += 30
         assert attempt(token) == "signed in"
+
+
+def _journal_paths_after(base_url: str, after_id: int) -> list[str]:
+    entries = admin_request(base_url, "GET", "/requests", params={"after_id": after_id, "limit": 1000}).json()
+    return [entry["path"] for entry in entries]
+
+
+def _newest_journal_id(base_url: str) -> int:
+    # A request of its own first: an id to count from, even in an empty journal.
+    httpx.get(f"{base_url}/v3/contact_card", params={"phone_number": new_number()})
+    entries = admin_request(base_url, "GET", "/requests", params={"limit": 1000}).json()
+    return max(entry["id"] for entry in entries)
+
+
+def test_the_journal_keeps_api_requests_only_and_agents_in_any_script(page, dash_server, image_host):
+    _server["base_url"] = base = dash_server.base_url
+    partner_id, _name = _new_partner()
+    key = admin_request_ok("POST", f"/partners/{partner_id}/keys")["key"]
+    number = new_number()
+    admin_request_ok("POST", "/lines", json={"partner_id": partner_id, "phone_number": number})
+    client = LinqAPIV3(api_key=key, base_url=f"{base}/api/partner", max_retries=0)
+    client.contact_card.create(phone_number=number, first_name="Ada", image_url=image_host.serve(images.jpeg(64, 64)))
+    since = _newest_journal_id(base)
+
+    sign_in(page)
+    page.goto(f"/dashboard/lines/{number}")  # its photo, from /cdn
+    page.wait_for_function("document.querySelector('img.photo.large').naturalWidth > 0")
+    page.goto("/docs")  # fetches /openapi.json
+    page.wait_for_selector(".opblock")
+    page.goto("/docs/errors/1007")
+    assert httpx.get(f"{base}/favicon.ico").status_code == 200  # what browsers ask for by themselves
+    # A UTF-8 user agent, as an SDK named in another script sends it.
+    agent = "Fahrkarten-Zähler/2.0 (日本語; ✓)"
+    httpx.get(f"{base}/v3/contact_card", params={"phone_number": number}, headers={"user-agent": agent.encode()})
+
+    paths = _journal_paths_after(base, since)
+    assert paths == ["/v3/contact_card"], paths  # the SDK-like call only: no /cdn, /docs, /openapi.json
+    page.goto(f"/dashboard/requests?number={quote(number)}")
+    assert agent in page.locator("table.journal td.agent").all_inner_texts()
+
+
+def test_error_pages_are_rendered_and_styled_and_1007_says_to_wait(page, dash_server):
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto("/docs/errors/1007")
+    content = page.inner_text("main")
+    assert "`" not in content  # Markdown rendered, not shown
+    assert page.locator("main code", has_text="retry_after").count() >= 1
+    assert "Retry: yes, once the retry_after seconds have passed" in content
+    assert "no, fix the request first" not in content
+    # Styled by its own stylesheet (the page's policy allows no inline style).
+    assert page.eval_on_selector("main", "m => getComputedStyle(m).maxWidth") != "none"
+    page.goto("/docs/errors")
+    assert page.locator("table tbody tr").count() > 10
+    assert violations == []

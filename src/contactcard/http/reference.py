@@ -32,6 +32,7 @@ ASSETS = {
     "swagger-ui-bundle.js": _SWAGGER / "swagger-ui-bundle.js",
     "reference.js": _OWN / "reference.js",
     "reference.css": _OWN / "reference.css",
+    "errors.css": _OWN / "errors.css",
     "favicon-32x32.png": _SWAGGER / "favicon-32x32.png",
 }
 # Scripts and styles from this server only (no inline script); Swagger UI's icons are
@@ -76,7 +77,13 @@ def routes(*, dashboard: bool) -> list[Route]:
     return [
         Route("/docs", reference, methods=["GET"]),
         Route("/docs/assets/{name}", asset, methods=["GET"]),
+        # Asked for by every browser on every page without an icon of its own: not a 404.
+        Route("/favicon.ico", favicon, methods=["GET"]),
     ]
+
+
+async def favicon(request: Request) -> Response:
+    return FileResponse(ASSETS["favicon-32x32.png"], headers={**HEADERS, "cache-control": "public, max-age=86400"})
 
 
 async def asset(request: Request) -> Response:
