@@ -481,17 +481,20 @@ def _instant(text: str) -> datetime:
 @admin_app.command("reset")
 def reset(
     everything: Annotated[
-        bool, typer.Option(help="Forget partners, keys and lines too; settings and clock back.")
+        bool, typer.Option(help="Forget partners, keys, lines and subscriptions too; settings and clock back.")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
-    """Forget cards, write budgets, device scripts and the request journal (partners, keys
-    and lines stay, unless --everything)."""
-    what = "EVERYTHING (partners, keys and lines included)" if everything else "every card, budget and device script"
+    """Forget cards, write budgets, device scripts, the request journal and webhook deliveries
+    (partners, keys, lines and subscriptions stay, unless --everything)."""
+    from contactcard.kit import EVERYTHING_ALSO_FORGETS, RESET_FORGETS
+
+    forgets = RESET_FORGETS + (EVERYTHING_ALSO_FORGETS if everything else ())
+    what = ("EVERYTHING: " if everything else "") + ", ".join(forgets)
     if not yes:
         typer.confirm(f"Forget {what} in this database?", abort=True)
     _kit().reset(everything=everything)
-    _out().print("reset: " + ("everything" if everything else "cards, budgets, device scripts and journal"))
+    _out().print("reset: forgotten " + ", ".join(forgets) + ("; settings and clock back" if everything else ""))
 
 
 def _request_row(entry: Entry) -> list[str]:

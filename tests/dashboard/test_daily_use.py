@@ -14,6 +14,7 @@ from linq import LinqAPIV3
 from contactcard.dashboard.session import COOKIE
 from contactcard.dashboard.throttle import TRIES as THROTTLE_TRIES
 from contactcard.dashboard.throttle import SignInThrottle
+from contactcard.store.controls import FORGOTTEN_TABLES, FORGOTTEN_WITH_EVERYTHING
 from tests.conftest import ADMIN_TOKEN, admin_request, new_number
 from tests.dashboard.conftest import csrf_of, sign_in
 from tests.dashboard.test_http import _app
@@ -213,3 +214,20 @@ def test_error_pages_are_rendered_and_styled_and_1007_says_to_wait(page, dash_se
     page.goto("/docs/errors")
     assert page.locator("table tbody tr").count() > 10
     assert violations == []
+
+
+def test_the_reset_page_says_everything_each_choice_forgets(page, dash_server):
+    sign_in(page)
+    page.goto("/dashboard/controls")
+    assert "webhook delivery" in page.inner_text("section.reset")
+    page.click("text=Reset…")
+    forgets = page.locator("#reset-forgets li").all_inner_texts()
+    also = page.locator("#everything-forgets li").all_inner_texts()
+    # One line per table each choice empties: a table added to a reset without words fails.
+    assert len(forgets) == len(FORGOTTEN_TABLES) and len(also) == len(FORGOTTEN_WITH_EVERYTHING) + 1
+    assert any("pending retries included" in line for line in forgets)
+    assert any("webhook subscription" in line for line in also)
+    # And the confirmation, after a cards-only reset, says the same.
+    page.fill("input[name=confirm]", "reset")
+    page.click("button:has-text('Reset')")
+    assert "pending retries included" in page.inner_text("p.done")

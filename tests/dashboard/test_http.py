@@ -400,4 +400,4 @@ def test_a_reset_of_everything_forgets_partners_and_puts_the_clock_back(tmp_path
         assert gone.status_code == 303 and gone.headers["location"].endswith("/controls?done=everything")
         assert c.get("/admin/v1/partners", headers=admin).json() == []
         assert c.get("/admin/v1/clock", headers=admin).json()["real"] is True
-        assert "everything is forgotten" in c.get("/dashboard/controls?done=everything").text
+        assert "every webhook subscription" in c.get("/dashboard/controls?done=everything").text

@@ -16,6 +16,7 @@ from contactcard.controls import PROFILES
 from contactcard.dashboard.flash import Flash
 from contactcard.dashboard.session import Session
 from contactcard.dashboard.web import Nav, answered, dashboard, form, off_loop, redirect, render, signed_in
+from contactcard.kit import EVERYTHING_ALSO_FORGETS, RESET_FORGETS
 
 NAV = Nav("Runtime controls", "/controls")
 # What the reset form must be given, typed: a reset is not undone, so a stray click is not enough.
@@ -25,8 +26,11 @@ _DONE = {
     "settings": "Settings saved.",
     "restored": "Settings put back to the server's own.",
     "clock": "Clock changed.",
-    "reset": "Reset done: cards, write budgets, device scripts and the journal are forgotten.",
-    "everything": "Reset done: everything is forgotten, settings and clock are back to the server's own.",
+    "reset": f"Reset done: forgotten are {', '.join(RESET_FORGETS)}.",
+    "everything": (
+        f"Reset done: forgotten are {', '.join(RESET_FORGETS + EVERYTHING_ALSO_FORGETS)}; "
+        "settings and clock are back to the server's own."
+    ),
 }
 _NUMBERS = {
     # field: (label, lowest, highest); the kit checks again, these give the form's own message
@@ -148,7 +152,9 @@ async def change_clock(request: Request, session: Session) -> Response:
 
 @signed_in
 async def reset_page(request: Request, session: Session) -> Response:
-    return render(request, "reset.html", session, word=CONFIRM_WORD)
+    return render(
+        request, "reset.html", session, word=CONFIRM_WORD, forgets=RESET_FORGETS, also=EVERYTHING_ALSO_FORGETS
+    )
 
 
 @signed_in
