@@ -57,12 +57,20 @@ async def delivery_page(request: Request, session: Session) -> Response:
     except AdminError:
         return render(request, "not_found.html", session, status=404, kind="delivery", what=event_id)
     targets = {s.id: s.target_url for s in await off_loop(admin.list_subscriptions, delivery.partner_id)}
+    # Numbered on across redeliveries (the store counts each round from 1), with a marker
+    # where an operator sent it again: 1, 2, 3, then "sent again", 4, 5.
+    shown: list[tuple[int, bool, object]] = []
+    previous = 0
+    for number, attempt in enumerate(attempts, start=1):
+        shown.append((number, 0 < previous >= attempt.attempt, attempt))
+        previous = attempt.attempt
     return render(
         request,
         "delivery.html",
         session,
         delivery=delivery,
-        attempts=attempts,
+        attempts=shown,
+        queued_again=delivery.status == "pending" and delivery.attempts == 0 and bool(attempts),
         target=targets.get(subscription_id, ""),
         next_at=_when(delivery.next_attempt_at),
         done=request.query_params.get("done") == "redelivered",

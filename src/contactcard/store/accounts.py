@@ -75,13 +75,14 @@ class DeliveryRow:
     event_type: str
     phone_number: str | None
     status: str  # pending | delivered | failed
-    attempts: int
+    attempts: int  # since it was last (re)queued: the retry schedule's count
     next_attempt_at: float | None  # on the server's clock; only while pending
     last_status: int | None
     last_error: str | None
     last_latency_ms: float | None
     created_at: datetime
     finished_at: datetime | None
+    attempts_made: int = 0  # every attempt recorded, redeliveries' included (the attempts listed)
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class SubscriptionRow:
 class AttemptRow:
     """One attempt of a delivery: its outcome, the receiver's answer and how long it took."""
 
-    attempt: int  # from 1 again after a redelivery
+    attempt: int  # from 1 again after a redelivery (the dashboard marks where)
     at: datetime
     outcome: str  # pending (a retry follows) | delivered | failed
     answer: int | None  # the HTTP status; None when the receiver never answered
@@ -267,8 +268,15 @@ class Accounts:
     ) -> list[DeliveryRow]:
         """The newest deliveries first, of one subscription or one event, or of all."""
         d = webhook_deliveries.c
+        a = webhook_attempts.c
+        made = (
+            select(func.count())
+            .where(a.event_id == d.event_id, a.subscription_id == d.subscription_id)
+            .scalar_subquery()
+            .label("attempts_made")
+        )
         query = (
-            select(*webhook_deliveries.c, webhook_subscriptions.c.partner_id)
+            select(*webhook_deliveries.c, webhook_subscriptions.c.partner_id, made)
             .join(webhook_subscriptions, webhook_subscriptions.c.id == d.subscription_id)
             .order_by(d.created_at.desc(), d.event_id)
             .limit(limit)
@@ -294,6 +302,7 @@ class Accounts:
                 r.last_latency_ms,
                 r.created_at,
                 r.finished_at,
+                r.attempts_made,
             )
             for r in rows
         ]
