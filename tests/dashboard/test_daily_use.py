@@ -231,3 +231,65 @@ def test_the_reset_page_says_everything_each_choice_forgets(page, dash_server):
     page.fill("input[name=confirm]", "reset")
     page.click("button:has-text('Reset')")
     assert "pending retries included" in page.inner_text("p.done")
+
+
+def test_names_with_bidi_controls_are_refused_as_card_names_are(page, dash_server):
+    spoof = "Acme \u202egnp.exe Ltd"
+    refused = admin_request(dash_server.base_url, "POST", "/partners", json={"name": spoof})
+    assert refused.status_code == 400 and "bidirectional" in refused.text
+    sign_in(page)
+    page.goto("/dashboard/partners")
+    page.fill("#new-partner input[name=name]", spoof)
+    _submit(page, "#new-partner button")
+    assert "must not contain control or bidirectional characters" in page.inner_text("#new-partner p.error")
+    assert spoof not in page.locator("bdi.partner-name").all_inner_texts()
+
+
+def test_a_form_keeps_what_was_typed_and_shows_its_error_beside_it(page, dash_server):
+    _server["base_url"] = dash_server.base_url
+    partner_id, _name = _new_partner()
+    number = new_number()
+    admin_request_ok("POST", "/lines", json={"partner_id": partner_id, "phone_number": number})
+    sign_in(page)
+    # The add-line form sits above the table, and a mistake is shown inside it, as typed.
+    page.goto("/dashboard/lines")
+    assert page.locator("#add-line").bounding_box()["y"] < page.locator("table.cards").bounding_box()["y"]
+    page.select_option("#add-line select[name=partner_id]", partner_id)
+    page.fill("#add-line input[name=phone_number]", "5551234")
+    _submit(page, "#add-line button")
+    assert "is not an E.164 phone number" in page.inner_text("#add-line p.error")
+    assert page.input_value("#add-line input[name=phone_number]") == "5551234"
+    assert page.input_value("#add-line select[name=partner_id]") == partner_id
+    assert page.locator("main > p.error").count() == 0  # not at the top of the page
+    # The device script keeps the values typed, not the stored zeros. (The browser's own
+    # checks are off, as an old browser's would be: the server's are the ones tested.)
+    page.goto(f"/dashboard/lines/{number}")
+    page.eval_on_selector("#script", "f => { f.noValidate = true; }")
+    page.fill("#script input[name=fail_next]", "3")
+    page.fill("#script input[name=apply_delay]", "5000")
+    page.check("#script input[name=rcs_unavailable]")
+    _submit(page, "#script button")
+    assert "0 to 3600" in page.inner_text("#script p.error")
+    assert page.input_value("#script input[name=fail_next]") == "3"
+    assert page.input_value("#script input[name=apply_delay]") == "5000"
+    assert page.is_checked("#script input[name=rcs_unavailable]")
+    assert admin_request_ok("GET", f"/devices/{number}")["fail_next"] == 0  # nothing saved
+
+
+def test_the_clock_takes_0_or_more_seconds_as_the_docs_say(page, dash_server):
+    _server["base_url"] = dash_server.base_url
+    sign_in(page)
+    page.goto("/dashboard/controls")
+    form = "form:has(input[name=seconds])"
+    page.eval_on_selector(form, "f => { f.noValidate = true; }")
+    page.fill("input[name=seconds]", "-5")
+    _submit(page, f"{form} button")
+    assert "a number of seconds, 0 or more" in page.inner_text(f"{form} p.error")
+    assert page.input_value("input[name=seconds]") == "-5"
+    page.fill("input[name=seconds]", "0")
+    _submit(page, f"{form} button")
+    assert page.inner_text("p.done") == "Clock changed."
+    # The same rule as the admin API's (and the docs' "0 or more"): 0 passes, -5 does not.
+    assert admin_request(dash_server.base_url, "POST", "/clock/advance", json={"seconds": 0}).status_code == 200
+    assert admin_request(dash_server.base_url, "POST", "/clock/advance", json={"seconds": -5}).status_code == 400
+    admin_request_ok("DELETE", "/clock")
