@@ -15,7 +15,7 @@ from contactcard import contract, keys
 from contactcard.card import Card
 from contactcard.device import DeviceScript, DeviceView, SimulatedDevice
 from contactcard.errors import ApiError
-from contactcard.store.accounts import Accounts, DeliveryRow, KeyInUse, LineTaken, NoSuchPartner
+from contactcard.store.accounts import Accounts, Counts, DeliveryRow, KeyInUse, LineTaken, NoSuchPartner
 from contactcard.store.accounts import AttemptRow as Attempt
 from contactcard.store.accounts import KeyRow as KeyInfo
 from contactcard.store.accounts import LineCardRow as LineCard
@@ -28,6 +28,7 @@ __all__ = [
     "Admin",
     "AdminError",
     "Attempt",
+    "Counts",
     "DeliveryRow",
     "IssuedKey",
     "KeyInfo",
@@ -79,6 +80,9 @@ class Admin:
 
     def partner_count(self) -> int:
         return self._accounts.partner_count()
+
+    def counts(self) -> Counts:
+        return self._accounts.counts()
 
     def issue_key(self, partner_id: str, key: str | None = None) -> IssuedKey:
         key = key or keys.new_key()
@@ -136,8 +140,18 @@ class Admin:
     def list_subscriptions(self, partner_id: str | None = None) -> list[Subscription]:
         return self._accounts.subscriptions(partner_id)
 
-    def list_deliveries(self, subscription_id: str | None = None, event_id: str | None = None) -> list[DeliveryRow]:
-        return self._accounts.deliveries(subscription_id=subscription_id, event_id=event_id)
+    def list_deliveries(
+        self,
+        subscription_id: str | None = None,
+        event_id: str | None = None,
+        *,
+        state: str | None = None,
+        limit: int = 200,
+        offset: int = 0,
+    ) -> list[DeliveryRow]:
+        return self._accounts.deliveries(
+            subscription_id=subscription_id, event_id=event_id, state=state, limit=limit, offset=offset
+        )
 
     def delivery(self, event_id: str, subscription_id: str) -> tuple[DeliveryRow, list[Attempt]]:
         """One delivery and every attempt made of it."""
@@ -168,16 +182,36 @@ class Admin:
         number_prefix: str = "",
         partner_id: str | None = None,
         limit: int = 50,
+        state: str | None = None,
+        name: str = "",
     ) -> list[LineCard]:
         """One page of lines with their cards (the dashboard): in number order after `after`,
         or with `before`, the lines just before it, nearest first."""
+        number_prefix = self._number_prefix(number_prefix)
+        return self._accounts.line_cards(
+            after=after,
+            before=before,
+            number_prefix=number_prefix,
+            partner_id=partner_id,
+            limit=limit,
+            state=state,
+            name=name,
+        )
+
+    def line_count(
+        self, *, number_prefix: str = "", partner_id: str | None = None, state: str | None = None, name: str = ""
+    ) -> int:
+        return self._accounts.line_count(
+            number_prefix=self._number_prefix(number_prefix), partner_id=partner_id, state=state, name=name
+        )
+
+    @staticmethod
+    def _number_prefix(number_prefix: str) -> str:
         if not _NUMBER_PREFIX.fullmatch(number_prefix):
             raise AdminError(f"{number_prefix!r} is not the start of a phone number")
         if number_prefix and not number_prefix.startswith("+"):
-            number_prefix = "+" + number_prefix  # every stored number starts with it
-        return self._accounts.line_cards(
-            after=after, before=before, number_prefix=number_prefix, partner_id=partner_id, limit=limit
-        )
+            return "+" + number_prefix  # every stored number starts with it
+        return number_prefix
 
     def _require_line(self, phone_number: str) -> None:
         if not self._accounts.has_line(phone_number):

@@ -91,6 +91,12 @@ class Query:
     until: float | None = None
     after_id: int | None = None  # for following: only newer entries, oldest first
     limit: int = 100
+    # The dashboard's filters and paging (after `limit`: callers build Query positionally).
+    before_id: int | None = None  # the page of older entries: the newest `limit` below this id
+    method: str | None = None
+    path_prefix: str | None = None
+    status_min: int | None = None  # a class of statuses, e.g. 400 to 499
+    status_max: int | None = None
 
 
 # A stored entry's columns, in `Entry`'s order (without the id).

@@ -293,3 +293,140 @@ def test_the_clock_takes_0_or_more_seconds_as_the_docs_say(page, dash_server):
     assert admin_request(dash_server.base_url, "POST", "/clock/advance", json={"seconds": 0}).status_code == 200
     assert admin_request(dash_server.base_url, "POST", "/clock/advance", json={"seconds": -5}).status_code == 400
     admin_request_ok("DELETE", "/clock")
+
+
+def test_the_overview_says_whether_anything_needs_the_operator(page, dash_server, receiver):
+    _server["base_url"] = base = dash_server.base_url
+    partner_id, _name = _new_partner()
+    key = admin_request_ok("POST", f"/partners/{partner_id}/keys")["key"]
+    active, inactive = new_number(), new_number()
+    for number in (active, inactive):
+        admin_request_ok("POST", "/lines", json={"partner_id": partner_id, "phone_number": number})
+    client = LinqAPIV3(api_key=key, base_url=f"{base}/api/partner", max_retries=0)
+    client.contact_card.create(phone_number=active, first_name="Overview")
+    admin_request_ok("PUT", f"/devices/{inactive}/script", json={"fail_next": 1})
+    client.contact_card.create(phone_number=inactive, first_name="Stalled")
+
+    sign_in(page)
+    counts = admin_request_ok("GET", "/partners")
+    assert int(page.inner_text("#count-partners")) == len(counts)
+    assert int(page.inner_text("#count-active")) >= 1 and int(page.inner_text("#count-inactive")) >= 1
+    # Each count leads to its list, filtered to what it counted.
+    page.click("a:has(#count-inactive)")
+    assert "state=inactive" in page.url
+    shown = page.locator("table.cards tbody tr").evaluate_all("rows => rows.map(r => r.dataset.number)")
+    assert inactive in shown and active not in shown
+    assert "with an inactive card" in page.inner_text("#lines-total")
+
+    # A failed delivery: the overview's first line says so, and links to it.
+    path = receiver.new_path()
+    receiver.answer(path, 400)
+    client.webhook_subscriptions.create(
+        target_url=f"{receiver.base_url}{path}", subscribed_events=["contact_card.updated"]
+    )
+    client.contact_card.update(phone_number=active, first_name="Hooked")
+    receiver.wait(path, 1)
+    for _ in range(50):
+        page.goto("/dashboard/")
+        if "failed deliver" in page.inner_text("#health"):
+            break
+        page.wait_for_timeout(100)
+    assert "Something needs a look" in page.inner_text("#health")
+    page.click("#health >> text=failed deliver")
+    assert "state=failed" in page.url
+    states = page.locator("table.deliveries td.delivery-state").all_inner_texts()
+    assert states and set(states) == {"failed"}
+
+
+def test_lines_are_found_by_name_and_state_and_the_journal_by_method_path_and_page(page, dash_server):
+    _server["base_url"] = base = dash_server.base_url
+    partner_id, name = _new_partner()
+    key = admin_request_ok("POST", f"/partners/{partner_id}/keys")["key"]
+    number = new_number()
+    admin_request_ok("POST", "/lines", json={"partner_id": partner_id, "phone_number": number})
+    client = LinqAPIV3(api_key=key, base_url=f"{base}/api/partner", max_retries=0)
+    unique = f"Zeta{uuid.uuid4().hex[:6]}"
+    client.contact_card.create(phone_number=number, first_name="Ada", last_name=unique)
+
+    sign_in(page)
+    page.goto("/dashboard/lines")
+    page.fill("input[name=q]", unique.lower())  # a part of a name, any case
+    page.click("button:has-text('Search')")
+    assert page.locator("table.cards tbody tr").evaluate_all("rows => rows.map(r => r.dataset.number)") == [number]
+    assert page.inner_text("#lines-total").startswith("1 line matching")
+    page.goto(f"/dashboard/lines?partner={partner_id}&state=none")
+    assert page.locator("table.cards tbody tr[data-number]").count() == 0
+    assert name in page.inner_text("#lines-total")  # which partner the list is of
+
+    # The journal: by method and path, and past its newest 100.
+    for _ in range(105):
+        httpx.get(
+            f"{base}/v3/contact_card", params={"phone_number": number}, headers={"authorization": f"Bearer {key}"}
+        )
+    page.goto(f"/dashboard/requests?method=PATCH&number={quote(number)}")
+    assert page.locator("table.journal tbody tr").count() == 0
+    page.goto(f"/dashboard/requests?method=POST&path=/api/partner/v3&number={quote(number)}")
+    assert page.locator("table.journal tbody tr").count() == 1  # the create
+    page.goto(f"/dashboard/requests?method=GET&number={quote(number)}")
+    newest = page.locator("table.journal tbody tr").evaluate_all("rows => rows.map(r => Number(r.dataset.id))")
+    assert len(newest) == 100
+    page.click("#older")
+    older = page.locator("table.journal tbody tr").evaluate_all("rows => rows.map(r => Number(r.dataset.id))")
+    assert len(older) == 5 and max(older) < min(newest)
+    assert page.get_attribute("#journal", "data-live") is None  # no live view on an older page
+
+
+_PAGES = (
+    "/dashboard/",
+    "/dashboard/partners",
+    "/dashboard/lines",
+    "/dashboard/webhooks",
+    "/dashboard/requests",
+    "/dashboard/controls",
+    "/dashboard/controls/reset",
+    "/docs/errors",
+    "/docs/errors/1007",
+)
+
+
+def test_on_a_phone_no_page_scrolls_sideways_and_sign_out_is_in_reach(browser, dash_server):
+    _server["base_url"] = dash_server.base_url
+    partner_id, _name = _new_partner(f"A partner with a rather long name {uuid.uuid4().hex}")
+    number = new_number()
+    admin_request_ok("POST", "/lines", json={"partner_id": partner_id, "phone_number": number})
+    context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=dash_server.base_url)
+    page = context.new_page()
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    try:
+        sign_in(page)
+        for path in (*_PAGES, f"/dashboard/lines/{number}"):
+            page.goto(path)
+            wide = page.evaluate("document.documentElement.scrollWidth")
+            assert wide <= 390, (path, wide)
+            if path.startswith("/dashboard"):
+                box = page.locator("button:has-text('Sign out')").bounding_box()
+                assert box is not None and box["x"] + box["width"] <= 390, (path, box)
+                for link in page.locator("header nav a").all():
+                    shown = link.bounding_box()
+                    assert shown is not None and shown["x"] + shown["width"] <= 390, (path, shown)
+        assert violations == []
+    finally:
+        context.close()
+
+
+def test_every_page_keeps_the_strict_policy_no_inline_script_and_nothing_from_outside(page, dash_server):
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(dash_server.base_url) else None)
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    sign_in(page)
+    for path in _PAGES:
+        answer = page.goto(path)
+        assert answer is not None
+        policy = answer.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy, path
+        inline = page.evaluate("[...document.scripts].filter(s => !s.src).length")
+        assert inline == 0, path
+        assert page.locator("[style]").count() == 0, path  # no inline style either
+    assert outside == [] and violations == []

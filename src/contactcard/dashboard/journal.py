@@ -40,14 +40,18 @@ RESET_CHECK_POLLS = 5
 
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
-_STATUS = re.compile(r"[1-5][0-9]{2}")
+_STATUS = re.compile(r"[1-5](?:[0-9]{2}|xx)")  # 429, or a class: 4xx
+_METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS")
+_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}")
 
 
 def _filters(request: Request) -> tuple[Query, dict[str, str]]:
     """The journal query the page's GET form asks for, and the filters as typed (for the
     form and the live view's URL); AdminError names the first field that is not right."""
-    given = {name: request.query_params.get(name, "").strip() for name in ("trace_id", "number", "status")}
-    trace_id, number, status = given["trace_id"], given["number"], given["status"]
+    names = ("trace_id", "number", "status", "method", "path")
+    given = {name: request.query_params.get(name, "").strip() for name in names}
+    trace_id, number, status = given["trace_id"], given["number"], given["status"].lower()
+    method, path = given["method"].upper(), given["path"]
     # A number typed in the query string arrives with its + as a space, as in the API.
     if number.startswith(" "):
         number = "+" + number[1:]
@@ -56,13 +60,26 @@ def _filters(request: Request) -> tuple[Query, dict[str, str]]:
     if number and not _E164.fullmatch(number):
         raise AdminError("the number must be in E.164 form, e.g. +15551234567")
     if status and not _STATUS.fullmatch(status):
-        raise AdminError("the status must be an HTTP status, from 100 to 599")
+        raise AdminError("the status must be an HTTP status from 100 to 599, or a class such as 4xx")
+    if method and method not in _METHODS:
+        raise AdminError(f"the method must be one of {', '.join(_METHODS)}")
+    if path and not _PATH.fullmatch(path):
+        raise AdminError("the path must start with / (e.g. /v3/contact_card)")
+    exact = int(status) if status and not status.endswith("xx") else None
+    lowest = int(status[0]) * 100 if status.endswith("xx") else None
+    before = request.query_params.get("before", "")
     query = Query(
         trace_id=trace_id.lower() or None,
         phone_number=number or None,
-        status=int(status) if status else None,
+        status=exact,
         limit=PAGE_SIZE,
+        before_id=int(before) if before.isascii() and before.isdigit() and len(before) < 19 else None,
+        method=method or None,
+        path_prefix=path or None,
+        status_min=lowest,
+        status_max=lowest + 99 if lowest is not None else None,
     )
+    given["status"], given["method"] = status, method
     return query, {name: value for name, value in given.items() if value}
 
 
@@ -93,6 +110,7 @@ async def requests_page(request: Request, session: Session) -> Response:
     error, status = None, 200
     entries: list[Entry] = []
     filters: dict[str, str] = {}
+    query = Query()
     try:
         query, filters = _filters(request)
         entries = await off_loop(kit.requests, query)
@@ -107,10 +125,13 @@ async def requests_page(request: Request, session: Session) -> Response:
         status=status,
         rows=rows,
         filters=filters,
-        # The live view starts after the newest entry shown, with the same filters.
+        # The live view starts after the newest entry shown, with the same filters; an older
+        # page has no live view (new requests belong on the first).
         after=max((entry.id for entry in entries), default=0),
+        paged=query.before_id is not None if error is None else False,
+        older=min((entry.id for entry in entries), default=0) if len(entries) == PAGE_SIZE else None,
         journal_on=journal_on,
-        full=len(entries) == PAGE_SIZE,
+        methods=_METHODS,
         error=error,
     )
 
@@ -157,6 +178,7 @@ async def live(request: Request, session: Session) -> Response:
         query, _ = _filters(request)
     except AdminError as exc:
         return Response(str(exc), status_code=400, media_type="text/plain")
+    query = replace(query, before_id=None)
     if kit.journal is None:
         return Response("no request journal in this process", status_code=404, media_type="text/plain")
     return StreamingResponse(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,6 +16,9 @@ from contactcard.device import DeviceScript
 
 NAV = Nav("Lines and cards", "/lines")
 PAGE_SIZE = 50
+STATES = {"active": "active card", "inactive": "inactive card", "none": "no card"}
+# What the search box takes as the start of a number; anything else is a part of a name.
+_NUMBERISH = re.compile(r"\+?[0-9]*")
 
 
 async def _list(request: Request, session: Session, *, error: str | None = None, status: int = 200) -> Response:
@@ -22,16 +27,16 @@ async def _list(request: Request, session: Session, *, error: str | None = None,
     after = request.query_params.get("after", "")
     before = request.query_params.get("before") or None
     partner = request.query_params.get("partner") or None
+    state = request.query_params.get("state", "")
+    state = state if state in STATES else ""
+    # One box for both: the start of a number (+ and digits), else a part of a card's name.
+    number, name = (query, "") if _NUMBERISH.fullmatch(query) else ("", query[:100])
+    filters = {"number_prefix": number, "partner_id": partner, "state": state or None, "name": name}
+    total = 0
     try:
         # One row more than shown: whether a page lies beyond, without counting.
-        rows = await off_loop(
-            board.admin.line_cards,
-            after=after,
-            before=before,
-            number_prefix=query,
-            partner_id=partner,
-            limit=PAGE_SIZE + 1,
-        )
+        rows = await off_loop(board.admin.line_cards, after=after, before=before, limit=PAGE_SIZE + 1, **filters)
+        total = await off_loop(board.admin.line_count, **filters)
     except AdminError as exc:
         rows, error, status = [], str(exc), 400
     more = len(rows) > PAGE_SIZE
@@ -40,6 +45,7 @@ async def _list(request: Request, session: Session, *, error: str | None = None,
         page.reverse()  # read backwards from `before`, nearest first
     # Going back, the page we came from lies ahead; going forward, one lies behind `after`.
     has_next, has_previous = (True, more) if before is not None else (more, bool(after))
+    partners = await off_loop(board.admin.list_partners)
     return render(
         request,
         "lines.html",
@@ -52,7 +58,11 @@ async def _list(request: Request, session: Session, *, error: str | None = None,
         query=query,
         paged=bool(after or before),
         partner=partner,
-        partners=await off_loop(board.admin.list_partners),
+        state=state,
+        states=STATES,
+        total=total,
+        partners=partners,
+        partner_name=next((p.name for p in partners if p.id == partner), None),
         error=error,
     )
 

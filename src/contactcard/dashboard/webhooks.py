@@ -16,6 +16,8 @@ from contactcard.dashboard.session import Session
 from contactcard.dashboard.web import Nav, answered, dashboard, form, off_loop, redirect, render, signed_in
 
 NAV = Nav("Webhooks", "/webhooks")
+PAGE_SIZE = 200
+STATES = ("pending", "retrying", "delivered", "failed")
 # Subscription and event ids are 32 hexadecimal digits: anything else finds nothing anyway.
 _ID = re.compile(r"[0-9a-f]{32}")
 
@@ -31,8 +33,21 @@ async def webhooks_page(request: Request, session: Session) -> Response:
     error = None
     if chosen and not _ID.fullmatch(chosen):
         chosen, error = "", "a subscription id is 32 hexadecimal digits"
+    state = request.query_params.get("state", "")
+    state = state if state in STATES else ""
+    given = request.query_params.get("page", "1")
+    page = int(given) if given.isascii() and given.isdigit() and 0 < len(given) < 6 and int(given) > 0 else 1
     subscriptions = await off_loop(admin.list_subscriptions)
-    deliveries = await off_loop(admin.list_deliveries, subscription_id=chosen or None)
+    # One row more than shown: whether a page lies beyond.
+    deliveries = await off_loop(
+        admin.list_deliveries,
+        subscription_id=chosen or None,
+        state=state or None,
+        limit=PAGE_SIZE + 1,
+        offset=(page - 1) * PAGE_SIZE,
+    )
+    more = len(deliveries) > PAGE_SIZE
+    deliveries = deliveries[:PAGE_SIZE]
     return render(
         request,
         "webhooks.html",
@@ -43,6 +58,10 @@ async def webhooks_page(request: Request, session: Session) -> Response:
         deliveries=deliveries,
         next_at={d.event_id + d.subscription_id: _when(d.next_attempt_at) for d in deliveries},
         chosen=chosen,
+        state=state,
+        states=STATES,
+        page=page,
+        more=more,
         done=request.query_params.get("done") == "redelivered",
         error=error,
     )

@@ -86,6 +86,21 @@ class DeliveryRow:
 
 
 @dataclass(frozen=True)
+class Counts:
+    """What the dashboard's overview shows first: how much there is, and what needs a look."""
+
+    partners: int
+    live_keys: int
+    lines: int
+    active_cards: int
+    inactive_cards: int
+    subscriptions: int
+    disabled_subscriptions: int
+    retrying_deliveries: int  # pending after a failed attempt: a retry is scheduled
+    failed_deliveries: int
+
+
+@dataclass(frozen=True)
 class SubscriptionRow:
     """A webhook subscription as an operator sees it: never its signing secret."""
 
@@ -141,6 +156,38 @@ class Accounts:
         with self._db.reader.connect() as conn:
             count: int = conn.execute(select(func.count()).select_from(partners)).scalar_one()
         return count
+
+    def counts(self) -> Counts:
+        """Every count in one read transaction (a consistent picture, one round trip each)."""
+        d, c, w = webhook_deliveries.c, cards.c, webhook_subscriptions.c
+
+        def count(table: Any, *where: Any) -> Any:
+            return select(func.count()).select_from(table).where(*where).scalar_subquery()
+
+        query = select(
+            count(partners).label("partners"),
+            count(api_keys, api_keys.c.revoked_at.is_(None)).label("live_keys"),
+            count(lines).label("lines"),
+            count(cards, c.is_active.is_(True)).label("active_cards"),
+            count(cards, c.is_active.is_(False)).label("inactive_cards"),
+            count(webhook_subscriptions).label("subscriptions"),
+            count(webhook_subscriptions, w.is_active.is_(False)).label("disabled_subscriptions"),
+            count(webhook_deliveries, d.status == "pending", d.attempts > 0).label("retrying"),
+            count(webhook_deliveries, d.status == "failed").label("failed"),
+        )
+        with self._db.reader.connect() as conn:
+            r = conn.execute(query).one()
+        return Counts(
+            r.partners,
+            r.live_keys,
+            r.lines,
+            r.active_cards,
+            r.inactive_cards,
+            r.subscriptions,
+            r.disabled_subscriptions,
+            r.retrying,
+            r.failed,
+        )
 
     def add_key(self, key_id: str, partner_id: str, key_hash: str, prefix: str, created_at: datetime) -> None:
         with self._db.writer.begin() as conn:
@@ -264,9 +311,17 @@ class Accounts:
         ]
 
     def deliveries(
-        self, *, subscription_id: str | None = None, event_id: str | None = None, limit: int = 200
+        self,
+        *,
+        subscription_id: str | None = None,
+        event_id: str | None = None,
+        limit: int = 200,
+        state: str | None = None,
+        offset: int = 0,
     ) -> list[DeliveryRow]:
-        """The newest deliveries first, of one subscription or one event, or of all."""
+        """The newest deliveries first, of one subscription or one event, or of all; `state`:
+        pending, retrying (pending after a failed attempt), delivered or failed. Paged by
+        offset: an operator's few pages, not a hot path."""
         d = webhook_deliveries.c
         a = webhook_attempts.c
         made = (
@@ -285,6 +340,12 @@ class Accounts:
             query = query.where(d.subscription_id == subscription_id)
         if event_id:
             query = query.where(d.event_id == event_id)
+        if state == "retrying":
+            query = query.where(d.status == "pending", d.attempts > 0)
+        elif state:
+            query = query.where(d.status == state)
+        if offset:
+            query = query.offset(offset)
         with self._db.reader.connect() as conn:
             rows = conn.execute(query).all()
         return [
@@ -351,10 +412,28 @@ class Accounts:
         number_prefix: str = "",
         partner_id: str | None = None,
         limit: int = 50,
+        state: str | None = None,
+        name: str = "",
     ) -> list[LineCardRow]:
         return line_cards(
-            self._db, after=after, before=before, number_prefix=number_prefix, partner_id=partner_id, limit=limit
+            self._db,
+            after=after,
+            before=before,
+            number_prefix=number_prefix,
+            partner_id=partner_id,
+            limit=limit,
+            state=state,
+            name=name,
         )
+
+    def line_count(
+        self, *, number_prefix: str = "", partner_id: str | None = None, state: str | None = None, name: str = ""
+    ) -> int:
+        """How many lines the same filters find (the total the list shows above its pages)."""
+        query = line_cards_query(number_prefix=number_prefix, partner_id=partner_id, state=state, name=name, limit=None)
+        with self._db.reader.connect() as conn:
+            count: int = conn.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar_one()
+        return count
 
     def has_line(self, phone_number: str) -> bool:
         with self._db.reader.connect() as conn:
@@ -403,7 +482,9 @@ def line_cards_query(
     before: str | None = None,
     number_prefix: str = "",
     partner_id: str | None = None,
-    limit: int = 50,
+    limit: int | None = 50,
+    state: str | None = None,
+    name: str = "",
 ) -> Select[Any]:
     """One page of lines in number order, from the number after `after` (keyset paging: the
     primary key's index finds the page's start, so page 200 costs what page 1 does; OFFSET
@@ -440,6 +521,17 @@ def line_cards_query(
         query = query.where(lines.c.phone_number.startswith(number_prefix, autoescape=True))
     if partner_id:
         query = query.where(lines.c.partner_id == partner_id)
+    if state == "active":
+        query = query.where(cards.c.is_active.is_(True))
+    elif state == "inactive":
+        query = query.where(cards.c.is_active.is_(False))
+    elif state == "none":
+        query = query.where(cards.c.phone_number.is_(None))
+    if name:
+        # A part of either name, any case; LIKE's wildcards typed in it stay literal.
+        query = query.where(
+            cards.c.first_name.icontains(name, autoescape=True) | cards.c.last_name.icontains(name, autoescape=True)
+        )
     return query
 
 
@@ -451,9 +543,17 @@ def line_cards(
     number_prefix: str = "",
     partner_id: str | None = None,
     limit: int = 50,
+    state: str | None = None,
+    name: str = "",
 ) -> list[LineCardRow]:
     query = line_cards_query(
-        after=after, before=before, number_prefix=number_prefix, partner_id=partner_id, limit=limit
+        after=after,
+        before=before,
+        number_prefix=number_prefix,
+        partner_id=partner_id,
+        limit=limit,
+        state=state,
+        name=name,
     )
     with database.reader.connect() as conn:
         rows = conn.execute(query).all()

@@ -120,6 +120,16 @@ class JournalRecords:
             found = found.where(journal.c.at >= query.since)
         if query.until is not None:
             found = found.where(journal.c.at <= query.until)
+        if query.method is not None:
+            found = found.where(journal.c.method == query.method)
+        if query.path_prefix is not None:
+            found = found.where(journal.c.path.startswith(query.path_prefix, autoescape=True))
+        if query.status_min is not None:
+            found = found.where(journal.c.status >= query.status_min)
+        if query.status_max is not None:
+            found = found.where(journal.c.status <= query.status_max)
+        if query.before_id is not None:
+            found = found.where(journal.c.id < query.before_id)
         if query.after_id is not None:
             found = found.where(journal.c.id > query.after_id).order_by(journal.c.id)
         else:
