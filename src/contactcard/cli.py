@@ -196,6 +196,9 @@ def _serve(host: str, port: int, workers: int, simulate_images: bool, seed_file:
             _say("demo partner already created by another process", fg="yellow")
     else:
         _say(f"serving {settings.public_base_url} ({_describe(settings)})", label="contactcard")
+    if settings.admin_token:
+        # The address only: the token is the operator's own, never printed.
+        _say(f"{settings.public_base_url}/dashboard/ (sign in with the admin token)", label="dashboard:")
     if workers == 1:  # this process serves: reuse what was just built
         if settings.metrics == "port":
             serve_port(settings.metrics_host, settings.metrics_port, services.metrics)

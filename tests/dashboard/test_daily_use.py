@@ -430,3 +430,9 @@ def test_every_page_keeps_the_strict_policy_no_inline_script_and_nothing_from_ou
         assert inline == 0, path
         assert page.locator("[style]").count() == 0, path  # no inline style either
     assert outside == [] and violations == []
+
+
+def test_serve_prints_the_dashboards_address_never_the_token(dash_server):
+    printed = dash_server.log(None)
+    assert f"{dash_server.base_url}/dashboard/" in printed
+    assert ADMIN_TOKEN not in printed
