@@ -64,16 +64,48 @@ class Admin:
         self.device = device
         self._card_url_prefix = card_url_prefix  # where the CDN serves card images (for events)
 
-    def create_partner(self, name: str) -> Partner:
+    @staticmethod
+    def _partner_name(name: str) -> str:
         name = name.strip()
         if not name:
             raise AdminError("a partner needs a name")
+        if len(name) > 200:  # the column's size
+            raise AdminError("a partner's name is at most 200 characters")
         # Refused as in card names: a U+202E would make the dashboard show another name.
         if any(map(contract.hidden_character, name)):
             raise AdminError("a partner's name must not contain control or bidirectional characters")
+        return name
+
+    def create_partner(self, name: str) -> Partner:
+        name = self._partner_name(name)
         partner = Partner(uuid.uuid4().hex, name, datetime.now(UTC))
         self._accounts.add_partner(partner)
         return partner
+
+    def rename_partner(self, partner_id: str, name: str) -> None:
+        if not self._accounts.rename_partner(partner_id, self._partner_name(name)):
+            raise AdminError(f"no partner {partner_id}", not_found=True)
+
+    def partner_holdings(self, partner_id: str) -> tuple[int, int, int]:
+        """Its keys, lines and webhook subscriptions: what deleting it takes with it."""
+        return self._accounts.partner_holdings(partner_id)
+
+    def delete_partner(self, partner_id: str) -> None:
+        """The partner, its keys, lines (their cards and devices) and subscriptions (their
+        deliveries); no event is sent, since the subscriptions that would receive it go too."""
+        if not self._accounts.delete_partner(partner_id):
+            raise AdminError(f"no partner {partner_id}", not_found=True)
+
+    def set_subscription_active(self, subscription_id: str, active: bool) -> None:
+        """Deliveries to a disabled subscription stop being created; enabled, they start again."""
+        if not self._accounts.set_subscription_active(subscription_id, active, datetime.now(UTC)):
+            raise AdminError(f"no subscription {subscription_id}", not_found=True)
+
+    def delivery_body(self, event_id: str, subscription_id: str) -> str:
+        body = self._accounts.delivery_body(event_id, subscription_id)
+        if body is None:
+            raise AdminError(f"no delivery of event {event_id} to subscription {subscription_id}", not_found=True)
+        return body
 
     def list_partners(self) -> list[Partner]:
         return self._accounts.partners()

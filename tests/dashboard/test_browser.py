@@ -116,10 +116,11 @@ def test_partner_key_line_and_a_card_set_up_through_the_sdk(page, dash_server, i
     page.goto("/dashboard/partners")
     section = page.locator("section.partner", has=page.locator(f"bdi:text-is('{name}')"))
     assert section.locator("tbody tr").count() == 1  # the one key issued above
-    section.locator("button:has-text('Revoke')").click()
+    section.locator("a:has-text('Revoke')").click()  # a page that asks first
+    page.click("button:has-text('Revoke the key')")
     section = page.locator("section.partner", has=page.locator(f"bdi:text-is('{name}')"))
     assert "revoked" in section.locator("tbody tr").first.inner_text()
-    assert section.locator("button:has-text('Revoke')").count() == 0
+    assert section.locator("a:has-text('Revoke')").count() == 0
     with pytest.raises(linq.AuthenticationError):
         client.contact_card.retrieve()
     assert violations == []

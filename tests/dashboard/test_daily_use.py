@@ -91,7 +91,8 @@ def test_reloading_or_going_back_after_a_form_posts_nothing_again(page, dash_ser
     page.reload()
     assert admin_request_ok("GET", f"/devices/{number}")["fail_next"] == 2
     page.goto("/dashboard/partners")
-    _submit(page, _section(page, name).locator("button:has-text('Revoke')"))
+    _section(page, name).locator("a:has-text('Revoke')").click()
+    _submit(page, "button:has-text('Revoke the key')")
     page.reload()
     assert "Key revoked" not in page.content()  # the message was shown once
     page.fill("#new-partner input[name=name]", "   ")
@@ -436,3 +437,64 @@ def test_serve_prints_the_dashboards_address_never_the_token(dash_server):
     printed = dash_server.log(None)
     assert f"{dash_server.base_url}/dashboard/" in printed
     assert ADMIN_TOKEN not in printed
+
+
+def test_an_operator_renames_and_deletes_a_partner_removes_a_line_and_pauses_a_subscription(
+    page, dash_server, receiver
+):
+    _server["base_url"] = base = dash_server.base_url
+    partner_id, name = _new_partner()
+    key = admin_request_ok("POST", f"/partners/{partner_id}/keys")["key"]
+    kept, removed = new_number(), new_number()
+    for number in (kept, removed):
+        admin_request_ok("POST", "/lines", json={"partner_id": partner_id, "phone_number": number})
+    client = LinqAPIV3(api_key=key, base_url=f"{base}/api/partner", max_retries=0)
+    path = receiver.new_path()
+    subscription = client.webhook_subscriptions.create(
+        target_url=f"{receiver.base_url}{path}", subscribed_events=["contact_card.created", "contact_card.updated"]
+    )
+    client.contact_card.create(phone_number=kept, first_name="Paid")
+    event_id = receiver.wait(path, 1)[0].headers["webhook-id"]
+    sign_in(page)
+
+    # A delivery's payload: the signed body, never the secret.
+    page.goto(f"/dashboard/webhooks/deliveries/{event_id}/{subscription.id}")
+    payload = page.inner_text("#payload")
+    assert '"first_name": "Paid"' in payload and subscription.signing_secret not in page.content()
+    # Disabled, a subscription receives no new event; enabled again, it does.
+    page.goto("/dashboard/webhooks")
+    row = page.locator(f"table.subscriptions tr[data-subscription='{subscription.id}']")
+    _submit(page, row.locator("button:has-text('Disable')"))
+    assert "disabled" in page.inner_text(f"table.subscriptions tr[data-subscription='{subscription.id}'] .state")
+    client.contact_card.create(phone_number=removed, first_name="Unheard")
+    _submit(page, page.locator(f"table.subscriptions tr[data-subscription='{subscription.id}'] button"))
+    client.contact_card.update(phone_number=kept, first_name="Heard")
+    received = receiver.wait(path, 2)
+    assert "Heard" in received[1].body and not any("Unheard" in r.body for r in received)  # not while disabled
+
+    # A line removed, after a page that says what goes.
+    page.goto(f"/dashboard/lines/{removed}")
+    page.click("text=Remove the line…")
+    assert "its card" in page.inner_text("#confirm-goes")
+    _submit(page, "button:has-text('Remove the line')")
+    assert f"Line {removed} removed." in page.inner_text("p.done")
+    assert removed not in [line["phone_number"] for line in admin_request_ok("GET", "/lines")]
+
+    # Renamed, then deleted with everything that is the partner's.
+    page.goto("/dashboard/partners")
+    new_name = f"{name} renamed"
+    section = _section(page, name)
+    section.locator("form.rename input[name=name]").fill(new_name)
+    _submit(page, section.locator("button:has-text('Rename')"))
+    assert new_name in [p["name"] for p in admin_request_ok("GET", "/partners")]
+    _section(page, new_name).locator("a:has-text('Delete partner')").click()
+    goes = page.inner_text("#confirm-goes")
+    assert "1 key" in goes and "1 line" in goes and "1 webhook subscription" in goes
+    page.reload()  # the page that asks changes nothing
+    assert partner_id in [p["id"] for p in admin_request_ok("GET", "/partners")]
+    _submit(page, "button:has-text('Delete the partner')")
+    assert partner_id not in [p["id"] for p in admin_request_ok("GET", "/partners")]
+    gone = httpx.get(
+        f"{base}/v3/contact_card", params={"phone_number": kept}, headers={"authorization": f"Bearer {key}"}
+    )
+    assert gone.status_code == 401  # its key went with it

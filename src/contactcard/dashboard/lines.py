@@ -11,7 +11,7 @@ from starlette.routing import Route
 from contactcard.admin import AdminError, LineCard
 from contactcard.dashboard.flash import Flash
 from contactcard.dashboard.session import Session
-from contactcard.dashboard.web import Nav, answered, dashboard, form, off_loop, render, signed_in
+from contactcard.dashboard.web import Nav, answered, dashboard, form, off_loop, redirect, render, signed_in, visible
 from contactcard.device import DeviceScript
 
 NAV = Nav("Lines and cards", "/lines")
@@ -146,10 +146,47 @@ async def script_line(request: Request, session: Session) -> Response:
     return answered(request, session, f"/lines/{phone}", Flash(done="Script saved."))
 
 
+@signed_in
+async def remove_page(request: Request, session: Session) -> Response:
+    phone = request.path_params["phone"]
+    card = await _line_card(request, phone)
+    if card is None:
+        return render(request, "not_found.html", session, status=404, what=phone)
+    goes = [f"the line {phone}, of {visible(card.partner_name)}"]
+    if card.first_name is not None:
+        goes.append("its card (subscribers receive contact_card.deleted) and what its device shows")
+    return render(
+        request,
+        "confirm.html",
+        session,
+        title="Remove a line",
+        lead="Removing it deletes:",
+        goes=goes,
+        action=f"/lines/{phone}/remove",
+        button="Remove the line",
+        back=f"/lines/{phone}",
+    )
+
+
+@signed_in
+async def remove_line(request: Request, session: Session) -> Response:
+    fields = await form(request, session)
+    phone = request.path_params["phone"]
+    if fields.get("confirmed") != "yes":  # only the page that asks first sends it
+        return redirect(request, f"/lines/{phone}/remove")
+    try:
+        await off_loop(dashboard(request).admin.remove_line, phone)
+    except AdminError as exc:
+        return answered(request, session, "/lines", Flash(error=str(exc)))
+    return answered(request, session, "/lines", Flash(done=f"Line {phone} removed."))
+
+
 def routes() -> list[Route]:
     return [
         Route("/lines", lines_page, methods=["GET"]),
         Route("/lines/new", add_line, methods=["POST"]),
         Route("/lines/{phone}", line_page, methods=["GET"]),
         Route("/lines/{phone}/script", script_line, methods=["POST"]),
+        Route("/lines/{phone}/remove", remove_page, methods=["GET"]),
+        Route("/lines/{phone}/remove", remove_line, methods=["POST"]),
     ]

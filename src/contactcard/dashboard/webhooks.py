@@ -3,6 +3,7 @@ one delivery (its outcome, the answer's status, latency and error), and sending 
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 
@@ -76,6 +77,11 @@ async def delivery_page(request: Request, session: Session) -> Response:
     except AdminError:
         return render(request, "not_found.html", session, status=404, kind="delivery", what=event_id)
     targets = {s.id: s.target_url for s in await off_loop(admin.list_subscriptions, delivery.partner_id)}
+    body = await off_loop(admin.delivery_body, event_id, subscription_id)
+    try:  # shown indented; the bytes sent (and signed) are exactly the stored ones
+        payload = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except ValueError:
+        payload = body
     # Numbered on across redeliveries (the store counts each round from 1), with a marker
     # where an operator sent it again: 1, 2, 3, then "sent again", 4, 5.
     shown: list[tuple[int, bool, object]] = []
@@ -89,6 +95,7 @@ async def delivery_page(request: Request, session: Session) -> Response:
         session,
         delivery=delivery,
         attempts=shown,
+        payload=payload,
         queued_again=delivery.status == "pending" and delivery.attempts == 0 and bool(attempts),
         target=targets.get(subscription_id, ""),
         next_at=_when(delivery.next_attempt_at),
@@ -112,9 +119,23 @@ async def redeliver(request: Request, session: Session) -> Response:
     return redirect(request, f"/webhooks?{shown}done=redelivered")
 
 
+@signed_in
+async def set_active(request: Request, session: Session) -> Response:
+    fields = await form(request, session)
+    subscription_id = request.path_params["subscription_id"]
+    active = fields.get("active") == "on"
+    try:
+        await off_loop(dashboard(request).admin.set_subscription_active, subscription_id, active)
+    except AdminError as exc:
+        return answered(request, session, "/webhooks", Flash(error=str(exc)))
+    said = "enabled: new events are delivered to it again" if active else "disabled: no new event is delivered to it"
+    return answered(request, session, "/webhooks", Flash(done=f"Subscription {said}."))
+
+
 def routes() -> list[Route]:
     return [
         Route("/webhooks", webhooks_page, methods=["GET"]),
+        Route("/webhooks/subscriptions/{subscription_id}/active", set_active, methods=["POST"]),
         Route("/webhooks/deliveries/{event_id}/{subscription_id}", delivery_page, methods=["GET"]),
         Route("/webhooks/deliveries/{event_id}/{subscription_id}/redeliver", redeliver, methods=["POST"]),
     ]

@@ -273,6 +273,54 @@ class Accounts:
             conn.execute(delete(device_displays).where(device_displays.c.phone_number == phone_number))
             return bool(gone.rowcount)
 
+    def rename_partner(self, partner_id: str, name: str) -> bool:
+        with self._db.writer.begin() as conn:
+            return bool(conn.execute(update(partners).where(partners.c.id == partner_id).values(name=name)).rowcount)
+
+    def partner_holdings(self, partner_id: str) -> tuple[int, int, int]:
+        """What deleting the partner takes with it: its keys, lines and subscriptions."""
+        with self._db.reader.connect() as conn:
+
+            def count(table: Any) -> int:
+                found: int = conn.execute(
+                    select(func.count()).select_from(table).where(table.c.partner_id == partner_id)
+                ).scalar_one()
+                return found
+
+            return count(api_keys), count(lines), count(webhook_subscriptions)
+
+    def delete_partner(self, partner_id: str) -> bool:
+        """The partner and everything that is theirs, in one transaction; False when unknown.
+        Deleted table by table rather than left to ON DELETE CASCADE, so that SQLite's change
+        count (its triggers) sees every key, line and card go."""
+        with self._db.writer.begin() as conn:
+            numbers = select(lines.c.phone_number).where(lines.c.partner_id == partner_id).scalar_subquery()
+            for table in (cards, device_scripts, device_displays):
+                conn.execute(delete(table).where(table.c.phone_number.in_(numbers)))
+            subscriptions = select(webhook_subscriptions.c.id).where(webhook_subscriptions.c.partner_id == partner_id)
+            for table in (webhook_attempts, webhook_deliveries):
+                conn.execute(delete(table).where(table.c.subscription_id.in_(subscriptions.scalar_subquery())))
+            for table in (webhook_subscriptions, lines, api_keys):
+                conn.execute(delete(table).where(table.c.partner_id == partner_id))
+            return bool(conn.execute(delete(partners).where(partners.c.id == partner_id)).rowcount)
+
+    def set_subscription_active(self, subscription_id: str, active: bool, at: datetime) -> bool:
+        s = webhook_subscriptions.c
+        with self._db.writer.begin() as conn:
+            done = conn.execute(
+                update(webhook_subscriptions).where(s.id == subscription_id).values(is_active=active, updated_at=at)
+            )
+            return bool(done.rowcount)
+
+    def delivery_body(self, event_id: str, subscription_id: str) -> str | None:
+        """The exact body every attempt of the delivery sends (and signs); never the secret."""
+        d = webhook_deliveries.c
+        with self._db.reader.connect() as conn:
+            body: str | None = conn.execute(
+                select(d.body).where(d.event_id == event_id, d.subscription_id == subscription_id)
+            ).scalar()
+        return body
+
     def subscriptions(self, partner_id: str | None = None) -> list[SubscriptionRow]:
         """Every webhook subscription (of one partner, or of all), oldest first."""
         s = webhook_subscriptions.c
