@@ -498,3 +498,15 @@ def test_an_operator_renames_and_deletes_a_partner_removes_a_line_and_pauses_a_s
         f"{base}/v3/contact_card", params={"phone_number": kept}, headers={"authorization": f"Bearer {key}"}
     )
     assert gone.status_code == 401  # its key went with it
+
+
+def test_the_api_reference_is_grouped_by_resource(page, dash_server):
+    page.goto("/docs")
+    page.wait_for_selector(".opblock-tag")
+    sections = [t.strip() for t in page.locator(".opblock-tag-section h3 .nostyle span").all_inner_texts()]
+    assert "default" not in sections
+    assert sections[:3] == ["Contact cards", "Webhook subscriptions", "Images"], sections
+    # Each contact-card route once in its own section; the SDKs' alias paths apart.
+    cards = page.locator(".opblock-tag-section", has=page.locator("h3:has-text('Contact cards')"))
+    paths = cards.locator(".opblock-summary-path").all_inner_texts()
+    assert paths and all(not p.startswith("/api/partner") for p in paths), paths
