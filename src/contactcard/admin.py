@@ -116,12 +116,15 @@ class Admin:
     def counts(self) -> Counts:
         return self._accounts.counts()
 
-    def issue_key(self, partner_id: str, key: str | None = None) -> IssuedKey:
+    def issue_key(self, partner_id: str, key: str | None = None, label: str | None = None) -> IssuedKey:
+        label = (label or "").strip() or None
+        if label is not None and (len(label) > 100 or any(map(contract.hidden_character, label))):
+            raise AdminError("a key's label is at most 100 characters, without control or bidirectional characters")
         key = key or keys.new_key()
         issued = IssuedKey(uuid.uuid4().hex, partner_id, key)
         try:
             self._accounts.add_key(
-                issued.id, partner_id, keys.key_hash(key), keys.display_prefix(key), datetime.now(UTC)
+                issued.id, partner_id, keys.key_hash(key), keys.display_prefix(key), datetime.now(UTC), label
             )
         except NoSuchPartner:
             raise AdminError(f"no partner {partner_id}", not_found=True) from None

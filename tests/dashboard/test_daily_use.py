@@ -510,3 +510,16 @@ def test_the_api_reference_is_grouped_by_resource(page, dash_server):
     cards = page.locator(".opblock-tag-section", has=page.locator("h3:has-text('Contact cards')"))
     paths = cards.locator(".opblock-summary-path").all_inner_texts()
     assert paths and all(not p.startswith("/api/partner") for p in paths), paths
+
+
+def test_a_key_is_issued_with_a_label_shown_beside_it(page, dash_server):
+    _server["base_url"] = dash_server.base_url
+    partner_id, name = _new_partner()
+    sign_in(page)
+    page.goto("/dashboard/partners")
+    section = _section(page, name)
+    section.locator("form.issue input[name=label]").fill("staging laptop")
+    _submit(page, section.locator("button:has-text('Issue a key')"))
+    assert page.inner_text("#issued-key").startswith("cc_")
+    assert _section(page, name).locator("td.label").all_inner_texts() == ["staging laptop"]
+    assert [k["label"] for k in _keys_of(partner_id)] == ["staging laptop"]

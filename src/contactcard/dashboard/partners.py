@@ -42,12 +42,14 @@ async def create_partner(request: Request, session: Session) -> Response:
 
 @signed_in
 async def issue_key(request: Request, session: Session) -> Response:
-    await form(request, session)
+    fields = await form(request, session)
     partner_id = request.path_params["partner_id"]
+    label = fields.get("label", "")
     try:
-        issued = await off_loop(dashboard(request).admin.issue_key, partner_id)
+        issued = await off_loop(dashboard(request).admin.issue_key, partner_id, None, label)
     except AdminError as exc:
-        return answered(request, session, "/partners", Flash(error=str(exc)))
+        flash = Flash(error=str(exc), form=f"issue-{partner_id}", typed={"label": label})
+        return answered(request, session, "/partners", flash)
     # The secret rides in the flash cookie, never in a URL: the page shows it once, and a
     # reload of that page neither shows it again nor issues another key.
     return answered(request, session, "/partners", Flash(secret=issued.key, form=f"keys-{issued.partner_id}"))

@@ -55,6 +55,7 @@ class KeyRow:
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,13 +190,26 @@ class Accounts:
             r.failed,
         )
 
-    def add_key(self, key_id: str, partner_id: str, key_hash: str, prefix: str, created_at: datetime) -> None:
+    def add_key(
+        self,
+        key_id: str,
+        partner_id: str,
+        key_hash: str,
+        prefix: str,
+        created_at: datetime,
+        label: str | None = None,
+    ) -> None:
         with self._db.writer.begin() as conn:
             _require_partner(conn, partner_id)
             try:
                 conn.execute(
                     insert(api_keys).values(
-                        id=key_id, partner_id=partner_id, key_hash=key_hash, prefix=prefix, created_at=created_at
+                        id=key_id,
+                        partner_id=partner_id,
+                        key_hash=key_hash,
+                        prefix=prefix,
+                        created_at=created_at,
+                        label=label,
                     )
                 )
             except IntegrityError:
@@ -214,7 +228,7 @@ class Accounts:
             query = query.where(api_keys.c.partner_id == partner_id)
         with self._db.reader.connect() as conn:
             rows = conn.execute(query).all()
-        return [KeyRow(r.id, r.partner_id, r.prefix, r.created_at, r.revoked_at) for r in rows]
+        return [KeyRow(r.id, r.partner_id, r.prefix, r.created_at, r.revoked_at, r.label) for r in rows]
 
     def revoke_key(self, key_id: str, at: datetime) -> bool:
         """False when there is no such key (revoking twice is fine)."""

@@ -49,6 +49,8 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # What the operator calls it ("staging", "Ada's laptop"); never read on the hot path.
+    Column("label", String(100), nullable=True),
 )
 
 lines = Table(

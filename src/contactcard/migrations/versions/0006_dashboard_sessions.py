@@ -1,4 +1,4 @@
-"""dashboard sessions: the signed-in sessions a sign-out ends
+"""dashboard sessions: the signed-in sessions a sign-out ends; keys' labels
 
 Revision ID: 0006_dashboard_sessions
 Revises: 0005_change_count
@@ -22,8 +22,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id_hash", name=op.f("pk_dashboard_sessions")),
     )
     op.create_index("ix_dashboard_sessions_expires_at", "dashboard_sessions", ["expires_at"], unique=False)
+    with op.batch_alter_table("api_keys") as batch:
+        batch.add_column(sa.Column("label", sa.String(length=100), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("api_keys") as batch:
+        batch.drop_column("label")
     op.drop_index("ix_dashboard_sessions_expires_at", table_name="dashboard_sessions")
     op.drop_table("dashboard_sessions")
