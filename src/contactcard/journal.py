@@ -97,6 +97,11 @@ class Query:
     path_prefix: str | None = None
     status_min: int | None = None  # a class of statuses, e.g. 400 to 499
     status_max: int | None = None
+    api_only: bool = False  # only the API's own paths (not a scanner's /wp-login.php)
+
+
+# The API's paths, for `Query.api_only`.
+API_PREFIXES = ("/v3/", "/api/partner/v3/")
 
 
 # A stored entry's columns, in `Entry`'s order (without the id).

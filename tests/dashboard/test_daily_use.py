@@ -368,6 +368,12 @@ def test_lines_are_found_by_name_and_state_and_the_journal_by_method_path_and_pa
     assert page.locator("table.journal tbody tr").count() == 0
     page.goto(f"/dashboard/requests?method=POST&path=/api/partner/v3&number={quote(number)}")
     assert page.locator("table.journal tbody tr").count() == 1  # the create
+    httpx.get(f"{base}/wp-login.php")  # a scanner's request: journaled, hidden by "API paths only"
+    page.goto("/dashboard/requests?path=/wp-login.php")
+    assert page.locator("table.journal tbody tr").count() >= 1
+    page.goto("/dashboard/requests?path=/wp-login.php&api=on")
+    assert page.locator("table.journal tbody tr").count() == 0
+    assert page.is_checked("input[name=api]")
     page.goto(f"/dashboard/requests?method=GET&number={quote(number)}")
     newest = page.locator("table.journal tbody tr").evaluate_all("rows => rows.map(r => Number(r.dataset.id))")
     assert len(newest) == 100

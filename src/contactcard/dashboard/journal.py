@@ -48,7 +48,7 @@ _PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}")
 def _filters(request: Request) -> tuple[Query, dict[str, str]]:
     """The journal query the page's GET form asks for, and the filters as typed (for the
     form and the live view's URL); AdminError names the first field that is not right."""
-    names = ("trace_id", "number", "status", "method", "path")
+    names = ("trace_id", "number", "status", "method", "path", "api")
     given = {name: request.query_params.get(name, "").strip() for name in names}
     trace_id, number, status = given["trace_id"], given["number"], given["status"].lower()
     method, path = given["method"].upper(), given["path"]
@@ -78,6 +78,7 @@ def _filters(request: Request) -> tuple[Query, dict[str, str]]:
         path_prefix=path or None,
         status_min=lowest,
         status_max=lowest + 99 if lowest is not None else None,
+        api_only=given["api"] == "on",
     )
     given["status"], given["method"] = status, method
     return query, {name: value for name, value in given.items() if value}

@@ -16,11 +16,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from contactcard.journal import Entry, Query, Row
+from contactcard.journal import API_PREFIXES, Entry, Query, Row
 from contactcard.store.db import Database, connect
 from contactcard.store.schema import journal_readers
 from contactcard.store.schema import request_journal as journal
@@ -128,6 +128,8 @@ class JournalRecords:
             found = found.where(journal.c.status >= query.status_min)
         if query.status_max is not None:
             found = found.where(journal.c.status <= query.status_max)
+        if query.api_only:
+            found = found.where(or_(*(journal.c.path.startswith(prefix) for prefix in API_PREFIXES)))
         if query.before_id is not None:
             found = found.where(journal.c.id < query.before_id)
         if query.after_id is not None:
