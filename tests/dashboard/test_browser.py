@@ -161,15 +161,15 @@ def test_the_api_reference_is_searchable_and_linked_from_the_error_pages(page, d
     page.goto("/docs/errors/1005")
     page.click("text=API reference")
     page.wait_for_url(re.compile(r"/docs$"))
-    page.wait_for_selector(".opblock")
-    every = page.locator(".opblock").count()
-    assert "Search paths" in (page.get_attribute("input.operation-filter-input", "placeholder") or "")
+    page.wait_for_selector("#reference .opblock")
+    every = page.locator("#reference .opblock").count()
+    assert "Search paths" in (page.get_attribute("#reference input.operation-filter-input", "placeholder") or "")
     assert every >= 3  # GET, POST and PATCH of the contact card at least
-    page.fill("input.operation-filter-input", "patch")
-    page.wait_for_function(f"document.querySelectorAll('.opblock').length < {every}")
-    shown = page.locator(".opblock").all_inner_texts()
+    page.fill("#reference input.operation-filter-input", "patch")
+    page.wait_for_function(f"document.querySelectorAll('#reference .opblock').length < {every}")
+    shown = page.locator("#reference .opblock").all_inner_texts()
     assert shown and all("PATCH" in text for text in shown), shown
-    page.fill("input.operation-filter-input", "")
-    page.wait_for_function(f"document.querySelectorAll('.opblock').length == {every}")
+    page.fill("#reference input.operation-filter-input", "")
+    page.wait_for_function(f"document.querySelectorAll('#reference .opblock').length == {every}")
     _shoot(page, dash_server, screenshots, "api-reference")
     assert violations == []

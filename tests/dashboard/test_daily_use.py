@@ -508,12 +508,12 @@ def test_an_operator_renames_and_deletes_a_partner_removes_a_line_and_pauses_a_s
 
 def test_the_api_reference_is_grouped_by_resource(page, dash_server):
     page.goto("/docs")
-    page.wait_for_selector(".opblock-tag")
-    sections = [t.strip() for t in page.locator(".opblock-tag-section h3 .nostyle span").all_inner_texts()]
+    page.wait_for_selector("#reference .opblock-tag")
+    sections = [t.strip() for t in page.locator("#reference .opblock-tag-section h3 .nostyle span").all_inner_texts()]
     assert "default" not in sections
     assert sections[:3] == ["Contact cards", "Webhook subscriptions", "Images"], sections
     # Each contact-card route once in its own section; the SDKs' alias paths apart.
-    cards = page.locator(".opblock-tag-section", has=page.locator("h3:has-text('Contact cards')"))
+    cards = page.locator("#reference .opblock-tag-section", has=page.locator("h3:has-text('Contact cards')"))
     paths = cards.locator(".opblock-summary-path").all_inner_texts()
     assert paths and all(not p.startswith("/api/partner") for p in paths), paths
 
@@ -529,3 +529,15 @@ def test_a_key_is_issued_with_a_label_shown_beside_it(page, dash_server):
     assert page.inner_text("#issued-key").startswith("cc_")
     assert _section(page, name).locator("td.label").all_inner_texts() == ["staging laptop"]
     assert [k["label"] for k in _keys_of(partner_id)] == ["staging laptop"]
+
+
+def test_the_api_reference_has_the_admin_api_in_a_section_of_its_own(page, dash_server):
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto("/docs")
+    page.wait_for_selector("#admin-reference .opblock")
+    admin_paths = page.locator("#admin-reference .opblock-summary-path").all_inner_texts()
+    assert any(p.strip().startswith("/partners") for p in admin_paths), admin_paths
+    partner_paths = page.locator("#reference .opblock-summary-path").all_inner_texts()
+    assert not any(p.strip().startswith("/partners") for p in partner_paths)
+    assert violations == []

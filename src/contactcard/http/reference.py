@@ -60,7 +60,7 @@ _PAGE = """<!doctype html>
 </head>
 <body>
 <p class="links"><a href="docs/errors">Error codes</a> · <a href="openapi.json">openapi.json</a>{dashboard}</p>
-<div id="reference" data-spec="openapi.json"></div>
+<div id="reference" data-spec="openapi.json"></div>{admin}
 <script src="docs/assets/swagger-ui-bundle.js"></script>
 <script src="docs/assets/reference.js"></script>
 </body>
@@ -68,8 +68,15 @@ _PAGE = """<!doctype html>
 """
 
 
+# The admin API (`/admin/v1`, bearer the admin token) documented apart from the partner API.
+_ADMIN_SECTION = """
+<h2 class="section" id="admin-api">Admin API (<code>/admin/v1</code>, the admin token as bearer)</h2>
+<div id="admin-reference" data-spec="docs/admin-api.json"></div>"""
+
+
 def routes(*, dashboard: bool) -> list[Route]:
     page = _PAGE.replace("{dashboard}", ' · <a href="dashboard">Dashboard</a>' if dashboard else "")
+    page = page.replace("{admin}", _ADMIN_SECTION if dashboard else "")
 
     async def reference(request: Request) -> Response:
         return HTMLResponse(page, headers=HEADERS)
