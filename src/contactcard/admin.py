@@ -183,9 +183,15 @@ class Admin:
         state: str | None = None,
         limit: int = 200,
         offset: int = 0,
+        phone_number: str | None = None,
     ) -> list[DeliveryRow]:
         return self._accounts.deliveries(
-            subscription_id=subscription_id, event_id=event_id, state=state, limit=limit, offset=offset
+            subscription_id=subscription_id,
+            event_id=event_id,
+            state=state,
+            limit=limit,
+            offset=offset,
+            phone_number=phone_number,
         )
 
     def delivery(self, event_id: str, subscription_id: str) -> tuple[DeliveryRow, list[Attempt]]:

@@ -480,6 +480,12 @@ def test_an_operator_renames_and_deletes_a_partner_removes_a_line_and_pauses_a_s
     received = receiver.wait(path, 2)
     assert "Heard" in received[1].body and not any("Unheard" in r.body for r in received)  # not while disabled
 
+    # From a line, its deliveries: this number's only.
+    page.goto(f"/dashboard/lines/{kept}")
+    page.click("#line-deliveries")
+    numbers = page.locator("table.deliveries tbody tr[data-event] td:nth-child(3)").all_inner_texts()
+    assert numbers == [kept, kept], numbers
+
     # A line removed, after a page that says what goes.
     page.goto(f"/dashboard/lines/{removed}")
     page.click("text=Remove the line…")

@@ -21,6 +21,7 @@ PAGE_SIZE = 200
 STATES = ("pending", "retrying", "delivered", "failed")
 # Subscription and event ids are 32 hexadecimal digits: anything else finds nothing anyway.
 _ID = re.compile(r"[0-9a-f]{32}")
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
 def _when(at: float | None) -> str:
@@ -36,6 +37,10 @@ async def webhooks_page(request: Request, session: Session) -> Response:
         chosen, error = "", "a subscription id is 32 hexadecimal digits"
     state = request.query_params.get("state", "")
     state = state if state in STATES else ""
+    number = request.query_params.get("number", "").strip()
+    if number.startswith(" "):  # a + typed in a query string arrives as a space
+        number = "+" + number[1:]
+    number = number if _E164.fullmatch(number) else ""
     given = request.query_params.get("page", "1")
     page = int(given) if given.isascii() and given.isdigit() and 0 < len(given) < 6 and int(given) > 0 else 1
     subscriptions = await off_loop(admin.list_subscriptions)
@@ -46,6 +51,7 @@ async def webhooks_page(request: Request, session: Session) -> Response:
         state=state or None,
         limit=PAGE_SIZE + 1,
         offset=(page - 1) * PAGE_SIZE,
+        phone_number=number or None,
     )
     more = len(deliveries) > PAGE_SIZE
     deliveries = deliveries[:PAGE_SIZE]
@@ -60,6 +66,7 @@ async def webhooks_page(request: Request, session: Session) -> Response:
         next_at={d.event_id + d.subscription_id: _when(d.next_attempt_at) for d in deliveries},
         chosen=chosen,
         state=state,
+        number=number,
         states=STATES,
         page=page,
         more=more,

@@ -380,6 +380,7 @@ class Accounts:
         limit: int = 200,
         state: str | None = None,
         offset: int = 0,
+        phone_number: str | None = None,
     ) -> list[DeliveryRow]:
         """The newest deliveries first, of one subscription or one event, or of all; `state`:
         pending, retrying (pending after a failed attempt), delivered or failed. Paged by
@@ -402,6 +403,8 @@ class Accounts:
             query = query.where(d.subscription_id == subscription_id)
         if event_id:
             query = query.where(d.event_id == event_id)
+        if phone_number:
+            query = query.where(d.phone_number == phone_number)
         if state == "retrying":
             query = query.where(d.status == "pending", d.attempts > 0)
         elif state:
