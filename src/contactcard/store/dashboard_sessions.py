@@ -28,8 +28,3 @@ class SessionRecords:
     def end(self, id_hash: str) -> None:
         with self._db.writer.begin() as conn:
             conn.execute(delete(dashboard_sessions).where(_s.id_hash == id_hash))
-
-    def end_all(self) -> int:
-        """Every session signed out (the `admin` command's way to sign out everywhere)."""
-        with self._db.writer.begin() as conn:
-            return conn.execute(delete(dashboard_sessions)).rowcount
