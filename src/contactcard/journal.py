@@ -98,6 +98,8 @@ class Query:
     status_min: int | None = None  # a class of statuses, e.g. 400 to 499
     status_max: int | None = None
     api_only: bool = False  # only the API's own paths (not a scanner's /wp-login.php)
+    # Any of these numbers (a partner's lines: the journal keeps no partner of its own).
+    phone_numbers: tuple[str, ...] | None = None
 
 
 # The API's paths, for `Query.api_only`.

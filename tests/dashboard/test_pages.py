@@ -161,6 +161,14 @@ def test_lines_are_found_by_name_and_state_and_the_journal_by_method_path_and_pa
     older = page.locator("table.journal tbody tr").evaluate_all("rows => rows.map(r => Number(r.dataset.id))")
     assert len(older) == 5 and max(older) < min(newest)
     assert page.get_attribute("#journal", "data-live") is None  # no live view on an older page
+    # By partner: its lines' requests only.
+    other_id, _ = admin.new_partner()
+    other = new_number()
+    admin.ok("POST", "/lines", json={"partner_id": other_id, "phone_number": other})
+    httpx.get(f"{base}/v3/contact_card", params={"phone_number": other})
+    page.goto(f"/dashboard/requests?partner={partner_id}")
+    shown = set(page.locator("table.journal tbody tr td:nth-child(4)").all_inner_texts())
+    assert shown == {number}, shown
 
 
 def test_on_a_phone_no_page_scrolls_sideways_and_sign_out_is_in_reach(browser, dash_server, admin):

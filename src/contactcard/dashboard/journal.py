@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from contactcard.admin import AdminError
+from contactcard.admin import Admin, AdminError
 from contactcard.dashboard.session import Session
 from contactcard.dashboard.web import Nav, dashboard, off_loop, render, signed_in
 from contactcard.journal import Entry, Query
@@ -39,6 +39,10 @@ KEEPALIVE_SECONDS = 15.0
 RESET_CHECK_POLLS = 5
 
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
+_ID = re.compile(r"[0-9a-f]{32}")
+# A partner filter reads the partner's numbers into the query (the journal keeps no partner,
+# and on SQLite it lives in a file of its own, so it cannot be joined with the lines).
+PARTNER_LINES_MAX = 1000
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 _STATUS = re.compile(r"[1-5](?:[0-9]{2}|xx)")  # 429, or a class: 4xx
 _METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS")
@@ -48,7 +52,7 @@ _PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}")
 def _filters(request: Request) -> tuple[Query, dict[str, str]]:
     """The journal query the page's GET form asks for, and the filters as typed (for the
     form and the live view's URL); AdminError names the first field that is not right."""
-    names = ("trace_id", "number", "status", "method", "path", "api")
+    names = ("trace_id", "number", "status", "method", "path", "api", "partner")
     given = {name: request.query_params.get(name, "").strip() for name in names}
     trace_id, number, status = given["trace_id"], given["number"], given["status"].lower()
     method, path = given["method"].upper(), given["path"]
@@ -80,8 +84,21 @@ def _filters(request: Request) -> tuple[Query, dict[str, str]]:
         status_max=lowest + 99 if lowest is not None else None,
         api_only=given["api"] == "on",
     )
+    if given["partner"] and not _ID.fullmatch(given["partner"]):
+        raise AdminError("a partner id is 32 hexadecimal digits")
     given["status"], given["method"] = status, method
     return query, {name: value for name, value in given.items() if value}
+
+
+async def _with_partner(admin: Admin, query: Query, filters: dict[str, str]) -> tuple[Query, dict[str, str]]:
+    """The query narrowed to the numbers of the partner filtered on, if one is."""
+    partner = filters.get("partner")
+    if not partner:
+        return query, filters
+    numbers = tuple(line.phone_number for line in await off_loop(admin.list_lines, partner))
+    if len(numbers) > PARTNER_LINES_MAX:
+        raise AdminError(f"that partner has over {PARTNER_LINES_MAX} lines: filter by number instead")
+    return replace(query, phone_numbers=numbers), filters
 
 
 def _when(at: float) -> str:
@@ -112,8 +129,9 @@ async def requests_page(request: Request, session: Session) -> Response:
     entries: list[Entry] = []
     filters: dict[str, str] = {}
     query = Query()
+    board = dashboard(request)
     try:
-        query, filters = _filters(request)
+        query, filters = await _with_partner(board.admin, *_filters(request))
         entries = await off_loop(kit.requests, query)
     except AdminError as exc:
         error, status = str(exc), 400
@@ -133,6 +151,7 @@ async def requests_page(request: Request, session: Session) -> Response:
         older=min((entry.id for entry in entries), default=0) if len(entries) == PAGE_SIZE else None,
         journal_on=journal_on,
         methods=_METHODS,
+        partners=await off_loop(board.admin.list_partners),
         error=error,
     )
 
@@ -176,7 +195,7 @@ def _after(request: Request) -> int:
 async def live(request: Request, session: Session) -> Response:
     kit = dashboard(request).kit
     try:
-        query, _ = _filters(request)
+        query, _ = await _with_partner(dashboard(request).admin, *_filters(request))
     except AdminError as exc:
         return Response(str(exc), status_code=400, media_type="text/plain")
     query = replace(query, before_id=None)

@@ -128,6 +128,8 @@ class JournalRecords:
             found = found.where(journal.c.status >= query.status_min)
         if query.status_max is not None:
             found = found.where(journal.c.status <= query.status_max)
+        if query.phone_numbers is not None:
+            found = found.where(journal.c.phone_number.in_(query.phone_numbers))
         if query.api_only:
             found = found.where(or_(*(journal.c.path.startswith(prefix) for prefix in API_PREFIXES)))
         if query.before_id is not None:
