@@ -21,7 +21,8 @@ from tests.support.receiver import Receiver
 CHROMIUM = "/usr/bin/chromium"  # Debian's; playwright's own browser download is never used
 # The README's screenshots. Taken on every run (a page that cannot render fails the test),
 # but kept in docs/ only when asked, so that a test run leaves the work tree as it was:
-#   CONTACTCARD_TEST_SCREENSHOTS=1 ./scripts/test tests/dashboard/test_browser*.py tests/dashboard/test_pages.py -k sqlite
+#   CONTACTCARD_TEST_SCREENSHOTS=1 ./scripts/test tests/dashboard/test_browser*.py \
+#     tests/dashboard/test_pages.py -k sqlite
 README_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
