@@ -18,11 +18,10 @@ _ADDRESSES = 10_000  # addresses remembered at most (the oldest forgotten first)
 
 
 class SignInThrottle:
-    clock: Callable[[], float] = staticmethod(time.monotonic)
-
-    def __init__(self, tries: int = TRIES, window: float = WINDOW) -> None:
+    def __init__(self, tries: int = TRIES, window: float = WINDOW, clock: Callable[[], float] = time.monotonic) -> None:
         self.tries = tries
         self.window = window
+        self.clock = clock
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
     def wait(self, address: str) -> float:
