@@ -31,6 +31,9 @@ def test_a_cookie_kept_after_sign_out_opens_nothing(page, dash_server):
         f"{dash_server.base_url}/dashboard/partners", cookies={COOKIE: kept["value"]}, follow_redirects=False
     )
     assert replayed.status_code == 303 and "/dashboard/sign-in" in replayed.headers["location"]
+    # Back, on a shared machine: no page of the session comes back (none was cached).
+    page.go_back()
+    assert "/dashboard/sign-in" in page.url and page.locator("h1").inner_text() == "Sign in"
     page.context.add_cookies([kept])
     page.goto("/dashboard/partners")
     assert "/dashboard/sign-in" in page.url
