@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from contactcard.admin import Admin
-from contactcard.dashboard import controls, journal, lines, partners, signin, webhooks
+from contactcard.dashboard import controls, journal, lines, overview, partners, signin, webhooks
 from contactcard.dashboard.flash import Flashes
 from contactcard.dashboard.session import Sessions
 from contactcard.dashboard.throttle import SignInThrottle
@@ -41,7 +41,7 @@ from contactcard.store.dashboard_sessions import SessionRecords
 from contactcard.store.db import Database
 
 # The page groups, in menu order: the extension point.
-PAGES: tuple[ModuleType, ...] = (signin, partners, lines, webhooks, journal, controls)
+PAGES: tuple[ModuleType, ...] = (signin, overview, partners, lines, webhooks, journal, controls)
 
 
 async def _form_refused(request: Request, exc: Exception) -> Response:

@@ -1,4 +1,4 @@
-"""Sign in with the admin token, sign out, and the overview page."""
+"""Sign in with the admin token (throttled per address), and sign out."""
 
 from __future__ import annotations
 
@@ -28,10 +28,8 @@ from contactcard.dashboard.web import (
     sign_in_session_of,
     signed_in,
 )
-from contactcard.journal import Query
-from contactcard.kit import Kit
 
-NAV: Nav | None = None  # the overview is the menu's home link
+NAV: Nav | None = None  # not in the menu: Sign out is a button of its own
 
 
 async def sign_in_page(request: Request) -> Response:
@@ -88,35 +86,8 @@ async def sign_out(request: Request, session: Session) -> Response:
     return response
 
 
-RECENT_SECONDS = 3600  # "recent" requests on the overview: the last hour of the server's clock
-
-
-def _recent(kit: Kit) -> tuple[int, int, int] | None:
-    """Requests of the last hour, those answered 4xx, those answered 5xx (None: no journal)."""
-    if kit.journal is None or kit.settings().journal_size == 0:
-        return None
-    since = kit.clock().now.timestamp() - RECENT_SECONDS
-    entries = kit.requests(Query(since=since, limit=1000))
-    return (
-        len(entries),
-        sum(400 <= e.status < 500 for e in entries),
-        sum(e.status >= 500 for e in entries),
-    )
-
-
-@signed_in
-async def overview(request: Request, session: Session) -> Response:
-    """What an operator looks at first: how much there is, and whether anything needs them."""
-    board = dashboard(request)
-    counts = await off_loop(board.admin.counts)
-    recent = await off_loop(_recent, board.kit)
-    attention = counts.failed_deliveries or counts.retrying_deliveries or (recent is not None and recent[2] > 0)
-    return render(request, "overview.html", session, counts=counts, recent=recent, attention=attention)
-
-
 def routes() -> list[Route]:
     return [
-        Route("/", overview, methods=["GET"]),
         Route("/sign-in", sign_in_page, methods=["GET"]),
         Route("/sign-in", sign_in, methods=["POST"]),
         Route("/sign-out", sign_out, methods=["POST"]),
