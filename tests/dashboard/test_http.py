@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import insert
 
 from contactcard import keys
+from contactcard.dashboard.app import PAGES
 from contactcard.dashboard.session import COOKIE, SIGN_IN_COOKIE, Session, Sessions
 from contactcard.http.app import create_app
 from contactcard.settings import Settings
@@ -142,8 +143,8 @@ def test_bad_script_values_are_refused_with_a_reason(dash_server):
         answer = _answered(client, f"/dashboard/lines/{number}/script", {"csrf": csrf, **fields})
         assert reason in answer.text, fields
     assert admin_request(dash_server.base_url, "GET", f"/devices/{number}").json()["fail_next"] == 0
-    missing = client.post("/dashboard/lines/+19990000000/script", data={"csrf": csrf, "fail_next": "1"})
-    assert missing.status_code == 404
+    missing = _answered(client, "/dashboard/lines/+19990000000/script", {"csrf": csrf, "fail_next": "1"})
+    assert "no line +19990000000" in missing.text
     # Not a number: a part of a name, searched for as text (it matches no card).
     odd_search = client.get("/dashboard/lines", params={"q": "' OR 1=1 --"})
     assert odd_search.status_code == 200 and "data-number=" not in odd_search.text
@@ -402,3 +403,29 @@ def test_a_reset_of_everything_forgets_partners_and_puts_the_clock_back(tmp_path
         assert c.get("/admin/v1/partners", headers=admin).json() == []
         assert c.get("/admin/v1/clock", headers=admin).json()["real"] is True
         assert "every webhook subscription" in c.get("/dashboard/controls?done=everything").text
+
+
+def test_every_form_is_answered_with_a_redirect_to_a_page(dash_server):
+    """Post/Redirect/Get for every POST route the dashboard has, now and added later: a
+    reload or Back never posts again. Each is posted with this session's token and fields
+    that do nothing (unknown ids, nothing confirmed, nothing typed)."""
+    client, csrf = signed_in_http(dash_server.base_url)
+    dummy = {"partner_id": "0" * 32, "key_id": "0" * 32, "subscription_id": "0" * 32, "event_id": "0" * 32}
+    dummy["phone"] = "+19990000001"
+    before = admin_request(dash_server.base_url, "GET", "/settings").json()
+    posted = []
+    for module in PAGES:
+        for route in module.routes():
+            if "POST" not in (route.methods or ()) or route.path in ("/sign-in", "/sign-out"):
+                continue
+            path = "/dashboard" + route.path.format(**dummy)
+            answer = client.post(path, data={"csrf": csrf})
+            assert answer.status_code == 303, (route.path, answer.status_code, answer.text[-300:])
+            # A page of the dashboard (a confirmation page for an unknown id says it is not there).
+            shown = client.get(answer.headers["location"])
+            assert shown.status_code in (200, 404) and shown.headers["content-type"].startswith("text/html"), route.path
+            posted.append(route.path)
+    assert len(posted) >= 12, posted
+    assert admin_request(dash_server.base_url, "GET", "/settings").json() == before
+    out = client.post("/dashboard/sign-out", data={"csrf": csrf})
+    assert out.status_code == 303

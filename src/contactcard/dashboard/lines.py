@@ -141,7 +141,7 @@ async def script_line(request: Request, session: Session) -> Response:
         await off_loop(dashboard(request).admin.script_device, phone, script)
     except AdminError as exc:
         if exc.not_found:
-            return render(request, "not_found.html", session, status=404, what=phone)
+            return answered(request, session, "/lines", Flash(error=str(exc)))
         return answered(request, session, f"/lines/{phone}", Flash(error=str(exc), form="script", typed=fields))
     return answered(request, session, f"/lines/{phone}", Flash(done="Script saved."))
 
