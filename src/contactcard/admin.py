@@ -15,7 +15,7 @@ from contactcard import contract, keys
 from contactcard.card import Card
 from contactcard.device import DeviceScript, DeviceView, SimulatedDevice
 from contactcard.errors import ApiError
-from contactcard.store.accounts import Accounts, DeliveryRow, KeyInUse, LineTaken, NoSuchPartner
+from contactcard.store.accounts import Accounts, Counts, DeliveryRow, KeyInUse, LineTaken, NoSuchPartner
 from contactcard.store.accounts import AttemptRow as Attempt
 from contactcard.store.accounts import KeyRow as KeyInfo
 from contactcard.store.accounts import LineCardRow as LineCard
@@ -28,6 +28,7 @@ __all__ = [
     "Admin",
     "AdminError",
     "Attempt",
+    "Counts",
     "DeliveryRow",
     "IssuedKey",
     "KeyInfo",
@@ -63,13 +64,48 @@ class Admin:
         self.device = device
         self._card_url_prefix = card_url_prefix  # where the CDN serves card images (for events)
 
-    def create_partner(self, name: str) -> Partner:
+    @staticmethod
+    def _partner_name(name: str) -> str:
         name = name.strip()
         if not name:
             raise AdminError("a partner needs a name")
+        if len(name) > 200:  # the column's size
+            raise AdminError("a partner's name is at most 200 characters")
+        # Refused as in card names: a U+202E would make the dashboard show another name.
+        if any(map(contract.hidden_character, name)):
+            raise AdminError("a partner's name must not contain control or bidirectional characters")
+        return name
+
+    def create_partner(self, name: str) -> Partner:
+        name = self._partner_name(name)
         partner = Partner(uuid.uuid4().hex, name, datetime.now(UTC))
         self._accounts.add_partner(partner)
         return partner
+
+    def rename_partner(self, partner_id: str, name: str) -> None:
+        if not self._accounts.rename_partner(partner_id, self._partner_name(name)):
+            raise AdminError(f"no partner {partner_id}", not_found=True)
+
+    def partner_holdings(self, partner_id: str) -> tuple[int, int, int]:
+        """Its keys, lines and webhook subscriptions: what deleting it takes with it."""
+        return self._accounts.partner_holdings(partner_id)
+
+    def delete_partner(self, partner_id: str) -> None:
+        """The partner, its keys, lines (their cards and devices) and subscriptions (their
+        deliveries); no event is sent, since the subscriptions that would receive it go too."""
+        if not self._accounts.delete_partner(partner_id):
+            raise AdminError(f"no partner {partner_id}", not_found=True)
+
+    def set_subscription_active(self, subscription_id: str, active: bool) -> None:
+        """Deliveries to a disabled subscription stop being created; enabled, they start again."""
+        if not self._accounts.set_subscription_active(subscription_id, active, datetime.now(UTC)):
+            raise AdminError(f"no subscription {subscription_id}", not_found=True)
+
+    def delivery_body(self, event_id: str, subscription_id: str) -> str:
+        body = self._accounts.delivery_body(event_id, subscription_id)
+        if body is None:
+            raise AdminError(f"no delivery of event {event_id} to subscription {subscription_id}", not_found=True)
+        return body
 
     def list_partners(self) -> list[Partner]:
         return self._accounts.partners()
@@ -77,12 +113,18 @@ class Admin:
     def partner_count(self) -> int:
         return self._accounts.partner_count()
 
-    def issue_key(self, partner_id: str, key: str | None = None) -> IssuedKey:
+    def counts(self) -> Counts:
+        return self._accounts.counts()
+
+    def issue_key(self, partner_id: str, key: str | None = None, label: str | None = None) -> IssuedKey:
+        label = (label or "").strip() or None
+        if label is not None and (len(label) > 100 or any(map(contract.hidden_character, label))):
+            raise AdminError("a key's label is at most 100 characters, without control or bidirectional characters")
         key = key or keys.new_key()
         issued = IssuedKey(uuid.uuid4().hex, partner_id, key)
         try:
             self._accounts.add_key(
-                issued.id, partner_id, keys.key_hash(key), keys.display_prefix(key), datetime.now(UTC)
+                issued.id, partner_id, keys.key_hash(key), keys.display_prefix(key), datetime.now(UTC), label
             )
         except NoSuchPartner:
             raise AdminError(f"no partner {partner_id}", not_found=True) from None
@@ -133,8 +175,24 @@ class Admin:
     def list_subscriptions(self, partner_id: str | None = None) -> list[Subscription]:
         return self._accounts.subscriptions(partner_id)
 
-    def list_deliveries(self, subscription_id: str | None = None, event_id: str | None = None) -> list[DeliveryRow]:
-        return self._accounts.deliveries(subscription_id=subscription_id, event_id=event_id)
+    def list_deliveries(
+        self,
+        subscription_id: str | None = None,
+        event_id: str | None = None,
+        *,
+        state: str | None = None,
+        limit: int = 200,
+        offset: int = 0,
+        phone_number: str | None = None,
+    ) -> list[DeliveryRow]:
+        return self._accounts.deliveries(
+            subscription_id=subscription_id,
+            event_id=event_id,
+            state=state,
+            limit=limit,
+            offset=offset,
+            phone_number=phone_number,
+        )
 
     def delivery(self, event_id: str, subscription_id: str) -> tuple[DeliveryRow, list[Attempt]]:
         """One delivery and every attempt made of it."""
@@ -165,16 +223,36 @@ class Admin:
         number_prefix: str = "",
         partner_id: str | None = None,
         limit: int = 50,
+        state: str | None = None,
+        name: str = "",
     ) -> list[LineCard]:
         """One page of lines with their cards (the dashboard): in number order after `after`,
         or with `before`, the lines just before it, nearest first."""
+        number_prefix = self._number_prefix(number_prefix)
+        return self._accounts.line_cards(
+            after=after,
+            before=before,
+            number_prefix=number_prefix,
+            partner_id=partner_id,
+            limit=limit,
+            state=state,
+            name=name,
+        )
+
+    def line_count(
+        self, *, number_prefix: str = "", partner_id: str | None = None, state: str | None = None, name: str = ""
+    ) -> int:
+        return self._accounts.line_count(
+            number_prefix=self._number_prefix(number_prefix), partner_id=partner_id, state=state, name=name
+        )
+
+    @staticmethod
+    def _number_prefix(number_prefix: str) -> str:
         if not _NUMBER_PREFIX.fullmatch(number_prefix):
             raise AdminError(f"{number_prefix!r} is not the start of a phone number")
         if number_prefix and not number_prefix.startswith("+"):
-            number_prefix = "+" + number_prefix  # every stored number starts with it
-        return self._accounts.line_cards(
-            after=after, before=before, number_prefix=number_prefix, partner_id=partner_id, limit=limit
-        )
+            return "+" + number_prefix  # every stored number starts with it
+        return number_prefix
 
     def _require_line(self, phone_number: str) -> None:
         if not self._accounts.has_line(phone_number):

@@ -204,6 +204,9 @@ def _serve(host: str, port: int, workers: int, simulate_images: bool, seed_file:
             _say("demo partner already created by another process", fg="yellow")
     else:
         _say(f"serving {settings.public_base_url} ({_describe(settings)})", label="contactcard")
+    if settings.admin_token:
+        # The address only: the token is the operator's own, never printed.
+        _say(f"{settings.public_base_url}/dashboard/ (sign in with the admin token)", label="dashboard:")
     if workers == 1:  # this process serves: reuse what was just built
         if settings.metrics == "port":
             serve_port(settings.metrics_host, settings.metrics_port, services.metrics)
@@ -489,17 +492,20 @@ def _instant(text: str) -> datetime:
 @admin_app.command("reset")
 def reset(
     everything: Annotated[
-        bool, typer.Option(help="Forget partners, keys and lines too; settings and clock back.")
+        bool, typer.Option(help="Forget partners, keys, lines and subscriptions too; settings and clock back.")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
-    """Forget cards, write budgets, device scripts and the request journal (partners, keys
-    and lines stay, unless --everything)."""
-    what = "EVERYTHING (partners, keys and lines included)" if everything else "every card, budget and device script"
+    """Forget cards, write budgets, device scripts, the request journal and webhook deliveries
+    (partners, keys, lines and subscriptions stay, unless --everything)."""
+    from contactcard.kit import EVERYTHING_ALSO_FORGETS, RESET_FORGETS
+
+    forgets = RESET_FORGETS + (EVERYTHING_ALSO_FORGETS if everything else ())
+    what = ("EVERYTHING: " if everything else "") + ", ".join(forgets)
     if not yes:
         typer.confirm(f"Forget {what} in this database?", abort=True)
     _kit().reset(everything=everything)
-    _out().print("reset: " + ("everything" if everything else "cards, budgets, device scripts and journal"))
+    _out().print("reset: forgotten " + ", ".join(forgets) + ("; settings and clock back" if everything else ""))
 
 
 def _request_row(entry: Entry) -> list[str]:

@@ -123,11 +123,15 @@ def name(field: str, value: object) -> str:
         raise ApiError(errors.BAD_VALUE, f"{field} must not be empty")
     if len(value) > NAME_MAX:
         raise ApiError(errors.BAD_VALUE, f"{field} must be at most {NAME_MAX} characters")
-    for char in value:
-        category = unicodedata.category(char)
-        if category in _REFUSED_CATEGORIES or char in _BIDI_CONTROLS:
-            raise ApiError(errors.BAD_VALUE, f"{field} must not contain control or bidirectional characters")
+    if any(map(hidden_character, value)):
+        raise ApiError(errors.BAD_VALUE, f"{field} must not contain control or bidirectional characters")
     return value
+
+
+def hidden_character(char: str) -> bool:
+    """A control, separator or bidirectional character: refused in every name (cards',
+    partners'), since it makes the name display as something else, or not at all."""
+    return unicodedata.category(char) in _REFUSED_CATEGORIES or char in _BIDI_CONTROLS
 
 
 def optional_name(field: str, value: object) -> str | None:

@@ -41,7 +41,7 @@ def errors_page() -> str:
             f'<a id="{e.code}"></a>',
             f"## {e.code}: {e.message}",
             "",
-            f"HTTP status **{e.status}**. Retry: {'yes, with backoff' if e.retry else 'no, fix the request first'}.",
+            f"HTTP status **{e.status}**. Retry: {e.retry_advice}.",
             "",
             f"{e.meaning}",
             "",

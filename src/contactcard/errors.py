@@ -17,7 +17,15 @@ class ErrorCode:
     message: str
     meaning: str
     fix: str
-    retry: bool = False
+    retry: bool = False  # an SDK may retry it at once, with backoff
+    # Worth sending again only after the wait the answer names (`retry_after`): not at once.
+    wait_first: bool = False
+
+    @property
+    def retry_advice(self) -> str:
+        if self.wait_first:
+            return "yes, once the `retry_after` seconds have passed (not sooner: each early try is refused)"
+        return "yes, with backoff" if self.retry else "no, fix the request first"
 
 
 MISSING_FIELD = ErrorCode(
@@ -58,6 +66,7 @@ RATE_LIMITED = ErrorCode(
     "This phone number used its write budget (POST and PATCH share 3 calls every 10 minutes "
     "by default). `Retry-After` and `error.retry_after` give the wait in seconds.",
     "Wait `retry_after` seconds. The response carries `x-should-retry: false` so SDKs do not sleep the whole window.",
+    wait_first=True,
 )
 METHOD_NOT_ALLOWED = ErrorCode(
     405,

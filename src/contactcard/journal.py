@@ -35,6 +35,7 @@ from typing import Protocol
 from urllib.parse import parse_qsl
 
 from contactcard.controls import POLL_SECONDS, LiveControls
+from contactcard.journal_entry import API_PREFIXES as API_PREFIXES
 from contactcard.journal_entry import Entry as Entry  # re-exported: others name them journal.Entry
 from contactcard.journal_entry import Query as Query
 from contactcard.journal_entry import Row as Row
@@ -51,7 +52,19 @@ READERS_WANT_SECONDS = 60.0
 # Requests that are the operator's, the reader's or the load balancer's, not the API's (the
 # dashboard's pages, its icon from /docs and its live view would otherwise fill the journal
 # they show).
-UNJOURNALED = ("/admin/", "/dashboard", "/docs", "/healthz")
+# Not API traffic: the operator's own pages and what they load (photos from /cdn, the
+# reference's /openapi.json, a browser's /favicon.ico), and the probes and scrapes.
+UNJOURNALED = (
+    "/admin/",
+    "/dashboard",
+    "/docs",
+    "/cdn/",
+    "/openapi.json",
+    "/favicon.ico",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+)
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 # The query as the SDKs send it (`phone_number=%2B1555...`), read without parse_qsl.
 _ONE_NUMBER = re.compile(rb"phone_number=(?:%2B|\+)([1-9][0-9]{1,14})")
@@ -190,8 +203,18 @@ def _row(raw: Raw, offset: float) -> Row:
         code if status >= 400 else None,
         round(duration * 1000, 3),
         int(retries) if retries is not None and retries.isdigit() and len(retries) < 6 else None,
-        agent.decode("latin-1")[:200] if agent else None,
+        _agent(agent) if agent else None,
     )
+
+
+def _agent(raw: bytes) -> str:
+    # Browsers and SDKs send UTF-8 (a product name in any script); bytes that are not UTF-8
+    # are read as Latin-1, HTTP's historical charset, rather than lost.
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    return text[:200]
 
 
 def phone_from_query(query: bytes) -> str | None:

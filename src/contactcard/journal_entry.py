@@ -34,6 +34,19 @@ class Query:
     until: float | None = None
     after_id: int | None = None  # for following: only newer entries, oldest first
     limit: int = 100
+    # The dashboard's filters and paging (after `limit`: callers build Query positionally).
+    before_id: int | None = None  # the page of older entries: the newest `limit` below this id
+    method: str | None = None
+    path_prefix: str | None = None
+    status_min: int | None = None  # a class of statuses, e.g. 400 to 499
+    status_max: int | None = None
+    api_only: bool = False  # only the API's own paths (not a scanner's /wp-login.php)
+    # Any of these numbers (a partner's lines: the journal keeps no partner of its own).
+    phone_numbers: tuple[str, ...] | None = None
+
+
+# The API's paths, for `Query.api_only`.
+API_PREFIXES = ("/v3/", "/api/partner/v3/")
 
 
 # A stored entry's columns, in `Entry`'s order (without the id).

@@ -42,6 +42,8 @@ _EXACT_ROUTES = {
     "/openapi.json": "/openapi.json",
     "/docs/errors": "/docs/errors",
     "/docs": "/docs",
+    "/docs/admin-api.json": "/docs/admin-api.json",
+    "/favicon.ico": "/favicon.ico",
 }
 _PREFIX_ROUTES = (
     ("/cdn/contact-card/", "/cdn/contact-card/{name}"),

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, admin_request
 from tests.support.databases import own_database
 from tests.support.processes import ServerProcess
 from tests.support.receiver import Receiver
@@ -19,7 +21,8 @@ from tests.support.receiver import Receiver
 CHROMIUM = "/usr/bin/chromium"  # Debian's; playwright's own browser download is never used
 # The README's screenshots. Taken on every run (a page that cannot render fails the test),
 # but kept in docs/ only when asked, so that a test run leaves the work tree as it was:
-#   CONTACTCARD_TEST_SCREENSHOTS=1 ./scripts/test tests/dashboard/test_browser*.py -k sqlite
+#   CONTACTCARD_TEST_SCREENSHOTS=1 ./scripts/test tests/dashboard/test_browser*.py \
+#     tests/dashboard/test_pages.py -k sqlite
 README_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
@@ -107,3 +110,52 @@ def csrf_of(html: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', html)
     assert found, "no CSRF field on the page"
     return found.group(1)
+
+
+class AdminCalls:
+    """The admin API of one server, for a test's setup and its checks."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def ok(self, method: str, path: str, **kwargs: object) -> Any:
+        answer = admin_request(self.base_url, method, path, **kwargs)
+        assert answer.status_code < 300, answer.text
+        return answer.json() if answer.content else None
+
+    def new_partner(self, name: str | None = None) -> tuple[str, str]:
+        name = name or f"Daily {uuid.uuid4().hex[:6]}"
+        return self.ok("POST", "/partners", json={"name": name})["id"], name
+
+    def keys_of(self, partner_id: str) -> list[dict[str, Any]]:
+        return [k for k in self.ok("GET", "/keys") if k["partner_id"] == partner_id]
+
+
+@pytest.fixture
+def admin(dash_server) -> AdminCalls:
+    return AdminCalls(dash_server.base_url)
+
+
+def submit(page, button) -> None:
+    """Click a form's button and wait for the page it leads to (before any reload)."""
+    with page.expect_navigation():
+        (page.locator(button) if isinstance(button, str) else button).click()
+
+
+def section(page, name: str):
+    """A partner's section on the partners page, by its name."""
+    return page.locator("section.partner", has=page.locator(f"bdi:text-is('{name}')"))
+
+
+# Every page a browser test walks (a line's page is added where a line exists).
+PAGES = (
+    "/dashboard/",
+    "/dashboard/partners",
+    "/dashboard/lines",
+    "/dashboard/webhooks",
+    "/dashboard/requests",
+    "/dashboard/controls",
+    "/dashboard/controls/reset",
+    "/docs/errors",
+    "/docs/errors/1007",
+)

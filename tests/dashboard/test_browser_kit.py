@@ -224,12 +224,19 @@ def test_a_webhook_delivery_seen_and_sent_again(page, dash_server, partner, rece
         page.reload()
     assert row.locator("td.delivery-state").inner_text() == "delivered"
     assert row.locator("td.answer").inner_text() == "200"
+    assert row.locator("td.attempts").inner_text() == "2"  # as many as its page lists
 
-    # The delivery's own page lists every attempt, not only the last.
+    # The delivery's own page lists every attempt, numbered on, marked where it was sent again.
     row.locator("a.attempts-link").click()
     assert page.inner_text("#delivery-state") == "delivered"
-    attempts = [r.locator("td").all_inner_texts() for r in page.locator("table.attempts tbody tr").all()]
-    assert [(a[0], a[2], a[3]) for a in attempts] == [("1", "failed", "400"), ("1", "delivered", "200")], attempts
+    assert page.inner_text("#attempts-made").startswith("2")
+    rows = page.locator("table.attempts tbody tr")
+    assert [r.get_attribute("class") or "" for r in rows.all()] == ["", "redelivered", ""]
+    assert "Sent again by an operator" in rows.nth(1).inner_text()
+    attempts = [
+        r.locator("td").all_inner_texts() for r in page.locator("table.attempts tbody tr:not(.redelivered)").all()
+    ]
+    assert [(a[0], a[2], a[3]) for a in attempts] == [("1", "failed", "400"), ("2", "delivered", "200")], attempts
     assert all(float(a[4]) > 0 for a in attempts)
     _shoot(page, dash_server, screenshots, "delivery")
     assert violations == []

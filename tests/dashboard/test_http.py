@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import insert
 
 from contactcard import keys
+from contactcard.dashboard.app import PAGES
 from contactcard.dashboard.session import COOKIE, SIGN_IN_COOKIE, Session, Sessions
 from contactcard.http.app import create_app
 from contactcard.settings import Settings
@@ -31,6 +32,13 @@ with warnings.catch_warnings():
     # Starlette asks for its `httpx2` fork; the locked httpx serves these in-process checks.
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
+
+
+def _answered(client: httpx.Client, path: str, data: dict[str, str]) -> httpx.Response:
+    """A form's answer (Post/Redirect/Get): a 303, and the GET page it leads to, once."""
+    posted = client.post(path, data=data)
+    assert posted.status_code == 303, (path, posted.status_code, posted.text[-500:])
+    return client.get(posted.headers["location"])
 
 
 def _partner_names(base_url: str) -> list[str]:
@@ -84,7 +92,8 @@ def test_the_session_cookie_is_httponly_strict_and_the_token_is_never_shown(dash
     # A wrong token signs nobody in.
     stranger = httpx.Client(base_url=dash_server.base_url)
     csrf = csrf_of(stranger.get("/dashboard/sign-in").text)
-    assert stranger.post("/dashboard/sign-in", data={"csrf": csrf, "token": "not-the-token"}).status_code == 401
+    refused = _answered(stranger, "/dashboard/sign-in", {"csrf": csrf, "token": "not-the-token"})
+    assert "That is not the admin token." in refused.text
     assert stranger.get("/dashboard/partners").status_code == 303
     # Signing out ends the session in this browser.
     csrf = csrf_of(client.get("/dashboard/partners").text)
@@ -131,13 +140,14 @@ def test_bad_script_values_are_refused_with_a_reason(dash_server):
         ({"apply_delay": "nan"}, "0 to 3600"),
         ({"apply_delay": "1e9"}, "0 to 3600"),
     ):
-        answer = client.post(f"/dashboard/lines/{number}/script", data={"csrf": csrf, **fields})
-        assert answer.status_code == 400 and reason in answer.text, fields
+        answer = _answered(client, f"/dashboard/lines/{number}/script", {"csrf": csrf, **fields})
+        assert reason in answer.text, fields
     assert admin_request(dash_server.base_url, "GET", f"/devices/{number}").json()["fail_next"] == 0
-    missing = client.post("/dashboard/lines/+19990000000/script", data={"csrf": csrf, "fail_next": "1"})
-    assert missing.status_code == 404
-    bad_search = client.get("/dashboard/lines", params={"q": "' OR 1=1 --"})
-    assert bad_search.status_code == 400 and "not the start of a phone number" in bad_search.text
+    missing = _answered(client, "/dashboard/lines/+19990000000/script", {"csrf": csrf, "fail_next": "1"})
+    assert "no line +19990000000" in missing.text
+    # Not a number: a part of a name, searched for as text (it matches no card).
+    odd_search = client.get("/dashboard/lines", params={"q": "' OR 1=1 --"})
+    assert odd_search.status_code == 200 and "data-number=" not in odd_search.text
 
 
 def _app(tmp_path: Path, token: str | None) -> object:
@@ -288,8 +298,8 @@ def test_the_kit_pages_forms_without_this_sessions_token_are_refused(dash_server
     assert admin_request(dash_server.base_url, "GET", "/clock").json()["offset"] >= 60
     assert admin_request(dash_server.base_url, "DELETE", "/clock").status_code == 200
     # A delivery that does not exist, with the token: a 404 that says so.
-    missing = client.post(f"/dashboard/webhooks/deliveries/{'e' * 32}/{'5' * 32}/redeliver", data={"csrf": csrf})
-    assert missing.status_code == 404 and "no delivery of event" in missing.text
+    missing = _answered(client, f"/dashboard/webhooks/deliveries/{'e' * 32}/{'5' * 32}/redeliver", {"csrf": csrf})
+    assert "no delivery of event" in missing.text
 
 
 def test_bad_control_values_and_journal_filters_are_refused_with_a_reason(dash_server):
@@ -303,21 +313,21 @@ def test_bad_control_values_and_journal_filters_are_refused_with_a_reason(dash_s
         ({"write_budget_window": "0"}, "the window must be a whole number from 1"),
         ({"journal_size": "1e3"}, "the journal&#39;s size must be a whole number"),
     ):
-        answer = client.post("/dashboard/controls/settings", data={**good, **fields})
-        assert answer.status_code == 400 and reason in answer.text, (fields, answer.text[-2000:])
+        answer = _answered(client, "/dashboard/controls/settings", {**good, **fields})
+        assert reason in answer.text, (fields, answer.text[-2000:])
     assert admin_request(dash_server.base_url, "GET", "/settings").json() == before
     for fields, reason in (
-        ({"action": "advance", "seconds": "nan"}, "a number of seconds above 0"),
-        ({"action": "advance", "seconds": "-5"}, "a number of seconds above 0"),
+        ({"action": "advance", "seconds": "nan"}, "a number of seconds, 0 or more"),
+        ({"action": "advance", "seconds": "-5"}, "a number of seconds, 0 or more"),
         ({"action": "set", "instant": "soon"}, "the instant must be a date and time"),
         ({"action": "set", "instant": "2999-01-01T00:00:00"}, "more than a hundred years away"),
         ({"action": "backwards"}, "advance, set or real"),
     ):
-        answer = client.post("/dashboard/controls/clock", data={"csrf": csrf, **fields})
-        assert answer.status_code == 400 and reason in answer.text, fields
+        answer = _answered(client, "/dashboard/controls/clock", {"csrf": csrf, **fields})
+        assert reason in answer.text, fields
     assert admin_request(dash_server.base_url, "GET", "/clock").json()["real"] is True
-    unconfirmed = client.post("/dashboard/controls/reset", data={"csrf": csrf, "confirm": "rest"})
-    assert unconfirmed.status_code == 400 and "Nothing was reset" in unconfirmed.text
+    unconfirmed = _answered(client, "/dashboard/controls/reset", {"csrf": csrf, "confirm": "rest"})
+    assert "Nothing was reset" in unconfirmed.text
     for query, reason in (
         ({"trace_id": "' OR 1=1"}, "32 hexadecimal digits"),
         ({"number": "5551234567"}, "E.164"),
@@ -392,4 +402,30 @@ def test_a_reset_of_everything_forgets_partners_and_puts_the_clock_back(tmp_path
         assert gone.status_code == 303 and gone.headers["location"].endswith("/controls?done=everything")
         assert c.get("/admin/v1/partners", headers=admin).json() == []
         assert c.get("/admin/v1/clock", headers=admin).json()["real"] is True
-        assert "everything is forgotten" in c.get("/dashboard/controls?done=everything").text
+        assert "every webhook subscription" in c.get("/dashboard/controls?done=everything").text
+
+
+def test_every_form_is_answered_with_a_redirect_to_a_page(dash_server):
+    """Post/Redirect/Get for every POST route the dashboard has, now and added later: a
+    reload or Back never posts again. Each is posted with this session's token and fields
+    that do nothing (unknown ids, nothing confirmed, nothing typed)."""
+    client, csrf = signed_in_http(dash_server.base_url)
+    dummy = {"partner_id": "0" * 32, "key_id": "0" * 32, "subscription_id": "0" * 32, "event_id": "0" * 32}
+    dummy["phone"] = "+19990000001"
+    before = admin_request(dash_server.base_url, "GET", "/settings").json()
+    posted = []
+    for module in PAGES:
+        for route in module.routes():
+            if "POST" not in (route.methods or ()) or route.path in ("/sign-in", "/sign-out"):
+                continue
+            path = "/dashboard" + route.path.format(**dummy)
+            answer = client.post(path, data={"csrf": csrf})
+            assert answer.status_code == 303, (route.path, answer.status_code, answer.text[-300:])
+            # A page of the dashboard (a confirmation page for an unknown id says it is not there).
+            shown = client.get(answer.headers["location"])
+            assert shown.status_code in (200, 404) and shown.headers["content-type"].startswith("text/html"), route.path
+            posted.append(route.path)
+    assert len(posted) >= 12, posted
+    assert admin_request(dash_server.base_url, "GET", "/settings").json() == before
+    out = client.post("/dashboard/sign-out", data={"csrf": csrf})
+    assert out.status_code == 303

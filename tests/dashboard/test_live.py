@@ -8,11 +8,13 @@ from typing import Any
 import anyio
 import orjson
 
+from contactcard.bootstrap import build
 from contactcard.dashboard import journal as page
 from contactcard.dashboard.session import COOKIE, Session, Sessions
 from contactcard.http.app import create_app
 from contactcard.journal import Entry, Query
 from contactcard.settings import Settings
+from contactcard.store.dashboard_sessions import SessionRecords
 
 
 class FakeKit:
@@ -85,8 +87,12 @@ def test_a_client_that_leaves_ends_its_stream_at_once(tmp_path):
     # The whole app, edge middleware included, as uvicorn drives it: the stream must notice
     # the disconnect itself, not run out its two minutes.
     token = "a-long-admin-token-here"
-    app = create_app(Settings(data_dir=tmp_path, admin_token=token))
-    cookie = f"{COOKIE}={Sessions(token).dump(Session.new(signed_in=True))}"
+    settings = Settings(data_dir=tmp_path, admin_token=token)
+    services = build(settings)
+    app = create_app(settings, services)
+    session = Session.new(signed_in=True)
+    SessionRecords(services.database).begin(session.id_hash, time.time(), time.time() + 60)
+    cookie = f"{COOKIE}={Sessions(token).dump(session)}"
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},  # uvicorn's

@@ -12,6 +12,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
@@ -19,8 +20,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from contactcard.admin import Admin
-from contactcard.dashboard import controls, journal, lines, partners, signin, webhooks
+from contactcard.dashboard import controls, journal, lines, overview, partners, signin, webhooks
+from contactcard.dashboard.flash import Flashes
 from contactcard.dashboard.session import Sessions
+from contactcard.dashboard.throttle import SignInThrottle
 from contactcard.dashboard.web import (
     STATIC,
     Dashboard,
@@ -34,17 +37,30 @@ from contactcard.dashboard.web import (
 )
 from contactcard.kit import Kit
 from contactcard.settings import Settings
+from contactcard.store.dashboard_sessions import SessionRecords
+from contactcard.store.db import Database
 
 # The page groups, in menu order: the extension point.
-PAGES: tuple[ModuleType, ...] = (signin, partners, lines, webhooks, journal, controls)
+PAGES: tuple[ModuleType, ...] = (signin, overview, partners, lines, webhooks, journal, controls)
 
 
 async def _form_refused(request: Request, exc: Exception) -> Response:
     # A form without this session's token: possibly another site posting here.
-    return render(request, "refused.html", session_of(request), status=403)
+    return render(request, "refused.html", await session_of(request), status=403)
 
 
-def dashboard_app(settings: Settings, admin: Admin, kit: Kit) -> ASGIApp:
+async def _not_a_page(request: Request, exc: Exception) -> Response:
+    # A form's address opened with GET (Back, a bookmark, a reload of an old tab): a page
+    # that says so, not the framework's bare plain-text 405.
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return render(request, "method.html", await session_of(request), status=405, headers=dict(exc.headers or {}))
+    return render(
+        request, "not_found.html", await session_of(request), status=exc.status_code, kind="page", what=request.url.path
+    )
+
+
+def dashboard_app(settings: Settings, admin: Admin, kit: Kit, database: Database) -> ASGIApp:
     assert settings.admin_token, "the dashboard is off without an admin token"
     routes: list[BaseRoute] = [Mount("/static", app=StaticFiles(directory=STATIC), name="static")]
     nav: list[Nav] = []
@@ -52,7 +68,17 @@ def dashboard_app(settings: Settings, admin: Admin, kit: Kit) -> ASGIApp:
         routes.extend(module.routes())
         if module.NAV is not None:
             nav.append(module.NAV)
-    app = Starlette(routes=routes, exception_handlers={FormRefused: _form_refused})
+    app = Starlette(routes=routes, exception_handlers={FormRefused: _form_refused, HTTPException: _not_a_page})
     app.router.redirect_slashes = False
-    app.state.dashboard = Dashboard(settings, admin, kit, Sessions(settings.admin_token), templates(), nav)
+    app.state.dashboard = Dashboard(
+        settings,
+        admin,
+        kit,
+        Sessions(settings.admin_token),
+        SessionRecords(database),
+        Flashes(settings.admin_token),
+        SignInThrottle(),
+        templates(),
+        nav,
+    )
     return SecurityHeaders(app, csp(settings))

@@ -13,8 +13,10 @@ from starlette.routing import Route
 
 from contactcard.admin import AdminError
 from contactcard.controls import PROFILES
+from contactcard.dashboard.flash import Flash
 from contactcard.dashboard.session import Session
-from contactcard.dashboard.web import Nav, dashboard, form, off_loop, redirect, render, signed_in
+from contactcard.dashboard.web import Nav, answered, dashboard, form, off_loop, redirect, render, signed_in
+from contactcard.kit import EVERYTHING_ALSO_FORGETS, RESET_FORGETS
 
 NAV = Nav("Runtime controls", "/controls")
 # What the reset form must be given, typed: a reset is not undone, so a stray click is not enough.
@@ -24,8 +26,11 @@ _DONE = {
     "settings": "Settings saved.",
     "restored": "Settings put back to the server's own.",
     "clock": "Clock changed.",
-    "reset": "Reset done: cards, write budgets, device scripts and the journal are forgotten.",
-    "everything": "Reset done: everything is forgotten, settings and clock are back to the server's own.",
+    "reset": f"Reset done: forgotten are {', '.join(RESET_FORGETS)}.",
+    "everything": (
+        f"Reset done: forgotten are {', '.join(RESET_FORGETS + EVERYTHING_ALSO_FORGETS)}; "
+        "settings and clock are back to the server's own."
+    ),
 }
 _NUMBERS = {
     # field: (label, lowest, highest); the kit checks again, these give the form's own message
@@ -47,9 +52,8 @@ def _offset(seconds: float) -> str:
     return f"{' '.join(parts)} {'ahead of' if seconds > 0 else 'behind'} real time"
 
 
-async def _page(
-    request: Request, session: Session, *, error: str | None = None, typed: dict[str, str] | None = None
-) -> Response:
+@signed_in
+async def controls_page(request: Request, session: Session) -> Response:
     kit = dashboard(request).kit
     settings = await off_loop(kit.settings)
     clock = await off_loop(kit.clock)
@@ -58,21 +62,13 @@ async def _page(
         request,
         "controls.html",
         session,
-        status=400 if error else 200,
         settings=settings,
-        typed=typed or {},
         profiles=PROFILES,
         now=clock.now,
         offset=_offset(clock.offset),
         real=clock.real,
         done=_DONE.get(done),
-        error=error,
     )
-
-
-@signed_in
-async def controls_page(request: Request, session: Session) -> Response:
-    return await _page(request, session)
 
 
 def _whole(fields: dict[str, str], name: str) -> int:
@@ -98,7 +94,7 @@ async def change_settings(request: Request, session: Session) -> Response:
         changes = {name: value for name, value in wanted.items() if getattr(current, name) != value}
         await off_loop(kit.change_settings, changes)
     except AdminError as exc:
-        return await _page(request, session, error=str(exc), typed=fields)
+        return answered(request, session, "/controls", Flash(error=str(exc), form="settings", typed=fields))
     return redirect(request, "/controls?done=settings")
 
 
@@ -115,8 +111,9 @@ def _seconds(fields: dict[str, str]) -> float:
         seconds = float(value) if value.isascii() else math.nan
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise AdminError("advance the clock by a number of seconds above 0")
+    if not math.isfinite(seconds) or seconds < 0:
+        # The words of the docs and the admin API: 0 or more (back in time is "Set clock").
+        raise AdminError("advance the clock by a number of seconds, 0 or more (to go back, set an instant)")
     return seconds
 
 
@@ -147,13 +144,17 @@ async def change_clock(request: Request, session: Session) -> Response:
         else:
             raise AdminError("advance, set or real: nothing else can be done to the clock")
     except AdminError as exc:
-        return await _page(request, session, error=str(exc), typed=fields)
+        # Beside the form it came from; an action no form sends, at the top of the page.
+        where = f"clock-{action}" if action in ("advance", "set", "real") else ""
+        return answered(request, session, "/controls", Flash(error=str(exc), form=where, typed=fields))
     return redirect(request, "/controls?done=clock")
 
 
 @signed_in
 async def reset_page(request: Request, session: Session) -> Response:
-    return render(request, "reset.html", session, word=CONFIRM_WORD, everything=False)
+    return render(
+        request, "reset.html", session, word=CONFIRM_WORD, forgets=RESET_FORGETS, also=EVERYTHING_ALSO_FORGETS
+    )
 
 
 @signed_in
@@ -161,15 +162,9 @@ async def reset(request: Request, session: Session) -> Response:
     fields = await form(request, session)
     everything = fields.get("everything") == "on"
     if fields.get("confirm", "").strip().lower() != CONFIRM_WORD:
-        return render(
-            request,
-            "reset.html",
-            session,
-            status=400,
-            word=CONFIRM_WORD,
-            everything=everything,
-            error=f'Nothing was reset: type "{CONFIRM_WORD}" to confirm.',
-        )
+        error = f'Nothing was reset: type "{CONFIRM_WORD}" to confirm.'
+        typed = {"everything": "on"} if everything else {}
+        return answered(request, session, "/controls/reset", Flash(error=error, form="reset", typed=typed))
     await off_loop(dashboard(request).kit.reset, everything=everything)
     return redirect(request, f"/controls?done={'everything' if everything else 'reset'}")
 

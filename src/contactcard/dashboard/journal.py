@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from contactcard.admin import AdminError
+from contactcard.admin import Admin, AdminError
 from contactcard.dashboard.session import Session
 from contactcard.dashboard.web import Nav, dashboard, off_loop, render, signed_in
 from contactcard.journal import Entry, Query
@@ -39,15 +39,23 @@ KEEPALIVE_SECONDS = 15.0
 RESET_CHECK_POLLS = 5
 
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
+_ID = re.compile(r"[0-9a-f]{32}")
+# A partner filter reads the partner's numbers into the query (the journal keeps no partner,
+# and on SQLite it lives in a file of its own, so it cannot be joined with the lines).
+PARTNER_LINES_MAX = 1000
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
-_STATUS = re.compile(r"[1-5][0-9]{2}")
+_STATUS = re.compile(r"[1-5](?:[0-9]{2}|xx)")  # 429, or a class: 4xx
+_METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS")
+_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}")
 
 
 def _filters(request: Request) -> tuple[Query, dict[str, str]]:
     """The journal query the page's GET form asks for, and the filters as typed (for the
     form and the live view's URL); AdminError names the first field that is not right."""
-    given = {name: request.query_params.get(name, "").strip() for name in ("trace_id", "number", "status")}
-    trace_id, number, status = given["trace_id"], given["number"], given["status"]
+    names = ("trace_id", "number", "status", "method", "path", "api", "partner")
+    given = {name: request.query_params.get(name, "").strip() for name in names}
+    trace_id, number, status = given["trace_id"], given["number"], given["status"].lower()
+    method, path = given["method"].upper(), given["path"]
     # A number typed in the query string arrives with its + as a space, as in the API.
     if number.startswith(" "):
         number = "+" + number[1:]
@@ -56,14 +64,41 @@ def _filters(request: Request) -> tuple[Query, dict[str, str]]:
     if number and not _E164.fullmatch(number):
         raise AdminError("the number must be in E.164 form, e.g. +15551234567")
     if status and not _STATUS.fullmatch(status):
-        raise AdminError("the status must be an HTTP status, from 100 to 599")
+        raise AdminError("the status must be an HTTP status from 100 to 599, or a class such as 4xx")
+    if method and method not in _METHODS:
+        raise AdminError(f"the method must be one of {', '.join(_METHODS)}")
+    if path and not _PATH.fullmatch(path):
+        raise AdminError("the path must start with / (e.g. /v3/contact_card)")
+    exact = int(status) if status and not status.endswith("xx") else None
+    lowest = int(status[0]) * 100 if status.endswith("xx") else None
+    before = request.query_params.get("before", "")
     query = Query(
         trace_id=trace_id.lower() or None,
         phone_number=number or None,
-        status=int(status) if status else None,
+        status=exact,
         limit=PAGE_SIZE,
+        before_id=int(before) if before.isascii() and before.isdigit() and len(before) < 19 else None,
+        method=method or None,
+        path_prefix=path or None,
+        status_min=lowest,
+        status_max=lowest + 99 if lowest is not None else None,
+        api_only=given["api"] == "on",
     )
+    if given["partner"] and not _ID.fullmatch(given["partner"]):
+        raise AdminError("a partner id is 32 hexadecimal digits")
+    given["status"], given["method"] = status, method
     return query, {name: value for name, value in given.items() if value}
+
+
+async def _with_partner(admin: Admin, query: Query, filters: dict[str, str]) -> tuple[Query, dict[str, str]]:
+    """The query narrowed to the numbers of the partner filtered on, if one is."""
+    partner = filters.get("partner")
+    if not partner:
+        return query, filters
+    numbers = tuple(line.phone_number for line in await off_loop(admin.list_lines, partner))
+    if len(numbers) > PARTNER_LINES_MAX:
+        raise AdminError(f"that partner has over {PARTNER_LINES_MAX} lines: filter by number instead")
+    return replace(query, phone_numbers=numbers), filters
 
 
 def _when(at: float) -> str:
@@ -93,8 +128,10 @@ async def requests_page(request: Request, session: Session) -> Response:
     error, status = None, 200
     entries: list[Entry] = []
     filters: dict[str, str] = {}
+    query = Query()
+    board = dashboard(request)
     try:
-        query, filters = _filters(request)
+        query, filters = await _with_partner(board.admin, *_filters(request))
         entries = await off_loop(kit.requests, query)
     except AdminError as exc:
         error, status = str(exc), 400
@@ -107,10 +144,14 @@ async def requests_page(request: Request, session: Session) -> Response:
         status=status,
         rows=rows,
         filters=filters,
-        # The live view starts after the newest entry shown, with the same filters.
+        # The live view starts after the newest entry shown, with the same filters; an older
+        # page has no live view (new requests belong on the first).
         after=max((entry.id for entry in entries), default=0),
+        paged=query.before_id is not None if error is None else False,
+        older=min((entry.id for entry in entries), default=0) if len(entries) == PAGE_SIZE else None,
         journal_on=journal_on,
-        full=len(entries) == PAGE_SIZE,
+        methods=_METHODS,
+        partners=await off_loop(board.admin.list_partners),
         error=error,
     )
 
@@ -154,9 +195,10 @@ def _after(request: Request) -> int:
 async def live(request: Request, session: Session) -> Response:
     kit = dashboard(request).kit
     try:
-        query, _ = _filters(request)
+        query, _ = await _with_partner(dashboard(request).admin, *_filters(request))
     except AdminError as exc:
         return Response(str(exc), status_code=400, media_type="text/plain")
+    query = replace(query, before_id=None)
     if kit.journal is None:
         return Response("no request journal in this process", status_code=404, media_type="text/plain")
     return StreamingResponse(

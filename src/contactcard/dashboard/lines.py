@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from contactcard.admin import AdminError, LineCard
+from contactcard.dashboard.flash import Flash
 from contactcard.dashboard.session import Session
-from contactcard.dashboard.web import Nav, dashboard, form, off_loop, redirect, render, signed_in
+from contactcard.dashboard.web import Nav, answered, dashboard, form, off_loop, redirect, render, signed_in, visible
 from contactcard.device import DeviceScript
 
 NAV = Nav("Lines and cards", "/lines")
 PAGE_SIZE = 50
+STATES = {"active": "active card", "inactive": "inactive card", "none": "no card"}
+# What the search box takes as the start of a number; anything else is a part of a name.
+_NUMBERISH = re.compile(r"\+?[0-9]*")
 
 
 async def _list(request: Request, session: Session, *, error: str | None = None, status: int = 200) -> Response:
@@ -21,16 +27,16 @@ async def _list(request: Request, session: Session, *, error: str | None = None,
     after = request.query_params.get("after", "")
     before = request.query_params.get("before") or None
     partner = request.query_params.get("partner") or None
+    state = request.query_params.get("state", "")
+    state = state if state in STATES else ""
+    # One box for both: the start of a number (+ and digits), else a part of a card's name.
+    number, name = (query, "") if _NUMBERISH.fullmatch(query) else ("", query[:100])
+    filters = {"number_prefix": number, "partner_id": partner, "state": state or None, "name": name}
+    total = 0
     try:
         # One row more than shown: whether a page lies beyond, without counting.
-        rows = await off_loop(
-            board.admin.line_cards,
-            after=after,
-            before=before,
-            number_prefix=query,
-            partner_id=partner,
-            limit=PAGE_SIZE + 1,
-        )
+        rows = await off_loop(board.admin.line_cards, after=after, before=before, limit=PAGE_SIZE + 1, **filters)
+        total = await off_loop(board.admin.line_count, **filters)
     except AdminError as exc:
         rows, error, status = [], str(exc), 400
     more = len(rows) > PAGE_SIZE
@@ -39,6 +45,7 @@ async def _list(request: Request, session: Session, *, error: str | None = None,
         page.reverse()  # read backwards from `before`, nearest first
     # Going back, the page we came from lies ahead; going forward, one lies behind `after`.
     has_next, has_previous = (True, more) if before is not None else (more, bool(after))
+    partners = await off_loop(board.admin.list_partners)
     return render(
         request,
         "lines.html",
@@ -51,7 +58,11 @@ async def _list(request: Request, session: Session, *, error: str | None = None,
         query=query,
         paged=bool(after or before),
         partner=partner,
-        partners=await off_loop(board.admin.list_partners),
+        state=state,
+        states=STATES,
+        total=total,
+        partners=partners,
+        partner_name=next((p.name for p in partners if p.id == partner), None),
         error=error,
     )
 
@@ -68,8 +79,9 @@ async def add_line(request: Request, session: Session) -> Response:
     try:
         await off_loop(dashboard(request).admin.add_line, fields.get("partner_id", ""), number)
     except AdminError as exc:
-        return await _list(request, session, error=str(exc), status=400)
-    return redirect(request, f"/lines/{number}")
+        typed = {"partner_id": fields.get("partner_id", ""), "phone_number": fields.get("phone_number", "")}
+        return answered(request, session, "/lines", Flash(error=str(exc), form="add-line", typed=typed))
+    return answered(request, session, f"/lines/{number}", Flash(done="Line added."))
 
 
 async def _line_card(request: Request, phone: str) -> LineCard | None:
@@ -78,7 +90,8 @@ async def _line_card(request: Request, phone: str) -> LineCard | None:
     return rows[0] if rows and rows[0].phone_number == phone else None
 
 
-async def _line(request: Request, session: Session, *, error: str | None = None) -> Response:
+@signed_in
+async def line_page(request: Request, session: Session) -> Response:
     board = dashboard(request)
     phone = request.path_params["phone"]
     card = await _line_card(request, phone)
@@ -89,18 +102,11 @@ async def _line(request: Request, session: Session, *, error: str | None = None)
         request,
         "line.html",
         session,
-        status=400 if error else 200,
         card=card,
         photo=board.image_src(request, card.image_blob),
         device=device,
         device_photo=board.shown_src(request, device.image_url),
-        error=error,
     )
-
-
-@signed_in
-async def line_page(request: Request, session: Session) -> Response:
-    return await _line(request, session)
 
 
 def _count(fields: dict[str, str], name: str) -> int:
@@ -135,9 +141,44 @@ async def script_line(request: Request, session: Session) -> Response:
         await off_loop(dashboard(request).admin.script_device, phone, script)
     except AdminError as exc:
         if exc.not_found:
-            return render(request, "not_found.html", session, status=404, what=phone)
-        return await _line(request, session, error=str(exc))
-    return redirect(request, f"/lines/{phone}")
+            return answered(request, session, "/lines", Flash(error=str(exc)))
+        return answered(request, session, f"/lines/{phone}", Flash(error=str(exc), form="script", typed=fields))
+    return answered(request, session, f"/lines/{phone}", Flash(done="Script saved."))
+
+
+@signed_in
+async def remove_page(request: Request, session: Session) -> Response:
+    phone = request.path_params["phone"]
+    card = await _line_card(request, phone)
+    if card is None:
+        return render(request, "not_found.html", session, status=404, what=phone)
+    goes = [f"the line {phone}, of {visible(card.partner_name)}"]
+    if card.first_name is not None:
+        goes.append("its card (subscribers receive contact_card.deleted) and what its device shows")
+    return render(
+        request,
+        "confirm.html",
+        session,
+        title="Remove a line",
+        lead="Removing it deletes:",
+        goes=goes,
+        action=f"/lines/{phone}/remove",
+        button="Remove the line",
+        back=f"/lines/{phone}",
+    )
+
+
+@signed_in
+async def remove_line(request: Request, session: Session) -> Response:
+    fields = await form(request, session)
+    phone = request.path_params["phone"]
+    if fields.get("confirmed") != "yes":  # only the page that asks first sends it
+        return redirect(request, f"/lines/{phone}/remove")
+    try:
+        await off_loop(dashboard(request).admin.remove_line, phone)
+    except AdminError as exc:
+        return answered(request, session, "/lines", Flash(error=str(exc)))
+    return answered(request, session, "/lines", Flash(done=f"Line {phone} removed."))
 
 
 def routes() -> list[Route]:
@@ -146,4 +187,6 @@ def routes() -> list[Route]:
         Route("/lines/new", add_line, methods=["POST"]),
         Route("/lines/{phone}", line_page, methods=["GET"]),
         Route("/lines/{phone}/script", script_line, methods=["POST"]),
+        Route("/lines/{phone}/remove", remove_page, methods=["GET"]),
+        Route("/lines/{phone}/remove", remove_line, methods=["POST"]),
     ]

@@ -1,9 +1,12 @@
-"""The dashboard's session: a signed cookie that says "signed in" and holds the CSRF token.
+"""The dashboard's session: a signed cookie that says "signed in", names the session and
+holds the CSRF token.
 
 Signed with our own HMAC-SHA256, the key derived from the admin token, rather than
-Starlette's SessionMiddleware: nothing is stored on the server (any worker or host reads
-any session), no extra dependency, and changing the admin token signs every session out,
-since their signatures no longer match.
+Starlette's SessionMiddleware: no extra dependency, and changing the admin token signs
+every session out, since their signatures no longer match. A signed-in session is also
+recorded on the server (`store/dashboard_sessions.py`, by its id's hash) from sign-in to
+sign-out: a copy of the cookie kept after signing out (a shared machine, a proxy's log)
+opens nothing. The sign-in form's own session is only signed: it grants nothing.
 """
 
 from __future__ import annotations
@@ -30,10 +33,18 @@ class Session:
     signed_in: bool
     csrf: str  # sent back in every form; a POST without it is refused
     issued_at: int
+    id: str = ""  # a signed-in session's, recorded on the server until sign-out
 
     @staticmethod
     def new(*, signed_in: bool) -> Session:
-        return Session(signed_in, secrets.token_urlsafe(24), int(time.time()))
+        return Session(
+            signed_in, secrets.token_urlsafe(24), int(time.time()), secrets.token_urlsafe(24) if signed_in else ""
+        )
+
+    @property
+    def id_hash(self) -> str:
+        """What the server records: a leaked database names no usable session."""
+        return hashlib.sha256(self.id.encode()).hexdigest()
 
 
 def _b64(data: bytes) -> str:
@@ -52,7 +63,8 @@ class Sessions:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
 
     def dump(self, session: Session) -> str:
-        payload = _b64(json.dumps({"s": session.signed_in, "c": session.csrf, "t": session.issued_at}).encode())
+        data = {"s": session.signed_in, "c": session.csrf, "t": session.issued_at, "i": session.id}
+        payload = _b64(json.dumps(data).encode())
         return f"{payload}.{self._sign(payload)}"
 
     def load(self, cookie: str | None, now: float | None = None) -> Session | None:
@@ -64,7 +76,7 @@ class Sessions:
             return None
         try:
             data = json.loads(_unb64(payload))
-            session = Session(bool(data["s"]), str(data["c"]), int(data["t"]))
+            session = Session(bool(data["s"]), str(data["c"]), int(data["t"]), str(data.get("i", "")))
         except (ValueError, KeyError, TypeError):
             return None
         if not 0 <= (now or time.time()) - session.issued_at < LIFETIME:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import functools
 import hmac
+import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import anyio.to_thread
 from jinja2 import Environment, FileSystemLoader
@@ -18,9 +20,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contactcard.admin import Admin
+from contactcard.contract import hidden_character
+from contactcard.dashboard.flash import FLASH_COOKIE, FLASH_LIFETIME, NO_FLASH, Flash, Flashes
 from contactcard.dashboard.session import COOKIE, LIFETIME, SIGN_IN_COOKIE, Session, Sessions
+from contactcard.dashboard.throttle import SignInThrottle
 from contactcard.kit import Kit
 from contactcard.settings import Settings
+from contactcard.store.dashboard_sessions import SessionRecords
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -45,6 +51,9 @@ class Dashboard:
     admin: Admin
     kit: Kit
     sessions: Sessions
+    records: SessionRecords
+    flashes: Flashes
+    throttle: SignInThrottle
     templates: Environment
     nav: list[Nav]
 
@@ -72,9 +81,20 @@ async def off_loop(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs))
 
 
+def visible(text: object) -> str:
+    """The text with every control or bidirectional character spelled out (`⟨U+202E⟩`): names
+    stored before such names were refused cannot reorder the page around them."""
+    value = "" if text is None else str(text)
+    if not any(map(hidden_character, value)):
+        return value
+    return "".join(f"⟨U+{ord(c):04X}⟩" if hidden_character(c) else c for c in value)
+
+
 def templates() -> Environment:
     # Autoescape everything: names and URLs come from API callers.
-    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, auto_reload=False)
+    environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, auto_reload=False)
+    environment.filters["visible"] = visible
+    return environment
 
 
 def dashboard(request: Request) -> Dashboard:
@@ -98,10 +118,15 @@ def is_https(request: Request) -> bool:
     return request.url.scheme == "https" or settings.public_base_url.startswith("https://")
 
 
-def session_of(request: Request) -> Session | None:
-    """The signed-in session, if the request carries one."""
-    session = dashboard(request).sessions.load(request.cookies.get(COOKIE))
-    return session if session is not None and session.signed_in else None
+async def session_of(request: Request) -> Session | None:
+    """The signed-in session, if the request carries one still in force (not signed out)."""
+    board = dashboard(request)
+    session = board.sessions.load(request.cookies.get(COOKIE))
+    if session is None or not session.signed_in or not session.id:
+        return None
+    if not await off_loop(board.records.in_force, session.id_hash, time.time()):
+        return None
+    return session
 
 
 def sign_in_session_of(request: Request) -> Session | None:
@@ -128,17 +153,31 @@ def clear_session(request: Request, response: Response, cookie: str = COOKIE) ->
     )
 
 
-def render(request: Request, template: str, session: Session | None, status: int = 200, **context: Any) -> HTMLResponse:
+def render(
+    request: Request,
+    template: str,
+    session: Session | None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
     board = dashboard(request)
+    cookie = request.cookies.get(FLASH_COOKIE)
+    flash = board.flashes.load(cookie, session.csrf) if session is not None and cookie else NO_FLASH
     html = board.templates.get_template(template).render(
         base=base(request),
         site=site_root(request),
         nav=board.nav,
         here=request.url.path.removeprefix(base(request)),
         session=session,
+        flash=flash,
         **context,
     )
-    return HTMLResponse(html, status_code=status)
+    response = HTMLResponse(html, status_code=status, headers=headers)
+    if cookie is not None:
+        # Shown once: a reload, or Back to this page, shows it no more.
+        clear_session(request, response, FLASH_COOKIE)
+    return response
 
 
 def redirect(request: Request, path: str) -> RedirectResponse:
@@ -146,16 +185,48 @@ def redirect(request: Request, path: str) -> RedirectResponse:
     return RedirectResponse(base(request) + path, status_code=303)
 
 
+def answered(request: Request, session: Session, path: str, flash: Flash) -> RedirectResponse:
+    """A form's answer: a redirect to the GET page at `path`, which shows `flash` once."""
+    response = redirect(request, path)
+    response.set_cookie(
+        FLASH_COOKIE,
+        dashboard(request).flashes.dump(flash, session.csrf),
+        max_age=FLASH_LIFETIME,
+        path=base(request) or "/",
+        secure=is_https(request),
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
 def signed_in(page: Callable[[Request, Session], Awaitable[Response]]) -> Page:
     """The page for a signed-in session; anyone else is sent to the sign-in page."""
 
     async def guarded(request: Request) -> Response:
-        session = session_of(request)
+        session = await session_of(request)
         if session is None:
-            return redirect(request, "/sign-in")
+            # Back to the page asked for once signed in (a GET's; a form is not posted again).
+            asked = request.url.path.removeprefix(base(request))
+            if request.url.query:
+                asked += "?" + request.url.query
+            wanted = safe_next(asked) if request.method == "GET" else "/"
+            return redirect(request, "/sign-in" + (f"?next={quote(wanted, safe='/')}" if wanted != "/" else ""))
         return await page(request, session)
 
     return guarded
+
+
+# Where sign-in may send the browser: a path below the dashboard, in plain URL characters.
+_NEXT = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,500}")
+
+
+def safe_next(asked: str) -> str:
+    """A page below the dashboard to land on after sign-in; "/" (the overview) for anything
+    else: another site, a scheme, `//host`, a backslash, the sign-in pages themselves."""
+    if not _NEXT.fullmatch(asked) or asked.startswith(("//", "/sign-in", "/sign-out")):
+        return "/"
+    return asked
 
 
 class FormRefused(Exception):

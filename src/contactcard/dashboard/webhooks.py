@@ -3,6 +3,7 @@ one delivery (its outcome, the answer's status, latency and error), and sending 
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 
@@ -11,43 +12,67 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from contactcard.admin import AdminError
+from contactcard.dashboard.flash import Flash
 from contactcard.dashboard.session import Session
-from contactcard.dashboard.web import Nav, dashboard, form, off_loop, redirect, render, signed_in
+from contactcard.dashboard.web import Nav, answered, dashboard, form, off_loop, redirect, render, signed_in
 
 NAV = Nav("Webhooks", "/webhooks")
+PAGE_SIZE = 200
+STATES = ("pending", "retrying", "delivered", "failed")
 # Subscription and event ids are 32 hexadecimal digits: anything else finds nothing anyway.
 _ID = re.compile(r"[0-9a-f]{32}")
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
 def _when(at: float | None) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S") if at is not None else ""
 
 
-async def _page(request: Request, session: Session, *, error: str | None = None, status: int = 400) -> Response:
+@signed_in
+async def webhooks_page(request: Request, session: Session) -> Response:
     admin = dashboard(request).admin
     chosen = request.query_params.get("subscription", "")
+    error = None
     if chosen and not _ID.fullmatch(chosen):
-        chosen, error = "", error or "a subscription id is 32 hexadecimal digits"
+        chosen, error = "", "a subscription id is 32 hexadecimal digits"
+    state = request.query_params.get("state", "")
+    state = state if state in STATES else ""
+    number = request.query_params.get("number", "").strip()
+    if number.startswith(" "):  # a + typed in a query string arrives as a space
+        number = "+" + number[1:]
+    number = number if _E164.fullmatch(number) else ""
+    given = request.query_params.get("page", "1")
+    page = int(given) if given.isascii() and given.isdigit() and 0 < len(given) < 6 and int(given) > 0 else 1
     subscriptions = await off_loop(admin.list_subscriptions)
-    deliveries = await off_loop(admin.list_deliveries, subscription_id=chosen or None)
+    # One row more than shown: whether a page lies beyond.
+    deliveries = await off_loop(
+        admin.list_deliveries,
+        subscription_id=chosen or None,
+        state=state or None,
+        limit=PAGE_SIZE + 1,
+        offset=(page - 1) * PAGE_SIZE,
+        phone_number=number or None,
+    )
+    more = len(deliveries) > PAGE_SIZE
+    deliveries = deliveries[:PAGE_SIZE]
     return render(
         request,
         "webhooks.html",
         session,
-        status=status if error else 200,
+        status=400 if error else 200,
         subscriptions=subscriptions,
         targets={s.id: s.target_url for s in subscriptions},
         deliveries=deliveries,
         next_at={d.event_id + d.subscription_id: _when(d.next_attempt_at) for d in deliveries},
         chosen=chosen,
+        state=state,
+        number=number,
+        states=STATES,
+        page=page,
+        more=more,
         done=request.query_params.get("done") == "redelivered",
         error=error,
     )
-
-
-@signed_in
-async def webhooks_page(request: Request, session: Session) -> Response:
-    return await _page(request, session)
 
 
 @signed_in
@@ -57,14 +82,28 @@ async def delivery_page(request: Request, session: Session) -> Response:
     try:
         delivery, attempts = await off_loop(admin.delivery, event_id, subscription_id)
     except AdminError:
-        return render(request, "not_found.html", session, status=404, what=f"delivery {event_id}")
+        return render(request, "not_found.html", session, status=404, kind="delivery", what=event_id)
     targets = {s.id: s.target_url for s in await off_loop(admin.list_subscriptions, delivery.partner_id)}
+    body = await off_loop(admin.delivery_body, event_id, subscription_id)
+    try:  # shown indented; the bytes sent (and signed) are exactly the stored ones
+        payload = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except ValueError:
+        payload = body
+    # Numbered on across redeliveries (the store counts each round from 1), with a marker
+    # where an operator sent it again: 1, 2, 3, then "sent again", 4, 5.
+    shown: list[tuple[int, bool, object]] = []
+    previous = 0
+    for number, attempt in enumerate(attempts, start=1):
+        shown.append((number, 0 < previous >= attempt.attempt, attempt))
+        previous = attempt.attempt
     return render(
         request,
         "delivery.html",
         session,
         delivery=delivery,
-        attempts=attempts,
+        attempts=shown,
+        payload=payload,
+        queued_again=delivery.status == "pending" and delivery.attempts == 0 and bool(attempts),
         target=targets.get(subscription_id, ""),
         next_at=_when(delivery.next_attempt_at),
         done=request.query_params.get("done") == "redelivered",
@@ -78,7 +117,7 @@ async def redeliver(request: Request, session: Session) -> Response:
     try:
         await off_loop(dashboard(request).admin.redeliver, event_id, subscription_id)
     except AdminError as exc:
-        return await _page(request, session, error=str(exc), status=404 if exc.not_found else 400)
+        return answered(request, session, "/webhooks", Flash(error=str(exc)))
     # Back to the page it was sent from: the delivery's own, or the list (of one subscription).
     if request.query_params.get("from") == "delivery":
         return redirect(request, f"/webhooks/deliveries/{event_id}/{subscription_id}?done=redelivered")
@@ -87,9 +126,23 @@ async def redeliver(request: Request, session: Session) -> Response:
     return redirect(request, f"/webhooks?{shown}done=redelivered")
 
 
+@signed_in
+async def set_active(request: Request, session: Session) -> Response:
+    fields = await form(request, session)
+    subscription_id = request.path_params["subscription_id"]
+    active = fields.get("active") == "on"
+    try:
+        await off_loop(dashboard(request).admin.set_subscription_active, subscription_id, active)
+    except AdminError as exc:
+        return answered(request, session, "/webhooks", Flash(error=str(exc)))
+    said = "enabled: new events are delivered to it again" if active else "disabled: no new event is delivered to it"
+    return answered(request, session, "/webhooks", Flash(done=f"Subscription {said}."))
+
+
 def routes() -> list[Route]:
     return [
         Route("/webhooks", webhooks_page, methods=["GET"]),
+        Route("/webhooks/subscriptions/{subscription_id}/active", set_active, methods=["POST"]),
         Route("/webhooks/deliveries/{event_id}/{subscription_id}", delivery_page, methods=["GET"]),
         Route("/webhooks/deliveries/{event_id}/{subscription_id}/redeliver", redeliver, methods=["POST"]),
     ]

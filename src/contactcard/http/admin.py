@@ -91,6 +91,7 @@ class PartnerOut(BaseModel):
 
 class KeyIn(BaseModel):
     key: str | None = Field(None, min_length=16, max_length=200, description="Optional fixed key (tests).")
+    label: str | None = Field(None, max_length=100, description="What the operator calls it.")
 
 
 class IssuedKeyOut(BaseModel):
@@ -105,6 +106,7 @@ class KeyOut(BaseModel):
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    label: str | None = None
 
 
 class LineIn(BaseModel):
@@ -166,7 +168,8 @@ def list_partners(admin: AdminDep) -> list[PartnerOut]:
 
 @router.post("/partners/{partner_id}/keys", response_model=IssuedKeyOut)
 def issue_key(partner_id: str, admin: AdminDep, body: KeyIn | None = None) -> IssuedKeyOut:
-    return IssuedKeyOut(**admin.issue_key(partner_id, body.key if body else None).__dict__)
+    issued = admin.issue_key(partner_id, body.key if body else None, body.label if body else None)
+    return IssuedKeyOut(**issued.__dict__)
 
 
 @router.get("/keys", response_model=list[KeyOut])

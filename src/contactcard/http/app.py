@@ -97,11 +97,20 @@ def _admin_routes(settings: Settings, services: Services, docs_base_url: str) ->
         return RedirectResponse("dashboard/", status_code=303)
 
     handlers = error_handlers(docs_base_url)
+    admin_api = admin.admin_app(settings, services.admin, handlers, kit=services.kit)
+
+    async def admin_document(request: Request) -> Response:
+        # The admin API's own document, for the reference's admin section (the routes are
+        # no secret: the README lists them; every call needs the token).
+        document = {**admin_api.openapi(), "servers": [{"url": f"{settings.public_base_url}/admin/v1"}]}
+        return json_response(document)
+
     return [
-        Mount("/admin/v1", app=admin.admin_app(settings, services.admin, handlers, kit=services.kit)),
+        Route("/docs/admin-api.json", admin_document, methods=["GET"]),
+        Mount("/admin/v1", app=admin_api),
         # The dashboard is on exactly when the admin API is (off: its paths are plain 404s).
         Route("/dashboard", to_dashboard, methods=["GET"]),
-        Mount("/dashboard", app=dashboard_app(settings, services.admin, services.kit)),
+        Mount("/dashboard", app=dashboard_app(settings, services.admin, services.kit, services.database)),
     ]
 
 

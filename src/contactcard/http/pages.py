@@ -6,6 +6,7 @@ import hmac
 import html
 
 import anyio.to_thread
+from markdown_it import MarkdownIt
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -14,6 +15,7 @@ from contactcard.cdn import BlobStore, BlobStoreUnavailable
 from contactcard.cdn.base import IMMUTABLE
 from contactcard.errors import ApiError
 from contactcard.http.envelope import json_response
+from contactcard.http.reference import HEADERS
 from contactcard.keys import bearer_key
 from contactcard.metrics import CONTENT_TYPE, Metrics
 from contactcard.readiness import Readiness
@@ -35,22 +37,41 @@ async def cdn_image(request: Request) -> Response:
     return Response(blob.data, media_type=blob.content_type, headers=headers)
 
 
-def _page(title: str, body: str) -> HTMLResponse:
+# CommonMark without raw HTML: the catalogue's backticks become <code>, and nothing in it
+# could become markup of its own.
+_MARKDOWN = MarkdownIt("commonmark", {"html": False})
+
+
+def _md(text: str) -> str:
+    rendered: str = _MARKDOWN.renderInline(text)
+    return rendered
+
+
+def _page(title: str, body: str, root: str) -> HTMLResponse:
+    # `root`: the way back to the site's root from this page, relative (a proxy path holds).
     return HTMLResponse(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-        f"<body style='font-family:sans-serif;max-width:46em;margin:2em auto'>{body}</body></html>"
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)} · contactcard</title>"
+        f"<link rel='icon' href='{root}docs/assets/favicon-32x32.png'>"
+        f"<link rel='stylesheet' href='{root}docs/assets/errors.css'></head>"
+        f"<body><main class='error-doc'>{body}</main></body></html>",
+        headers=HEADERS,
     )
 
 
 async def error_index(request: Request) -> Response:
     rows = "".join(
-        f"<tr><td>{e.status}</td><td><a href='errors/{e.code}'>{e.code}</a></td><td>{html.escape(e.message)}</td></tr>"
+        f"<tr><td>{e.status}</td><td><a href='errors/{e.code}'>{e.code}</a></td><td>{html.escape(e.message)}</td>"
+        f"<td>{_md(e.retry_advice)}</td></tr>"
         for e in errors.CATALOGUE
     )
     return _page(
         "Error codes",
-        "<p><a href='../docs'>API reference</a></p>"
-        f"<h1>Error codes</h1><table><tr><th>status</th><th>code</th><th>message</th></tr>{rows}</table>",
+        "<p class='links'><a href='../docs'>API reference</a></p><h1>Error codes</h1>"
+        "<table><thead><tr><th>status</th><th>code</th><th>message</th><th>retry</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>",
+        "../",
     )
 
 
@@ -61,12 +82,14 @@ async def error_page(request: Request) -> Response:
         raise ApiError(errors.NOT_FOUND) from None
     return _page(
         f"Error {entry.code}",
-        f"<h1>{entry.code}: {html.escape(entry.message)}</h1><p>HTTP status {entry.status}.</p>"
-        f"<h2>What it means</h2><p>{html.escape(entry.meaning)}</p>"
-        f"<h2>What to do</h2><p>{html.escape(entry.fix)}</p>"
-        f"<p>Retry: {'yes, with backoff' if entry.retry else 'no, fix the request first'}.</p>"
         # Relative: /docs/errors/<code> -> /docs, behind a proxy path too.
-        "<p><a href='../errors'>All error codes</a> · <a href='../../docs'>API reference</a></p>",
+        "<p class='links'><a href='../errors'>All error codes</a> · <a href='../../docs'>API reference</a></p>"
+        f"<h1>{entry.code}: {html.escape(entry.message)}</h1>"
+        f"<p class='status'>HTTP status <strong>{entry.status}</strong>.</p>"
+        f"<h2>What it means</h2><p>{_md(entry.meaning)}</p>"
+        f"<h2>What to do</h2><p>{_md(entry.fix)}</p>"
+        f"<p class='retry'>Retry: {_md(entry.retry_advice)}.</p>",
+        "../../",
     )
 
 

@@ -32,6 +32,7 @@ ASSETS = {
     "swagger-ui-bundle.js": _SWAGGER / "swagger-ui-bundle.js",
     "reference.js": _OWN / "reference.js",
     "reference.css": _OWN / "reference.css",
+    "errors.css": _OWN / "errors.css",
     "favicon-32x32.png": _SWAGGER / "favicon-32x32.png",
 }
 # Scripts and styles from this server only (no inline script); Swagger UI's icons are
@@ -59,7 +60,7 @@ _PAGE = """<!doctype html>
 </head>
 <body>
 <p class="links"><a href="docs/errors">Error codes</a> · <a href="openapi.json">openapi.json</a>{dashboard}</p>
-<div id="reference" data-spec="openapi.json"></div>
+<div id="reference" data-spec="openapi.json"></div>{admin}
 <script src="docs/assets/swagger-ui-bundle.js"></script>
 <script src="docs/assets/reference.js"></script>
 </body>
@@ -67,8 +68,15 @@ _PAGE = """<!doctype html>
 """
 
 
+# The admin API (`/admin/v1`, bearer the admin token) documented apart from the partner API.
+_ADMIN_SECTION = """
+<h2 class="section" id="admin-api">Admin API (<code>/admin/v1</code>, the admin token as bearer)</h2>
+<div id="admin-reference" data-spec="docs/admin-api.json"></div>"""
+
+
 def routes(*, dashboard: bool) -> list[Route]:
     page = _PAGE.replace("{dashboard}", ' · <a href="dashboard">Dashboard</a>' if dashboard else "")
+    page = page.replace("{admin}", _ADMIN_SECTION if dashboard else "")
 
     async def reference(request: Request) -> Response:
         return HTMLResponse(page, headers=HEADERS)
@@ -76,7 +84,13 @@ def routes(*, dashboard: bool) -> list[Route]:
     return [
         Route("/docs", reference, methods=["GET"]),
         Route("/docs/assets/{name}", asset, methods=["GET"]),
+        # Asked for by every browser on every page without an icon of its own: not a 404.
+        Route("/favicon.ico", favicon, methods=["GET"]),
     ]
+
+
+async def favicon(request: Request) -> Response:
+    return FileResponse(ASSETS["favicon-32x32.png"], headers={**HEADERS, "cache-control": "public, max-age=86400"})
 
 
 async def asset(request: Request) -> Response:

@@ -55,6 +55,7 @@ class KeyRow:
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,29 @@ class DeliveryRow:
     event_type: str
     phone_number: str | None
     status: str  # pending | delivered | failed
-    attempts: int
+    attempts: int  # since it was last (re)queued: the retry schedule's count
     next_attempt_at: float | None  # on the server's clock; only while pending
     last_status: int | None
     last_error: str | None
     last_latency_ms: float | None
     created_at: datetime
     finished_at: datetime | None
+    attempts_made: int = 0  # every attempt recorded, redeliveries' included (the attempts listed)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What the dashboard's overview shows first: how much there is, and what needs a look."""
+
+    partners: int
+    live_keys: int
+    lines: int
+    active_cards: int
+    inactive_cards: int
+    subscriptions: int
+    disabled_subscriptions: int
+    retrying_deliveries: int  # pending after a failed attempt: a retry is scheduled
+    failed_deliveries: int
 
 
 @dataclass(frozen=True)
@@ -103,7 +120,7 @@ class SubscriptionRow:
 class AttemptRow:
     """One attempt of a delivery: its outcome, the receiver's answer and how long it took."""
 
-    attempt: int  # from 1 again after a redelivery
+    attempt: int  # from 1 again after a redelivery (the dashboard marks where)
     at: datetime
     outcome: str  # pending (a retry follows) | delivered | failed
     answer: int | None  # the HTTP status; None when the receiver never answered
@@ -141,13 +158,58 @@ class Accounts:
             count: int = conn.execute(select(func.count()).select_from(partners)).scalar_one()
         return count
 
-    def add_key(self, key_id: str, partner_id: str, key_hash: str, prefix: str, created_at: datetime) -> None:
+    def counts(self) -> Counts:
+        """Every count in one read transaction (a consistent picture, one round trip each)."""
+        d, c, w = webhook_deliveries.c, cards.c, webhook_subscriptions.c
+
+        def count(table: Any, *where: Any) -> Any:
+            return select(func.count()).select_from(table).where(*where).scalar_subquery()
+
+        query = select(
+            count(partners).label("partners"),
+            count(api_keys, api_keys.c.revoked_at.is_(None)).label("live_keys"),
+            count(lines).label("lines"),
+            count(cards, c.is_active.is_(True)).label("active_cards"),
+            count(cards, c.is_active.is_(False)).label("inactive_cards"),
+            count(webhook_subscriptions).label("subscriptions"),
+            count(webhook_subscriptions, w.is_active.is_(False)).label("disabled_subscriptions"),
+            count(webhook_deliveries, d.status == "pending", d.attempts > 0).label("retrying"),
+            count(webhook_deliveries, d.status == "failed").label("failed"),
+        )
+        with self._db.reader.connect() as conn:
+            r = conn.execute(query).one()
+        return Counts(
+            r.partners,
+            r.live_keys,
+            r.lines,
+            r.active_cards,
+            r.inactive_cards,
+            r.subscriptions,
+            r.disabled_subscriptions,
+            r.retrying,
+            r.failed,
+        )
+
+    def add_key(
+        self,
+        key_id: str,
+        partner_id: str,
+        key_hash: str,
+        prefix: str,
+        created_at: datetime,
+        label: str | None = None,
+    ) -> None:
         with self._db.writer.begin() as conn:
             _require_partner(conn, partner_id)
             try:
                 conn.execute(
                     insert(api_keys).values(
-                        id=key_id, partner_id=partner_id, key_hash=key_hash, prefix=prefix, created_at=created_at
+                        id=key_id,
+                        partner_id=partner_id,
+                        key_hash=key_hash,
+                        prefix=prefix,
+                        created_at=created_at,
+                        label=label,
                     )
                 )
             except IntegrityError:
@@ -166,7 +228,7 @@ class Accounts:
             query = query.where(api_keys.c.partner_id == partner_id)
         with self._db.reader.connect() as conn:
             rows = conn.execute(query).all()
-        return [KeyRow(r.id, r.partner_id, r.prefix, r.created_at, r.revoked_at) for r in rows]
+        return [KeyRow(r.id, r.partner_id, r.prefix, r.created_at, r.revoked_at, r.label) for r in rows]
 
     def revoke_key(self, key_id: str, at: datetime) -> bool:
         """False when there is no such key (revoking twice is fine)."""
@@ -225,6 +287,54 @@ class Accounts:
             conn.execute(delete(device_displays).where(device_displays.c.phone_number == phone_number))
             return bool(gone.rowcount)
 
+    def rename_partner(self, partner_id: str, name: str) -> bool:
+        with self._db.writer.begin() as conn:
+            return bool(conn.execute(update(partners).where(partners.c.id == partner_id).values(name=name)).rowcount)
+
+    def partner_holdings(self, partner_id: str) -> tuple[int, int, int]:
+        """What deleting the partner takes with it: its keys, lines and subscriptions."""
+        with self._db.reader.connect() as conn:
+
+            def count(table: Any) -> int:
+                found: int = conn.execute(
+                    select(func.count()).select_from(table).where(table.c.partner_id == partner_id)
+                ).scalar_one()
+                return found
+
+            return count(api_keys), count(lines), count(webhook_subscriptions)
+
+    def delete_partner(self, partner_id: str) -> bool:
+        """The partner and everything that is theirs, in one transaction; False when unknown.
+        Deleted table by table rather than left to ON DELETE CASCADE, so that SQLite's change
+        count (its triggers) sees every key, line and card go."""
+        with self._db.writer.begin() as conn:
+            numbers = select(lines.c.phone_number).where(lines.c.partner_id == partner_id).scalar_subquery()
+            for table in (cards, device_scripts, device_displays):
+                conn.execute(delete(table).where(table.c.phone_number.in_(numbers)))
+            subscriptions = select(webhook_subscriptions.c.id).where(webhook_subscriptions.c.partner_id == partner_id)
+            for table in (webhook_attempts, webhook_deliveries):
+                conn.execute(delete(table).where(table.c.subscription_id.in_(subscriptions.scalar_subquery())))
+            for table in (webhook_subscriptions, lines, api_keys):
+                conn.execute(delete(table).where(table.c.partner_id == partner_id))
+            return bool(conn.execute(delete(partners).where(partners.c.id == partner_id)).rowcount)
+
+    def set_subscription_active(self, subscription_id: str, active: bool, at: datetime) -> bool:
+        s = webhook_subscriptions.c
+        with self._db.writer.begin() as conn:
+            done = conn.execute(
+                update(webhook_subscriptions).where(s.id == subscription_id).values(is_active=active, updated_at=at)
+            )
+            return bool(done.rowcount)
+
+    def delivery_body(self, event_id: str, subscription_id: str) -> str | None:
+        """The exact body every attempt of the delivery sends (and signs); never the secret."""
+        d = webhook_deliveries.c
+        with self._db.reader.connect() as conn:
+            body: str | None = conn.execute(
+                select(d.body).where(d.event_id == event_id, d.subscription_id == subscription_id)
+            ).scalar()
+        return body
+
     def subscriptions(self, partner_id: str | None = None) -> list[SubscriptionRow]:
         """Every webhook subscription (of one partner, or of all), oldest first."""
         s = webhook_subscriptions.c
@@ -263,12 +373,28 @@ class Accounts:
         ]
 
     def deliveries(
-        self, *, subscription_id: str | None = None, event_id: str | None = None, limit: int = 200
+        self,
+        *,
+        subscription_id: str | None = None,
+        event_id: str | None = None,
+        limit: int = 200,
+        state: str | None = None,
+        offset: int = 0,
+        phone_number: str | None = None,
     ) -> list[DeliveryRow]:
-        """The newest deliveries first, of one subscription or one event, or of all."""
+        """The newest deliveries first, of one subscription or one event, or of all; `state`:
+        pending, retrying (pending after a failed attempt), delivered or failed. Paged by
+        offset: an operator's few pages, not a hot path."""
         d = webhook_deliveries.c
+        a = webhook_attempts.c
+        made = (
+            select(func.count())
+            .where(a.event_id == d.event_id, a.subscription_id == d.subscription_id)
+            .scalar_subquery()
+            .label("attempts_made")
+        )
         query = (
-            select(*webhook_deliveries.c, webhook_subscriptions.c.partner_id)
+            select(*webhook_deliveries.c, webhook_subscriptions.c.partner_id, made)
             .join(webhook_subscriptions, webhook_subscriptions.c.id == d.subscription_id)
             .order_by(d.created_at.desc(), d.event_id)
             .limit(limit)
@@ -277,6 +403,14 @@ class Accounts:
             query = query.where(d.subscription_id == subscription_id)
         if event_id:
             query = query.where(d.event_id == event_id)
+        if phone_number:
+            query = query.where(d.phone_number == phone_number)
+        if state == "retrying":
+            query = query.where(d.status == "pending", d.attempts > 0)
+        elif state:
+            query = query.where(d.status == state)
+        if offset:
+            query = query.offset(offset)
         with self._db.reader.connect() as conn:
             rows = conn.execute(query).all()
         return [
@@ -294,6 +428,7 @@ class Accounts:
                 r.last_latency_ms,
                 r.created_at,
                 r.finished_at,
+                r.attempts_made,
             )
             for r in rows
         ]
@@ -342,10 +477,28 @@ class Accounts:
         number_prefix: str = "",
         partner_id: str | None = None,
         limit: int = 50,
+        state: str | None = None,
+        name: str = "",
     ) -> list[LineCardRow]:
         return line_cards(
-            self._db, after=after, before=before, number_prefix=number_prefix, partner_id=partner_id, limit=limit
+            self._db,
+            after=after,
+            before=before,
+            number_prefix=number_prefix,
+            partner_id=partner_id,
+            limit=limit,
+            state=state,
+            name=name,
         )
+
+    def line_count(
+        self, *, number_prefix: str = "", partner_id: str | None = None, state: str | None = None, name: str = ""
+    ) -> int:
+        """How many lines the same filters find (the total the list shows above its pages)."""
+        query = line_cards_query(number_prefix=number_prefix, partner_id=partner_id, state=state, name=name, limit=None)
+        with self._db.reader.connect() as conn:
+            count: int = conn.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar_one()
+        return count
 
     def has_line(self, phone_number: str) -> bool:
         with self._db.reader.connect() as conn:
@@ -394,7 +547,9 @@ def line_cards_query(
     before: str | None = None,
     number_prefix: str = "",
     partner_id: str | None = None,
-    limit: int = 50,
+    limit: int | None = 50,
+    state: str | None = None,
+    name: str = "",
 ) -> Select[Any]:
     """One page of lines in number order, from the number after `after` (keyset paging: the
     primary key's index finds the page's start, so page 200 costs what page 1 does; OFFSET
@@ -431,6 +586,17 @@ def line_cards_query(
         query = query.where(lines.c.phone_number.startswith(number_prefix, autoescape=True))
     if partner_id:
         query = query.where(lines.c.partner_id == partner_id)
+    if state == "active":
+        query = query.where(cards.c.is_active.is_(True))
+    elif state == "inactive":
+        query = query.where(cards.c.is_active.is_(False))
+    elif state == "none":
+        query = query.where(cards.c.phone_number.is_(None))
+    if name:
+        # A part of either name, any case; LIKE's wildcards typed in it stay literal.
+        query = query.where(
+            cards.c.first_name.icontains(name, autoescape=True) | cards.c.last_name.icontains(name, autoescape=True)
+        )
     return query
 
 
@@ -442,9 +608,17 @@ def line_cards(
     number_prefix: str = "",
     partner_id: str | None = None,
     limit: int = 50,
+    state: str | None = None,
+    name: str = "",
 ) -> list[LineCardRow]:
     query = line_cards_query(
-        after=after, before=before, number_prefix=number_prefix, partner_id=partner_id, limit=limit
+        after=after,
+        before=before,
+        number_prefix=number_prefix,
+        partner_id=partner_id,
+        limit=limit,
+        state=state,
+        name=name,
     )
     with database.reader.connect() as conn:
         rows = conn.execute(query).all()

@@ -43,6 +43,9 @@ _FORGOTTEN = (
     webhook_deliveries,
 )
 _KEPT_UNLESS_EVERYTHING = (webhook_subscriptions, lines, api_keys, partners)
+# What a reset forgets, by table: the kit words them for the dashboard, the CLI and the docs.
+FORGOTTEN_TABLES = tuple(table.name for table in _FORGOTTEN)
+FORGOTTEN_WITH_EVERYTHING = tuple(table.name for table in _KEPT_UNLESS_EVERYTHING)
 _SETTINGS = ("profile", "write_budget", "write_budget_window", "journal_size")
 
 

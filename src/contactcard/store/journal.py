@@ -16,11 +16,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from contactcard.journal_entry import Entry, Query, Row
+from contactcard.journal_entry import API_PREFIXES, Entry, Query, Row
 from contactcard.store.db import Database, connect
 from contactcard.store.schema import journal_readers
 from contactcard.store.schema import request_journal as journal
@@ -120,6 +120,20 @@ class JournalRecords:
             found = found.where(journal.c.at >= query.since)
         if query.until is not None:
             found = found.where(journal.c.at <= query.until)
+        if query.method is not None:
+            found = found.where(journal.c.method == query.method)
+        if query.path_prefix is not None:
+            found = found.where(journal.c.path.startswith(query.path_prefix, autoescape=True))
+        if query.status_min is not None:
+            found = found.where(journal.c.status >= query.status_min)
+        if query.status_max is not None:
+            found = found.where(journal.c.status <= query.status_max)
+        if query.phone_numbers is not None:
+            found = found.where(journal.c.phone_number.in_(query.phone_numbers))
+        if query.api_only:
+            found = found.where(or_(*(journal.c.path.startswith(prefix) for prefix in API_PREFIXES)))
+        if query.before_id is not None:
+            found = found.where(journal.c.id < query.before_id)
         if query.after_id is not None:
             found = found.where(journal.c.id > query.after_id).order_by(journal.c.id)
         else:

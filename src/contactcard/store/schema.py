@@ -49,6 +49,8 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # What the operator calls it ("staging", "Ada's laptop"); never read on the hot path.
+    Column("label", String(100), nullable=True),
 )
 
 lines = Table(
@@ -234,6 +236,18 @@ journal_readers = Table(
     # When the journal was last reset (real unix seconds): requests a process still holds
     # from before it are dropped instead of stored.
     Column("cleared_at", Float, nullable=False),
+)
+
+# The dashboard's signed-in sessions, by the SHA-256 of the id their cookie carries: a
+# session is in force only while its row is here and unexpired, so signing out (which
+# deletes the row) ends it in every process, whatever copy of the cookie is replayed.
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),  # real unix seconds
+    Column("expires_at", Float, nullable=False),
+    Index("ix_dashboard_sessions_expires_at", "expires_at"),
 )
 
 # One row (id 1): on SQLite, a count of the changes to everything a GET answer is read from

@@ -2,8 +2,6 @@
 // script: the page's Content-Security-Policy allows scripts from this server only.
 "use strict";
 (function () {
-  var root = document.getElementById("reference");
-  var spec = new URL(root.getAttribute("data-spec"), document.baseURI).href;
 
   // Swagger UI's own filter matches tag names only; this one also matches an operation's
   // path, summary, description and operation id, so typing "PATCH" or "image" finds it.
@@ -36,18 +34,24 @@
     };
   }
 
-  window.SwaggerUIBundle({
-    url: spec,
-    domNode: root,
-    deepLinking: true,
-    filter: true,
-    docExpansion: "list",
-    plugins: [SearchEverything],
-    presets: [window.SwaggerUIBundle.presets.apis],
-    layout: "BaseLayout",
-    onComplete: function () {
-      var box = root.querySelector("input.operation-filter-input");
-      if (box) box.setAttribute("placeholder", "Search paths, methods, summaries, tags");
-    },
+  // One Swagger UI per document on the page: the API's, and the admin API's in a section of
+  // its own (only when the server has an admin token).
+  ["reference", "admin-reference"].forEach(function (id) {
+    var root = document.getElementById(id);
+    if (!root) return;
+    window.SwaggerUIBundle({
+      url: new URL(root.getAttribute("data-spec"), document.baseURI).href,
+      domNode: root,
+      deepLinking: id === "reference",
+      filter: true,
+      docExpansion: "list",
+      plugins: [SearchEverything],
+      presets: [window.SwaggerUIBundle.presets.apis],
+      layout: "BaseLayout",
+      onComplete: function () {
+        var box = root.querySelector("input.operation-filter-input");
+        if (box) box.setAttribute("placeholder", "Search paths, methods, summaries, tags");
+      },
+    });
   });
 })();
