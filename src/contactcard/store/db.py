@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry
 
+from contactcard.store.deadlines import WATCHDOG, connection_options
 from contactcard.store.schema import metadata
+from contactcard.store.writer import StoreUnavailable
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration; a test keeps it equal to Alembic's head. Knowing it lets a start on
@@ -87,11 +93,97 @@ def connect(url: str, *, timeout: float = 30.0) -> Database:
         url,
         pool_size=1,
         max_overflow=4,
-        pool_pre_ping=True,
         pool_timeout=timeout,
-        connect_args={"connect_timeout": max(1, round(timeout))},
+        connect_args=connection_options(timeout),
     )
+    _bound_every_call(engine, timeout)
     return Database(url, engine, engine)
+
+
+# Set in a connection's `info` while it runs what may rightly take long (migrations).
+UNBOUNDED = "unbounded"
+
+
+def _bound_every_call(engine: Engine, timeout: float) -> None:
+    """Every round trip of the engine's connections (the check at checkout, each
+    statement, commit, rollback, the reset at checkin) is abandoned past `timeout`
+    (`deadlines.py`): a frozen server costs an operator request `timeout`, not forever."""
+
+    def arm(info: dict[Any, Any], dbapi_connection: Any) -> None:
+        disarm(info)
+        if dbapi_connection is not None and not info.get(UNBOUNDED):
+            info["deadline"] = WATCHDOG.arm(dbapi_connection, timeout)
+
+    def disarm(info: dict[Any, Any]) -> bool:
+        token = info.pop("deadline", None)
+        return token is None or WATCHDOG.disarm(token)
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: object) -> None:
+        # In place of `pool_pre_ping`, whose check nothing would bound.
+        arm(record.info, dbapi_connection)
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception:
+            alive = False
+        if not disarm(record.info):
+            raise StoreUnavailable("no answer from the database in time")
+        if not alive:
+            raise DisconnectionError("the connection was closed")  # the pool connects anew
+
+    @event.listens_for(engine, "reset")
+    def _reset(dbapi_connection: Any, record: ConnectionPoolEntry, _state: object) -> None:
+        arm(record.info, dbapi_connection)
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        disarm(record.info)
+
+    def _before(connection: Connection, *_: object) -> None:
+        arm(connection.info, connection.connection.dbapi_connection)
+
+    def _after(connection: Connection, *_: object) -> None:
+        disarm(connection.info)
+
+    event.listen(engine, "before_cursor_execute", _before)
+    event.listen(engine, "after_cursor_execute", _after)
+    event.listen(engine, "commit", _before)
+    event.listen(engine, "rollback", _before)
+
+    @event.listens_for(engine, "handle_error")
+    def _failed(context: ExceptionContext) -> None:
+        if context.connection is not None:
+            disarm(context.connection.info)
+
+
+# Advisory-lock keys: the schema's migration, and a process's whole start-up.
+_MIGRATION_LOCK = 7212001
+_STARTUP_LOCK = 7212002
+
+
+@contextmanager
+def startup_lock(url: str, *, timeout: float) -> Iterator[None]:
+    """Held around a process's start-up writes (migrations, the demo partner and its key,
+    a seed) on PostgreSQL, so that processes starting at the same moment make them one
+    after another. Nothing on SQLite: one process writes a file at start."""
+    if make_url(url).get_backend_name() == "sqlite":
+        yield
+        return
+    database = connect(url, timeout=timeout)
+    try:
+        with database.writer.connect() as connection:
+            connection.info[UNBOUNDED] = True  # waiting for another process's start is right
+            try:
+                connection.exec_driver_sql(f"SELECT pg_advisory_lock({_STARTUP_LOCK})")
+                connection.commit()
+                yield
+            finally:
+                # (Released by the server too, if this process dies holding it.)
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_STARTUP_LOCK})")
+                connection.commit()
+                connection.info.pop(UNBOUNDED, None)
+    finally:
+        database.dispose()
 
 
 def current_revision(database: Database) -> str | None:
@@ -120,9 +212,11 @@ def migrate(database: Database) -> None:
     if current_revision(database) == HEAD_REVISION:
         return
     with database.writer.connect() as connection:
+        # A migration's statements may take long on a big database: no deadline for them.
+        connection.info[UNBOUNDED] = True
         if database.dialect == "postgresql":
             # Several processes may start at once against one database.
-            connection.exec_driver_sql("SELECT pg_advisory_lock(7212001)")
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
             connection.commit()
         try:
             if current_revision(database) == HEAD_REVISION:  # another process just did it
@@ -135,8 +229,9 @@ def migrate(database: Database) -> None:
                 _upgrade(database, connection)
         finally:
             if database.dialect == "postgresql":
-                connection.exec_driver_sql("SELECT pg_advisory_unlock(7212001)")
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
                 connection.commit()
+            connection.info.pop(UNBOUNDED, None)
 
 
 def _create_at_head(connection: Connection) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from contactcard.store.commits import CommitLog, CountLog
+from contactcard.store.deadlines import abandon, connection_options
 from contactcard.store.memo import BatchMemo, Memo, TurnMemo
 from contactcard.store.writer import StoreUnavailable, read_change_count
 
@@ -131,20 +132,30 @@ class CardReads:
         # time to the answer.
         if time.monotonic() < self._down_until:
             raise StoreUnavailable("the database was unreachable moments ago")
+        loop = asyncio.get_running_loop()
+        # One bound for the whole read, the retry on a dropped connection included. Past it
+        # the connection is abandoned (`deadlines.py`), not cancelled: a cancellation would
+        # wait for a server that may never answer.
+        deadline = loop.time() + self._timeout
         try:
-            # One bound for the whole read, the retry on a dropped connection included.
-            async with asyncio.timeout(self._timeout):
-                pool = await self._pool()
-                for attempt in (1, 2):
-                    try:
-                        async with pool.connection() as connection:
+            pool = await self._pool()
+            for attempt in (1, 2):
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError
+                try:
+                    async with pool.connection(timeout=left) as connection:
+                        timer = loop.call_at(deadline, abandon, connection)
+                        try:
                             # Prepared once per connection: PostgreSQL then skips parsing and planning.
                             cursor = await connection.execute(sql, params, prepare=True)
                             return await (cursor.fetchall() if many else cursor.fetchone())
-                    except (psycopg.OperationalError, psycopg.InterfaceError):
-                        # A connection the database dropped is discarded by the pool; try once more.
-                        if attempt == 2:
-                            raise
+                        finally:
+                            timer.cancel()
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    # A connection the database dropped is discarded by the pool; try once more.
+                    if attempt == 2 or loop.time() >= deadline:
+                        raise
         except (TimeoutError, PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
             self._down_until = time.monotonic() + _DOWN_PAUSE
             raise StoreUnavailable(str(exc) or "no answer from the database in time") from exc
@@ -163,7 +174,7 @@ class CardReads:
                 min_size=1,
                 max_size=4,
                 max_idle=30,
-                kwargs={"autocommit": True, "connect_timeout": max(1, round(self._timeout))},
+                kwargs={"autocommit": True, **connection_options(self._timeout)},
                 timeout=self._timeout,
                 open=False,
             )
