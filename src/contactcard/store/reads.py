@@ -100,6 +100,8 @@ class CardReads:
         self._down_until = 0.0  # monotonic time before which reads fail fast
         self._async_pool: Any = None  # psycopg_pool.AsyncConnectionPool, opened on the first GET
         self._async_pool_opened: asyncio.Future[None] | None = None
+        self._closing: asyncio.Future[None] | None = None  # a replaced pool, closing
+        self._pool_failed = False  # the last pool gave no connection in time
         # With this process's commit log, a move of the version caused only by its own
         # writes drops only their lines' answers (`commits.py`).
         self._pg_memo = BatchMemo(self._pg_version, commits.lines_changed if isinstance(commits, CommitLog) else None)
@@ -112,6 +114,8 @@ class CardReads:
         return row[0] if row else None
 
     async def aclose(self) -> None:
+        if self._closing is not None:
+            await asyncio.gather(self._closing, return_exceptions=True)
         if self._async_pool is not None:
             await self._async_pool.close()
             self._async_pool = self._async_pool_opened = None
@@ -138,6 +142,11 @@ class CardReads:
         # wait for a server that may never answer.
         deadline = loop.time() + self._timeout
         try:
+            if self._async_pool is None and self._pool_failed:
+                # The last pool had no connection to give: one connection of the read's own
+                # says at once whether the database is back (a refusal takes milliseconds,
+                # where a pool would wait its whole timeout).
+                return await self._read_alone(sql, params, many, deadline)
             pool = await self._pool()
             for attempt in (1, 2):
                 left = deadline - loop.time()
@@ -158,8 +167,37 @@ class CardReads:
                         raise
         except (TimeoutError, PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
             self._down_until = time.monotonic() + _DOWN_PAUSE
+            self._replace_pool()
             raise StoreUnavailable(str(exc) or "no answer from the database in time") from exc
         return None  # unreachable
+
+    async def _read_alone(self, sql: str, params: tuple[Any, ...], many: bool, deadline: float) -> Any:
+        import psycopg
+
+        loop = asyncio.get_running_loop()
+        connection = await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, **connection_options(self._timeout)
+        )
+        timer = loop.call_at(deadline, abandon, connection)
+        try:
+            cursor = await connection.execute(sql, params)
+            rows = await (cursor.fetchall() if many else cursor.fetchone())
+        finally:
+            timer.cancel()
+            await connection.close()
+        self._pool_failed = False  # back: the next read opens a pool again
+        return rows
+
+    def _replace_pool(self) -> None:
+        """A read failed: the pool's reconnection attempts would back off (1, 2, 4 s ...),
+        keeping GETs failing for seconds after the database is back, and each GET would wait
+        the pool's whole timeout for a connection a stopped database refuses at once. The
+        next read makes one connection of its own instead (`_read_alone`), then a new pool;
+        the old one closes meanwhile."""
+        old, self._async_pool, self._async_pool_opened = self._async_pool, None, None
+        self._pool_failed = True
+        if old is not None:
+            self._closing = asyncio.ensure_future(old.close(timeout=self._timeout))
 
     async def _pool(self) -> Any:
         if self._async_pool_opened is None:
