@@ -9,11 +9,15 @@ beside `lines.py` with `NAV` (a `Nav`, or None to stay out of the menu) and `rou
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from types import ModuleType
+from typing import Any
 
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
@@ -34,6 +38,9 @@ from contactcard.dashboard.web import (
 )
 from contactcard.kit import Kit
 from contactcard.settings import Settings
+from contactcard.store.writer import StoreUnavailable
+
+DATABASE_ERRORS: tuple[type[Exception], ...] = (StoreUnavailable, OperationalError, PoolTimeout)
 
 # The page groups, in menu order: the extension point.
 PAGES: tuple[ModuleType, ...] = (signin, partners, lines, webhooks, journal, controls)
@@ -44,6 +51,11 @@ async def _form_refused(request: Request, exc: Exception) -> Response:
     return render(request, "refused.html", session_of(request), status=403)
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    # The database refused or did not answer within its timeout (`store/deadlines.py`).
+    return PlainTextResponse("The database is not answering; try again in a moment.", 503, headers={"retry-after": "1"})
+
+
 def dashboard_app(settings: Settings, admin: Admin, kit: Kit) -> ASGIApp:
     assert settings.admin_token, "the dashboard is off without an admin token"
     routes: list[BaseRoute] = [Mount("/static", app=StaticFiles(directory=STATIC), name="static")]
@@ -52,7 +64,9 @@ def dashboard_app(settings: Settings, admin: Admin, kit: Kit) -> ASGIApp:
         routes.extend(module.routes())
         if module.NAV is not None:
             nav.append(module.NAV)
-    app = Starlette(routes=routes, exception_handlers={FormRefused: _form_refused})
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {FormRefused: _form_refused}
+    handlers.update(dict.fromkeys(DATABASE_ERRORS, _database_unavailable))
+    app = Starlette(routes=routes, exception_handlers=handlers)
     app.router.redirect_slashes = False
     app.state.dashboard = Dashboard(settings, admin, kit, Sessions(settings.admin_token), templates(), nav)
     return SecurityHeaders(app, csp(settings))
