@@ -39,7 +39,7 @@ from sqlalchemy.pool import NullPool
 from contactcard.store.schema import api_keys, cards, lines, partners, webhook_deliveries
 from tests.conftest import ADMIN_TOKEN
 from tests.support.own_cluster import OwnCluster, own_cluster, wait_for
-from tests.support.processes import ServerProcess, create_partner
+from tests.support.processes import ServerProcess, create_partner, script
 from tests.support.writes import Write, card_problems, device_shows, fire, first, outcomes, send_all
 
 pytestmark = pytest.mark.slow
@@ -292,11 +292,7 @@ def _outage(cluster: OwnCluster, tmp_path: Path, servers: list[ServerProcess], h
     assert not problems, first(problems) + "\n" + server.log()
     assert not unanswered, first([repr(w) for w in unanswered])
     # Each write refused past a deadline is counted by how (expired: never sent; in doubt).
-    metrics = httpx.get(f"{server.base_url}/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).text
-    counted = {
-        outcome: sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if f'outcome="{outcome}"' in line)
-        for outcome in ("expired", "in_doubt")
-    }
+    counted = {outcome: _counted(server, outcome) for outcome in ("expired", "in_doubt")}
     told = Counter("in_doubt" if w.in_doubt else "other" for w in [*burst.writes, *probes.writes])
     assert counted["in_doubt"] == told["in_doubt"], (counted, told)
     print(f"{how}: burst {outcomes(burst.writes)}, counted {counted}")
@@ -411,3 +407,39 @@ def test_writes_queued_at_their_deadline_never_land_and_one_sent_lands_whole_or_
     assert {"before", "after-warm", "after-cold"} <= names
     assert not names & {"behind-1", "queued-1"}, f"written after their caller was told not: {names}"
     assert names & {"sent-1", "sent-2"} in (set(), {"sent-1", "sent-2"}), f"half a transaction: {names}"
+
+
+def _counted(server: ServerProcess, outcome: str) -> float:
+    metrics = httpx.get(f"{server.base_url}/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).text
+    wanted = f'contactcard_writes_total{{outcome="{outcome}"}} '
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(wanted))
+
+
+def test_a_write_whose_commit_was_sent_is_answered_in_doubt_at_the_deadline(cluster, tmp_path, servers):
+    url = _database(cluster)
+    server = _server(tmp_path, url)
+    servers.append(server)
+    server.start()
+    partner = create_partner(server, lines=1)
+    (line,) = partner.lines
+    server.client(partner.key).webhook_subscriptions.create(
+        target_url="http://127.0.0.1:9/hook", subscribed_events=CARD_EVENTS
+    )
+    setup = fire(server.base_url, partner.key, [Write(line, "POST")])
+    assert setup[0].status == 200, setup
+    # A slow device: the PATCH stores its values (inactive, with its event), waits a second
+    # for the device, then sends the device's step: into the freeze.
+    script(server, line, apply_delay=1.0)
+    patch = Write(line, "PATCH")
+    sender = threading.Thread(target=lambda: fire(server.base_url, partner.key, [patch], timeout=BOUND + 10))
+    sender.start()
+    time.sleep(0.5)
+    with cluster.frozen():
+        sender.join(DATABASE_TIMEOUT + 10)
+    assert patch.status == 503 and patch.in_doubt, patch.body
+    assert patch.headers.get("retry-after", "").isdigit() and patch.headers.get("x-should-retry") == "true"
+    assert patch.answered_at is not None and patch.answered_at - patch.sent_at < 0.5 + 1.0 + BOUND
+    assert _counted(server, "in_doubt") == 1
+    assert wait_for(lambda: _no_leftovers(server, cluster), SETTLE)
+    problems = _check_outcomes(url, partner.lines, [*setup, patch])
+    assert not problems, first(problems)
