@@ -102,6 +102,7 @@ class CardReads:
         self._async_pool_opened: asyncio.Future[None] | None = None
         self._closing: asyncio.Future[None] | None = None  # a replaced pool, closing
         self._pool_failed = False  # the last pool gave no connection in time
+        self._probing = False  # a read is asking on a connection of its own
         # With this process's commit log, a move of the version caused only by its own
         # writes drops only their lines' answers (`commits.py`).
         self._pg_memo = BatchMemo(self._pg_version, commits.lines_changed if isinstance(commits, CommitLog) else None)
@@ -174,17 +175,23 @@ class CardReads:
     async def _read_alone(self, sql: str, params: tuple[Any, ...], many: bool, deadline: float) -> Any:
         import psycopg
 
+        if self._probing:  # one read at a time asks; the others would only add connections
+            raise StoreUnavailable("the database was unreachable moments ago")
+        self._probing = True
         loop = asyncio.get_running_loop()
-        connection = await psycopg.AsyncConnection.connect(
-            self._conninfo, autocommit=True, **connection_options(self._timeout)
-        )
-        timer = loop.call_at(deadline, abandon, connection)
         try:
-            cursor = await connection.execute(sql, params)
-            rows = await (cursor.fetchall() if many else cursor.fetchone())
+            connection = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, **connection_options(self._timeout)
+            )
+            timer = loop.call_at(deadline, abandon, connection)
+            try:
+                cursor = await connection.execute(sql, params)
+                rows = await (cursor.fetchall() if many else cursor.fetchone())
+            finally:
+                timer.cancel()
+                await connection.close()
         finally:
-            timer.cancel()
-            await connection.close()
+            self._probing = False
         self._pool_failed = False  # back: the next read opens a pool again
         return rows
 
