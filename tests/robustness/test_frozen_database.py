@@ -181,23 +181,39 @@ class Burst:
             )
 
 
-def _server_sockets(server: ServerProcess, port: int) -> Counter[str]:
-    """The server's sockets to the cluster's port, by TCP state (01: established)."""
+def _server_ports(server: ServerProcess, port: int) -> dict[int, str]:
+    """The server's sockets to the cluster's port: their local port and TCP state (01:
+    established)."""
     assert server.proc is not None
-    inodes: dict[str, str] = {}
+    inodes: dict[str, tuple[int, str]] = {}
     for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = row.split()
         if int(fields[2].rsplit(":", 1)[1], 16) == port:
-            inodes[fields[9]] = fields[3]
-    found: Counter[str] = Counter()
+            inodes[fields[9]] = (int(fields[1].rsplit(":", 1)[1], 16), fields[3])
+    found: dict[int, str] = {}
     for fd in Path(f"/proc/{server.proc.pid}/fd").iterdir():
         try:
             target = fd.readlink().name
         except OSError:
             continue
         if target.startswith("socket:[") and target[8:-1] in inodes:
-            found[inodes[target[8:-1]]] += 1
+            local, state = inodes[target[8:-1]]
+            found[local] = state
     return found
+
+
+def _server_sockets(server: ServerProcess, port: int) -> Counter[str]:
+    return Counter(_server_ports(server, port).values())
+
+
+def _leftovers(server: ServerProcess, cluster: OwnCluster) -> str:
+    """What the server holds and what the cluster runs, side by side (for a failure)."""
+    with psycopg.connect(cluster.conninfo, autocommit=True) as connection:
+        sessions = connection.execute(
+            "SELECT client_port, state, backend_start, left(query, 60) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return f"server sockets {_server_ports(server, cluster.port)}, sessions {sessions}"
 
 
 def _no_leftovers(server: ServerProcess, cluster: OwnCluster) -> bool:
@@ -297,7 +313,7 @@ def _outage(cluster: OwnCluster, tmp_path: Path, servers: list[ServerProcess], h
     assert counted["in_doubt"] == told["in_doubt"], (counted, told)
     print(f"{how}: burst {outcomes(burst.writes)}, counted {counted}")
     settled = wait_for(lambda: _no_leftovers(server, cluster), SETTLE)
-    assert settled, f"sessions {cluster.sessions()}, server sockets {_server_sockets(server, cluster.port)}"
+    assert settled, _leftovers(server, cluster)
     outcome_problems = _check_outcomes(url, partner.lines, [*setups, *burst.writes, *probes.writes])
     assert not outcome_problems, first(outcome_problems)
 

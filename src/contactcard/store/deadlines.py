@@ -20,6 +20,7 @@ the event loop's callers arm a plain timer (`loop.call_at`) with `abandon`.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import logging
@@ -114,3 +115,22 @@ class Watchdog:
 
 
 WATCHDOG = Watchdog()
+
+_swept_at = 0.0
+
+
+def sweep() -> None:
+    """Close what connection attempts that timed out left open; called once the database
+    answers again after failing.
+
+    psycopg keeps a timed-out attempt's half-made connection referenced from the failure's
+    traceback (the frame that made the attempt), in reference cycles only the cyclic
+    garbage collector frees, at a moment of its choosing: until then the socket stays open
+    and the server keeps a session waiting in its start-up. One collection frees them all,
+    whichever thread or pool made them (at most once a second)."""
+    global _swept_at
+    now = time.monotonic()
+    if now - _swept_at < 1.0:
+        return
+    _swept_at = now
+    gc.collect()

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from contactcard.store.commits import CommitLog, CountLog
-from contactcard.store.deadlines import abandon, connection_options
+from contactcard.store.deadlines import abandon, connection_options, sweep
 from contactcard.store.memo import BatchMemo, Memo, TurnMemo
 from contactcard.store.writer import StoreUnavailable, read_change_count
 
@@ -193,6 +193,7 @@ class CardReads:
         finally:
             self._probing = False
         self._pool_failed = False  # back: the next read opens a pool again
+        sweep()
         return rows
 
     def _replace_pool(self) -> None:

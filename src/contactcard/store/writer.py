@@ -48,7 +48,7 @@ from datetime import datetime
 from typing import Any
 
 from contactcard.store.commits import CommitLog, CountLog
-from contactcard.store.deadlines import abandon, connection_options
+from contactcard.store.deadlines import abandon, connection_options, sweep
 
 log = logging.getLogger("contactcard")
 
@@ -176,6 +176,7 @@ class Writer:
         # deadline abandons, and what the writer thread then answers "in doubt".
         self._sending: tuple[Any, list[_Job]] | None = None
         self._abandoned = False
+        self._failed = False  # the last batch found no database (the writer thread's own)
 
     async def run(self, tx: Tx, *, lines: Lines = None) -> list[list[Row]]:
         """Run `tx` in a committed transaction; the rows of each statement that wants them.
@@ -304,7 +305,11 @@ class Writer:
         try:
             if connection is None:
                 connection = self._connect()
+                if self._failed:
+                    self._failed = False
+                    sweep()  # back after failing: close what timed-out attempts left open
         except StoreUnavailable as exc:
+            self._failed = True
             # What queued meanwhile would wait the same bound for the same refusal, and
             # each batch in turn would add its bound to the next one's wait.
             for job in [*batch, *self._drain()]:
@@ -317,6 +322,7 @@ class Writer:
         try:
             results = self._commit(connection, [job.tx for job in batch], lines_of(batch))
         except StoreUnavailable as exc:
+            self._failed = True
             abandoned = self._sent()
             self._disconnect(connection)
             if abandoned and self.abandoned_may_commit:
