@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -159,6 +160,7 @@ def _bound_every_call(engine: Engine, timeout: float) -> None:
 # Advisory-lock keys: the schema's migration, and a process's whole start-up.
 _MIGRATION_LOCK = 7212001
 _STARTUP_LOCK = 7212002
+_STARTUP_WAIT = 300.0  # seconds a start waits for other processes' starts
 
 
 @contextmanager
@@ -172,16 +174,22 @@ def startup_lock(url: str, *, timeout: float) -> Iterator[None]:
     database = connect(url, timeout=timeout)
     try:
         with database.writer.connect() as connection:
-            connection.info[UNBOUNDED] = True  # waiting for another process's start is right
-            try:
-                connection.exec_driver_sql(f"SELECT pg_advisory_lock({_STARTUP_LOCK})")
+            # Asked again and again rather than waited for in one statement: each ask is
+            # bounded like any call, so a database that hangs fails the start instead of
+            # holding it forever; another process's start is waited for.
+            waited_until = time.monotonic() + _STARTUP_WAIT
+            while not connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({_STARTUP_LOCK})").scalar():
                 connection.commit()
+                if time.monotonic() > waited_until:
+                    raise RuntimeError(f"another process held the start-up lock for {_STARTUP_WAIT:.0f} s")
+                time.sleep(0.05)
+            connection.commit()
+            try:
                 yield
             finally:
                 # (Released by the server too, if this process dies holding it.)
                 connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_STARTUP_LOCK})")
                 connection.commit()
-                connection.info.pop(UNBOUNDED, None)
     finally:
         database.dispose()
 
