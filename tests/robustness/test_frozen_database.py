@@ -326,10 +326,10 @@ def test_a_stopped_database_costs_each_request_its_timeout_and_changes_nothing_u
     _outage(cluster, tmp_path, servers, "stopped")
 
 
-@pytest.mark.parametrize("round_", range(4))
+@pytest.mark.parametrize("round_", range(8))
 def test_processes_starting_together_on_an_empty_database_make_one_demo_partner(cluster, tmp_path, servers, round_):
     url = _database(cluster)
-    started = [_server(tmp_path, url, name=f"server{i}", demo=True) for i in range(3)]
+    started = [_server(tmp_path, url, name=f"server{i}", demo=True) for i in range(4)]
     servers.extend(started)
     failures: list[str] = []
 
