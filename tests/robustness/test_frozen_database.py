@@ -459,3 +459,58 @@ def test_a_write_whose_commit_was_sent_is_answered_in_doubt_at_the_deadline(clus
     assert wait_for(lambda: _no_leftovers(server, cluster), SETTLE)
     problems = _check_outcomes(url, partner.lines, [*setup, patch])
     assert not problems, first(problems)
+
+
+class _Seeded(ServerProcess):
+    seed: Path | None = None
+
+    def command(self) -> list[str]:
+        assert self.seed is not None
+        return [*super().command(), "--seed", str(self.seed)]
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_processes_starting_together_with_one_seed_load_it_once(cluster, tmp_path, servers, round_):
+    url = _database(cluster)
+    seed = tmp_path / "seed.json"
+    seed.write_text(
+        json.dumps(
+            {
+                "partners": [
+                    {"name": "Acme", "keys": [f"seed-key-acme-{uuid.uuid4().hex}"], "lines": ["+15552220001"]},
+                    {"name": "Globex", "keys": [f"seed-key-globex-{uuid.uuid4().hex}"], "lines": ["+15552220002"]},
+                ]
+            }
+        )
+    )
+    started = []
+    for i in range(3):
+        server = _Seeded(tmp_path / f"server{i}", url, name=f"server{i}", demo=True)
+        server.seed = seed
+        started.append(server)
+    servers.extend(started)
+    failures: list[str] = []
+
+    def start(server: ServerProcess) -> None:
+        try:
+            server.start()
+        except AssertionError as exc:
+            failures.append(str(exc))
+
+    threads = [threading.Thread(target=start, args=(server,)) for server in started]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures, first(failures)
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            names = sorted(name for (name,) in connection.execute(select(partners.c.name)))
+            made = (
+                len(connection.execute(select(api_keys.c.id)).all()),
+                len(connection.execute(select(lines.c.phone_number)).all()),
+            )
+    finally:
+        engine.dispose()
+    assert (names, made) == (["Acme", "Globex"], (2, 2))
