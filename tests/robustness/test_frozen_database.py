@@ -4,7 +4,8 @@ A frozen server (SIGSTOP to every process of the cluster: a partition, a wedged 
 keeps its connections open and answers nothing; a stopped one refuses them. Either way:
 
 - GET by number, GET all, PATCH, POST and an admin call each answer `503 4006`, with
-  `Retry-After` and `x-should-retry: true`, within `CONTACTCARD_DATABASE_TIMEOUT` + 1 s;
+  `Retry-After` and `x-should-retry: true`, within `CONTACTCARD_DATABASE_TIMEOUT` + 1 s
+  (a dashboard page: `503` with `Retry-After`);
 - writes sent all along from many clients at once are each answered; none answered
   "nothing changed" is applied later, and a card holds the values of one write that may
   have been carried out (acknowledged, or answered "in doubt": sent before the freeze);
@@ -38,6 +39,7 @@ from sqlalchemy.pool import NullPool
 
 from contactcard.store.schema import api_keys, cards, lines, partners, webhook_deliveries
 from tests.conftest import ADMIN_TOKEN
+from tests.dashboard.conftest import signed_in_http
 from tests.support.own_cluster import OwnCluster, own_cluster, wait_for
 from tests.support.processes import ServerProcess, create_partner, script
 from tests.support.writes import Write, card_problems, device_shows, fire, first, outcomes, send_all
@@ -98,6 +100,8 @@ class Probes:
         self.patched = patched
         self.fresh = list(fresh)
         self.writes: list[Write] = []
+        self.dashboard, _ = signed_in_http(server.base_url)
+        self.dashboard.timeout = httpx.Timeout(BOUND + 5)
 
     def each(self) -> list[tuple[str, Callable[[], httpx.Response]]]:
         return [
@@ -106,6 +110,7 @@ class Probes:
             ("PATCH", lambda: self._write(Write(self.patched[0], "PATCH"))),
             ("POST", lambda: self._write(Write(self.fresh[0], "POST"))),
             ("admin", lambda: self.server.admin("GET", "/partners")),
+            ("dashboard", lambda: self.dashboard.get("/dashboard/partners")),
         ]
 
     def _write(self, write: Write) -> httpx.Response:
@@ -131,6 +136,8 @@ def _refusal_problems(what: str, took: float, response: httpx.Response | None) -
     except ValueError:
         body = response.text
     code = body.get("error", {}).get("code") if isinstance(body, dict) else None
+    if what.startswith("dashboard"):  # a page, not the API's envelope
+        code = 4006 if response.status_code == 503 else None
     problems = []
     if (response.status_code, code) != (503, 4006):
         problems.append(f"{what}: {response.status_code} {body} after {took:.1f}s, not 503 4006")
@@ -138,7 +145,8 @@ def _refusal_problems(what: str, took: float, response: httpx.Response | None) -
         problems.append(f"{what}: 503 4006 after {took:.2f}s, over {BOUND}s")
     headers = response.headers
     if response.status_code == 503 and not (
-        headers.get("retry-after", "").isdigit() and headers.get("x-should-retry") == "true"
+        headers.get("retry-after", "").isdigit()
+        and (headers.get("x-should-retry") == "true" or what.startswith("dashboard"))
     ):
         problems.append(f"{what}: no Retry-After / x-should-retry: true: {dict(headers)}")
     return problems
