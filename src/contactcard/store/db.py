@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +102,19 @@ def connect(url: str, *, timeout: float = 30.0) -> Database:
     return Database(url, engine, engine)
 
 
-# Set in a connection's `info` while it runs what may rightly take long (migrations).
-UNBOUNDED = "unbounded"
+# Connections running what may rightly take long (migrations): no deadline while here.
+_UNBOUNDED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+@contextmanager
+def unbounded(connection: Connection) -> Iterator[None]:
+    """No deadline on `connection`'s calls for the body."""
+    dbapi_connection = connection.connection.dbapi_connection
+    _UNBOUNDED.add(dbapi_connection)
+    try:
+        yield
+    finally:
+        _UNBOUNDED.discard(dbapi_connection)
 
 
 def _bound_every_call(engine: Engine, timeout: float) -> None:
@@ -112,12 +124,32 @@ def _bound_every_call(engine: Engine, timeout: float) -> None:
 
     def arm(info: dict[Any, Any], dbapi_connection: Any) -> None:
         disarm(info)
-        if dbapi_connection is not None and not info.get(UNBOUNDED):
+        if dbapi_connection is not None and dbapi_connection not in _UNBOUNDED:
             info["deadline"] = WATCHDOG.arm(dbapi_connection, timeout)
 
     def disarm(info: dict[Any, Any]) -> bool:
         token = info.pop("deadline", None)
         return token is None or WATCHDOG.disarm(token)
+
+    def bounded(call: Callable[[Any], None]) -> Callable[[Any], None]:
+        # Commit and rollback (the reset at checkin too) have no event after them: the
+        # dialect's own calls are wrapped instead, so the deadline ends with the call.
+        def run(proxied: Any) -> None:
+            dbapi_connection = getattr(proxied, "dbapi_connection", proxied)  # the pool's proxy, or not
+            if dbapi_connection in _UNBOUNDED:
+                call(proxied)
+                return
+            token = WATCHDOG.arm(dbapi_connection, timeout)
+            try:
+                call(proxied)
+            finally:
+                WATCHDOG.disarm(token)
+
+        return run
+
+    dialect: Any = engine.dialect
+    dialect.do_commit = bounded(dialect.do_commit)
+    dialect.do_rollback = bounded(dialect.do_rollback)
 
     @event.listens_for(engine, "checkout")
     def _ping(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: object) -> None:
@@ -132,10 +164,6 @@ def _bound_every_call(engine: Engine, timeout: float) -> None:
         if not alive:
             raise DisconnectionError("the connection was closed")  # the pool connects anew
 
-    @event.listens_for(engine, "reset")
-    def _reset(dbapi_connection: Any, record: ConnectionPoolEntry, _state: object) -> None:
-        arm(record.info, dbapi_connection)
-
     @event.listens_for(engine, "checkin")
     def _checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         disarm(record.info)
@@ -148,8 +176,6 @@ def _bound_every_call(engine: Engine, timeout: float) -> None:
 
     event.listen(engine, "before_cursor_execute", _before)
     event.listen(engine, "after_cursor_execute", _after)
-    event.listen(engine, "commit", _before)
-    event.listen(engine, "rollback", _before)
 
     @event.listens_for(engine, "handle_error")
     def _failed(context: ExceptionContext) -> None:
@@ -219,9 +245,8 @@ def migrate(database: Database) -> None:
     """Bring the schema to the newest migration (idempotent; safe at every start)."""
     if current_revision(database) == HEAD_REVISION:
         return
-    with database.writer.connect() as connection:
-        # A migration's statements may take long on a big database: no deadline for them.
-        connection.info[UNBOUNDED] = True
+    # A migration's statements may take long on a big database: no deadline for them.
+    with database.writer.connect() as connection, unbounded(connection):
         if database.dialect == "postgresql":
             # Several processes may start at once against one database.
             connection.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
@@ -239,7 +264,6 @@ def migrate(database: Database) -> None:
             if database.dialect == "postgresql":
                 connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
                 connection.commit()
-            connection.info.pop(UNBOUNDED, None)
 
 
 def _create_at_head(connection: Connection) -> None:
