@@ -110,6 +110,9 @@ _UNBOUNDED: weakref.WeakSet[Any] = weakref.WeakSet()
 def unbounded(connection: Connection) -> Iterator[None]:
     """No deadline on `connection`'s calls for the body."""
     dbapi_connection = connection.connection.dbapi_connection
+    if connection.dialect.name != "postgresql":  # only PostgreSQL's calls have deadlines
+        yield
+        return
     _UNBOUNDED.add(dbapi_connection)
     try:
         yield
