@@ -165,45 +165,49 @@ def _serve(host: str, port: int, workers: int, simulate_images: bool, seed_file:
     from contactcard.bootstrap import build
     from contactcard.http.app import create_app
     from contactcard.metrics import serve_port
+    from contactcard.store.db import startup_lock
 
-    if seed_file is not None:
-        try:
-            loaded = seed.load(seed_file)
-            # Its own services, closed before serving: what a use case binds to an event
-            # loop (locks, the PostgreSQL pool) must not outlive the loop the seed ran on.
-            seeding = build(settings)
+    # Processes starting at once on one PostgreSQL database (several hosts, `--workers`)
+    # do their start-up writes one after another: each sees what the one before it wrote.
+    with startup_lock(settings.resolved_database_url, timeout=settings.database_timeout):
+        if seed_file is not None:
             try:
-                anyio.run(_seeded, loaded, seeding)
-            finally:
-                seeding.close()
-        except seed.SeedError as exc:
-            _say(str(exc), fg="red", label="seed:")
-            raise typer.Exit(2) from None
-        _say(f"seeded {len(loaded.partners)} partners from {seed_file}")
-    services = build(settings)
-    if settings.open_sandbox:
-        _say(
-            "any bearer key is accepted as its own partner on every partner route, and any number a key "
-            "touches becomes its line. "
-            + (
-                "Webhook targets on loopback (http://127.0.0.1, http://localhost, http://[::1]) are allowed. "
-                if settings.open_sandbox_loopback_receivers
-                else ""
+                loaded = seed.load(seed_file)
+                # Its own services, closed before serving: what a use case binds to an event
+                # loop (locks, the PostgreSQL pool) must not outlive the loop the seed ran on.
+                seeding = build(settings)
+                try:
+                    applied = anyio.run(_seeded, loaded, seeding)
+                finally:
+                    seeding.close()
+            except seed.SeedError as exc:
+                _say(str(exc), fg="red", label="seed:")
+                raise typer.Exit(2) from None
+            if applied:
+                _say(f"seeded {len(loaded.partners)} partners from {seed_file}")
+            else:
+                _say(f"{seed_file} is loaded already (its keys are known)", fg="yellow")
+        services = build(settings)
+        if settings.open_sandbox:
+            _say(
+                "any bearer key is accepted as its own partner on every partner route, and any number a key "
+                "touches becomes its line. "
+                + (
+                    "Webhook targets on loopback (http://127.0.0.1, http://localhost, http://[::1]) are allowed. "
+                    if settings.open_sandbox_loopback_receivers
+                    else ""
+                )
+                + "Never expose this server.",
+                fg="red",
+                label="OPEN SANDBOX:",
             )
-            + "Never expose this server.",
-            fg="red",
-            label="OPEN SANDBOX:",
-        )
-    if settings.open_sandbox:
-        # No demo partner: it would own +15551234567, the number the SDKs' own tests use.
-        _say(f"serving {settings.public_base_url} ({_describe(settings)})", label="contactcard")
-    elif services.admin.partner_count() == 0:
-        try:
+        if settings.open_sandbox:
+            # No demo partner: it would own +15551234567, the number the SDKs' own tests use.
+            _say(f"serving {settings.public_base_url} ({_describe(settings)})", label="contactcard")
+        elif services.admin.partner_count() == 0:
             _create_demo(services.admin, settings)
-        except AdminError:  # another process started at the same moment made the demo
-            _say("demo partner already created by another process", fg="yellow")
-    else:
-        _say(f"serving {settings.public_base_url} ({_describe(settings)})", label="contactcard")
+        else:
+            _say(f"serving {settings.public_base_url} ({_describe(settings)})", label="contactcard")
     if settings.admin_token:
         # The address only: the token is the operator's own, never printed.
         _say(f"{settings.public_base_url}/dashboard/ (sign in with the admin token)", label="dashboard:")
@@ -220,11 +224,11 @@ def _serve(host: str, port: int, workers: int, simulate_images: bool, seed_file:
     )
 
 
-async def _seeded(loaded: Any, services: Any) -> None:
+async def _seeded(loaded: Any, services: Any) -> bool:
     from contactcard import seed
 
     try:
-        await seed.apply(loaded, services)
+        return await seed.apply(loaded, services)
     finally:
         await services.aclose()
 

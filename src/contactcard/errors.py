@@ -151,9 +151,16 @@ DATABASE_UNAVAILABLE = ErrorCode(
     4006,
     "Database temporarily unavailable",
     "(ours) The server could not reach its database, or the database refused the change (locked, "
-    "read-only, or out of disk). Nothing was half-written. `Retry-After` gives a wait in seconds.",
+    "read-only, or out of disk), or did not answer within `CONTACTCARD_DATABASE_TIMEOUT`. Nothing "
+    "was half-written; nothing changed, unless the message says the change was sent (then it "
+    "may have been applied whole: read before writing again). `Retry-After` gives a wait in seconds.",
     "Retry after `Retry-After` seconds; operators: see the server log for the cause.",
     retry=True,
+)
+# `4006` for a write sent to the database that did not answer by the deadline.
+IN_DOUBT_MESSAGE = (
+    "Database did not answer in time after the change was sent: it may have been applied "
+    "(whole, never half); read before you write again"
 )
 SHUTTING_DOWN = ErrorCode(
     503,

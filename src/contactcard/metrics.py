@@ -108,7 +108,9 @@ class Metrics:
         )
         self.writes = Counter(
             "contactcard_writes",
-            "POST and PATCH outcomes: applied, failed (stored inactive), upstream_rate_limited, budget_refused.",
+            "POST and PATCH outcomes: applied, failed (stored inactive), upstream_rate_limited, budget_refused; "
+            "past the database deadline: expired (never sent, nothing changed) and in_doubt (sent, "
+            "the database settles it whole when it answers).",
             ["outcome"],
             registry=own,
         )

@@ -83,9 +83,14 @@ def load(path: Path) -> Seed:
         raise SeedError(f"{path}: {where}: {first['msg']}") from None
 
 
-async def apply(seed: Seed, services: Services) -> None:
-    """Load `seed` into the database behind `services` (a start-up step, before serving)."""
+async def apply(seed: Seed, services: Services) -> bool:
+    """Load `seed` into the database behind `services` (a start-up step, before serving).
+    False, doing nothing, when every fixed key it names is known already: another process
+    starting at the same moment (or an earlier start) loaded it."""
     admin, kit = services.admin, services.kit
+    fixed = [key for partner in seed.partners for key in partner.keys]
+    if fixed and all([await _known(services, key) for key in fixed]):
+        return False
     try:
         if seed.settings:
             kit.change_settings(seed.settings)
@@ -112,3 +117,12 @@ async def apply(seed: Seed, services: Services) -> None:
         kit.forget_budgets(seeded_lines)
     except AdminError as exc:
         raise SeedError(str(exc)) from None
+    return True
+
+
+async def _known(services: Services, key: str) -> bool:
+    try:
+        await services.cards.require_key(keys.key_hash(key))
+    except ApiError:
+        return False
+    return True

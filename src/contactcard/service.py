@@ -36,7 +36,7 @@ from contactcard.errors import ApiError
 from contactcard.logs import note
 from contactcard.store.cards import CardValues, LineState, Stored
 from contactcard.store.locks import LineBusy
-from contactcard.store.writer import StoreUnavailable
+from contactcard.store.writer import StoreUnavailable, WriteExpired, WriteInDoubt
 from contactcard.webhooks import events
 
 log = logging.getLogger("contactcard")
@@ -272,6 +272,15 @@ class ContactCards:
                 yield (known, rows) if rows is not None else None
         except LineBusy:
             raise ApiError(errors.WRITES_BUSY, headers=_RETRY_SOON) from None
+        except WriteInDoubt:
+            # Sent, unanswered by its deadline: the database settles it whole, later.
+            self._tally.write("in_doubt")
+            note(outcome="in_doubt")
+            raise ApiError(errors.DATABASE_UNAVAILABLE, headers=_RETRY_SOON, text=errors.IN_DOUBT_MESSAGE) from None
+        except WriteExpired:
+            self._tally.write("expired")  # never sent: nothing changed
+            note(outcome="expired")
+            raise ApiError(errors.DATABASE_UNAVAILABLE, headers=_RETRY_SOON) from None
         except StoreUnavailable:
             raise ApiError(errors.DATABASE_UNAVAILABLE, headers=_RETRY_SOON) from None
         finally:

@@ -87,9 +87,15 @@ class Write:
             return None
 
     @property
+    def in_doubt(self) -> bool:
+        """A `503 4006` saying the change was sent before the database stopped answering:
+        it may have been applied (whole)."""
+        return self.code == 4006 and "may have been applied" in str(self.body.get("error", {}).get("message"))
+
+    @property
     def may_be_stored(self) -> bool:
         """Whether the card may hold this request's values."""
-        if self.acknowledged or self.in_flight:
+        if self.acknowledged or self.in_flight or self.in_doubt:
             return True
         return self.status is not None and self.status >= 500 and self.code not in NOTHING_STORED_CODES
 

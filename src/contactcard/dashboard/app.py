@@ -9,12 +9,16 @@ beside `lines.py` with `NAV` (a `Nav`, or None to stay out of the menu) and `rou
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from types import ModuleType
+from typing import Any
 
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
@@ -39,6 +43,9 @@ from contactcard.kit import Kit
 from contactcard.settings import Settings
 from contactcard.store.dashboard_sessions import SessionRecords
 from contactcard.store.db import Database
+from contactcard.store.writer import StoreUnavailable
+
+DATABASE_ERRORS: tuple[type[Exception], ...] = (StoreUnavailable, OperationalError, PoolTimeout)
 
 # The page groups, in menu order: the extension point.
 PAGES: tuple[ModuleType, ...] = (signin, overview, partners, lines, webhooks, journal, controls)
@@ -60,6 +67,11 @@ async def _not_a_page(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    # The database refused or did not answer within its timeout (`store/deadlines.py`).
+    return PlainTextResponse("The database is not answering; try again in a moment.", 503, headers={"retry-after": "1"})
+
+
 def dashboard_app(settings: Settings, admin: Admin, kit: Kit, database: Database) -> ASGIApp:
     assert settings.admin_token, "the dashboard is off without an admin token"
     routes: list[BaseRoute] = [Mount("/static", app=StaticFiles(directory=STATIC), name="static")]
@@ -68,7 +80,12 @@ def dashboard_app(settings: Settings, admin: Admin, kit: Kit, database: Database
         routes.extend(module.routes())
         if module.NAV is not None:
             nav.append(module.NAV)
-    app = Starlette(routes=routes, exception_handlers={FormRefused: _form_refused, HTTPException: _not_a_page})
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        FormRefused: _form_refused,
+        HTTPException: _not_a_page,
+    }
+    handlers.update(dict.fromkeys(DATABASE_ERRORS, _database_unavailable))
+    app = Starlette(routes=routes, exception_handlers=handlers)
     app.router.redirect_slashes = False
     app.state.dashboard = Dashboard(
         settings,

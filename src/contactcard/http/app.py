@@ -43,6 +43,21 @@ def _trace_id(request: Request) -> str:
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 
+_RETRY_SOON = {"retry-after": "1", "x-should-retry": "true"}
+
+
+def _database_unavailable(exc: Exception) -> bool:
+    """The database could not be reached or did not answer in time (`store/deadlines.py`)."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from contactcard.store.writer import StoreUnavailable
+
+    if isinstance(exc, StoreUnavailable | OperationalError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
 def error_handlers(docs_base_url: str) -> dict[type[Exception], ErrorHandler]:
     """Every failure in the envelope, for the app and the admin sub-app alike."""
 
@@ -70,6 +85,9 @@ def error_handlers(docs_base_url: str) -> dict[type[Exception], ErrorHandler]:
         return render(request, ApiError(errors.BODY_TOO_LARGE))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
+        if _database_unavailable(exc):  # an operator request's database call (admin, dashboard)
+            log.warning("database unavailable (trace_id=%s): %s", _trace_id(request), type(exc).__name__)
+            return render(request, ApiError(errors.DATABASE_UNAVAILABLE, headers=dict(_RETRY_SOON)))
         log.error("unhandled error (trace_id=%s)", _trace_id(request), exc_info=exc)
         return render(request, ApiError(errors.INTERNAL))
 

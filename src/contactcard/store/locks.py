@@ -14,7 +14,12 @@ The write's first read (its line's state) may ride along with the lock's request
 lock is granted, in the same round trip, so it sees every commit made before the lock
 was granted, and a write costs one round trip fewer.
 
-Every wait is bounded: past `timeout` the write answers "too many writes waiting".
+Every wait is bounded: past `timeout` the write answers "too many writes waiting". Each
+round trip on the locks' connection is bounded by the database timeout: past it the
+connection is abandoned (`deadlines.py`), so its thread is free at once, every lock it
+held is gone with it (the server drops them when it sees the connection closed), and the
+waiting writes answer "database unavailable"; for a moment after, lock requests fail at
+once rather than each waiting the bound again. The next request connects anew.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
+from contactcard.store.deadlines import abandon, connection_options
 from contactcard.store.writer import Row, Stmt, StoreUnavailable, pyformat
 
 # What a holder may ask to read as soon as it holds the lock (called once it holds the
@@ -96,6 +104,8 @@ _TRADE = (
 # How often a lock held by another process is asked for again (they are held for
 # milliseconds; two processes writing one number at once is rare).
 _RETRY = 0.005
+# How long lock requests fail at once after the locks' connection was abandoned, in seconds.
+_DOWN_PAUSE = 1.0
 
 
 class AdvisoryLocks:
@@ -107,8 +117,11 @@ class AdvisoryLocks:
 
     def __init__(self, conninfo: str, *, connect_timeout: float) -> None:
         self._conninfo = conninfo
-        self._connect_timeout = connect_timeout
-        self._connection: Any = None  # used only from the thread
+        self._connect_timeout = connect_timeout  # also each round trip's bound
+        self._connection: Any = None  # used only from the thread (and abandoned from the loop)
+        self._trading: Any = None  # the connection of the round trip under way, under `_guard`
+        self._guard = threading.Lock()
+        self._down_until = 0.0
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="contactcard-locks")
         self._take: list[tuple[int, Stmt | None, asyncio.Future[tuple[bool, list[Row] | None]]]] = []
         self._release: list[int] = []
@@ -119,6 +132,8 @@ class AdvisoryLocks:
         key = advisory_key(phone)
         loop = asyncio.get_running_loop()
         while True:
+            if time.monotonic() < self._down_until:
+                raise StoreUnavailable("advisory locks: the database did not answer moments ago")
             waiter: asyncio.Future[tuple[bool, list[Row] | None]] = loop.create_future()
             self._take.append((key, first, waiter))
             self._kick()
@@ -146,9 +161,18 @@ class AdvisoryLocks:
         while self._take or self._release:
             take, self._take = self._take, []
             release, self._release = self._release, []
+            if take and time.monotonic() < self._down_until:
+                failure = StoreUnavailable("advisory locks: the database did not answer moments ago")
+                for _, _, waiter in take:
+                    if not waiter.done():
+                        waiter.set_exception(failure)
+                continue
+            deadline = loop.call_later(self._connect_timeout, self._abandon)
             try:
                 granted = await loop.run_in_executor(self._thread, self._trade, release, [(k, r) for k, r, _ in take])
             except Exception as exc:
+                deadline.cancel()
+                self._down_until = time.monotonic() + _DOWN_PAUSE
                 # The connection is gone, and with it every lock it held (PostgreSQL
                 # released them). Writes under way finish their current step; there is
                 # nothing left to unlock for them. A new connection is made on demand.
@@ -158,11 +182,20 @@ class AdvisoryLocks:
                     if not waiter.done():
                         waiter.set_exception(failure)
                 continue
+            deadline.cancel()
             for (key, _, waiter), (ok, rows) in zip(take, granted, strict=True):
                 if not waiter.done():
                     waiter.set_result((bool(ok), rows))
                 elif ok:  # the asker went away: give it back at once
                     self._release.append(key)
+
+    def _abandon(self) -> None:
+        """At a round trip's deadline, on the loop: break off the connection it waits on."""
+        with self._guard:
+            connection, self._trading = self._trading, None
+        if connection is not None:
+            self._down_until = time.monotonic() + _DOWN_PAUSE
+            abandon(connection)
 
     def _trade(self, release: list[int], take: list[tuple[int, Stmt | None]]) -> list[tuple[bool, list[Row] | None]]:
         """In the thread: unlock `release`, try to lock `take`, then run the granted ones'
@@ -172,9 +205,11 @@ class AdvisoryLocks:
         try:
             if self._connection is None or self._connection.closed:
                 self._connection = psycopg.connect(
-                    self._conninfo, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
+                    self._conninfo, autocommit=True, **connection_options(self._connect_timeout)
                 )
             connection = self._connection
+            with self._guard:
+                self._trading = connection
             reads = [stmt for _, stmt in take]
             if not any(reads):
                 row = connection.execute(_TRADE, {"release": release, "take": [k for k, _ in take]}).fetchone()
@@ -190,6 +225,9 @@ class AdvisoryLocks:
         except Exception:
             self._close()
             raise
+        finally:
+            with self._guard:
+                self._trading = None
 
     def _close(self) -> None:
         connection, self._connection = self._connection, None

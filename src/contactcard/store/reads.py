@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from contactcard.store.commits import CommitLog, CountLog
+from contactcard.store.deadlines import abandon, connection_options, sweep
 from contactcard.store.memo import BatchMemo, Memo, TurnMemo
 from contactcard.store.writer import StoreUnavailable, read_change_count
 
@@ -99,6 +100,9 @@ class CardReads:
         self._down_until = 0.0  # monotonic time before which reads fail fast
         self._async_pool: Any = None  # psycopg_pool.AsyncConnectionPool, opened on the first GET
         self._async_pool_opened: asyncio.Future[None] | None = None
+        self._closing: asyncio.Future[None] | None = None  # a replaced pool, closing
+        self._pool_failed = False  # the last pool gave no connection in time
+        self._probing = False  # a read is asking on a connection of its own
         # With this process's commit log, a move of the version caused only by its own
         # writes drops only their lines' answers (`commits.py`).
         self._pg_memo = BatchMemo(self._pg_version, commits.lines_changed if isinstance(commits, CommitLog) else None)
@@ -111,6 +115,8 @@ class CardReads:
         return row[0] if row else None
 
     async def aclose(self) -> None:
+        if self._closing is not None:
+            await asyncio.gather(self._closing, return_exceptions=True)
         if self._async_pool is not None:
             await self._async_pool.close()
             self._async_pool = self._async_pool_opened = None
@@ -131,24 +137,75 @@ class CardReads:
         # time to the answer.
         if time.monotonic() < self._down_until:
             raise StoreUnavailable("the database was unreachable moments ago")
+        loop = asyncio.get_running_loop()
+        # One bound for the whole read, the retry on a dropped connection included. Past it
+        # the connection is abandoned (`deadlines.py`), not cancelled: a cancellation would
+        # wait for a server that may never answer.
+        deadline = loop.time() + self._timeout
         try:
-            # One bound for the whole read, the retry on a dropped connection included.
-            async with asyncio.timeout(self._timeout):
-                pool = await self._pool()
-                for attempt in (1, 2):
-                    try:
-                        async with pool.connection() as connection:
+            if self._async_pool is None and self._pool_failed:
+                # The last pool had no connection to give: one connection of the read's own
+                # says at once whether the database is back (a refusal takes milliseconds,
+                # where a pool would wait its whole timeout).
+                return await self._read_alone(sql, params, many, deadline)
+            pool = await self._pool()
+            for attempt in (1, 2):
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError
+                try:
+                    async with pool.connection(timeout=left) as connection:
+                        timer = loop.call_at(deadline, abandon, connection)
+                        try:
                             # Prepared once per connection: PostgreSQL then skips parsing and planning.
                             cursor = await connection.execute(sql, params, prepare=True)
                             return await (cursor.fetchall() if many else cursor.fetchone())
-                    except (psycopg.OperationalError, psycopg.InterfaceError):
-                        # A connection the database dropped is discarded by the pool; try once more.
-                        if attempt == 2:
-                            raise
+                        finally:
+                            timer.cancel()
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    # A connection the database dropped is discarded by the pool; try once more.
+                    if attempt == 2 or loop.time() >= deadline:
+                        raise
         except (TimeoutError, PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
             self._down_until = time.monotonic() + _DOWN_PAUSE
+            self._replace_pool()
             raise StoreUnavailable(str(exc) or "no answer from the database in time") from exc
         return None  # unreachable
+
+    async def _read_alone(self, sql: str, params: tuple[Any, ...], many: bool, deadline: float) -> Any:
+        import psycopg
+
+        if self._probing:  # one read at a time asks; the others would only add connections
+            raise StoreUnavailable("the database was unreachable moments ago")
+        self._probing = True
+        loop = asyncio.get_running_loop()
+        try:
+            connection = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, **connection_options(self._timeout)
+            )
+            timer = loop.call_at(deadline, abandon, connection)
+            try:
+                cursor = await connection.execute(sql, params)
+                rows = await (cursor.fetchall() if many else cursor.fetchone())
+            finally:
+                timer.cancel()
+                await connection.close()
+        finally:
+            self._probing = False
+        self._pool_failed = False  # back: the next read opens a pool again
+        sweep()
+        return rows
+
+    def _replace_pool(self) -> None:
+        """A read failed: the pool's reconnection attempts would back off (1, 2, 4 s ...),
+        keeping GETs failing for seconds after the database is back, and each GET would wait
+        the pool's whole timeout for a connection a stopped database refuses at once. The
+        next read makes one connection of its own instead (`_read_alone`), then a new pool;
+        the old one closes meanwhile."""
+        old, self._async_pool, self._async_pool_opened = self._async_pool, None, None
+        self._pool_failed = True
+        if old is not None:
+            self._closing = asyncio.ensure_future(old.close(timeout=self._timeout))
 
     async def _pool(self) -> Any:
         if self._async_pool_opened is None:
@@ -163,7 +220,7 @@ class CardReads:
                 min_size=1,
                 max_size=4,
                 max_idle=30,
-                kwargs={"autocommit": True, "connect_timeout": max(1, round(self._timeout))},
+                kwargs={"autocommit": True, **connection_options(self._timeout)},
                 timeout=self._timeout,
                 open=False,
             )

@@ -19,6 +19,16 @@ SQL), which is what lets a batch be sent at once. If one transaction of a batch 
 of its transactions is run again on its own, so only the broken one fails. If the
 database cannot be reached, every transaction waiting fails with `StoreUnavailable` at
 once rather than after a timeout; the next transaction tries to connect again.
+
+Every transaction has a deadline, `timeout` seconds after it was queued (one timer on
+its event loop, no task). Past it:
+
+- still queued: it is taken out (the writer skips it) and fails with `WriteExpired`:
+  it is never applied;
+- already sent: the batch's connection is abandoned (`deadlines.py`), so the writer
+  thread is free again at once, and it fails with `WriteInDoubt`: its commit may have
+  reached the database, which then settles it whole, committed or rolled back, whenever
+  it answers again. A caller told so must read before it writes again.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from datetime import datetime
 from typing import Any
 
 from contactcard.store.commits import CommitLog, CountLog
+from contactcard.store.deadlines import abandon, connection_options, sweep
 
 log = logging.getLogger("contactcard")
 
@@ -51,6 +62,19 @@ MAX_BATCH = 256
 
 class StoreUnavailable(Exception):
     """The database could not be reached, or refused the change (locked, read-only, full)."""
+
+
+class WriteExpired(StoreUnavailable):
+    """The transaction waited in the queue past its deadline: it was never sent."""
+
+
+class WriteInDoubt(StoreUnavailable):
+    """The transaction was sent, and the database did not answer by its deadline: it is
+    committed or rolled back whole, whichever the database does when it answers again."""
+
+
+# Where a transaction is; changed under the writer's lock, by its thread or the deadline.
+_QUEUED, _SENT, _DONE = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -86,12 +110,16 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     lines: Lines = None
     queued_at: float = field(default_factory=time.monotonic)
+    state: int = _QUEUED
+    deadline: asyncio.TimerHandle | None = None
 
     def answer(self, result: list[list[Row]] | BaseException) -> None:
         self.loop.call_soon_threadsafe(self._settle, result)
 
     def _settle(self, result: list[list[Row]] | BaseException) -> None:
-        if self.future.done():  # the request went away (cancelled at shutdown)
+        if self.deadline is not None:
+            self.deadline.cancel()
+        if self.future.done():  # answered at its deadline, or cancelled at shutdown
             return
         if isinstance(result, BaseException):
             self.future.set_exception(result)
@@ -130,6 +158,13 @@ class Writer:
     # Whether statements may be composed with data-modifying CTEs (`WITH ... AS (INSERT ...)`):
     # PostgreSQL's, not SQLite's.
     composes_writes = False
+    # Whether a batch under way at a deadline is abandoned (its connection broken off);
+    # else the thread answers it when the database does (SQLite: its busy timeout bounds
+    # that wait already).
+    abandons = False
+    # Whether an abandoned batch may still commit (a server that got the commit settles it
+    # later); False where nothing is written.
+    abandoned_may_commit = False
 
     def __init__(self, *, timeout: float) -> None:
         self._timeout = timeout  # how long a transaction may wait for the database
@@ -137,6 +172,11 @@ class Writer:
         self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
+        # The connection and jobs of the batch under way (under `_lock`): what a job's
+        # deadline abandons, and what the writer thread then answers "in doubt".
+        self._sending: tuple[Any, list[_Job]] | None = None
+        self._abandoned = False
+        self._failed = False  # the last batch found no database (the writer thread's own)
 
     async def run(self, tx: Tx, *, lines: Lines = None) -> list[list[Row]]:
         """Run `tx` in a committed transaction; the rows of each statement that wants them.
@@ -147,10 +187,35 @@ class Writer:
         self._start()
         loop = asyncio.get_running_loop()
         job = _Job(tx, loop.create_future(), loop, lines)
+        job.deadline = loop.call_later(self._timeout, self._expire, job)
         self._queue.put(job)
         # Shielded: once queued the transaction will run; a cancelled request must not
         # let the next write of its line overtake it (the line's lock is released then).
         return await asyncio.shield(job.future)
+
+    def _expire(self, job: _Job) -> None:
+        """On the job's loop, at its deadline: out of the queue, or its batch abandoned."""
+        with self._lock:
+            state = job.state
+            if state == _QUEUED:
+                job.state = _DONE  # the writer thread skips it
+            elif state == _SENT and self.abandons:
+                job.state = _DONE  # answered here: never run again on its own
+                if self._sending is not None and not self._abandoned:
+                    self._abandoned = True
+                    self._abandon(self._sending[0])
+        if job.future.done():
+            return
+        if state == _QUEUED:
+            job.future.set_exception(WriteExpired("no database answer in time; the write was never sent"))
+        elif state == _SENT and self.abandoned_may_commit:
+            job.future.set_exception(WriteInDoubt("no database answer in time after the write was sent"))
+        elif state == _SENT and self.abandons:
+            job.future.set_exception(StoreUnavailable("no database answer in time"))
+        # Else its answer is on the way to this loop, or comes within the busy timeout.
+
+    def _abandon(self, connection: Any) -> None:
+        """Make the thread waiting on `connection` fail at once (any thread may call it)."""
 
     def backlog(self) -> int:
         """Transactions queued for the writer threads and not yet taken (for the metrics)."""
@@ -207,22 +272,79 @@ class Writer:
         if connection is not None:
             self._disconnect(connection)
 
+    def _claim(self, connection: Any, batch: list[_Job]) -> list[_Job]:
+        """The jobs of `batch` whose deadline has not passed, marked sent on `connection`."""
+        with self._lock:
+            live = [job for job in batch if job.state == _QUEUED]
+            for job in live:
+                job.state = _SENT
+            self._sending = (connection, live)
+            self._abandoned = False
+        return live
+
+    def _sent(self) -> bool:
+        """The batch under way is over; whether its connection was abandoned meanwhile."""
+        with self._lock:
+            if self._sending is not None:
+                for job in self._sending[1]:
+                    job.state = _DONE
+            self._sending = None
+            return self._abandoned
+
+    def _requeue(self) -> None:
+        """The batch under way was rolled back: its jobs not yet answered are queued again
+        (their deadline takes them out as before)."""
+        with self._lock:
+            if self._sending is not None:
+                for job in self._sending[1]:
+                    if job.state == _SENT:
+                        job.state = _QUEUED
+            self._sending = None
+
     def _serve_batch(self, connection: Any, batch: list[_Job]) -> Any:
         try:
             if connection is None:
                 connection = self._connect()
-            results = self._commit(connection, [job.tx for job in batch], lines_of(batch))
+                if self._failed:
+                    self._failed = False
+                    sweep()  # back after failing: close what timed-out attempts left open
         except StoreUnavailable as exc:
-            if connection is not None:
-                self._disconnect(connection)
+            self._failed = True
             # What queued meanwhile would wait the same bound for the same refusal, and
             # each batch in turn would add its bound to the next one's wait.
             for job in [*batch, *self._drain()]:
                 job.answer(exc)
             return None
+        batch = self._claim(connection, batch)
+        if not batch:
+            self._sent()
+            return connection
+        try:
+            results = self._commit(connection, [job.tx for job in batch], lines_of(batch))
+        except StoreUnavailable as exc:
+            self._failed = True
+            abandoned = self._sent()
+            self._disconnect(connection)
+            if abandoned and self.abandoned_may_commit:
+                # Answered already, at the first deadline; the others were sent too.
+                doubt = WriteInDoubt(str(exc))
+                for job in batch:
+                    job.answer(doubt)
+                batch = []
+            for job in [*batch, *self._drain()]:
+                job.answer(exc)
+            return None
         except Exception:
-            # One transaction is broken: the batch was rolled back; run each on its own.
+            self._requeue()
+            # One transaction is broken: the batch was rolled back; run each on its own
+            # (each still within its deadline).
             for job in batch:
+                if connection is None:
+                    job.answer(StoreUnavailable("the database connection was lost"))
+                    continue
+                if not self._claim(connection, [job]):
+                    self._sent()
+                    continue
                 try:
                     job.answer(self._commit(connection, [job.tx], job.lines)[0])
                 except StoreUnavailable as exc:
@@ -231,7 +353,10 @@ class Writer:
                     job.answer(exc)
                 except Exception as exc:
                     job.answer(exc)
+                finally:
+                    self._sent()
             return connection
+        self._sent()
         _answer_all(batch, results)
         return connection
 
@@ -384,6 +509,8 @@ class PostgresWriter(Writer):
     threads = 1
     idle_close = 30.0
     composes_writes = True
+    abandons = True
+    abandoned_may_commit = True
 
     autocommit = False
 
@@ -405,13 +532,14 @@ class PostgresWriter(Writer):
         if self._reads is not None:
             self._reads.close()
 
+    def _abandon(self, connection: Any) -> None:
+        abandon(connection)
+
     def _connect(self) -> Any:
         import psycopg
 
         try:
-            return psycopg.connect(
-                self._conninfo, connect_timeout=max(1, round(self._timeout)), autocommit=self.autocommit
-            )
+            return psycopg.connect(self._conninfo, autocommit=self.autocommit, **connection_options(self._timeout))
         except psycopg.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -434,6 +562,10 @@ class PostgresWriter(Writer):
             ]
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailable(str(exc)) from exc
+        except Exception as exc:
+            if connection.broken or connection.closed:  # abandoned mid-way: not the batch's fault
+                raise StoreUnavailable(str(exc)) from exc
+            raise
 
     def _transaction(self, connection: Any) -> Any:
         return connection.transaction()
@@ -445,6 +577,7 @@ class _PostgresReads(PostgresWriter):
 
     threads = 1
     autocommit = True
+    abandoned_may_commit = False  # reads only
 
     def _transaction(self, connection: Any) -> Any:
         return contextlib.nullcontext()
