@@ -326,10 +326,12 @@ def _outage(cluster: OwnCluster, tmp_path: Path, servers: list[ServerProcess], h
     assert not outcome_problems, first(outcome_problems)
 
 
+@pytest.mark.timed  # a bound in seconds: run alone, after the parallel run
 def test_a_frozen_database_costs_each_request_its_timeout_and_changes_nothing_unannounced(cluster, tmp_path, servers):
     _outage(cluster, tmp_path, servers, "frozen")
 
 
+@pytest.mark.timed  # a bound in seconds: run alone, after the parallel run
 def test_a_stopped_database_costs_each_request_its_timeout_and_changes_nothing_unannounced(cluster, tmp_path, servers):
     _outage(cluster, tmp_path, servers, "stopped")
 
@@ -439,6 +441,7 @@ def _counted(server: ServerProcess, outcome: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(wanted))
 
 
+@pytest.mark.timed  # a bound in seconds: run alone, after the parallel run
 def test_a_write_whose_commit_was_sent_is_answered_in_doubt_at_the_deadline(cluster, tmp_path, servers):
     url = _database(cluster)
     server = _server(tmp_path, url)
