@@ -64,6 +64,14 @@ def _used_after(server: RunningServer, partner: Partner, after: datetime | None 
     return check
 
 
+def _all_flushed(server: RunningServer) -> None:
+    """Waits until every use made so far is stored: a flush stores every mark made before
+    it, so once a fresh key used now shows as used, so does every use before it."""
+    barrier = make_partner(server, lines=0)
+    barrier.client().contact_card.retrieve()
+    _wait_for(_used_after(server, barrier), "a flush after the uses so far")
+
+
 def _second_key(server: RunningServer, partner: Partner) -> str:
     issued = server.admin("POST", f"/partners/{partner.id}/keys", json={"label": "spare"})
     assert issued.status_code == 200, issued.text
@@ -87,13 +95,16 @@ def test_a_key_the_sdk_used_shows_as_used_an_unused_one_says_never(fast_server):
     for _ in range(3):  # by number: the second and third are answered from the GET memo
         client.contact_card.retrieve(phone_number=partner.lines[0])
 
-    used = _wait_for(_used_after(fast_server, partner), "the partner's key shown as used")
+    _all_flushed(fast_server)
+    used = _last_used(fast_server, partner)
+    assert used is not None
     assert before <= used <= datetime.now(UTC) + timedelta(seconds=1)
     assert _last_used(fast_server, partner, spare) is None
     # Another partner's use never shows on this one, and this one's never on it.
     assert _last_used(fast_server, other) is None
     other.client().webhook_subscriptions.list()
-    _wait_for(_used_after(fast_server, other), "the other partner's key shown as used")
+    _all_flushed(fast_server)
+    assert _last_used(fast_server, other) is not None
     assert _last_used(fast_server, partner) == used
     assert _last_used(fast_server, partner, spare) is None
 
@@ -102,7 +113,9 @@ def test_the_partners_page_shows_each_keys_last_use(fast_server):
     partner = make_partner(fast_server)
     spare = _second_key(fast_server, partner)
     partner.client().contact_card.retrieve()
-    used = _wait_for(_used_after(fast_server, partner), "the key shown as used")
+    _all_flushed(fast_server)
+    used = _last_used(fast_server, partner)
+    assert used is not None
     prefixes = {key["id"]: key["prefix"] for key in _keys(fast_server, partner.id).values()}
 
     client, _csrf = signed_in_http(fast_server.base_url)
@@ -130,32 +143,31 @@ def test_every_partner_route_counts_and_a_refused_key_does_not(fast_server):
         used = _wait_for(_used_after(fast_server, partner, used), f"{path} counted")
     fast_server.admin("DELETE", f"/keys/{partner.key_id}")
     assert http.get("/v3/contact_card").status_code == 401
-    # A use after the revocation would be flushed by now if it were tallied: the next use of
-    # another key, flushed after it, shows the revoked one unchanged.
-    other = make_partner(fast_server)
-    other.client().contact_card.retrieve()
-    _wait_for(_used_after(fast_server, other), "the other key counted")
+    _all_flushed(fast_server)
     assert _last_used(fast_server, partner) == used
 
 
 def test_the_time_is_the_servers_clock_and_only_moves_forward(fast_server):
     partner = make_partner(fast_server)
     client = partner.client()
-    client.contact_card.retrieve()
-    first = _wait_for(_used_after(fast_server, partner), "first use")
+    client.contact_card.create(phone_number=partner.lines[0], first_name="Ada")
+    client.contact_card.retrieve(phone_number=partner.lines[0])  # the answer goes in the GET memo
+    _all_flushed(fast_server)
+    first = _last_used(fast_server, partner)
+    assert first is not None
     moved = fast_server.admin("POST", "/clock/advance", json={"seconds": 7200})
     assert moved.status_code == 200, moved.text
     try:
-        client.contact_card.retrieve()
+        # The same request again: on SQLite nothing a GET reads changed (moving the clock
+        # and storing key use do not count), so the memo answers it, and marks the key too.
+        client.contact_card.retrieve(phone_number=partner.lines[0])
         later = _wait_for(_used_after(fast_server, partner, first), "use on the moved clock")
         assert later >= first + timedelta(seconds=7200)
     finally:
         assert fast_server.admin("DELETE", "/clock").status_code in (200, 204)
     # Back on real time, a use is earlier than the stored one: the stored one stays.
     client.contact_card.retrieve()
-    other = make_partner(fast_server)
-    other.client().contact_card.retrieve()
-    _wait_for(_used_after(fast_server, other), "a later flush")
+    _all_flushed(fast_server)
     assert _last_used(fast_server, partner) == later
 
 
@@ -210,5 +222,29 @@ def test_a_failed_flush_keeps_the_tally_and_logs_one_line_without_secrets(tmp_pa
         assert Accounts(database).keys(partner.id)[0].last_used_at is None
         assert anyio.run(flusher.flush) is True  # the kept tally, stored by the next flush
         assert Accounts(database).keys(partner.id)[0].last_used_at is not None
+    finally:
+        database.dispose()
+
+
+def test_storing_key_use_leaves_the_sqlite_get_memo_be(tmp_path):
+    # The change count is the SQLite GET memo's version: a flush moving it would empty
+    # every memo of every process at each flush; revoking a key must still move it.
+    database = connect(f"sqlite:///{tmp_path / 'count.db'}")
+    try:
+        migrate(database)
+        admin = admin_for(database)
+        partner = admin.create_partner("counted")
+        issued = admin.issue_key(partner.id)
+
+        def count() -> int:
+            with database.reader.connect() as conn:
+                return int(conn.exec_driver_sql("SELECT n FROM change_count WHERE id = 1").scalar_one())
+
+        before = count()
+        store_key_use(database, {key_hash(issued.key): time.time()}, timeout=2)
+        assert Accounts(database).keys(partner.id)[0].last_used_at is not None
+        assert count() == before
+        admin.revoke_key(issued.id)
+        assert count() > before
     finally:
         database.dispose()
