@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
+from linq import LinqAPIV3
 
 from contactcard.bootstrap import admin_for
 from contactcard.keys import key_hash
@@ -25,7 +26,7 @@ from contactcard.keys_seen import KeysSeen, KeyUseFlusher
 from contactcard.store.accounts import Accounts
 from contactcard.store.db import connect, migrate
 from contactcard.store.key_use import store_key_use
-from tests.conftest import Partner, RunningServer, make_partner, start_server
+from tests.conftest import Partner, RunningServer, make_partner, new_number, start_server
 from tests.dashboard.conftest import signed_in_http
 from tests.support.databases import own_database
 
@@ -248,3 +249,24 @@ def test_storing_key_use_leaves_the_sqlite_get_memo_be(tmp_path):
         assert count() > before
     finally:
         database.dispose()
+
+
+def test_a_key_the_open_sandbox_adopted_shows_as_used(tmp_path, image_host):
+    server = start_server(
+        {"open_sandbox": True, "key_use_flush_interval": FAST_FLUSH, "image_allowed_hosts": image_host.host_port},
+        tmp_path,
+    )
+    try:
+        made_up = "any key at all"  # spaces: the sandbox derives a usable token from it
+        client = LinqAPIV3(api_key=made_up, base_url=server.partner_base, max_retries=0)
+        client.contact_card.retrieve(phone_number=new_number())
+        client.webhook_events.list()
+
+        def adopted() -> dict[str, Any] | None:
+            found = server.admin("GET", "/keys").json()
+            return found[0] if len(found) == 1 and found[0]["last_used_at"] is not None else None
+
+        key = _wait_for(adopted, "the adopted key shown as used")
+        assert made_up not in str(key)
+    finally:
+        server.stop()
