@@ -135,13 +135,24 @@ def _last_used_cell(page: str, prefix: str) -> str:
 
 
 def test_every_partner_route_counts_and_a_refused_key_does_not(fast_server):
-    partner = make_partner(fast_server)
+    partner, other = make_partner(fast_server), make_partner(fast_server)
     http = partner.http()
     used = None
     for path in ("/v3/webhook-events", "/v3/webhook-subscriptions", "/v3/contact_card"):
         answer = http.get(path)
         assert answer.status_code == 200, (path, answer.text)
         used = _wait_for(_used_after(fast_server, partner, used), f"{path} counted")
+    # Refused for what they asked, not for the key: still a use of it.
+    refusals = [
+        ("GET", {"phone_number": other.lines[0]}, None, 403),  # another partner's line
+        ("POST", {}, b"{not json", 400),
+        ("PATCH", {"phone_number": partner.lines[1]}, b'{"first_name": "Ada"}', 404),  # no card yet
+    ]
+    for method, params, body, status in refusals:
+        headers = {"content-type": "application/json"}
+        answer = http.request(method, "/v3/contact_card", params=params, content=body, headers=headers)
+        assert answer.status_code == status, (method, answer.text)
+        used = _wait_for(_used_after(fast_server, partner, used), f"a {status} counted")
     fast_server.admin("DELETE", f"/keys/{partner.key_id}")
     assert http.get("/v3/contact_card").status_code == 401
     _all_flushed(fast_server)

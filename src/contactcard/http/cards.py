@@ -104,6 +104,7 @@ class FastCards:
         try:
             body, phone, hashed_key = await read_cards(self.service, authorization, _phones(query))
         except ApiError as error:
+            self._mark_if_accepted(error, authorization)
             await self._refuse(error, scope, receive, send)
             return
         self.seen.mark(hashed_key)
@@ -137,10 +138,23 @@ class FastCards:
                 trace_id,
             )  # fmt: skip
         except ApiError as error:
+            self._mark_if_accepted(error, authorization)
             await self._refuse(error, scope, receive, send)
             return
         self.seen.mark(hashed_key)
         await _ok(scope, send, body)
+
+    def _mark_if_accepted(self, error: ApiError, authorization: list[str]) -> None:
+        """A refusal for what the request asked (a bad body, another partner's line, a card
+        that exists, the budget) is still a use of the key: every 4xx here but a 401 and a
+        413 comes after the key was accepted (a bad request from an unknown key is a 401,
+        `_validated`; only the body's size is judged before the key is looked up). A 5xx
+        may come first (busy, database down), so it never counts."""
+        if error.error.status >= 500 or error.error.status in (401, 413):
+            return
+        key = bearer_key(authorization)
+        if key is not None:
+            self.seen.mark(key_hash(key))
 
     async def _refuse(self, error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
         trace_id = scope.get("state", {}).get("trace_id", "")
