@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest a request waits to reach the database before answering `503 4006`, in seconds.",
     )
+    key_use_flush_interval: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="How often each process stores when its API keys were last used (one statement for all of "
+        "them; also at shutdown), in seconds. The dashboard and the admin API's key listing are this far behind.",
+    )
     shutdown_timeout: float = Field(
         10.0,
         gt=0,

@@ -107,6 +107,11 @@ class KeyOut(BaseModel):
     created_at: datetime
     revoked_at: datetime | None
     label: str | None = None
+    last_used_at: datetime | None = Field(
+        None,
+        description="When a request last used the key, on the server's clock, up to the key-use flush interval "
+        "behind (`CONTACTCARD_KEY_USE_FLUSH_INTERVAL`); null: never.",
+    )
 
 
 class LineIn(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,7 +31,9 @@ from contactcard.errors import ApiError
 from contactcard.http import cards, openapi, pages, reference, webhooks
 from contactcard.http.edge import BodyTooLarge, Edge
 from contactcard.http.envelope import error_response, json_response
+from contactcard.keys_seen import KeysSeen, KeyUseFlusher
 from contactcard.settings import Settings
+from contactcard.store.key_use import store_key_use
 
 log = logging.getLogger("contactcard")
 
@@ -136,6 +139,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or Settings()
     services = services or build(settings)
     docs_base = settings.resolved_docs_base_url
+    key_use = _key_use(settings, services)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -147,6 +151,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         gc.freeze()
         services.deliveries.start()  # every process delivers: no extra service to run
         services.journal.start()
+        key_use.start()
         if services.metrics is not None:
             services.metrics.bind(asyncio.get_running_loop())  # before the first request is tallied
         sampler = asyncio.ensure_future(_sample_database(services)) if services.metrics else None
@@ -156,8 +161,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
-        # Requests have finished (or the shutdown bound passed): let queued writes commit,
-        # then close the connections bound to this loop.
+        # Requests have finished (or the shutdown bound passed): store when keys were last
+        # used, let queued writes commit, then close the connections bound to this loop.
+        await key_use.aclose()
         await services.aclose()
         await anyio.to_thread.run_sync(services.journal.close)
         await anyio.to_thread.run_sync(services.writer.close)
@@ -188,8 +194,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.subscriptions = services.subscriptions
     app.state.readiness = services.readiness
     app.state.metrics = services.metrics
+    app.state.keys_seen = key_use.seen
 
-    fast = cards.FastCards(app, services.cards, docs_base)
+    fast = cards.FastCards(app, services.cards, docs_base, key_use.seen)
     inner: ASGIApp = fast
     if settings.open_sandbox:
         from contactcard.http.sandboxed import Sandboxed
@@ -203,6 +210,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         metrics=services.metrics,
         log_every_request=settings.access_log,
         journal=services.journal,
+    )
+
+
+def _key_use(settings: Settings, services: Services) -> KeyUseFlusher:
+    """When each key was last used: tallied on the server's clock, stored every interval."""
+    timeout = settings.database_timeout
+    return KeyUseFlusher(
+        KeysSeen(services.controls.time),
+        functools.partial(store_key_use, services.database, timeout=timeout),
+        interval=settings.key_use_flush_interval,
+        timeout=timeout,
     )
 
 

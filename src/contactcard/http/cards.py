@@ -10,6 +10,7 @@ and `write_card` hold what each method does). The OpenAPI document describing th
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import parse_qsl
@@ -25,6 +26,7 @@ from contactcard.http.edge import BodyTooLarge
 from contactcard.http.envelope import error_response
 from contactcard.http.openapi import CARD_PATHS
 from contactcard.keys import bearer_key, key_hash
+from contactcard.keys_seen import KeysSeen
 from contactcard.service import ContactCards
 
 T = TypeVar("T")
@@ -46,15 +48,18 @@ async def _validated(service: ContactCards, hashed_key: str, parse: Callable[[],
         raise
 
 
-async def read_cards(service: ContactCards, authorization: list[str], phones: list[str]) -> tuple[bytes, str | None]:
-    """The body of a GET: every card of the key's partner, or one line's (and that line)."""
+async def read_cards(
+    service: ContactCards, authorization: list[str], phones: list[str]
+) -> tuple[bytes, str | None, str]:
+    """The body of a GET: every card of the key's partner, or one line's (and that line,
+    and the key's hash)."""
     hashed_key = _key_hash(authorization)
     phone = await _validated(service, hashed_key, lambda: contract.phone_from_query(phones, required=False))
     if phone is None:
         found = await service.list_cards(hashed_key)
     else:
         found = await service.get_card(hashed_key, phone)
-    return orjson.dumps({"contact_cards": found}), phone
+    return orjson.dumps({"contact_cards": found}), phone, hashed_key
 
 
 class FastCards:
@@ -62,10 +67,12 @@ class FastCards:
     request costs its own work, not a router's and two middlewares'. Any other method
     goes on to the routes, which answer `405` with `Allow`."""
 
-    def __init__(self, app: ASGIApp, service: ContactCards, docs_base_url: str) -> None:
+    def __init__(self, app: ASGIApp, service: ContactCards, docs_base_url: str, seen: KeysSeen | None = None) -> None:
         self.app = app
         self.service = service
         self.docs_base_url = docs_base_url
+        # Every answer given as a key's partner marks the key (`keys_seen.py`): a dict store.
+        self.seen = seen or KeysSeen(time.time)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in CARD_PATHS:
@@ -90,18 +97,22 @@ class FastCards:
             slot = (hashlib.sha256(raw_authorization[0]).digest(), query)
             hit = memo.get(slot)
             if hit is not None:
+                self.seen.mark(hit[2])
                 await _ok(scope, send, hit[0])
                 return
         authorization = [v.decode("latin-1") for v in raw_authorization]
         try:
-            body, phone = await read_cards(self.service, authorization, _phones(query))
+            body, phone, hashed_key = await read_cards(self.service, authorization, _phones(query))
         except ApiError as error:
+            self._mark_if_accepted(error, authorization)
             await self._refuse(error, scope, receive, send)
             return
+        self.seen.mark(hashed_key)
         if memo is not None and phone is not None:  # a 200 for one number: the key owns the line
             if len(memo) >= self.service.read_cache_size:
                 del memo[next(iter(memo))]  # the oldest answer
-            memo[slot] = (body, phone)  # the line as stored: a write to it drops the answer
+            # The line as stored (a write to it drops the answer), and the key to mark on a hit.
+            memo[slot] = (body, phone, hashed_key)
         await _ok(scope, send, body)
 
     async def _write(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -127,9 +138,23 @@ class FastCards:
                 trace_id,
             )  # fmt: skip
         except ApiError as error:
+            self._mark_if_accepted(error, authorization)
             await self._refuse(error, scope, receive, send)
             return
+        self.seen.mark(hashed_key)
         await _ok(scope, send, body)
+
+    def _mark_if_accepted(self, error: ApiError, authorization: list[str]) -> None:
+        """A refusal for what the request asked (a bad body, another partner's line, a card
+        that exists, the budget) is still a use of the key: every 4xx here but a 401 and a
+        413 comes after the key was accepted (a bad request from an unknown key is a 401,
+        `_validated`; only the body's size is judged before the key is looked up). A 5xx
+        may come first (busy, database down), so it never counts."""
+        if error.error.status >= 500 or error.error.status in (401, 413):
+            return
+        key = bearer_key(authorization)
+        if key is not None:
+            self.seen.mark(key_hash(key))
 
     async def _refuse(self, error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
         trace_id = scope.get("state", {}).get("trace_id", "")

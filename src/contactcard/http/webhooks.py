@@ -15,6 +15,7 @@ from contactcard.errors import ApiError
 from contactcard.http.envelope import json_response
 from contactcard.http.openapi import WEBHOOK_PREFIXES
 from contactcard.keys import bearer_key, key_hash
+from contactcard.keys_seen import KeysSeen
 from contactcard.webhooks.subscriptions import Subscriptions, event_list
 
 
@@ -23,7 +24,11 @@ async def _partner(request: Request) -> str:
     if key is None:
         raise ApiError(errors.UNAUTHORIZED)
     subscriptions: Subscriptions = request.app.state.subscriptions
-    return await subscriptions.partner(key_hash(key))
+    hashed = key_hash(key)
+    partner = await subscriptions.partner(hashed)
+    seen: KeysSeen = request.app.state.keys_seen
+    seen.mark(hashed)  # accepted: whatever the route answers next, it answers as this partner
+    return partner
 
 
 def _trace_id(request: Request) -> str:

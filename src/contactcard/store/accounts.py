@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, delete, func, insert, select, text, update
@@ -56,6 +56,7 @@ class KeyRow:
     created_at: datetime
     revoked_at: datetime | None
     label: str | None = None
+    last_used_at: datetime | None = None  # as last flushed (`keys_seen.py`); None: never
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,10 @@ class Accounts:
             query = query.where(api_keys.c.partner_id == partner_id)
         with self._db.reader.connect() as conn:
             rows = conn.execute(query).all()
-        return [KeyRow(r.id, r.partner_id, r.prefix, r.created_at, r.revoked_at, r.label) for r in rows]
+        return [
+            KeyRow(r.id, r.partner_id, r.prefix, r.created_at, r.revoked_at, r.label, _utc(r.last_used_at))
+            for r in rows
+        ]
 
     def revoke_key(self, key_id: str, at: datetime) -> bool:
         """False when there is no such key (revoking twice is fine)."""
@@ -639,3 +643,8 @@ def line_cards(
         )
         for r in rows
     ]
+
+
+def _utc(at: datetime | None) -> datetime | None:
+    """SQLite hands back times without their zone; they were stored in UTC."""
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at

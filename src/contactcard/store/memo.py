@@ -15,8 +15,8 @@ request, as without a memo.
   all the requests waiting: those that arrived while a question was in flight wait for the
   next one, which starts after they arrived.
 
-Each entry is `(answer, line)`. When the version moves, the memo is replaced by a new,
-empty dict rather than emptied: a
+Each entry is `(answer, line, ...)`: what the caller keeps after the line is its own.
+When the version moves, the memo is replaced by a new, empty dict rather than emptied: a
 request that was handed the old dict and is still looking up (on PostgreSQL, a round trip
 later) files its answer in the old dict, which nobody is handed any more. Emptying in place
 would let an answer read before a commit land in the memo of a version after it. An answer

@@ -51,6 +51,9 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     # What the operator calls it ("staging", "Ada's laptop"); never read on the hot path.
     Column("label", String(100), nullable=True),
+    # When a request last used it (the server's clock), as this server's processes flush
+    # their tallies (`keys_seen.py`): up to a flush interval behind; NULL: never.
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
 )
 
 lines = Table(
@@ -266,6 +269,20 @@ change_count = Table(
 
 # The tables whose rows a GET answer is read from (`store/reads.py`).
 COUNTED_TABLES = ("api_keys", "lines", "cards")
+# The columns of `api_keys` whose update counts: every one but `last_used_at`, which no GET
+# answer reads, so that storing when keys were used does not empty every GET memo.
+COUNTED_KEY_COLUMNS = ("id", "partner_id", "key_hash", "prefix", "created_at", "revoked_at", "label")
+
+
+def change_count_trigger(table: str, operation: str) -> str:
+    """The SQLite trigger that counts one kind of change to one table."""
+    event_clause = operation
+    if table == "api_keys" and operation == "UPDATE":
+        event_clause = f"UPDATE OF {', '.join(COUNTED_KEY_COLUMNS)}"
+    return (
+        f"CREATE TRIGGER change_count_{table}_{operation.lower()} AFTER {event_clause} ON {table} "
+        "BEGIN UPDATE change_count SET n = n + 1 WHERE id = 1; END"
+    )
 
 
 def change_count_ddl() -> list[str]:
@@ -273,10 +290,7 @@ def change_count_ddl() -> list[str]:
     statements = ["INSERT INTO change_count (id, n) VALUES (1, 0)"]
     for table in COUNTED_TABLES:
         for operation in ("INSERT", "UPDATE", "DELETE"):
-            statements.append(
-                f"CREATE TRIGGER change_count_{table}_{operation.lower()} AFTER {operation} ON {table} "
-                "BEGIN UPDATE change_count SET n = n + 1 WHERE id = 1; END"
-            )
+            statements.append(change_count_trigger(table, operation))
     return statements
 
 
