@@ -4,6 +4,7 @@ in-memory sender: retries are due by the injected clock, and delivered rows stay
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -62,11 +63,17 @@ async def outbox(tmp_path):
     database.dispose()
 
 
-async def record(writer, clock: ManualClock) -> events.Outbox:
+_LINES = itertools.count(1)
+
+
+async def record(
+    writer, clock: ManualClock, phone: str | None = None, event_type: str = events.CARD_CREATED
+) -> events.Outbox:
+    """An event recorded as a write records it; about a line of its own unless `phone`
+    (a line's events are attempted one after the other)."""
     card = events.CardView("c", "Ada", None, None)
-    event = events.card_event(
-        events.CARD_CREATED, partner_id="p", phone_number="+15550000001", card=card, at=clock.now(), trace_id="t"
-    )
+    phone = phone or f"+1555{next(_LINES):07d}"
+    event = events.card_event(event_type, partner_id="p", phone_number=phone, card=card, at=clock.now(), trace_id="t")
     await writer.run([fan_out(event)])
     return event
 

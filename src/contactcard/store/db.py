@@ -15,7 +15,7 @@ from contactcard.store.schema import metadata
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration; a test keeps it equal to Alembic's head. Knowing it lets a start on
 # an up-to-date database skip loading Alembic at all.
-HEAD_REVISION = "0005_change_count"
+HEAD_REVISION = "0006_webhook_line_order"
 
 
 @dataclass
