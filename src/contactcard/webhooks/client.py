@@ -27,6 +27,7 @@ import ssl
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import cast
 
 import httptools
 
@@ -68,8 +69,8 @@ class _Connection(asyncio.Protocol):
     # --- asyncio ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # (uvloop's transports are not subclasses of asyncio's, only alike.)
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         waiter = self._waiter
