@@ -279,3 +279,122 @@ async def test_attempts_not_yet_recorded_are_recorded_when_the_worker_stops(outb
     await worker.aclose()
     rows = await writer.read(Stmt("SELECT status, lease_until FROM webhook_deliveries", {}))
     assert [tuple(r) for r in rows] == [("delivered", None)] * 2
+
+
+class FailingFirst:
+    """Answers 500 to the first attempt of each event in `fail`, 200 otherwise; records
+    every attempt's event id in order."""
+
+    def __init__(self, *fail: str) -> None:
+        self.fail = set(fail)
+        self.attempts: list[str] = []
+
+    async def post(self, target_url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        event_id = headers["webhook-id"]
+        self.attempts.append(event_id)
+        if event_id in self.fail:
+            self.fail.discard(event_id)
+            return Answer(500, None, 1.0)
+        return Answer(200, None, 1.0)
+
+
+async def test_a_lines_events_are_attempted_in_order_each_after_the_last_is_done(outbox):
+    writer, store = outbox
+    await store.replace(
+        Subscription(
+            "s", "p", "https://h.example/in", [events.CARD_CREATED, events.CARD_UPDATED], None, True,
+            new_secret(), "v", datetime.now(UTC), datetime.now(UTC),
+        )
+    )  # fmt: skip
+    clock = ManualClock()
+    line, other = "+15550009001", "+15550009002"
+    created = await record(writer, clock, line)
+    clock.at += timedelta(milliseconds=1)
+    updates = []
+    for _ in range(3):
+        updates.append(await record(writer, clock, line, events.CARD_UPDATED))
+        clock.at += timedelta(milliseconds=1)
+    elsewhere = await record(writer, clock, other)
+    sender = FailingFirst(created.event_id)  # the created fails once, and waits 100 s to retry
+    worker = DeliveryWorker(store, sender, clock=clock, retry=RetryPolicy((100.0,), jitter=0), poll_interval=0.02)
+    worker.start()
+    try:
+        await until(lambda: elsewhere.event_id in sender.attempts and len(sender.attempts) >= 2)
+        await asyncio.sleep(0.3)  # many polls: the updates are due, but their created is not done
+        assert sorted(sender.attempts) == sorted([created.event_id, elsewhere.event_id])
+        clock.at += timedelta(seconds=101)
+        await until(lambda: len(sender.attempts) == 6)
+        line_attempts = [e for e in sender.attempts if e != elsewhere.event_id]
+        assert line_attempts == [created.event_id, created.event_id, *(u.event_id for u in updates)]
+    finally:
+        await worker.aclose()
+
+
+async def test_a_given_up_event_lets_the_next_of_its_line_go(outbox):
+    writer, store = outbox
+    clock = ManualClock()
+    line = "+15550009003"
+    first = await record(writer, clock, line)
+    clock.at += timedelta(milliseconds=1)
+    second = await record(writer, clock, line)
+    sender = FailingFirst(first.event_id)
+    worker = DeliveryWorker(store, sender, clock=clock, retry=RetryPolicy(()), poll_interval=0.02)  # no retries
+    worker.start()
+    try:
+        await until(lambda: len(sender.attempts) == 2)
+        assert sender.attempts == [first.event_id, second.event_id]
+        rows = await writer.read(Stmt("SELECT event_id, status FROM webhook_deliveries ORDER BY created_at", {}))
+        assert [tuple(r) for r in rows] == [(first.event_id, "failed"), (second.event_id, "delivered")]
+    finally:
+        await worker.aclose()
+
+
+class SlowTarget:
+    """Holds every POST to `slow` until released; answers the others at once."""
+
+    def __init__(self, slow: str) -> None:
+        self.slow = slow
+        self.release = asyncio.Event()
+        self.held = 0
+        self.delivered: list[str] = []  # the other targets' event ids
+
+    async def post(self, target_url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        if target_url == self.slow:
+            self.held += 1
+            await self.release.wait()
+        else:
+            self.delivered.append(headers["webhook-id"])
+        return Answer(200, None, 1.0)
+
+
+async def test_a_slow_receivers_backlog_does_not_hold_back_another_subscription(outbox):
+    writer, store = outbox
+    now = datetime.now(UTC)
+    slow_only = Subscription(
+        "s", "p", "https://slow.example/in", [events.CARD_UPDATED], None, True, new_secret(), "v", now, now
+    )
+    quick = Subscription(
+        "q", "p", "https://quick.example/in", [events.CARD_CREATED], None, True, new_secret(), "v", now, now
+    )
+    await store.replace(slow_only)
+    await store.add(quick)
+    clock = ManualClock()
+    for _ in range(200):  # a backlog of the slow one's, on lines of their own
+        await record(writer, clock, event_type=events.CARD_UPDATED)
+    sender = SlowTarget("https://slow.example/in")
+    worker = DeliveryWorker(store, sender, clock=clock, concurrency=16, per_target=4, poll_interval=0.02)
+    worker.start()
+    try:
+        await until(lambda: sender.held == 4)
+        # While the slow one holds its four slots and 196 more wait, the quick one's new
+        # events are all delivered: the slow backlog takes no slot nor claim of theirs.
+        quick_events = []
+        for _ in range(20):
+            quick_events.append(await record(writer, clock))
+            worker.wake()
+        await until(lambda: len(sender.delivered) == 20)
+        assert sorted(sender.delivered) == sorted(e.event_id for e in quick_events)
+        assert sender.held == 4  # the per-target limit held all along
+    finally:
+        sender.release.set()
+        await worker.aclose()
