@@ -3,9 +3,10 @@
 `python -m bench.hook_receiver --port N` answers every POST with 200 at once, except on a
 path that starts with `/slow/`, which answers after `?delay=` seconds (never when the
 delay is `never`). It notes when each delivery arrived (real unix seconds, the clock the
-bench reads too) by path and `webhook-id`; `GET /_arrivals` hands back what it noted and
-forgets it, `GET /_count` only the number noted so far. Nothing in it parses JSON: its own
-cost per delivery is uvicorn's, on the machine's other core when there is one.
+bench reads too) by path and `webhook-id`, with the event's `created_at` as the body gives it (found by a
+substring search: nothing here parses JSON, so its own cost per delivery is uvicorn's);
+`GET /_arrivals` hands back what it noted and forgets it, `GET /_count` only the number
+noted so far.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ import json
 import time
 from urllib.parse import parse_qs
 
-_arrivals: list[tuple[str, str, float]] = []  # path, webhook-id, arrival (unix seconds)
+# path, webhook-id, the event's created_at (text, or ""), arrival (unix seconds)
+_arrivals: list[tuple[str, str, str, float]] = []
+_CREATED = b'"created_at":"'
 _count = 0
 _OK = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
 
 
-async def _drain(receive) -> None:
+async def _body(receive) -> bytes:
+    parts = []
     while True:
         message = await receive()
+        parts.append(message.get("body", b""))
         if message["type"] != "http.request" or not message.get("more_body"):
-            return
+            return b"".join(parts)
 
 
 async def _answer(send, status: int, body: bytes, content_type: bytes = b"text/plain") -> None:
@@ -55,7 +60,7 @@ async def app(scope, receive, send) -> None:
         else:
             await _answer(send, 200, str(_count).encode())
         return
-    await _drain(receive)
+    body = await _body(receive)
     if path.startswith("/slow/"):
         delay = parse_qs(scope["query_string"].decode()).get("delay", ["5"])[0]
         if delay == "never":
@@ -63,7 +68,9 @@ async def app(scope, receive, send) -> None:
         await asyncio.sleep(float(delay))
     webhook_id = next((v.decode() for k, v in scope["headers"] if k == b"webhook-id"), "")
     _count += 1
-    _arrivals.append((path, webhook_id, time.time()))
+    at = body.find(_CREATED)
+    created = body[at + len(_CREATED) : at + len(_CREATED) + 24].split(b'"', 1)[0].decode() if at >= 0 else ""
+    _arrivals.append((path, webhook_id, created, time.time()))
     await send({"type": "http.response.start", "status": 200, "headers": _OK})
     await send({"type": "http.response.body", "body": b"ok"})
 
