@@ -229,33 +229,59 @@ class WebhookStore:
         return bool(rows)
 
     async def claim(
-        self, now: float, real_now: float, lease_until: float, limit: int, *, skip: list[str] | None = None
+        self,
+        now: float,
+        real_now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        skip: list[str] | None = None,
+        per_subscription: int | None = None,
     ) -> list[Claimed]:
         """Take up to `limit` due attempts for this process until `lease_until` (real time),
-        none of the subscriptions in `skip`.
+        at most `per_subscription` of any one subscription, none of those in `skip`.
 
         A line's events go to a subscription in the order they happened: a row is due only
         while no earlier event of its line is pending for its subscription (under way,
         waiting for a retry, or due as well), so an `updated` is never attempted before its
-        `created` has been delivered or given up. Events about no line are not ordered."""
+        `created` has been delivered or given up. Events about no line are not ordered.
+
+        On PostgreSQL the due rows are locked `SKIP LOCKED`: processes claiming at once
+        each take other rows, never waiting for one another."""
         skip_locked = " FOR UPDATE OF d SKIP LOCKED" if self._postgres else ""
         skipped = {f"k{i}": sid for i, sid in enumerate(skip or [])}
         not_these = f" AND d.subscription_id NOT IN ({', '.join(f':{k}' for k in skipped)})" if skipped else ""
         sql = f"""
-UPDATE webhook_deliveries SET lease_until = :lease, attempts = attempts + 1
-WHERE (event_id, subscription_id) IN (
-  SELECT d.event_id, d.subscription_id FROM webhook_deliveries AS d
+WITH due AS (
+  SELECT d.event_id, d.subscription_id, d.next_at FROM webhook_deliveries AS d
   WHERE d.status = 'pending' AND d.next_at <= :now AND (d.lease_until IS NULL OR d.lease_until < :real_now){not_these}
     AND NOT EXISTS (
       SELECT 1 FROM webhook_deliveries AS e
       WHERE e.subscription_id = d.subscription_id AND e.phone_number = d.phone_number AND e.status = 'pending'
         AND (e.created_at, e.event_id) < (d.created_at, d.event_id)
     )
-  ORDER BY d.next_at LIMIT :limit{skip_locked}
+  ORDER BY d.next_at LIMIT :scan{skip_locked}
+), ranked AS (
+  SELECT event_id, subscription_id, next_at,
+         ROW_NUMBER() OVER (PARTITION BY subscription_id ORDER BY next_at, event_id) AS place
+  FROM due
+)
+UPDATE webhook_deliveries SET lease_until = :lease, attempts = attempts + 1
+WHERE (event_id, subscription_id) IN (
+  SELECT event_id, subscription_id FROM ranked WHERE place <= :per_subscription ORDER BY next_at LIMIT :limit
 )
 RETURNING event_id, subscription_id, event_type, body, attempts
 """
-        params = {"lease": lease_until, "now": now, "real_now": real_now, "limit": limit, **skipped}
+        params = {
+            "lease": lease_until,
+            "now": now,
+            "real_now": real_now,
+            "limit": limit,
+            # Rows looked at: enough that one subscription's backlog leaves the others room.
+            "scan": limit * 4,
+            "per_subscription": per_subscription or limit,
+            **skipped,
+        }
         rows = (await self._lane.run([Stmt(sql, params, rows=True)], lines=NO_LINES))[0]
         return [Claimed(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows]
 

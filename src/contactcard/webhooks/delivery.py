@@ -165,8 +165,15 @@ async def permitted_addresses(
 
 
 def parse_target(raw: str, policy: HostPolicy) -> ImageUrl:
+    return _parsed_target(raw, policy.allow_http)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_target(raw: str, allow_http: bool) -> ImageUrl:
+    """A target URL parsed once, not at every attempt: the text alone decides the parse
+    (the address rules, which depend on what the name resolves to, run every time)."""
     try:
-        return parse_image_url(raw, allow_http=policy.allow_http)
+        return parse_image_url(raw, allow_http=allow_http)
     except ImageUrlError as exc:
         # The parser speaks of image URLs; the rules are the same.
         raise TargetRefused(str(exc).replace("image_url", "target_url")) from None
@@ -261,11 +268,11 @@ class DeliveryWorker:
         *,
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
-        concurrency: int = 64,
+        concurrency: int = 128,
         poll_interval: float = 0.5,
         lease: float = 30.0,
         settle: float = 0.01,
-        per_target: int = 8,
+        per_target: int = 64,
         tally: AttemptTally | None = None,
         database_timeout: float = 30.0,
     ) -> None:
@@ -288,9 +295,6 @@ class DeliveryWorker:
         self._task: asyncio.Task[None] | None = None
         self._running: dict[asyncio.Task[None], str] = {}  # attempts under way: their subscription
         self._in_flight: dict[str, int] = {}  # attempts under way per subscription
-        # Subscriptions that had more due than their share: skipped by claims until half
-        # their attempts are done, so they are claimed for in batches, not one at a time.
-        self._throttled: set[str] = set()
         # Results waiting to be recorded: recorded together, one transaction for all that
         # finished while the last was written.
         self._outcomes: list[Outcome] = []
@@ -364,15 +368,16 @@ class DeliveryWorker:
         async with asyncio.timeout(self._db_timeout):
             if not await self._store.has_due(now, real_now):
                 return 0
-        half = self._per_target // 2
-        busy = sorted(
-            sid
-            for sid, count in self._in_flight.items()
-            if count >= self._per_target or (sid in self._throttled and count > half)
-        )
+        # Each subscription gets at most `share` more in one claim, and only while that
+        # keeps it within its limit: a busy receiver is claimed for in batches, and the
+        # claim never takes rows it would have to give back.
+        share = max(1, self._per_target // 2)
+        busy = sorted(sid for sid, count in self._in_flight.items() if count > self._per_target - share)
         async with asyncio.timeout(self._db_timeout):
             # (A claim that times out leaves its rows leased: made when the lease runs out.)
-            found = await self._store.claim(now, real_now, real_now + self._lease, free, skip=busy)
+            found = await self._store.claim(
+                now, real_now, real_now + self._lease, free, skip=busy, per_subscription=share
+            )
         if not found:
             return 0
         async with asyncio.timeout(self._db_timeout):
@@ -381,8 +386,7 @@ class DeliveryWorker:
         for claimed in found:
             sid = claimed.subscription_id
             if self._in_flight.get(sid, 0) >= self._per_target:
-                surplus.append(claimed)  # given back at once, due as it was
-                self._throttled.add(sid)
+                surplus.append(claimed)  # (not expected) given back at once, due as it was
                 continue
             self._in_flight[sid] = self._in_flight.get(sid, 0) + 1
             task = asyncio.get_running_loop().create_task(self._attempt(claimed, targets.get(sid)))
@@ -401,8 +405,6 @@ class DeliveryWorker:
                 self._in_flight[sid] = left
             else:
                 del self._in_flight[sid]
-            if left <= self._per_target // 2:
-                self._throttled.discard(sid)
         if self._wake is not None:
             self._wake.set()  # a slot is free
         if not task.cancelled() and task.exception() is not None:
