@@ -151,10 +151,10 @@ async def permitted_addresses(
 ) -> list[IPAddress]:
     """`checked_addresses` with a resolver of the event loop's own."""
     if url.is_ip:
-        found: list[IPAddress] = [ipaddress.ip_address(url.host)]
+        found: list[IPAddress] = [_address(url.host)]
     else:
         try:
-            found = [ipaddress.ip_address(answer) for answer in await resolve(url.host, url.port)]
+            found = [_address(answer) for answer in await resolve(url.host, url.port)]
         except Exception:
             raise TargetRefused("target host could not be resolved") from None
         if not found:
@@ -162,6 +162,13 @@ async def permitted_addresses(
     if not all(policy.permits(url, ip) for ip in found):
         raise TargetRefused("target URL points to a non-public address")
     return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> IPAddress:
+    """`ipaddress.ip_address`, remembered: the text of an address always reads the same
+    (whether it is allowed is asked of the policy every time)."""
+    return ipaddress.ip_address(text)
 
 
 def parse_target(raw: str, policy: HostPolicy) -> ImageUrl:
