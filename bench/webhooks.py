@@ -218,13 +218,17 @@ def _created(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def _delays_ms(arrivals: list[tuple[str, str, str, float]], prefix: str) -> tuple[list[float], set[str], float]:
-    """Each first arrival's delay after its event (ms), the event ids, the last arrival."""
-    first: dict[str, tuple[str, float]] = {}
+def _delays_ms(
+    arrivals: list[tuple[str, str, str, float]], prefix: str, since: float = 0.0
+) -> tuple[list[float], set[str], float]:
+    """Each first arrival's delay after its event (ms), the event ids, the last arrival;
+    only events on paths under `prefix` that happened at `since` or later (a retry of an
+    earlier event arriving meanwhile is not the load's)."""
+    first: dict[str, tuple[float, float]] = {}
     for path, event_id, created, at in arrivals:
-        if path.startswith(prefix) and created:
-            first.setdefault(f"{path} {event_id}", (created, at))
-    delays = [(at - _created(created)) * 1000 for created, at in first.values()]
+        if path.startswith(prefix) and created and (stamp := _created(created)) >= since:
+            first.setdefault(f"{path} {event_id}", (stamp, at))
+    delays = [(at - stamp) * 1000 for stamp, at in first.values()]
     return delays, set(first), max((at for _, at in first.values()), default=0.0)
 
 
@@ -306,6 +310,7 @@ def measure(
             order = SIDES if index % 2 == 0 else SIDES[::-1]
             for n in order:
                 _, key, phones = partners[n]
+                began = time.time() - 0.001  # (created_at has milliseconds)
                 result = _load(server, key, phones, duration, connections, tmp)
                 ended = time.time()
                 if n:
@@ -315,7 +320,7 @@ def measure(
                     arrivals = []
                     while True:
                         arrivals += receiver.arrivals()
-                        delays, ids, last = _delays_ms(arrivals, f"/s{n}/")
+                        delays, ids, last = _delays_ms(arrivals, f"/s{n}/", began)
                         if len(ids) >= expected or time.monotonic() > deadline:
                             break
                         time.sleep(0.1)
