@@ -398,3 +398,33 @@ async def test_a_slow_receivers_backlog_does_not_hold_back_another_subscription(
     finally:
         sender.release.set()
         await worker.aclose()
+
+
+class HangingStore(WebhookStore):
+    """A database that does not answer the first claim (a lock held elsewhere, a network
+    gone quiet): that call never returns by itself."""
+
+    hung: int
+
+    async def claim(self, *args, **kwargs):
+        if not self.hung:
+            self.hung += 1
+            await asyncio.Event().wait()
+        return await super().claim(*args, **kwargs)
+
+
+async def test_a_database_call_that_hangs_is_given_up_after_the_database_timeout(outbox, caplog):
+    writer, _ = outbox
+    store = HangingStore(writer, dialect="sqlite")
+    store.hung = 0
+    clock = ManualClock()
+    sender = ScriptedSender()
+    worker = DeliveryWorker(store, sender, clock=clock, poll_interval=0.02, database_timeout=0.2)
+    await record(writer, clock)
+    worker.start()
+    try:
+        await until(lambda: len(sender.posts) == 1)  # the next claim, once the hung one was given up
+        assert store.hung == 1
+        assert "could not claim deliveries" in caplog.text
+    finally:
+        await worker.aclose()
