@@ -11,7 +11,7 @@ import pytest
 
 from contactcard.store.accounts import Accounts
 from contactcard.store.db import connect, migrate
-from contactcard.store.webhooks import Subscription, WebhookStore, fan_out
+from contactcard.store.webhooks import Outcome, Subscription, WebhookStore, fan_out
 from contactcard.store.writer import SqliteWriter, Stmt
 from contactcard.webhooks import events
 from contactcard.webhooks.delivery import Answer, DeliveryWorker, RetryPolicy
@@ -201,13 +201,18 @@ async def _attempts_kept(writer, store, clock, event, accounts) -> None:
 
 
 class CountingStore(WebhookStore):
-    """Counts the transactions that record outcomes, and the outcomes in each."""
+    """Counts the transactions that record outcomes (alone or with the next claim), and
+    the outcomes in each."""
 
     batches: list[int]
 
     async def finish_many(self, outcomes) -> None:
         self.batches.append(len(outcomes))
         await super().finish_many(outcomes)
+
+    async def finish_and_claim(self, outcomes, *args, **kwargs):
+        self.batches.append(len(outcomes))
+        return await super().finish_and_claim(outcomes, *args, **kwargs)
 
 
 async def test_attempts_that_finish_together_are_recorded_in_one_transaction(outbox):
@@ -239,6 +244,10 @@ class SlowRecordStore(WebhookStore):
     async def finish_many(self, outcomes) -> None:
         await self.release.wait()
         await super().finish_many(outcomes)
+
+    async def finish_and_claim(self, outcomes, *args, **kwargs):
+        await self.release.wait()
+        return await super().finish_and_claim(outcomes, *args, **kwargs)
 
 
 async def test_a_slow_record_holds_no_slot_and_no_attempt_is_made_twice(outbox):
@@ -428,3 +437,20 @@ async def test_a_database_call_that_hangs_is_given_up_after_the_database_timeout
         assert "could not claim deliveries" in caplog.text
     finally:
         await worker.aclose()
+
+
+async def test_recording_an_event_claims_the_next_of_its_line_in_the_same_commit(outbox):
+    writer, store = outbox
+    clock = ManualClock()
+    line = "+15550009009"
+    first = await record(writer, clock, line)
+    clock.at += timedelta(milliseconds=1)
+    second = await record(writer, clock, line)
+    due = clock.now().timestamp() + 1
+    (claimed,) = await store.claim(due, 1e12, 1e12 + 60, 10)  # the second waits for the first
+    assert claimed.event_id == first.event_id
+    done = Outcome(claimed, "delivered", None, 200, None, 1.0, clock.now())
+    found = await store.finish_and_claim([done], due, 1e12, 1e12 + 60, 10)
+    assert [c.event_id for c in found] == [second.event_id]
+    rows = await writer.read(Stmt("SELECT event_id, status FROM webhook_deliveries ORDER BY created_at", {}))
+    assert [tuple(r) for r in rows] == [(first.event_id, "delivered"), (second.event_id, "pending")]

@@ -248,6 +248,39 @@ class WebhookStore:
 
         On PostgreSQL the due rows are locked `SKIP LOCKED`: processes claiming at once
         each take other rows, never waiting for one another."""
+        stmt = self._claim_stmt(now, real_now, lease_until, limit, skip, per_subscription)
+        rows = (await self._lane.run([stmt], lines=NO_LINES))[0]
+        return [_claimed(r) for r in rows]
+
+    async def finish_and_claim(
+        self,
+        outcomes: list[Outcome],
+        now: float,
+        real_now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        skip: list[str] | None = None,
+        per_subscription: int | None = None,
+    ) -> list[Claimed]:
+        """`finish_many` and `claim` in one transaction: a line whose event was just
+        recorded has its next one claimed in the same commit, not one commit later."""
+        stmts = [
+            *self._finish_stmts(outcomes),
+            self._claim_stmt(now, real_now, lease_until, limit, skip, per_subscription),
+        ]
+        rows = (await self._lane.run(stmts, lines=NO_LINES))[-1]
+        return [_claimed(r) for r in rows]
+
+    def _claim_stmt(
+        self,
+        now: float,
+        real_now: float,
+        lease_until: float,
+        limit: int,
+        skip: list[str] | None,
+        per_subscription: int | None,
+    ) -> Stmt:
         skip_locked = " FOR UPDATE OF d SKIP LOCKED" if self._postgres else ""
         skipped = {f"k{i}": sid for i, sid in enumerate(skip or [])}
         not_these = f" AND d.subscription_id NOT IN ({', '.join(f':{k}' for k in skipped)})" if skipped else ""
@@ -282,8 +315,7 @@ RETURNING event_id, subscription_id, event_type, body, attempts
             "per_subscription": per_subscription or limit,
             **skipped,
         }
-        rows = (await self._lane.run([Stmt(sql, params, rows=True)], lines=NO_LINES))[0]
-        return [Claimed(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows]
+        return Stmt(sql, params, rows=True)
 
     async def release(self, claimed: list[Claimed]) -> None:
         """Give claimed attempts back unmade, due as they were."""
@@ -328,9 +360,18 @@ RETURNING event_id, subscription_id, event_type, body, attempts
         writer spends one statement's time on a batch, not two statements per attempt."""
         if not outcomes:
             return
+        await self._lane.run(self._finish_stmts(outcomes), lines=NO_LINES)
+
+    def _finish_stmts(self, outcomes: list[Outcome]) -> list[Stmt]:
+        if not outcomes:
+            return []
         rows = orjson.dumps([_outcome_row(o, postgres=self._postgres) for o in outcomes]).decode()
         update, insert = (_FINISH_PG, _ATTEMPTS_PG) if self._postgres else (_FINISH_SQLITE, _ATTEMPTS_SQLITE)
-        await self._lane.run([Stmt(update, {"rows": rows}), Stmt(insert, {"rows": rows})], lines=NO_LINES)
+        return [Stmt(update, {"rows": rows}), Stmt(insert, {"rows": rows})]
+
+
+def _claimed(r: Row) -> Claimed:
+    return Claimed(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]))
 
 
 def _outcome_row(outcome: Outcome, *, postgres: bool) -> dict[str, Any]:

@@ -306,6 +306,10 @@ class DeliveryWorker:
         # finished while the last was written.
         self._outcomes: list[Outcome] = []
         self._recorder: asyncio.Task[None] | None = None
+        # Held while a claim is made and its attempts started, by the loop or by the
+        # recorder (whose record may carry the next claim): one claim at a time, so that
+        # two never count the same free slots.
+        self._claiming = asyncio.Lock()
 
     def wake(self) -> None:
         """An event was recorded in this process: look now rather than at the next poll."""
@@ -363,28 +367,44 @@ class DeliveryWorker:
                 self._told = False
                 await asyncio.sleep(self._settle)
 
-    async def _claim_some(self) -> int:
+    def _claim_plan(self) -> tuple[int, list[str], int] | None:
+        """How much a claim may take now: (slots, subscriptions to leave out, the share
+        of each other one); None when too few slots are free to be worth a commit."""
         if len(self._outcomes) >= UNRECORDED_MAX:
-            return 0  # the recorder wakes the loop when it is done
+            return None  # the recorder wakes the loop when it is done
         free = self._concurrency - len(self._running)
         # Claim in batches: a claim per finished attempt would cost a commit each. A
         # quarter free is enough: the next batch is claimed while the rest are under way.
         if free <= 0 or (self._running and free < max(1, self._concurrency // 4)):
-            return 0
-        now, real_now = self._clock.now().timestamp(), time.time()
-        async with asyncio.timeout(self._db_timeout):
-            if not await self._store.has_due(now, real_now):
-                return 0
+            return None
         # Each subscription gets at most `share` more in one claim, and only while that
         # keeps it within its limit: a busy receiver is claimed for in batches, and the
         # claim never takes rows it would have to give back.
         share = max(1, self._per_target // 2)
         busy = sorted(sid for sid, count in self._in_flight.items() if count > self._per_target - share)
-        async with asyncio.timeout(self._db_timeout):
-            # (A claim that times out leaves its rows leased: made when the lease runs out.)
-            found = await self._store.claim(
-                now, real_now, real_now + self._lease, free, skip=busy, per_subscription=share
-            )
+        return free, busy, share
+
+    async def _claim_some(self) -> int:
+        if self._claiming.locked():
+            return 0  # the recorder is claiming with its batch
+        async with self._claiming:
+            plan = self._claim_plan()
+            if plan is None:
+                return 0
+            free, busy, share = plan
+            now, real_now = self._clock.now().timestamp(), time.time()
+            async with asyncio.timeout(self._db_timeout):
+                if not await self._store.has_due(now, real_now):
+                    return 0
+            async with asyncio.timeout(self._db_timeout):
+                # (A claim that times out leaves its rows leased: made when the lease runs out.)
+                found = await self._store.claim(
+                    now, real_now, real_now + self._lease, free, skip=busy, per_subscription=share
+                )
+            return await self._start(found)
+
+    async def _start(self, found: list[Claimed]) -> int:
+        """Make the claimed attempts, each a task of its own; the number started."""
         if not found:
             return 0
         async with asyncio.timeout(self._db_timeout):
@@ -450,8 +470,22 @@ class DeliveryWorker:
             while self._outcomes:
                 batch, self._outcomes = self._outcomes[:RECORD_BATCH], self._outcomes[RECORD_BATCH:]
                 try:
-                    async with asyncio.timeout(self._db_timeout):
-                        await self._store.finish_many(batch)
+                    if not self._claiming.locked() and (plan := self._claim_plan()) is not None:
+                        # The next claim rides with the record, in the same commit: the
+                        # lines just recorded have their next events claimed at once.
+                        async with self._claiming:
+                            free, busy, share = plan
+                            now, real_now = self._clock.now().timestamp(), time.time()
+                            async with asyncio.timeout(self._db_timeout):
+                                found = await self._store.finish_and_claim(
+                                    batch, now, real_now, real_now + self._lease, free, skip=busy,
+                                    per_subscription=share,
+                                )  # fmt: skip
+                            batch = []
+                            await self._start(found)
+                    else:
+                        async with asyncio.timeout(self._db_timeout):
+                            await self._store.finish_many(batch)
                 except asyncio.CancelledError:
                     self._outcomes[:0] = batch  # still to record: aclose tries once more
                     raise
