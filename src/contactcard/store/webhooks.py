@@ -288,11 +288,12 @@ class WebhookStore:
 WITH due AS (
   SELECT d.event_id, d.subscription_id, d.next_at FROM webhook_deliveries AS d
   WHERE d.status = 'pending' AND d.next_at <= :now AND (d.lease_until IS NULL OR d.lease_until < :real_now){not_these}
-    AND NOT EXISTS (
+    AND (
       SELECT 1 FROM webhook_deliveries AS e
       WHERE e.subscription_id = d.subscription_id AND e.phone_number = d.phone_number AND e.status = 'pending'
         AND (e.created_at, e.event_id) < (d.created_at, d.event_id)
-    )
+      LIMIT 1
+    ) IS NULL
   ORDER BY d.next_at LIMIT :scan{skip_locked}
 ), ranked AS (
   SELECT event_id, subscription_id, next_at,
