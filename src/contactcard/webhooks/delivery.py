@@ -310,11 +310,15 @@ class DeliveryWorker:
         # recorder (whose record may carry the next claim): one claim at a time, so that
         # two never count the same free slots.
         self._claiming = asyncio.Lock()
+        self._busy = False  # the last claim found work
+        self._only_busy_due = False  # the last claim left some out and found nothing
+        self._batch = max(1, per_target // 4)  # the least worth claiming for one subscription
 
     def wake(self) -> None:
         """An event was recorded in this process: look now rather than at the next poll."""
         if self._wake is not None:
             self._told = True
+            self._only_busy_due = False
             self._wake.set()
 
     def start(self) -> None:
@@ -359,6 +363,7 @@ class DeliveryWorker:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._poll)
             except TimeoutError:
+                self._only_busy_due = False  # retries come due, other processes record events
                 continue
             if self._told:
                 # Woken by a write: let it finish first (its activation commits through
@@ -377,12 +382,14 @@ class DeliveryWorker:
         # quarter free is enough: the next batch is claimed while the rest are under way.
         if free <= 0 or (self._running and free < max(1, self._concurrency // 4)):
             return None
-        # Each subscription gets at most `share` more in one claim, and only while that
-        # keeps it within its limit: a busy receiver is claimed for in batches, and the
-        # claim never takes rows it would have to give back.
-        share = max(1, self._per_target // 2)
-        busy = sorted(sid for sid, count in self._in_flight.items() if count > self._per_target - share)
-        return free, busy, share
+        if self._only_busy_due:
+            return None  # the last claim found nothing but busy subscriptions' rows
+        # A subscription is claimed for only with room for a batch (a quarter of its
+        # limit); the others get at most the room the fullest of them has left, so no
+        # claim takes rows it would have to give back.
+        busy = sorted(sid for sid, count in self._in_flight.items() if count > self._per_target - self._batch)
+        fullest = max((c for sid, c in self._in_flight.items() if c <= self._per_target - self._batch), default=0)
+        return free, busy, self._per_target - fullest
 
     async def _claim_some(self) -> int:
         if self._claiming.locked():
@@ -393,14 +400,21 @@ class DeliveryWorker:
                 return 0
             free, busy, share = plan
             now, real_now = self._clock.now().timestamp(), time.time()
-            async with asyncio.timeout(self._db_timeout):
-                if not await self._store.has_due(now, real_now):
-                    return 0
+            if not self._busy:
+                # Idle: a read first, so that a poll with nothing due writes nothing. While
+                # claims find work, that read would only add a round trip to each.
+                async with asyncio.timeout(self._db_timeout):
+                    if not await self._store.has_due(now, real_now):
+                        return 0
             async with asyncio.timeout(self._db_timeout):
                 # (A claim that times out leaves its rows leased: made when the lease runs out.)
                 found = await self._store.claim(
                     now, real_now, real_now + self._lease, free, skip=busy, per_subscription=share
                 )
+            self._busy = bool(found)
+            # Nothing found while some were left out: only their rows may be due. No more
+            # claims until one of them has room again, or something else changes.
+            self._only_busy_due = not found and bool(busy)
             return await self._start(found)
 
     async def _start(self, found: list[Claimed]) -> int:
@@ -432,6 +446,8 @@ class DeliveryWorker:
                 self._in_flight[sid] = left
             else:
                 del self._in_flight[sid]
+            if left == self._per_target - self._batch:
+                self._only_busy_due = False  # room for a batch again
         if self._wake is not None:
             self._wake.set()  # a slot is free
         if not task.cancelled() and task.exception() is not None:
@@ -482,7 +498,17 @@ class DeliveryWorker:
                                     per_subscription=share,
                                 )  # fmt: skip
                             batch = []
+                            self._busy = bool(found)
+                            self._only_busy_due = not found and bool(busy)
                             await self._start(found)
+                    elif self._only_busy_due and any(
+                        self._in_flight.get(o.claimed.subscription_id, 0) <= self._per_target - self._batch
+                        for o in batch
+                    ):
+                        # A line of a subscription with room may have its next event due.
+                        self._only_busy_due = False
+                        async with asyncio.timeout(self._db_timeout):
+                            await self._store.finish_many(batch)
                     else:
                         async with asyncio.timeout(self._db_timeout):
                             await self._store.finish_many(batch)
