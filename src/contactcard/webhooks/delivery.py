@@ -312,7 +312,7 @@ class DeliveryWorker:
         self._claiming = asyncio.Lock()
         self._busy = False  # the last claim found work
         self._only_busy_due = False  # the last claim left some out and found nothing
-        self._batch = max(1, per_target // 4)  # the least worth claiming for one subscription
+        self._batch = max(1, per_target // 2)  # the least worth claiming for one subscription
 
     def wake(self) -> None:
         """An event was recorded in this process: look now rather than at the next poll."""
@@ -384,12 +384,17 @@ class DeliveryWorker:
             return None
         if self._only_busy_due:
             return None  # the last claim found nothing but busy subscriptions' rows
-        # A subscription is claimed for only with room for a batch (a quarter of its
+        # A subscription is claimed for only with room for a batch (half of its
         # limit); the others get at most the room the fullest of them has left, so no
         # claim takes rows it would have to give back.
         busy = sorted(sid for sid, count in self._in_flight.items() if count > self._per_target - self._batch)
         fullest = max((c for sid, c in self._in_flight.items() if c <= self._per_target - self._batch), default=0)
         return free, busy, self._per_target - fullest
+
+    def _still_busy(self, busy: list[str]) -> bool:
+        """Whether one of the subscriptions a claim left out still has no room for a batch
+        (while the claim was made, they may all have finished)."""
+        return any(self._in_flight.get(sid, 0) > self._per_target - self._batch for sid in busy)
 
     async def _claim_some(self) -> int:
         if self._claiming.locked():
@@ -414,7 +419,7 @@ class DeliveryWorker:
             self._busy = bool(found)
             # Nothing found while some were left out: only their rows may be due. No more
             # claims until one of them has room again, or something else changes.
-            self._only_busy_due = not found and bool(busy)
+            self._only_busy_due = not found and self._still_busy(busy)
             return await self._start(found)
 
     async def _start(self, found: list[Claimed]) -> int:
@@ -499,7 +504,7 @@ class DeliveryWorker:
                                 )  # fmt: skip
                             batch = []
                             self._busy = bool(found)
-                            self._only_busy_due = not found and bool(busy)
+                            self._only_busy_due = not found and self._still_busy(busy)
                             await self._start(found)
                     elif self._only_busy_due and any(
                         self._in_flight.get(o.claimed.subscription_id, 0) <= self._per_target - self._batch
