@@ -1,17 +1,23 @@
-"""Figure 12, the webhook figures, measured on one SQLite server: in the recorded run
-(`python -m bench --figures 12`) or alone (`python -m bench.webhooks`, which prints them):
+"""Figure 12, the webhook figures, on one fresh server (SQLite, or PostgreSQL with
+`--workers 2`): in the recorded run (`python -m bench --figures 12`) or alone
+(`python -m bench.webhooks`, which prints them). The receiver is `bench/hook_receiver.py`,
+a bare ASGI app on uvicorn in a process of its own, answering 200 at once.
 
-- write cost: the answer time of one PATCH at a time by a partner with three matching
-  subscriptions against a partner with none, on the same server, interleaved over rounds
-  (target ≤ 1.1×); writes/s at 16 connections beside it, the deliveries made during the
-  load (information: ≥ 0.91× is what it would have);
-- delivery latency: from a PATCH's answer to the delivery's arrival at a receiver on
-  127.0.0.1, one write at a time (target p50 ≤ 50 ms; p99 reported);
-- deliveries per second from one process: a backlog of pending deliveries written
-  straight into the outbox, drained by the server's worker (target ≥ 500/s).
-
-The receiver is a threaded `http.server` in this process; its own cost is part of the
-latency and bounds the drain rate (it answers on the same 2 cores).
+- writes under load: PATCH `first_name` over `lines` lines at `connections` connections
+  (wrk when installed, else threads in this process), by a partner with no subscription,
+  one with one and one with three subscriptions matching every card event, on the same
+  server, interleaved over rounds: writes/s and p99 against the partner with none
+  (targets ≥ 0.9× and ≤ 1.2× with three);
+- during that load: every event's delay from its `created_at` to its arrival (p50, p99),
+  the share that arrived, and the drain time from the load's end to the last arrival
+  (target: every event, the last within 2 s);
+- the answer time of one PATCH at a time with three subscriptions against none (each
+  write's deliveries done before the next: what the outbox adds to a write, ≤ 1.1×), and
+  the delay of a delivery after its write's answer, one write at a time (p50 ≤ 50 ms);
+- deliveries per second draining a backlog written straight into the outbox of one
+  subscription, and the server's CPU per delivery (targets ≥ 3,000/s, ≤ 0.3 ms);
+- a slow receiver: a subscription whose receiver answers after 5 s, with a backlog of
+  1,000, beside a healthy one taking writes: the healthy one's delay p99 (≤ 100 ms).
 """
 
 from __future__ import annotations
@@ -19,120 +25,168 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import shutil
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime
 from pathlib import Path
 
 from bench import HarnessError
-from bench.config import DEFAULT_OUT
+from bench.config import DEFAULT_OUT, REPO
+from bench.load import by_number, run_wrk, write_pairs
 from bench.rows import ratios, row, spread
 from bench.seed import sqlite_now
-from bench.servers import Server, contactcard_server, free_port, stop_all
+from bench.servers import Server, clean_env, contactcard_server, free_port, stop_all
 
 ADMIN = "bench-admin-token"
 _NUMBERS = itertools.count(1)
 EVENTS = ["contact_card.created", "contact_card.updated", "contact_card.deleted"]
+SIDES = (0, 1, 3)  # subscriptions of each partner
 
 
-class Receiver:
-    """Counts deliveries; remembers when each `webhook-id` first arrived (perf_counter)."""
+class ReceiverProcess:
+    """`bench.hook_receiver` on a port of its own, started and stopped by its pid."""
 
     def __init__(self) -> None:
-        self.arrived: dict[str, float] = {}
-        self.by_name: dict[str, float] = {}  # first_name of the card -> first arrival
-        self.count = 0
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive: the worker reuses its connection
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                now = time.perf_counter()
-                name = json.loads(body).get("data", {}).get("contact_card", {}).get("first_name", "")
-                with receiver._lock:
-                    receiver.count += 1
-                    receiver.arrived.setdefault(self.headers.get("webhook-id", ""), now)
-                    receiver.by_name.setdefault(name, now)
-                self.send_response(204)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.port = free_port()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.hook_receiver", "--port", str(self.port)],
+            cwd=REPO,
+            env=clean_env({}),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.count()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self._process.poll() is not None:
+                    self.stop()
+                    raise HarnessError("the webhook receiver did not start") from None
+                time.sleep(0.05)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
+
+    def _get(self, path: str) -> bytes:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as answer:
+            return answer.read()
+
+    def count(self) -> int:
+        return int(self._get("/_count"))
+
+    def arrivals(self) -> list[tuple[str, str, str, float]]:
+        """(path, webhook-id, created_at, arrival) of each delivery since the last call."""
+        return [tuple(a) for a in json.loads(self._get("/_arrivals"))]
+
+    def settled(self, quiet: float = 1.0, most: float = 120.0) -> None:
+        """Until nothing arrived for `quiet` seconds."""
+        deadline, seen = time.monotonic() + most, -1
+        while (now := self.count()) != seen and time.monotonic() < deadline:
+            seen = now
+            time.sleep(quiet)
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+
+def _admin(server: Server, method: str, path: str, body: dict | None = None) -> dict:
+    status, data = server.call(method, f"/admin/v1{path}", ADMIN, body)
+    if status != 200:
+        raise HarnessError(f"admin {method} {path} answered {status}: {data[:200]!r}")
+    return json.loads(data or b"null")
 
 
 def _partner(server: Server, lines: int) -> tuple[str, str, list[str]]:
-    def admin(method: str, path: str, body: dict | None = None) -> dict:
-        conn = server.connection()
-        conn.request(
-            method,
-            f"/admin/v1{path}",
-            body=json.dumps(body) if body else None,
-            headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
-        )
-        answer = conn.getresponse()
-        data = json.loads(answer.read() or b"null")
-        conn.close()
-        assert answer.status == 200, data
-        return data
-
-    partner = admin("POST", "/partners", {"name": f"bench {uuid.uuid4().hex[:6]}"})["id"]
-    key = admin("POST", f"/partners/{partner}/keys")["key"]
+    partner = _admin(server, "POST", "/partners", {"name": f"bench {uuid.uuid4().hex[:6]}"})["id"]
+    key = _admin(server, "POST", f"/partners/{partner}/keys")["key"]
     phones = [f"+1777{next(_NUMBERS):07d}" for _ in range(lines)]  # unique: a repeat would be a 409
     conn = server.connection()
     for phone in phones:
-        admin("POST", "/lines", {"partner_id": partner, "phone_number": phone})
+        _admin(server, "POST", "/lines", {"partner_id": partner, "phone_number": phone})
         status, _ = server.call(
             "POST", "/v3/contact_card", key, {"phone_number": phone, "first_name": "Seed"}, conn=conn
         )
-        assert status == 200, (status, _)
+        if status != 200:
+            raise HarnessError(f"seeding a card answered {status}")
     conn.close()
     return partner, key, phones
 
 
-def _patch_rate(server: Server, key: str, phones: list[str], seconds: float, connections: int) -> float:
-    """2xx PATCHes per second at `connections` keep-alive connections, each its own lines."""
+def _subscribe(server: Server, key: str, url: str) -> str:
+    status, data = server.call(
+        "POST", "/v3/webhook-subscriptions", key, {"target_url": url, "subscribed_events": EVENTS}
+    )
+    if status != 201:
+        raise HarnessError(f"creating a webhook subscription answered {status}: {data[:200]!r}")
+    return json.loads(data)["id"]
+
+
+def _threaded_load(server: Server, key: str, phones: list[str], seconds: float, connections: int) -> dict:
+    """PATCHes at `connections` keep-alive connections, each its own lines (no wrk)."""
     deadline = time.perf_counter() + seconds
 
-    def run(worker: int) -> int:
-        own = phones[worker::connections]
-        conn, done, i = server.connection(), 0, 0
-        while time.perf_counter() < deadline:
+    statuses: dict[int, int] = {}
+
+    def run(worker: int) -> tuple[int, list[float]]:
+        own = phones[worker::connections] or phones
+        conn, done, i, took = server.connection(), 0, 0, []
+        while (started := time.perf_counter()) < deadline:
             phone = own[i % len(own)]
             status, _ = server.call(
-                "PATCH",
-                f"/v3/contact_card?phone_number=%2B{phone[1:]}",
-                key,
-                {"first_name": f"W{worker}x{i}"},
-                conn=conn,
+                "PATCH", by_number(phone), key, {"first_name": f"W{worker}x{i}x{uuid.uuid4().hex[:6]}"}, conn=conn
             )
+            took.append(time.perf_counter() - started)
+            statuses[status] = statuses.get(status, 0) + 1
             done += 200 <= status < 300
             i += 1
         conn.close()
-        return done
+        return done, took
 
     started = time.perf_counter()
     with ThreadPoolExecutor(connections) as pool:
-        total = sum(pool.map(run, range(connections)))
-    return total / (time.perf_counter() - started)
+        results = list(pool.map(run, range(connections)))
+    elapsed = time.perf_counter() - started
+    took = sorted(t for _, ts in results for t in ts)
+    ok = sum(done for done, _ in results)
+    return {
+        "ok_rps": ok / elapsed,
+        "ok": ok,
+        "p99_ms": _percentile(took, 0.99) * 1000 if took else None,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+    }
+
+
+def _load(server: Server, key: str, phones: list[str], seconds: float, connections: int, work: Path) -> dict:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return _threaded_load(server, key, phones, seconds, connections)
+    pairs = write_pairs(work / f"pairs-{uuid.uuid4().hex[:6]}.tsv", [(key, phone) for phone in phones])
+    result = run_wrk(
+        wrk, server.url, pairs, duration=seconds, threads=2, connections=connections, patch_share=1,
+        random=True, statuses=True,
+    )  # fmt: skip
+    ok = sum(n for status, n in result["statuses"].items() if status.startswith("2"))
+    # In flight when wrk stopped: answered by the server (their events are real) but not
+    # counted by wrk, so the events that arrive may exceed the 2xx answers by that many.
+    return {"ok_rps": result["ok_rps"], "ok": ok, "p99_ms": result["p99_ms"], "in_flight": result["in_flight"]}
 
 
 def _isolated_ms(server: Server, key: str, phones: list[str], count: int) -> float:
@@ -141,31 +195,28 @@ def _isolated_ms(server: Server, key: str, phones: list[str], count: int) -> flo
     for i in range(count):
         phone = phones[i % len(phones)]
         started = time.perf_counter()
-        status, _ = server.call(
-            "PATCH", f"/v3/contact_card?phone_number=%2B{phone[1:]}", key, {"first_name": f"I{i}x{started}"}, conn=conn
-        )
+        status, _ = server.call("PATCH", by_number(phone), key, {"first_name": f"I{i}x{started}"}, conn=conn)
         seconds.append(time.perf_counter() - started)
-        assert 200 <= status < 300
+        if not 200 <= status < 300:
+            raise HarnessError(f"a PATCH answered {status}")
         time.sleep(0.05)
     conn.close()
     return statistics.median(seconds) * 1000
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _settled(receiver: Receiver, quiet: float = 1.0, most: float = 120.0) -> None:
-    """Wait until the load's deliveries are done: nothing arrived for `quiet` seconds."""
-    deadline = time.perf_counter() + most
-    seen = -1
-    while receiver.count != seen and time.perf_counter() < deadline:
-        seen = receiver.count
-        time.sleep(quiet)
+    """User + system CPU seconds of a process and every process under it, so far."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -173,121 +224,196 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+def _created(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _delays_ms(
+    arrivals: list[tuple[str, str, str, float]], prefix: str, since: float = 0.0
+) -> tuple[list[float], set[str], float]:
+    """Each first arrival's delay after its event (ms), the event ids, the last arrival;
+    only events on paths under `prefix` that happened at `since` or later (a retry of an
+    earlier event arriving meanwhile is not the load's)."""
+    first: dict[str, tuple[float, float]] = {}
+    for path, event_id, created, at in arrivals:
+        if path.startswith(prefix) and created and (stamp := _created(created)) >= since:
+            first.setdefault(f"{path} {event_id}", (stamp, at))
+    delays = [(at - stamp) * 1000 for stamp, at in first.values()]
+    return delays, set(first), max((at for _, at in first.values()), default=0.0)
+
+
+class Outbox:
+    """Rows written straight into the server's outbox (a backlog), on either database."""
+
+    def __init__(self, data_dir: Path, database_url: str | None) -> None:
+        self._sqlite = database_url is None
+        self._target = str(data_dir / "contactcard.db") if self._sqlite else database_url
+
+    def add(self, subscription: str, count: int) -> None:
+        now, body = time.time(), '{"api_version":"v3","event_type":"contact_card.updated","data":{}}'
+        # About no line (phone_number NULL): a backlog of independent events, not one line's
+        # queue (a line's events go one after the other; see docs/webhooks.md).
+        rows = [(uuid.uuid4().hex, subscription, body, now) for _ in range(count)]
+        if self._sqlite:
+            with sqlite3.connect(self._target, timeout=30) as db:
+                stamp = sqlite_now()
+                db.executemany(
+                    "INSERT INTO webhook_deliveries (event_id, subscription_id, event_type, body, status, attempts,"
+                    " next_at, created_at) VALUES (?, ?, 'contact_card.updated', ?, 'pending', 0, ?, ?)",
+                    [(*r, stamp) for r in rows],
+                )
+            return
+        import psycopg
+
+        from bench.seed import libpq_url
+
+        with psycopg.connect(libpq_url(self._target)) as db, db.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO webhook_deliveries (event_id, subscription_id, event_type, body, status, attempts,"
+                " next_at, created_at) VALUES (%s, %s, 'contact_card.updated', %s, 'pending', 0, %s, now())",
+                rows,
+            )
+
+
 def measure(
     *,
     rounds: int,
     duration: float,
-    connections: int = 16,
+    connections: int = 64,
+    lines: int = 200,
     backlog: int = 3000,
-    isolated_writes: int = 100,
-    latency_writes: int = 200,
-    concurrency: int | None = None,
-    per_target: int | None = None,
+    slow_backlog: int = 1000,
+    isolated_writes: int = 50,
+    latency_writes: int = 100,
+    database_url: str | None = None,
+    workers: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Every webhook figure, on one fresh SQLite server: the raw results."""
-    receiver = Receiver()
+    """Every webhook figure, on one fresh server: the raw results."""
+    receiver = ReceiverProcess()
     tmp = Path(tempfile.mkdtemp(prefix="contactcard-bench-hooks-"))
     server = contactcard_server(
         "hooks",
         port=free_port(),
         data_dir=tmp / "data",
         log_dir=tmp,
+        database_url=database_url,
         settings={
             "CONTACTCARD_ADMIN_TOKEN": ADMIN,
             "CONTACTCARD_IMAGE_ALLOW_PRIVATE": "true",
             "CONTACTCARD_WRITE_BUDGET": "0",
-            # The server's own defaults unless asked otherwise (the standalone's options).
-            **({"CONTACTCARD_WEBHOOK_CONCURRENCY": str(concurrency)} if concurrency else {}),
-            **({"CONTACTCARD_WEBHOOK_CONCURRENCY_PER_TARGET": str(per_target)} if per_target else {}),
         },
+        args=["--workers", str(workers)] if workers > 1 else None,
     )
     try:
         server.start().wait_ready()
-        _, plain_key, plain_lines = _partner(server, 128)
-        _, hooked_key, hooked_lines = _partner(server, 128)
-        for name in ("a", "b", "c"):
-            status, _ = server.call(
-                "POST",
-                "/v3/webhook-subscriptions",
-                hooked_key,
-                {"target_url": f"{receiver.url}/{name}", "subscribed_events": EVENTS},
-            )
-            if status != 201:
-                raise HarnessError(f"creating a webhook subscription answered {status}")
-        _settled(receiver)  # the seeding's created events drain
+        partners = {n: _partner(server, lines) for n in SIDES}
+        for n in SIDES:
+            for i in range(n):
+                _subscribe(server, partners[n][1], f"{receiver.url}/s{n}/{i}")
+        receiver.settled()  # the seeding's created events
+        receiver.arrivals()
 
-        # 1. Write cost. Under load: writes/s at N connections, deliveries included, on the
-        # same cores (the receiver in this process shares them too). Isolated: the answer
-        # time of one PATCH at a time, a pause after each so that its deliveries are done
-        # before the next (the cost the outbox itself adds to a write).
-        sides = [("none", plain_key, plain_lines), ("three", hooked_key, hooked_lines)]
-        rates: dict[str, list[float]] = {"none": [], "three": []}
-        isolated: dict[str, list[float]] = {"none": [], "three": []}
+        # 1. Writes under load, and the deliveries they make meanwhile.
+        writes: dict[int, list[dict]] = {n: [] for n in SIDES}
         for index in range(rounds):
-            for side, key, lines in sides if index % 2 == 0 else sides[::-1]:
-                rates[side].append(_patch_rate(server, key, lines, duration, connections))
-                _settled(receiver)  # the deliveries of this side are done before the next
-                log(f"  round {index + 1}/{rounds} writes/s, {side} subscriptions: {rates[side][-1]:.0f}")
-        for index in range(rounds):
-            for side, key, lines in sides if index % 2 == 0 else sides[::-1]:
-                isolated[side].append(_isolated_ms(server, key, lines, isolated_writes))
-            log(f"  round {index + 1}/{rounds} one write at a time: {isolated['three'][-1]:.2f} ms with three, "
-                f"{isolated['none'][-1]:.2f} ms with none")  # fmt: skip
+            order = SIDES if index % 2 == 0 else SIDES[::-1]
+            for n in order:
+                _, key, phones = partners[n]
+                began = time.time() - 0.001  # (created_at has milliseconds)
+                result = _load(server, key, phones, duration, connections, tmp)
+                ended = time.time()
+                if n:
+                    # Until every event arrived, or 30 s passed with some still missing.
+                    expected = result["ok"] * n
+                    deadline = time.monotonic() + 30
+                    arrivals = []
+                    while True:
+                        arrivals += receiver.arrivals()
+                        delays, ids, last = _delays_ms(arrivals, f"/s{n}/", began)
+                        if len(ids) >= expected or time.monotonic() > deadline:
+                            break
+                        time.sleep(0.1)
+                    result.update(
+                        expected=expected,
+                        arrived=len(ids),
+                        delay_p50_ms=_percentile(delays, 0.5) if delays else None,
+                        delay_p99_ms=_percentile(delays, 0.99) if delays else None,
+                        drain_s=max(0.0, last - ended) if ids else None,
+                    )
+                writes[n].append(result)
+                log(f"  round {index + 1}/{rounds}, {n} subscriptions: {result['ok_rps']:.0f} writes/s, "
+                    f"p99 {result['p99_ms']:.1f} ms" + (f", {result['arrived']}/{result['expected']} events, "
+                    f"delay p99 {result['delay_p99_ms']:.0f} ms, drained {result['drain_s']:.2f} s after"
+                    if n and result["drain_s"] is not None else ""))  # fmt: skip
+                receiver.settled(quiet=0.5)
+                receiver.arrivals()
 
-        # 2. Latency from the answer to the arrival, one write at a time.
-        _settled(receiver)
+        # 2. One write at a time: what the outbox adds to a write, and the delivery's delay.
+        isolated: dict[int, list[float]] = {0: [], 3: []}
+        for index in range(rounds):
+            for n in (0, 3) if index % 2 == 0 else (3, 0):
+                isolated[n].append(_isolated_ms(server, partners[n][1], partners[n][2], isolated_writes))
+        receiver.settled(quiet=0.5)
+        receiver.arrivals()
         latencies = []
         conn = server.connection()
+        _, key, phones = partners[1]
         for i in range(latency_writes):
-            name = f"Latency {i}"
-            status, _ = server.call(
-                "PATCH",
-                f"/v3/contact_card?phone_number=%2B{hooked_lines[i % 128][1:]}",
-                hooked_key,
-                {"first_name": name},
-                conn=conn,
+            _status, _ = server.call(
+                "PATCH", by_number(phones[i % len(phones)]), key, {"first_name": f"L{i}"}, conn=conn
             )
-            answered = time.perf_counter()
-            deadline = answered + 5
-            while name not in receiver.by_name and time.perf_counter() < deadline:
-                time.sleep(0.0005)
-            if name in receiver.by_name:
-                latencies.append((receiver.by_name[name] - answered) * 1000)
+            answered, found = time.time(), []
+            deadline = time.monotonic() + 5
+            while not found and time.monotonic() < deadline:
+                time.sleep(0.002)
+                found = [a for a in receiver.arrivals() if a[0].startswith("/s1/")]
+            if found:
+                latencies.append((found[0][3] - answered) * 1000)
         conn.close()
-        log(f"  delivery latency: {len(latencies)} of {latency_writes} measured")
 
-        # 3. Drain rate: a backlog written straight into the outbox of the first subscription.
-        _settled(receiver)
-        db = sqlite3.connect(tmp / "data" / "contactcard.db", timeout=30)
-        (subscription,) = db.execute("SELECT id FROM webhook_subscriptions ORDER BY created_at LIMIT 1").fetchone()
-        before = receiver.count
-        now, stamp = time.time(), sqlite_now()
-        body = '{"api_version":"v3","event_type":"contact_card.updated","data":{}}'
-        db.executemany(
-            "INSERT INTO webhook_deliveries (event_id, subscription_id, event_type, body, status, attempts, next_at,"
-            " created_at) VALUES (?, ?, 'contact_card.updated', ?, 'pending', 0, ?, ?)",
-            [(uuid.uuid4().hex, subscription, body, now, stamp) for _ in range(backlog)],
-        )
-        db.commit()
-        cpu_before = _cpu_seconds(server.pid)
-        started = time.perf_counter()
+        # 3. Draining a backlog of one subscription, and the server's CPU per delivery.
+        outbox = Outbox(tmp / "data", database_url)
+        (subscription,) = [s["id"] for s in _subscriptions(server, partners[1][1])]
+        receiver.settled(quiet=0.5)
+        before = receiver.count()
+        outbox.add(subscription, backlog)
+        cpu_before, started = _cpu_seconds(server.pid), time.perf_counter()
         deadline = started + 120
-        while receiver.count - before < backlog and time.perf_counter() < deadline:
+        while receiver.count() - before < backlog and time.perf_counter() < deadline:
             time.sleep(0.01)
-        drained = receiver.count - before
+        drained = receiver.count() - before
         drain_rate = drained / (time.perf_counter() - started)
         cpu_ms = (_cpu_seconds(server.pid) - cpu_before) * 1000 / max(1, drained)
-        db.close()
-        log(f"  drain: {drained} of {backlog} at {drain_rate:.0f}/s")
+        log(f"  backlog: {drained} of {backlog} at {drain_rate:.0f}/s, {cpu_ms:.3f} ms of CPU each")
+
+        # 4. A slow receiver with a backlog beside a healthy subscription taking writes.
+        receiver.settled(quiet=0.5)
+        receiver.arrivals()
+        slow = _subscribe(server, partners[1][1], f"{receiver.url}/slow/a?delay=5")
+        outbox.add(slow, slow_backlog)
+        time.sleep(1.0)  # the slow one's attempts are under way
+        healthy_delays = []
+        conn = server.connection()
+        for i in range(100):
+            server.call("PATCH", by_number(phones[i % len(phones)]), key, {"first_name": f"S{i}"}, conn=conn)
+            time.sleep(0.02)
+        conn.close()
+        time.sleep(1.0)
+        healthy_delays, _, _ = _delays_ms(receiver.arrivals(), "/s1/")
+        server.call("DELETE", f"/v3/webhook-subscriptions/{slow}", partners[1][1])
+        log(f"  slow receiver: healthy delay p99 {_percentile(healthy_delays, 0.99) if healthy_delays else -1:.0f} ms")
     finally:
         server.stop()
-        receiver.server.shutdown()
+        receiver.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     return {
-        "writes_per_s": {**rates, "connections": connections, "seconds": duration},
-        "isolated_ms": {**isolated, "writes": isolated_writes},
+        "database": "SQLite" if database_url is None else "PostgreSQL",
+        "workers": workers,
+        "load": {"connections": connections, "lines": lines, "seconds": duration, "wrk": bool(shutil.which("wrk"))},
+        "writes": {str(n): writes[n] for n in SIDES},
+        "isolated_ms": {"none": isolated[0], "three": isolated[3], "writes": isolated_writes},
         "delivery_latency_ms": {
             "p50": _percentile(latencies, 0.5) if latencies else None,
             "p99": _percentile(latencies, 0.99) if latencies else None,
@@ -300,64 +426,129 @@ def measure(
             "backlog": backlog,
             "server_cpu_ms_per_delivery": cpu_ms,
         },
+        "slow_receiver": {
+            "backlog": slow_backlog,
+            "healthy_delay_p50_ms": _percentile(healthy_delays, 0.5) if healthy_delays else None,
+            "healthy_delay_p99_ms": _percentile(healthy_delays, 0.99) if healthy_delays else None,
+            "healthy_delivered": len(healthy_delays),
+        },
     }
 
 
-def webhook_figure(run) -> list[dict]:
-    """Figure 12's rows (SQLite), from one `measure` with the run's rounds and durations."""
-    config = run.config
-    quick = config.quick
-    result = measure(
-        rounds=config.rounds,
-        # Information only, and each second of load leaves seconds of deliveries to settle.
-        duration=min(config.write_duration, 3),
-        backlog=1000 if quick else 3000,
-        isolated_writes=20 if quick else 50,
-        latency_writes=40 if quick else 200,
-        log=run.log,
-    )
-    run.raw["webhooks"] = result
-    rates, isolated = result["writes_per_s"], result["isolated_ms"]
-    latency, drain = result["delivery_latency_ms"], result["deliveries_per_s"]
-    receiver = "the receiver is a threaded http.server in the bench process, on the same cores"
-    rows = [
-        row(12, "SQLite", "one PATCH at a time, answer time, three subscriptions against none", "ms",
-            "webhook_write_cost", subject=spread(isolated["three"]), baseline=spread(isolated["none"]),
-            ratio=spread(ratios(isolated["three"], isolated["none"])),
-            notes=[f"{isolated['writes']} writes per side and round, 50 ms apart: each one's deliveries are done "
-                   "before the next, so the ratio is what the outbox adds to a write"]),
-        row(12, "SQLite", f"PATCH writes/s at {rates['connections']} connections, three against none (info)",
-            "req/s", None, info_target="webhook_write_rps", subject=spread(rates["three"]),
-            baseline=spread(rates["none"]), ratio=spread(ratios(rates["three"], rates["none"])),
-            notes=["three deliveries per write made during the load: the worker and " + receiver]),
-    ]  # fmt: skip
-    if latency["p50"] is not None:
-        measured = f"{latency['measured']} of {latency['writes']} writes, one at a time; {receiver}"
-        rows.append(row(12, "SQLite", "delivery latency after the answer, p50", "ms", "webhook_latency_ms",
-                        subject=spread([latency["p50"]]), notes=[measured]))  # fmt: skip
-        rows.append(row(12, "SQLite", "delivery latency after the answer, p99 (info)", "ms", None,
-                        subject=spread([latency["p99"]])))  # fmt: skip
-    else:
-        rows.append(row(12, "SQLite", "delivery latency after the answer, p50", "ms", "webhook_latency_ms",
-                        broken=True, notes=["no delivery arrived within 5 s of its write"]))  # fmt: skip
-    note = (f"{drain['delivered']} of a backlog of {drain['backlog']} to one subscription; "
-            f"{drain['server_cpu_ms_per_delivery']:.2f} ms of the server's CPU each; {receiver}")  # fmt: skip
-    rows.append(row(12, "SQLite", "deliveries per second from one process", "/s", "webhook_drain",
+def _subscriptions(server: Server, key: str) -> list[dict]:
+    status, data = server.call("GET", "/v3/webhook-subscriptions", key)
+    if status != 200:
+        raise HarnessError(f"listing subscriptions answered {status}")
+    found = json.loads(data)
+    return found.get("subscriptions", found.get("data", [])) if isinstance(found, dict) else found
+
+
+def _values(results: list[dict], key: str) -> list[float]:
+    return [r[key] for r in results if r.get(key) is not None]
+
+
+def rows_of(result: dict) -> list[dict]:
+    """Figure 12's rows from one `measure`."""
+    db, writes = result["database"], result["writes"]
+    workers = f", {result['workers']} workers" if result["workers"] > 1 else ""
+    load = result["load"]
+    at = f"{load['connections']} connections{workers}"
+    none = writes["0"]
+    rows = []
+    for n, target in (("1", None), ("3", "webhook_write_rps")):
+        side = writes[n]
+        title = f"PATCH writes/s at {at}, {n} subscription{'s' if n != '1' else ''} against none"
+        rows.append(row(12, db, title, "writes/s", target, info_target=None if target else "webhook_write_rps",
+                        subject=spread(_values(side, "ok_rps")), baseline=spread(_values(none, "ok_rps")),
+                        ratio=spread(ratios(_values(side, "ok_rps"), _values(none, "ok_rps")))))  # fmt: skip
+    three = writes["3"]
+    rows.append(row(12, db, f"PATCH p99 at {at}, 3 subscriptions against none", "ms", "webhook_write_p99",
+                    subject=spread(_values(three, "p99_ms")), baseline=spread(_values(none, "p99_ms")),
+                    ratio=spread(ratios(_values(three, "p99_ms"), _values(none, "p99_ms")))))  # fmt: skip
+    for n in ("1", "3"):
+        side = writes[n]
+        missing = sum(r["expected"] - r["arrived"] for r in side)
+        notes = [
+            f"{sum(r['arrived'] for r in side)} events arrived for {sum(r['expected'] for r in side)} 2xx "
+            "answers (more: writes in flight when the load stopped)"
+        ]
+        rows.append(row(12, db, f"drain after the load, {n} subscription(s): last arrival after its end", "s",
+                        "webhook_drain_s", subject=spread(_values(side, "drain_s")), broken=missing > 0,
+                        notes=notes))  # fmt: skip
+        rows.append(row(12, db, f"delivery delay during the load, {n} subscription(s), p99 (p50 in notes)", "ms",
+                        None, subject=spread(_values(side, "delay_p99_ms")),
+                        notes=[f"p50 {statistics.median(_values(side, 'delay_p50_ms')):.0f} ms"
+                               if _values(side, "delay_p50_ms") else "no delay measured"]))  # fmt: skip
+    isolated = result["isolated_ms"]
+    rows.append(row(12, db, "one PATCH at a time, answer time, three subscriptions against none", "ms",
+                    "webhook_write_cost", subject=spread(isolated["three"]), baseline=spread(isolated["none"]),
+                    ratio=spread(ratios(isolated["three"], isolated["none"]))))  # fmt: skip
+    latency = result["delivery_latency_ms"]
+    measured = f"{latency['measured']} of {latency['writes']} measured; p99 {latency['p99']}"
+    rows.append(row(12, db, "delivery latency after the answer, one write at a time, p50", "ms",
+                    "webhook_latency_ms", subject=spread([latency["p50"]] if latency["p50"] is not None else []),
+                    broken=latency["p50"] is None, notes=[measured]))  # fmt: skip
+    drain = result["deliveries_per_s"]
+    note = f"{drain['delivered']} of a backlog of {drain['backlog']} to one subscription"
+    rows.append(row(12, db, "deliveries per second from a backlog", "/s", "webhook_drain",
                     subject=spread([drain["value"]]), broken=drain["delivered"] < drain["backlog"],
                     notes=[note]))  # fmt: skip
+    rows.append(row(12, db, "server CPU per delivery from a backlog", "ms", "webhook_cpu_ms",
+                    subject=spread([drain["server_cpu_ms_per_delivery"]])))  # fmt: skip
+    slow = result["slow_receiver"]
+    rows.append(row(12, db, f"healthy subscription's delay p99 beside a 5 s receiver with a backlog of "
+                    f"{slow['backlog']}", "ms", "webhook_fair_p99_ms",
+                    subject=spread([slow["healthy_delay_p99_ms"]] if slow["healthy_delay_p99_ms"] is not None else []),
+                    broken=not slow["healthy_delivered"],
+                    notes=[f"{slow['healthy_delivered']} deliveries measured"]))  # fmt: skip
+    return rows
+
+
+def webhook_figure(run) -> list[dict]:
+    """Figure 12's rows: SQLite with one process; PostgreSQL with two, when it is there."""
+    config = run.config
+    quick = config.quick
+    options = {
+        "rounds": config.rounds,
+        "duration": min(config.write_duration, 8),
+        "backlog": 1000 if quick else 3000,
+        "slow_backlog": 1000,
+        "isolated_writes": 20 if quick else 50,
+        "latency_writes": 40 if quick else 100,
+        "log": run.log,
+    }
+    run.raw["webhooks"] = {}
+    rows = []
+    targets = [("SQLite", None, 1)]
+    if "PostgreSQL" in run.databases and config.postgres_url:
+        targets.append(("PostgreSQL", config.postgres_url, 2))
+    for db, url, workers in targets:
+        if url is None:
+            result = measure(**options)
+        else:
+            from bench.seed import create_database, drop_database, with_database
+
+            name = f"contactcard_bench_hooks_{uuid.uuid4().hex[:8]}"
+            create_database(url, name)
+            try:
+                result = measure(**options, database_url=with_database(url, name), workers=workers)
+            finally:
+                drop_database(url, name)
+        run.raw["webhooks"][db] = result
+        rows += rows_of(result)
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--lines", type=int, default=200)
     parser.add_argument("--backlog", type=int, default=3000)
-    parser.add_argument("--concurrency", type=int, help="CONTACTCARD_WEBHOOK_CONCURRENCY (default: the server's)")
-    parser.add_argument(
-        "--per-target", type=int, help="CONTACTCARD_WEBHOOK_CONCURRENCY_PER_TARGET (default: the server's)"
-    )
+    parser.add_argument("--slow-backlog", type=int, default=1000)
+    parser.add_argument("--database-url", help="PostgreSQL (SQLAlchemy URL of an existing, empty database)")
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     options = parser.parse_args()
     try:
@@ -365,33 +556,22 @@ def main() -> None:
             rounds=options.rounds,
             duration=options.duration,
             connections=options.connections,
+            lines=options.lines,
             backlog=options.backlog,
-            concurrency=options.concurrency,
-            per_target=options.per_target,
+            slow_backlog=options.slow_backlog,
+            database_url=options.database_url,
+            workers=options.workers,
         )
     finally:
         stop_all()
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / "webhooks.json").write_text(json.dumps(result, indent=2))
-    rates, iso = result["writes_per_s"], result["isolated_ms"]
-    print(
-        f"writes/s at {options.connections} connections, deliveries included: "
-        f"{statistics.median(rates['three']):.0f} with three subscriptions, {statistics.median(rates['none']):.0f} "
-        f"with none: {statistics.median(ratios(rates['three'], rates['none'])):.2f}x (information)"
-    )
-    print(
-        f"one write at a time: {statistics.median(iso['three']):.2f} ms with three subscriptions, "
-        f"{statistics.median(iso['none']):.2f} ms with none: "
-        f"{statistics.median(ratios(iso['three'], iso['none'])):.2f}x (target <= 1.1)"
-    )
-    lat = result["delivery_latency_ms"]
-    if lat["p50"] is not None:
-        print(f"delivery latency after the answer: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms (target p50 <= 50)")
-    drain = result["deliveries_per_s"]
-    print(
-        f"deliveries per second from one process: {drain['value']:.0f} ({drain['delivered']} of {drain['backlog']}; "
-        f"{drain['server_cpu_ms_per_delivery']:.2f} ms of the server's CPU each; target >= 500)"
-    )
+    for line in rows_of(result):
+        subject, ratio = line["subject"], line.get("ratio")
+        value = f"{subject['median']:.3g}" if subject else "-"
+        extra = f" ({ratio['median']:.2f}x)" if ratio else ""
+        print(f"{line['title']}: {value} {line['unit']}{extra}{'  BROKEN' if line.get('broken') else ''}"
+              f"{'  ' + '; '.join(line['notes']) if line['notes'] else ''}")  # fmt: skip
 
 
 if __name__ == "__main__":

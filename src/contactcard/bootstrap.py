@@ -68,6 +68,8 @@ class Services:
     subscriptions: Subscriptions
     deliveries: DeliveryWorker
     sender: WebhookSender
+    # PostgreSQL: the webhook worker's own writer (claims and outcomes), beside the cards'.
+    webhook_lane: Writer | None = None
 
     async def aclose(self) -> None:
         """Let queued writes finish and close what is bound to the event loop."""
@@ -79,6 +81,8 @@ class Services:
     def close(self) -> None:
         self.journal.close()
         self.writer.close()
+        if self.webhook_lane is not None:
+            self.webhook_lane.close()
         self.database.dispose()
 
 
@@ -192,7 +196,14 @@ def build(
     )
     metrics = Metrics() if settings.metrics != "off" else None
     controls = controls_for(settings, database)
-    webhook_store = WebhookStore(writer, dialect=database.dialect)
+    # On PostgreSQL the worker's claims and outcomes go through a writer of their own:
+    # they never queue behind a batch of card writes, nor card writes behind them. SQLite
+    # has one writer at a time: they share the card writer's commits, two statements for
+    # a whole batch of outcomes (store/webhooks.py).
+    lane = None
+    if database.dialect == "postgresql":
+        lane = PostgresWriter(_conninfo(database.url), timeout=settings.database_timeout, reads=False)
+    webhook_store = WebhookStore(writer, dialect=database.dialect, lane=lane)
     hooks_policy = webhook_policy(settings, policy)
     sender = WebhookSender(
         hooks_policy,
@@ -211,6 +222,7 @@ def build(
         # A process that died mid-attempt holds it no longer than this.
         lease=settings.webhook_attempt_timeout + 5,
         tally=metrics,
+        database_timeout=settings.database_timeout,
     )
     cards = ContactCards(
         reads=reads,
@@ -258,4 +270,5 @@ def build(
         ),
         deliveries,
         sender,
+        lane,
     )

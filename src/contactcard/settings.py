@@ -128,12 +128,12 @@ class Settings(BaseSettings):
     webhook_max_answer_bytes: int = Field(
         4096, gt=0, description="Most bytes of a receiver's answer read per attempt (the status is what counts)."
     )
-    webhook_concurrency: int = Field(64, ge=1, description="Webhook deliveries one process makes at once.")
+    webhook_concurrency: int = Field(128, ge=1, description="Webhook deliveries one process makes at once.")
     webhook_concurrency_per_target: int = Field(
-        8,
+        64,
         ge=1,
         description="Of those, at most this many to one subscription: a slow receiver cannot take them all. "
-        "Each is a kept-alive connection to the receiver; more of them cost the HTTP client more per delivery.",
+        "Each is a kept-alive connection to the receiver.",
     )
     webhook_poll_interval: float = Field(
         0.5,

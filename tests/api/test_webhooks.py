@@ -311,6 +311,26 @@ def test_a_client_error_is_final(hooks, receiver, final):
     assert len(receiver.on(path)) == 1
 
 
+def test_an_update_never_arrives_before_its_created(hooks, receiver):
+    # The server's guarantee: at one subscription, an event about a line is not attempted
+    # before the line's earlier events are delivered or given up.
+    _, secret, path = subscribe(hooks, receiver)
+    receiver.answer(path, 503)  # the created fails once; its retry is 0.2 s away
+    client = hooks.client()
+    phone = hooks.lines[0]
+    client.contact_card.create(phone_number=phone, first_name="First")
+    receiver.wait(path, 1)
+    for name in ("Second", "Third"):  # due at once, while the created waits for its retry
+        client.contact_card.update(phone_number=phone, first_name=name)
+    arrived = [unwrap(hooks, secret, a) for a in receiver.wait(path, 4)]
+    assert [(b["event_type"], b["data"]["contact_card"]["first_name"]) for b in arrived] == [
+        ("contact_card.created", "First"),
+        ("contact_card.created", "First"),
+        ("contact_card.updated", "Second"),
+        ("contact_card.updated", "Third"),
+    ]
+
+
 def test_a_redirect_is_not_followed(hooks, receiver):
     _, _, path = subscribe(hooks, receiver)
     elsewhere = receiver.new_path()

@@ -1,5 +1,5 @@
 """A server that only answers GETs never loads what only images and webhooks need: httpx
-(the fetcher, the webhook sender), Pillow and libvips. Each is megabytes of memory in
+(the fetcher), Pillow and libvips. Each is megabytes of memory in
 every worker (bench figure 5) and tens of milliseconds at start."""
 
 from __future__ import annotations

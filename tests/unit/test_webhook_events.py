@@ -7,15 +7,13 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 from standardwebhooks import Webhook
 
 from contactcard.contract import SetupRequest, UpdateRequest
-from contactcard.images.addresses import HostPolicy
 from contactcard.store.webhooks import Claimed, Subscription, like_member
 from contactcard.webhooks import events
-from contactcard.webhooks.delivery import Answer, RetryPolicy, WebhookSender, retryable, signature_headers
+from contactcard.webhooks.delivery import Answer, RetryPolicy, retryable, signature_headers
 from contactcard.webhooks.subscriptions import new_secret
 from tests.fakes import make_world
 
@@ -118,28 +116,6 @@ def test_signatures_verify_with_the_standard_library_and_the_legacy_hmac():
     assert (
         headers["x-webhook-signature"] == hmac.new(key, f"{stamp}.{claimed.body}".encode(), hashlib.sha256).hexdigest()
     )
-
-
-async def test_the_sender_rechecks_the_address_and_never_follows_redirects():
-    seen: list[httpx.Request] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(302, headers={"location": "http://127.0.0.1/elsewhere"})
-
-    public = WebhookSender(HostPolicy(), transport=httpx.MockTransport(answer), resolver=lambda h, p: ["127.0.0.1"])
-    refused = await public.post("https://hooks.example/in", b"{}", {})
-    assert (refused.status, refused.error) == (None, "target URL points to a non-public address")
-    assert seen == []
-
-    local = WebhookSender(
-        HostPolicy(allow_private=True), transport=httpx.MockTransport(answer), resolver=lambda h, p: ["127.0.0.1"]
-    )
-    redirected = await local.post("https://hooks.example/in", b"{}", {})
-    assert redirected.status == 302
-    assert [str(r.url) for r in seen] == ["https://127.0.0.1/in"]  # the checked address, once
-    assert seen[0].headers["host"] == "hooks.example"
-    await local.aclose()
 
 
 def test_event_ids_are_version_4_uuids_in_hex():

@@ -4,13 +4,14 @@ in-memory sender: retries are due by the injected clock, and delivered rows stay
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from contactcard.store.accounts import Accounts
 from contactcard.store.db import connect, migrate
-from contactcard.store.webhooks import Subscription, WebhookStore, fan_out
+from contactcard.store.webhooks import Outcome, Subscription, WebhookStore, fan_out
 from contactcard.store.writer import SqliteWriter, Stmt
 from contactcard.webhooks import events
 from contactcard.webhooks.delivery import Answer, DeliveryWorker, RetryPolicy
@@ -62,11 +63,17 @@ async def outbox(tmp_path):
     database.dispose()
 
 
-async def record(writer, clock: ManualClock) -> events.Outbox:
+_LINES = itertools.count(1)
+
+
+async def record(
+    writer, clock: ManualClock, phone: str | None = None, event_type: str = events.CARD_CREATED
+) -> events.Outbox:
+    """An event recorded as a write records it; about a line of its own unless `phone`
+    (a line's events are attempted one after the other)."""
     card = events.CardView("c", "Ada", None, None)
-    event = events.card_event(
-        events.CARD_CREATED, partner_id="p", phone_number="+15550000001", card=card, at=clock.now(), trace_id="t"
-    )
+    phone = phone or f"+1555{next(_LINES):07d}"
+    event = events.card_event(event_type, partner_id="p", phone_number=phone, card=card, at=clock.now(), trace_id="t")
     await writer.run([fan_out(event)])
     return event
 
@@ -194,13 +201,18 @@ async def _attempts_kept(writer, store, clock, event, accounts) -> None:
 
 
 class CountingStore(WebhookStore):
-    """Counts the transactions that record outcomes, and the outcomes in each."""
+    """Counts the transactions that record outcomes (alone or with the next claim), and
+    the outcomes in each."""
 
     batches: list[int]
 
     async def finish_many(self, outcomes) -> None:
         self.batches.append(len(outcomes))
         await super().finish_many(outcomes)
+
+    async def finish_and_claim(self, outcomes, *args, **kwargs):
+        self.batches.append(len(outcomes))
+        return await super().finish_and_claim(outcomes, *args, **kwargs)
 
 
 async def test_attempts_that_finish_together_are_recorded_in_one_transaction(outbox):
@@ -232,6 +244,10 @@ class SlowRecordStore(WebhookStore):
     async def finish_many(self, outcomes) -> None:
         await self.release.wait()
         await super().finish_many(outcomes)
+
+    async def finish_and_claim(self, outcomes, *args, **kwargs):
+        await self.release.wait()
+        return await super().finish_and_claim(outcomes, *args, **kwargs)
 
 
 async def test_a_slow_record_holds_no_slot_and_no_attempt_is_made_twice(outbox):
@@ -272,3 +288,169 @@ async def test_attempts_not_yet_recorded_are_recorded_when_the_worker_stops(outb
     await worker.aclose()
     rows = await writer.read(Stmt("SELECT status, lease_until FROM webhook_deliveries", {}))
     assert [tuple(r) for r in rows] == [("delivered", None)] * 2
+
+
+class FailingFirst:
+    """Answers 500 to the first attempt of each event in `fail`, 200 otherwise; records
+    every attempt's event id in order."""
+
+    def __init__(self, *fail: str) -> None:
+        self.fail = set(fail)
+        self.attempts: list[str] = []
+
+    async def post(self, target_url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        event_id = headers["webhook-id"]
+        self.attempts.append(event_id)
+        if event_id in self.fail:
+            self.fail.discard(event_id)
+            return Answer(500, None, 1.0)
+        return Answer(200, None, 1.0)
+
+
+async def test_a_lines_events_are_attempted_in_order_each_after_the_last_is_done(outbox):
+    writer, store = outbox
+    await store.replace(
+        Subscription(
+            "s", "p", "https://h.example/in", [events.CARD_CREATED, events.CARD_UPDATED], None, True,
+            new_secret(), "v", datetime.now(UTC), datetime.now(UTC),
+        )
+    )  # fmt: skip
+    clock = ManualClock()
+    line, other = "+15550009001", "+15550009002"
+    created = await record(writer, clock, line)
+    clock.at += timedelta(milliseconds=1)
+    updates = []
+    for _ in range(3):
+        updates.append(await record(writer, clock, line, events.CARD_UPDATED))
+        clock.at += timedelta(milliseconds=1)
+    elsewhere = await record(writer, clock, other)
+    sender = FailingFirst(created.event_id)  # the created fails once, and waits 100 s to retry
+    worker = DeliveryWorker(store, sender, clock=clock, retry=RetryPolicy((100.0,), jitter=0), poll_interval=0.02)
+    worker.start()
+    try:
+        await until(lambda: elsewhere.event_id in sender.attempts and len(sender.attempts) >= 2)
+        await asyncio.sleep(0.3)  # many polls: the updates are due, but their created is not done
+        assert sorted(sender.attempts) == sorted([created.event_id, elsewhere.event_id])
+        clock.at += timedelta(seconds=101)
+        await until(lambda: len(sender.attempts) == 6)
+        line_attempts = [e for e in sender.attempts if e != elsewhere.event_id]
+        assert line_attempts == [created.event_id, created.event_id, *(u.event_id for u in updates)]
+    finally:
+        await worker.aclose()
+
+
+async def test_a_given_up_event_lets_the_next_of_its_line_go(outbox):
+    writer, store = outbox
+    clock = ManualClock()
+    line = "+15550009003"
+    first = await record(writer, clock, line)
+    clock.at += timedelta(milliseconds=1)
+    second = await record(writer, clock, line)
+    sender = FailingFirst(first.event_id)
+    worker = DeliveryWorker(store, sender, clock=clock, retry=RetryPolicy(()), poll_interval=0.02)  # no retries
+    worker.start()
+    try:
+        await until(lambda: len(sender.attempts) == 2)
+        assert sender.attempts == [first.event_id, second.event_id]
+        rows = await writer.read(Stmt("SELECT event_id, status FROM webhook_deliveries ORDER BY created_at", {}))
+        assert [tuple(r) for r in rows] == [(first.event_id, "failed"), (second.event_id, "delivered")]
+    finally:
+        await worker.aclose()
+
+
+class SlowTarget:
+    """Holds every POST to `slow` until released; answers the others at once."""
+
+    def __init__(self, slow: str) -> None:
+        self.slow = slow
+        self.release = asyncio.Event()
+        self.held = 0
+        self.delivered: list[str] = []  # the other targets' event ids
+
+    async def post(self, target_url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        if target_url == self.slow:
+            self.held += 1
+            await self.release.wait()
+        else:
+            self.delivered.append(headers["webhook-id"])
+        return Answer(200, None, 1.0)
+
+
+async def test_a_slow_receivers_backlog_does_not_hold_back_another_subscription(outbox):
+    writer, store = outbox
+    now = datetime.now(UTC)
+    slow_only = Subscription(
+        "s", "p", "https://slow.example/in", [events.CARD_UPDATED], None, True, new_secret(), "v", now, now
+    )
+    quick = Subscription(
+        "q", "p", "https://quick.example/in", [events.CARD_CREATED], None, True, new_secret(), "v", now, now
+    )
+    await store.replace(slow_only)
+    await store.add(quick)
+    clock = ManualClock()
+    for _ in range(200):  # a backlog of the slow one's, on lines of their own
+        await record(writer, clock, event_type=events.CARD_UPDATED)
+    sender = SlowTarget("https://slow.example/in")
+    worker = DeliveryWorker(store, sender, clock=clock, concurrency=16, per_target=4, poll_interval=0.02)
+    worker.start()
+    try:
+        await until(lambda: sender.held == 4)
+        # While the slow one holds its four slots and 196 more wait, the quick one's new
+        # events are all delivered: the slow backlog takes no slot nor claim of theirs.
+        quick_events = []
+        for _ in range(20):
+            quick_events.append(await record(writer, clock))
+            worker.wake()
+        await until(lambda: len(sender.delivered) == 20)
+        assert sorted(sender.delivered) == sorted(e.event_id for e in quick_events)
+        assert sender.held == 4  # the per-target limit held all along
+    finally:
+        sender.release.set()
+        await worker.aclose()
+
+
+class HangingStore(WebhookStore):
+    """A database that does not answer the first claim (a lock held elsewhere, a network
+    gone quiet): that call never returns by itself."""
+
+    hung: int
+
+    async def claim(self, *args, **kwargs):
+        if not self.hung:
+            self.hung += 1
+            await asyncio.Event().wait()
+        return await super().claim(*args, **kwargs)
+
+
+async def test_a_database_call_that_hangs_is_given_up_after_the_database_timeout(outbox, caplog):
+    writer, _ = outbox
+    store = HangingStore(writer, dialect="sqlite")
+    store.hung = 0
+    clock = ManualClock()
+    sender = ScriptedSender()
+    worker = DeliveryWorker(store, sender, clock=clock, poll_interval=0.02, database_timeout=0.2)
+    await record(writer, clock)
+    worker.start()
+    try:
+        await until(lambda: len(sender.posts) == 1)  # the next claim, once the hung one was given up
+        assert store.hung == 1
+        assert "could not claim deliveries" in caplog.text
+    finally:
+        await worker.aclose()
+
+
+async def test_recording_an_event_claims_the_next_of_its_line_in_the_same_commit(outbox):
+    writer, store = outbox
+    clock = ManualClock()
+    line = "+15550009009"
+    first = await record(writer, clock, line)
+    clock.at += timedelta(milliseconds=1)
+    second = await record(writer, clock, line)
+    due = clock.now().timestamp() + 1
+    (claimed,) = await store.claim(due, 1e12, 1e12 + 60, 10)  # the second waits for the first
+    assert claimed.event_id == first.event_id
+    done = Outcome(claimed, "delivered", None, 200, None, 1.0, clock.now())
+    found = await store.finish_and_claim([done], due, 1e12, 1e12 + 60, 10)
+    assert [c.event_id for c in found] == [second.event_id]
+    rows = await writer.read(Stmt("SELECT event_id, status FROM webhook_deliveries ORDER BY created_at", {}))
+    assert [tuple(r) for r in rows] == [(first.event_id, "delivered"), (second.event_id, "pending")]

@@ -23,7 +23,7 @@ from contactcard.store.writer import StoreUnavailable
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration; a test keeps it equal to Alembic's head. Knowing it lets a start on
 # an up-to-date database skip loading Alembic at all.
-HEAD_REVISION = "0007_key_last_used"
+HEAD_REVISION = "0008_webhook_line_order"
 
 
 @dataclass

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    text,
 )
 
 metadata = MetaData(
@@ -167,6 +168,16 @@ webhook_deliveries = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Index("ix_webhook_deliveries_status_next_at", "status", "next_at"),
     Index("ix_webhook_deliveries_subscription_id", "subscription_id"),
+    # A claim takes a line's events in order (store/webhooks.py): only the pending rows.
+    Index(
+        "ix_webhook_deliveries_line_order",
+        "subscription_id",
+        "phone_number",
+        "created_at",
+        "event_id",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
 )
 
 webhook_attempts = Table(

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from contactcard.store.outbox import RecordedEvent
-from contactcard.store.writer import NO_LINES, Row, Stmt, Writer
+from contactcard.store.writer import NO_LINES, Row, Stmt, Writer, sqlite_value
 
 _FAN_OUT = """
 INSERT INTO webhook_deliveries (event_id, subscription_id, event_type, phone_number, body, status, attempts,
@@ -69,17 +71,6 @@ def fan_out(event: RecordedEvent) -> Stmt:
     )
 
 
-# Only while the delivery is there: a subscription deleted during the attempt took its
-# deliveries with it, and the attempt has nothing left to belong to. (The casts: PostgreSQL
-# cannot tell the type of a parameter in a SELECT list that may be NULL.)
-_RECORD_ATTEMPT = """
-INSERT INTO webhook_attempts (event_id, subscription_id, attempt, at, outcome, answer, latency_ms, error)
-SELECT event_id, subscription_id, :attempt, :at, :outcome, CAST(:answer AS INTEGER), CAST(:latency AS FLOAT),
-       CAST(:error AS VARCHAR(400))
-FROM webhook_deliveries WHERE event_id = :event_id AND subscription_id = :subscription_id
-"""
-
-
 @dataclass(frozen=True)
 class Subscription:
     id: str
@@ -127,8 +118,12 @@ class TargetTaken(Exception):
 
 
 class WebhookStore:
-    def __init__(self, writer: Writer, *, dialect: str) -> None:
+    def __init__(self, writer: Writer, *, dialect: str, lane: Writer | None = None) -> None:
+        """`lane`: the writer the delivery worker's claims and outcomes go through when not
+        the card writes' own (PostgreSQL: a connection of their own, so that they never
+        queue behind card writes; SQLite has one writer at a time, and shares its commits)."""
         self._writer = writer
+        self._lane = lane or writer
         self._postgres = dialect == "postgresql"
 
     # --- the partner side ------------------------------------------------------------
@@ -237,29 +232,98 @@ class WebhookStore:
         return bool(rows)
 
     async def claim(
-        self, now: float, real_now: float, lease_until: float, limit: int, *, skip: list[str] | None = None
+        self,
+        now: float,
+        real_now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        skip: list[str] | None = None,
+        per_subscription: int | None = None,
     ) -> list[Claimed]:
         """Take up to `limit` due attempts for this process until `lease_until` (real time),
-        none of the subscriptions in `skip`."""
-        skip_locked = " FOR UPDATE SKIP LOCKED" if self._postgres else ""
+        at most `per_subscription` of any one subscription, none of those in `skip`.
+
+        A line's events go to a subscription in the order they happened: a row is due only
+        while no earlier event of its line is pending for its subscription (under way,
+        waiting for a retry, or due as well), so an `updated` is never attempted before its
+        `created` has been delivered or given up. Events about no line are not ordered.
+
+        On PostgreSQL the due rows are locked `SKIP LOCKED`: processes claiming at once
+        each take other rows, never waiting for one another."""
+        stmt = self._claim_stmt(now, real_now, lease_until, limit, skip, per_subscription)
+        rows = (await self._lane.run([stmt], lines=NO_LINES))[0]
+        return [_claimed(r) for r in rows]
+
+    async def finish_and_claim(
+        self,
+        outcomes: list[Outcome],
+        now: float,
+        real_now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        skip: list[str] | None = None,
+        per_subscription: int | None = None,
+    ) -> list[Claimed]:
+        """`finish_many` and `claim` in one transaction: a line whose event was just
+        recorded has its next one claimed in the same commit, not one commit later."""
+        stmts = [
+            *self._finish_stmts(outcomes),
+            self._claim_stmt(now, real_now, lease_until, limit, skip, per_subscription),
+        ]
+        rows = (await self._lane.run(stmts, lines=NO_LINES))[-1]
+        return [_claimed(r) for r in rows]
+
+    def _claim_stmt(
+        self,
+        now: float,
+        real_now: float,
+        lease_until: float,
+        limit: int,
+        skip: list[str] | None,
+        per_subscription: int | None,
+    ) -> Stmt:
+        skip_locked = " FOR UPDATE OF d SKIP LOCKED" if self._postgres else ""
         skipped = {f"k{i}": sid for i, sid in enumerate(skip or [])}
-        not_these = f" AND subscription_id NOT IN ({', '.join(f':{k}' for k in skipped)})" if skipped else ""
+        not_these = f" AND d.subscription_id NOT IN ({', '.join(f':{k}' for k in skipped)})" if skipped else ""
         sql = f"""
+WITH due AS (
+  SELECT d.event_id, d.subscription_id, d.next_at FROM webhook_deliveries AS d
+  WHERE d.status = 'pending' AND d.next_at <= :now AND (d.lease_until IS NULL OR d.lease_until < :real_now){not_these}
+    AND (
+      SELECT 1 FROM webhook_deliveries AS e
+      WHERE e.subscription_id = d.subscription_id AND e.phone_number = d.phone_number AND e.status = 'pending'
+        AND (e.created_at, e.event_id) < (d.created_at, d.event_id)
+      LIMIT 1
+    ) IS NULL
+  ORDER BY d.next_at LIMIT :scan{skip_locked}
+), ranked AS (
+  SELECT event_id, subscription_id, next_at,
+         ROW_NUMBER() OVER (PARTITION BY subscription_id ORDER BY next_at, event_id) AS place
+  FROM due
+)
 UPDATE webhook_deliveries SET lease_until = :lease, attempts = attempts + 1
 WHERE (event_id, subscription_id) IN (
-  SELECT event_id, subscription_id FROM webhook_deliveries
-  WHERE status = 'pending' AND next_at <= :now AND (lease_until IS NULL OR lease_until < :real_now){not_these}
-  ORDER BY next_at LIMIT :limit{skip_locked}
+  SELECT event_id, subscription_id FROM ranked WHERE place <= :per_subscription ORDER BY next_at LIMIT :limit
 )
 RETURNING event_id, subscription_id, event_type, body, attempts
 """
-        params = {"lease": lease_until, "now": now, "real_now": real_now, "limit": limit, **skipped}
-        rows = (await self._writer.run([Stmt(sql, params, rows=True)], lines=NO_LINES))[0]
-        return [Claimed(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows]
+        params = {
+            "lease": lease_until,
+            "now": now,
+            "real_now": real_now,
+            "limit": limit,
+            # Rows looked at: enough that one subscription's backlog leaves the others room.
+            "scan": limit * 4,
+            "per_subscription": per_subscription or limit,
+            **skipped,
+        }
+        return Stmt(sql, params, rows=True)
 
     async def release(self, claimed: list[Claimed]) -> None:
         """Give claimed attempts back unmade, due as they were."""
-        await self._writer.run(
+        await self._lane.run(
             [
                 Stmt(
                     "UPDATE webhook_deliveries SET lease_until = NULL, attempts = attempts - 1 "
@@ -295,44 +359,69 @@ RETURNING event_id, subscription_id, event_type, body, attempts
         await self.finish_many([Outcome(claimed, status, next_at, answer, error, latency_ms, at)])
 
     async def finish_many(self, outcomes: list[Outcome]) -> None:
-        """Record several attempts in one transaction (one commit, not one per attempt)."""
-        await self._writer.run([stmt for outcome in outcomes for stmt in _finished(outcome)], lines=NO_LINES)
+        """Record several attempts in one transaction of two statements, however many
+        there are: the outcomes travel as one JSON parameter the database unpacks, so the
+        writer spends one statement's time on a batch, not two statements per attempt."""
+        if not outcomes:
+            return
+        await self._lane.run(self._finish_stmts(outcomes), lines=NO_LINES)
+
+    def _finish_stmts(self, outcomes: list[Outcome]) -> list[Stmt]:
+        if not outcomes:
+            return []
+        rows = orjson.dumps([_outcome_row(o, postgres=self._postgres) for o in outcomes]).decode()
+        update, insert = (_FINISH_PG, _ATTEMPTS_PG) if self._postgres else (_FINISH_SQLITE, _ATTEMPTS_SQLITE)
+        return [Stmt(update, {"rows": rows}), Stmt(insert, {"rows": rows})]
 
 
-def _finished(outcome: Outcome) -> tuple[Stmt, Stmt]:
+def _claimed(r: Row) -> Claimed:
+    return Claimed(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]))
+
+
+def _outcome_row(outcome: Outcome, *, postgres: bool) -> dict[str, Any]:
     claimed, status = outcome.claimed, outcome.status
-    error = outcome.error[:400] if outcome.error else None
-    return (
-        Stmt(
-            "UPDATE webhook_deliveries SET status = :status, next_at = COALESCE(:next_at, next_at), "
-            "lease_until = NULL, last_status = :answer, last_error = :error, "
-            "last_latency_ms = :latency, finished_at = :finished "
-            "WHERE event_id = :event_id AND subscription_id = :subscription_id",
-            {
-                "status": status,
-                "next_at": outcome.next_at,
-                "answer": outcome.answer,
-                "error": error,
-                "latency": outcome.latency_ms,
-                "finished": None if status == "pending" else outcome.at,
-                "event_id": claimed.event_id,
-                "subscription_id": claimed.subscription_id,
-            },
-        ),
-        Stmt(
-            _RECORD_ATTEMPT,
-            {
-                "event_id": claimed.event_id,
-                "subscription_id": claimed.subscription_id,
-                "attempt": claimed.attempts,
-                "at": outcome.at,
-                "outcome": status,
-                "answer": outcome.answer,
-                "latency": outcome.latency_ms,
-                "error": error,
-            },
-        ),
-    )
+    at = outcome.at.isoformat() if postgres else sqlite_value(outcome.at)
+    return {
+        "event_id": claimed.event_id,
+        "subscription_id": claimed.subscription_id,
+        "status": status,
+        "next_at": outcome.next_at,
+        "answer": outcome.answer,
+        "error": outcome.error[:400] if outcome.error else None,
+        "latency": outcome.latency_ms,
+        "finished": None if status == "pending" else at,
+        "attempt": claimed.attempts,
+        "at": at,
+    }
+
+
+_SQLITE_ROWS = """(SELECT json_extract(value, '$.event_id') AS event_id,
+         json_extract(value, '$.subscription_id') AS subscription_id, json_extract(value, '$.status') AS status,
+         json_extract(value, '$.next_at') AS next_at, json_extract(value, '$.answer') AS answer,
+         json_extract(value, '$.error') AS error, json_extract(value, '$.latency') AS latency,
+         json_extract(value, '$.finished') AS finished, json_extract(value, '$.attempt') AS attempt,
+         json_extract(value, '$.at') AS at
+  FROM json_each(:rows)) AS o"""
+_PG_ROWS = """jsonb_to_recordset(CAST(:rows AS jsonb)) AS o(event_id text, subscription_id text, status text,
+  next_at float8, answer integer, error text, latency float8, finished timestamptz, attempt integer, at timestamptz)"""
+
+_FINISH = """
+UPDATE webhook_deliveries SET status = o.status, next_at = COALESCE(o.next_at, webhook_deliveries.next_at),
+  lease_until = NULL, last_status = o.answer, last_error = o.error, last_latency_ms = o.latency,
+  finished_at = o.finished
+FROM {rows}
+WHERE webhook_deliveries.event_id = o.event_id AND webhook_deliveries.subscription_id = o.subscription_id
+"""
+# Only while the delivery is there: a subscription deleted during the attempt took its
+# deliveries with it, and the attempt has nothing left to belong to.
+_ATTEMPTS = """
+INSERT INTO webhook_attempts (event_id, subscription_id, attempt, at, outcome, answer, latency_ms, error)
+SELECT o.event_id, o.subscription_id, o.attempt, o.at, o.status, o.answer, o.latency, o.error
+FROM {rows}
+JOIN webhook_deliveries AS d ON d.event_id = o.event_id AND d.subscription_id = o.subscription_id
+"""
+_FINISH_SQLITE, _FINISH_PG = _FINISH.format(rows=_SQLITE_ROWS), _FINISH.format(rows=_PG_ROWS)
+_ATTEMPTS_SQLITE, _ATTEMPTS_PG = _ATTEMPTS.format(rows=_SQLITE_ROWS), _ATTEMPTS.format(rows=_PG_ROWS)
 
 
 def _params(sub: Subscription) -> dict[str, Any]:

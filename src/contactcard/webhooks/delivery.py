@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -21,11 +22,10 @@ import logging
 import random
 import ssl
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
@@ -33,9 +33,7 @@ import anyio.to_thread
 from contactcard.images.addresses import HostPolicy, IPAddress
 from contactcard.images.urls import ImageUrl, ImageUrlError, parse_image_url
 from contactcard.store.webhooks import Claimed, Outcome, Subscription, WebhookStore
-
-if TYPE_CHECKING:
-    import httpx
+from contactcard.webhooks.client import AnswerError, Endpoint, HookClient
 
 log = logging.getLogger("contactcard")
 
@@ -96,21 +94,30 @@ def retryable(answer: Answer) -> bool:
     return status is None or status >= 500 or status == 429 or 300 <= status < 400
 
 
-def signature_headers(subscription: Subscription, claimed: Claimed, timestamp: int) -> dict[str, str]:
-    """Standard Webhooks headers (what the SDKs' `unwrap` verifies) and the legacy ones."""
-    from standardwebhooks import Webhook
+@functools.lru_cache(maxsize=4096)
+def _signing_key(secret: str) -> bytes:
+    """The key a `whsec_` secret stands for, decoded once per subscription, not per attempt."""
+    return base64.b64decode(secret.removeprefix("whsec_"))
 
-    body = claimed.body
-    signed = Webhook(subscription.signing_secret).sign(claimed.event_id, datetime.fromtimestamp(timestamp, UTC), body)
-    key = base64.b64decode(subscription.signing_secret.removeprefix("whsec_"))
-    legacy = hmac.new(key, f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
+
+def signature_headers(subscription: Subscription, claimed: Claimed, timestamp: int) -> dict[str, str]:
+    """Standard Webhooks headers (what the SDKs' `unwrap` verifies) and the legacy ones.
+
+    The Standard Webhooks signature is `v1,` and the base64 of the HMAC-SHA256 of
+    `{id}.{timestamp}.{body}` (what `standardwebhooks.Webhook.sign` computes, without
+    decoding the secret and formatting a datetime again at every attempt)."""
+    body = claimed.body.encode()
+    key = _signing_key(subscription.signing_secret)
+    stamp = str(timestamp).encode()
+    signed = hmac.new(key, claimed.event_id.encode() + b"." + stamp + b"." + body, hashlib.sha256).digest()
+    legacy = hmac.new(key, stamp + b"." + body, hashlib.sha256).hexdigest()
     return {
         "content-type": "application/json",
         "user-agent": "contactcard-webhooks",
         "accept-encoding": "identity",  # the answer is read only a few KiB deep, never inflated
         "webhook-id": claimed.event_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": signed,
+        "webhook-signature": "v1," + base64.b64encode(signed).decode(),
         "x-webhook-event": claimed.event_type,
         "x-webhook-subscription-id": subscription.id,
         "x-webhook-timestamp": str(timestamp),
@@ -132,12 +139,22 @@ class TargetRefused(Exception):
 async def checked_addresses(url: ImageUrl, policy: HostPolicy, resolver: Resolver) -> list[IPAddress]:
     """The addresses `url` may be reached at; one refused address refuses them all (a
     rebinding host mixes public and private answers)."""
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return await anyio.to_thread.run_sync(resolver, host, port, abandon_on_cancel=True)
+
+    return await permitted_addresses(url, policy, resolve)
+
+
+async def permitted_addresses(
+    url: ImageUrl, policy: HostPolicy, resolve: Callable[[str, int], Awaitable[list[str]]]
+) -> list[IPAddress]:
+    """`checked_addresses` with a resolver of the event loop's own."""
     if url.is_ip:
-        found: list[IPAddress] = [ipaddress.ip_address(url.host)]
+        found: list[IPAddress] = [_address(url.host)]
     else:
         try:
-            answers = await anyio.to_thread.run_sync(resolver, url.host, url.port, abandon_on_cancel=True)
-            found = [ipaddress.ip_address(answer) for answer in answers]
+            found = [_address(answer) for answer in await resolve(url.host, url.port)]
         except Exception:
             raise TargetRefused("target host could not be resolved") from None
         if not found:
@@ -147,21 +164,30 @@ async def checked_addresses(url: ImageUrl, policy: HostPolicy, resolver: Resolve
     return found
 
 
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> IPAddress:
+    """`ipaddress.ip_address`, remembered: the text of an address always reads the same
+    (whether it is allowed is asked of the policy every time)."""
+    return ipaddress.ip_address(text)
+
+
 def parse_target(raw: str, policy: HostPolicy) -> ImageUrl:
+    return _parsed_target(raw, policy.allow_http)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_target(raw: str, allow_http: bool) -> ImageUrl:
+    """A target URL parsed once, not at every attempt: the text alone decides the parse
+    (the address rules, which depend on what the name resolves to, run every time)."""
     try:
-        return parse_image_url(raw, allow_http=policy.allow_http)
+        return parse_image_url(raw, allow_http=allow_http)
     except ImageUrlError as exc:
         # The parser speaks of image URLs; the rules are the same.
         raise TargetRefused(str(exc).replace("image_url", "target_url")) from None
 
 
 class WebhookSender:
-    """One bounded POST to a receiver. `transport` replaces the network (tests)."""
-
-    # Clients kept per (scheme, host, checked address, port): connections are reused for a
-    # busy receiver, never across hosts (TLS is verified against the host that was checked).
-    MAX_CLIENTS = 64
-    MAX_CONNECTIONS = 64  # per client
+    """One bounded POST to a receiver, on connections kept alive per checked address."""
 
     def __init__(
         self,
@@ -170,96 +196,69 @@ class WebhookSender:
         timeout: float = 10.0,
         max_answer_bytes: int = 4096,
         resolver: Resolver | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        verify: ssl.SSLContext | bool = True,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         self._policy = policy
         self._timeout = timeout
-        self._max_answer = max_answer_bytes
         self._resolver = resolver or system_resolver
-        self._transport = transport
-        self._verify = verify
-        self._clients: OrderedDict[tuple[str, str, str, int], httpx.AsyncClient] = OrderedDict()
-        self._tls: ssl.SSLContext | None = None
+        # `verify`: the trusted roots (tests); else the system's. Never switched off.
+        self._client = HookClient(tls=verify, max_answer=max_answer_bytes)
+        self._lookups = SharedLookups(self._resolver)
 
     async def post(self, target_url: str, body: bytes, headers: dict[str, str]) -> Answer:
-        # Loaded with the first attempt: a server nobody subscribed to never pays for httpx
-        # (about 6 MiB and 70 ms at start).
-        import httpx
-
         started = time.perf_counter()
 
         def answer(status: int | None, error: str | None) -> Answer:
             return Answer(status, error, round((time.perf_counter() - started) * 1000, 2))
 
         try:
-            # One deadline for the whole attempt: httpx's timeouts are per read, and a
-            # receiver that trickles its answer would otherwise hold the attempt open.
-            with anyio.fail_after(self._timeout):
+            # One deadline for the whole attempt: resolving, connecting, TLS, sending and
+            # reading; a receiver that trickles its answer is cut off by it.
+            async with asyncio.timeout(self._timeout):
                 url = parse_target(target_url, self._policy)
-                addresses = await checked_addresses(url, self._policy, self._resolver)
-                return answer(await self._send(url, addresses[0], body, headers), None)
+                addresses = await permitted_addresses(url, self._policy, self._lookups.resolve)
+                ip = addresses[0]
+                endpoint = Endpoint(url.scheme, url.host, ip.compressed, url.port)
+                status = await self._client.post(endpoint, url.path_and_query, url.host_header, headers, body)
+                return answer(status, None)
         except TargetRefused as exc:
             return answer(None, str(exc))
-        except (TimeoutError, httpx.TimeoutException):
+        except TimeoutError:
             return answer(None, f"timed out after {self._timeout:g} s")
-        except httpx.ConnectError:
-            return answer(None, "could not connect")
-        except httpx.HTTPError as exc:
+        except ssl.SSLCertVerificationError:
+            return answer(None, "could not connect (TLS certificate refused)")
+        except AnswerError as exc:
+            return answer(None, str(exc))
+        except ConnectionError as exc:
+            if isinstance(exc, ConnectionRefusedError):
+                return answer(None, "could not connect")
             return answer(None, f"connection failed ({type(exc).__name__})")
-
-    async def _send(self, url: ImageUrl, ip: IPAddress, body: bytes, headers: dict[str, str]) -> int:
-        literal = f"[{ip.compressed}]" if ip.version == 6 else str(ip)
-        target = f"{url.scheme}://{literal}:{url.port}{url.path_and_query}"
-        extensions = {"sni_hostname": url.host} if url.scheme == "https" and not url.is_ip else {}
-        client = self._client((url.scheme, url.host, literal, url.port))
-        request = client.build_request(
-            "POST", target, content=body, headers={**headers, "host": url.host_header}, extensions=extensions
-        )
-        response = await client.send(request, stream=True)
-        try:
-            read = 0
-            async for chunk in response.aiter_bytes():
-                read += len(chunk)
-                if read >= self._max_answer:  # enough: the status is what counts
-                    break
-        finally:
-            await response.aclose()
-        return response.status_code
-
-    def _client(self, key: tuple[str, str, str, int]) -> httpx.AsyncClient:
-        import httpx
-
-        client = self._clients.get(key)
-        if client is not None:
-            self._clients.move_to_end(key)
-            return client
-        if len(self._clients) >= self.MAX_CLIENTS:
-            _, oldest = self._clients.popitem(last=False)
-            asyncio.get_running_loop().create_task(oldest.aclose())
-        if self._tls is None and self._transport is None:
-            self._tls = (
-                self._verify
-                if isinstance(self._verify, ssl.SSLContext)
-                else httpx.create_ssl_context(verify=self._verify, trust_env=False)
-            )
-        client = httpx.AsyncClient(
-            verify=self._tls or True,
-            trust_env=False,  # no proxy from the environment: the checked address is the one reached
-            follow_redirects=False,
-            timeout=self._timeout,
-            # Every connection kept alive: a busy receiver gets as many attempts at once as
-            # the worker allows to one subscription, each on a connection already open.
-            limits=httpx.Limits(max_connections=self.MAX_CONNECTIONS, max_keepalive_connections=self.MAX_CONNECTIONS),
-            transport=self._transport,
-        )
-        self._clients[key] = client
-        return client
+        except (OSError, ssl.SSLError):
+            return answer(None, "could not connect")
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        self._client.close()
+
+
+class SharedLookups:
+    """Attempts to one host that start while its name is being resolved share that one
+    lookup; each later attempt resolves again (a name may point elsewhere by then)."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self._resolver = resolver
+        self._pending: dict[tuple[str, int], asyncio.Future[list[str]]] = {}
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        key = (host, port)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                anyio.to_thread.run_sync(self._resolver, host, port, abandon_on_cancel=True)
+            )
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(key, None))
+        # Shielded: one attempt's deadline must not cancel the lookup the others wait for.
+        return await asyncio.shield(pending)
 
 
 class Sender(Protocol):
@@ -276,14 +275,18 @@ class DeliveryWorker:
         *,
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
-        concurrency: int = 64,
+        concurrency: int = 128,
         poll_interval: float = 0.5,
         lease: float = 30.0,
         settle: float = 0.01,
-        per_target: int = 8,
+        per_target: int = 64,
         tally: AttemptTally | None = None,
+        database_timeout: float = 30.0,
     ) -> None:
         self._tally = tally  # the metrics, when on
+        # Each of the worker's database calls gives up after this: a database that hangs
+        # holds the worker back one bound at a time, never for good.
+        self._db_timeout = database_timeout
         self._store = store
         self._sender = sender
         self._clock = clock or SystemClock()
@@ -295,20 +298,27 @@ class DeliveryWorker:
         # Attempts at once to one subscription: a slow receiver must not take every slot.
         self._per_target = per_target
         self._wake: asyncio.Event | None = None
+        self._told = False  # woken by a write (not by a slot freed or a batch recorded)
         self._task: asyncio.Task[None] | None = None
         self._running: dict[asyncio.Task[None], str] = {}  # attempts under way: their subscription
         self._in_flight: dict[str, int] = {}  # attempts under way per subscription
-        # Subscriptions that had more due than their share: skipped by claims until half
-        # their attempts are done, so they are claimed for in batches, not one at a time.
-        self._throttled: set[str] = set()
         # Results waiting to be recorded: recorded together, one transaction for all that
         # finished while the last was written.
         self._outcomes: list[Outcome] = []
         self._recorder: asyncio.Task[None] | None = None
+        # Held while a claim is made and its attempts started, by the loop or by the
+        # recorder (whose record may carry the next claim): one claim at a time, so that
+        # two never count the same free slots.
+        self._claiming = asyncio.Lock()
+        self._busy = False  # the last claim found work
+        self._only_busy_due = False  # the last claim left some out and found nothing
+        self._batch = max(1, per_target // 2)  # the least worth claiming for one subscription
 
     def wake(self) -> None:
         """An event was recorded in this process: look now rather than at the next poll."""
         if self._wake is not None:
+            self._told = True
+            self._only_busy_due = False
             self._wake.set()
 
     def start(self) -> None:
@@ -348,49 +358,89 @@ class DeliveryWorker:
                 raise
             except Exception as exc:  # the database is away: try again at the next poll
                 log.warning("webhook worker could not claim deliveries: %s", exc)
-            if claimed and len(self._running) < self._concurrency // 2:
+            if claimed:
                 continue  # there may be more due right now
             try:
                 await asyncio.wait_for(self._wake.wait(), self._poll)
             except TimeoutError:
+                self._only_busy_due = False  # retries come due, other processes record events
                 continue
-            # Woken by a write: let it finish first (its activation commits through the
-            # same writer), and take the events of the writes around it in one claim.
-            await asyncio.sleep(self._settle)
+            if self._told:
+                # Woken by a write: let it finish first (its activation commits through
+                # the same writer), and take the events of the writes around it in one
+                # claim. (A slot freed or a batch recorded wakes the loop without a pause.)
+                self._told = False
+                await asyncio.sleep(self._settle)
+
+    def _claim_plan(self) -> tuple[int, list[str], int] | None:
+        """How much a claim may take now: (slots, subscriptions to leave out, the share
+        of each other one); None when too few slots are free to be worth a commit."""
+        if len(self._outcomes) >= UNRECORDED_MAX:
+            return None  # the recorder wakes the loop when it is done
+        free = self._concurrency - len(self._running)
+        # Claim in batches: a claim per finished attempt would cost a commit each. A
+        # quarter free is enough: the next batch is claimed while the rest are under way.
+        if free <= 0 or (self._running and free < max(1, self._concurrency // 4)):
+            return None
+        if self._only_busy_due:
+            return None  # the last claim found nothing but busy subscriptions' rows
+        # A subscription is claimed for only with room for a batch (half of its
+        # limit); the others get at most the room the fullest of them has left, so no
+        # claim takes rows it would have to give back.
+        busy = sorted(sid for sid, count in self._in_flight.items() if count > self._per_target - self._batch)
+        fullest = max((c for sid, c in self._in_flight.items() if c <= self._per_target - self._batch), default=0)
+        return free, busy, self._per_target - fullest
+
+    def _still_busy(self, busy: list[str]) -> bool:
+        """Whether one of the subscriptions a claim left out still has no room for a batch
+        (while the claim was made, they may all have finished)."""
+        return any(self._in_flight.get(sid, 0) > self._per_target - self._batch for sid in busy)
 
     async def _claim_some(self) -> int:
-        if len(self._outcomes) >= UNRECORDED_MAX:
-            return 0  # the recorder wakes the loop when it is done
-        free = self._concurrency - len(self._running)
-        # Claim in batches: a claim per finished attempt would cost three statements each.
-        if free <= 0 or (self._running and free < max(1, self._concurrency // 2)):
-            return 0
-        now, real_now = self._clock.now().timestamp(), time.time()
-        if not await self._store.has_due(now, real_now):
-            return 0
-        half = self._per_target // 2
-        busy = sorted(
-            sid
-            for sid, count in self._in_flight.items()
-            if count >= self._per_target or (sid in self._throttled and count > half)
-        )
-        found = await self._store.claim(now, real_now, real_now + self._lease, free, skip=busy)
+        if self._claiming.locked():
+            return 0  # the recorder is claiming with its batch
+        async with self._claiming:
+            plan = self._claim_plan()
+            if plan is None:
+                return 0
+            free, busy, share = plan
+            now, real_now = self._clock.now().timestamp(), time.time()
+            if not self._busy:
+                # Idle: a read first, so that a poll with nothing due writes nothing. While
+                # claims find work, that read would only add a round trip to each.
+                async with asyncio.timeout(self._db_timeout):
+                    if not await self._store.has_due(now, real_now):
+                        return 0
+            async with asyncio.timeout(self._db_timeout):
+                # (A claim that times out leaves its rows leased: made when the lease runs out.)
+                found = await self._store.claim(
+                    now, real_now, real_now + self._lease, free, skip=busy, per_subscription=share
+                )
+            self._busy = bool(found)
+            # Nothing found while some were left out: only their rows may be due. No more
+            # claims until one of them has room again, or something else changes.
+            self._only_busy_due = not found and self._still_busy(busy)
+            return await self._start(found)
+
+    async def _start(self, found: list[Claimed]) -> int:
+        """Make the claimed attempts, each a task of its own; the number started."""
         if not found:
             return 0
-        targets = await self._store.targets(sorted({c.subscription_id for c in found}))
+        async with asyncio.timeout(self._db_timeout):
+            targets = await self._store.targets(sorted({c.subscription_id for c in found}))
         surplus = []
         for claimed in found:
             sid = claimed.subscription_id
             if self._in_flight.get(sid, 0) >= self._per_target:
-                surplus.append(claimed)  # given back at once, due as it was
-                self._throttled.add(sid)
+                surplus.append(claimed)  # (not expected) given back at once, due as it was
                 continue
             self._in_flight[sid] = self._in_flight.get(sid, 0) + 1
             task = asyncio.get_running_loop().create_task(self._attempt(claimed, targets.get(sid)))
             self._running[task] = sid
             task.add_done_callback(self._done)
         if surplus:
-            await self._store.release(surplus)
+            async with asyncio.timeout(self._db_timeout):
+                await self._store.release(surplus)
         return len(found) - len(surplus)
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -401,8 +451,8 @@ class DeliveryWorker:
                 self._in_flight[sid] = left
             else:
                 del self._in_flight[sid]
-            if left <= self._per_target // 2:
-                self._throttled.discard(sid)
+            if left == self._per_target - self._batch:
+                self._only_busy_due = False  # room for a batch again
         if self._wake is not None:
             self._wake.set()  # a slot is free
         if not task.cancelled() and task.exception() is not None:
@@ -441,13 +491,40 @@ class DeliveryWorker:
             while self._outcomes:
                 batch, self._outcomes = self._outcomes[:RECORD_BATCH], self._outcomes[RECORD_BATCH:]
                 try:
-                    await self._store.finish_many(batch)
+                    if not self._claiming.locked() and (plan := self._claim_plan()) is not None:
+                        # The next claim rides with the record, in the same commit: the
+                        # lines just recorded have their next events claimed at once.
+                        async with self._claiming:
+                            free, busy, share = plan
+                            now, real_now = self._clock.now().timestamp(), time.time()
+                            async with asyncio.timeout(self._db_timeout):
+                                found = await self._store.finish_and_claim(
+                                    batch, now, real_now, real_now + self._lease, free, skip=busy,
+                                    per_subscription=share,
+                                )  # fmt: skip
+                            batch = []
+                            self._busy = bool(found)
+                            self._only_busy_due = not found and self._still_busy(busy)
+                            await self._start(found)
+                    elif self._only_busy_due and any(
+                        self._in_flight.get(o.claimed.subscription_id, 0) <= self._per_target - self._batch
+                        for o in batch
+                    ):
+                        # A line of a subscription with room may have its next event due.
+                        self._only_busy_due = False
+                        async with asyncio.timeout(self._db_timeout):
+                            await self._store.finish_many(batch)
+                    else:
+                        async with asyncio.timeout(self._db_timeout):
+                            await self._store.finish_many(batch)
                 except asyncio.CancelledError:
                     self._outcomes[:0] = batch  # still to record: aclose tries once more
                     raise
                 except Exception as exc:  # their leases run out, and the attempts are made again
-                    log.warning("webhook worker could not record %d attempts: %s", len(batch), exc)
+                    log.warning("webhook worker could not record %d attempts: %s", len(batch) or 0, exc)
+                if self._wake is not None:
+                    # The lines whose events were recorded may have their next one due now,
+                    # and claims held back by unrecorded attempts may go on.
+                    self._wake.set()
         finally:
             self._recorder = None
-            if self._wake is not None:
-                self._wake.set()  # claims held back by unrecorded attempts may go on
