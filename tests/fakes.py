@@ -24,8 +24,8 @@ from contactcard import images
 from contactcard.card import Card, Outcome
 from contactcard.cdn.base import BLOB_NAME, CONTENT_TYPES, Blob, BlobStoreUnavailable
 from contactcard.contract import ImageRules
+from contactcard.domain import CardValues, JoinedApply, LineState, PendingWrite, RecordedEvent, Stored
 from contactcard.service import ContactCards, Policy
-from contactcard.store.cards import CardValues, LineState, Stored
 from contactcard.store.locks import LineBusy
 from contactcard.store.reads import LineAccess
 from contactcard.store.writer import StoreUnavailable
@@ -56,9 +56,11 @@ class FakeClock:
 class FakeStore:
     """Partners, keys, lines, cards and write attempts in dicts.
 
-    Implements the write path (`line_state`, `store_inactive`, `mark_active`) with the
-    same rules as the SQL in `store/cards.py`, and the read path (`partner_cards`,
-    `line_access_async`, `memo`) as `store/reads.py` answers it.
+    Implements the write path (`line_state`, `store`, `mark_active`) with the same rules
+    as the SQL in `store/cards.py`, and the read path (`partner_cards`,
+    `line_access_async`, `memo`) as `store/reads.py` answers it. A write whose device's
+    apply joins its commit (`PendingWrite.joined`) is shown on the line's display in
+    `displays` and stored active, as the simulated device's display is in the database.
     """
 
     def __init__(self, cdn_prefix: str = CDN_PREFIX, journal: list[str] | None = None) -> None:
@@ -69,7 +71,11 @@ class FakeStore:
         self.cards: dict[str, Card] = {}  # phone -> its card
         self.attempts: dict[str, list[float]] = {}  # phone -> times of writes that reached the device
         self.journal = journal if journal is not None else []  # the order of side effects
-        self.events: list[Any] = []  # webhook events recorded with card changes
+        self.events: list[RecordedEvent] = []  # webhook events recorded with card changes
+        self.displays: dict[str, JoinedApply] = {}  # phone -> what a joined apply showed there
+        # True: a joined apply shows nothing (as when an outcome was scripted for the
+        # simulated device after the state read): the card is stored inactive.
+        self.refuse_joined = False
         self.unavailable = False  # True: every call raises StoreUnavailable
         self._ids = itertools.count(1)
 
@@ -112,7 +118,7 @@ class FakeStore:
     def state_read(self, key_hash: str, phone: str, budget_since: float | None) -> None:
         return None  # no statements here: `line_state` answers from the dicts
 
-    async def line_state(self, key_hash: str, phone: str, budget_since: float | None, rows: object = None) -> LineState:
+    async def line_state(self, key_hash: str, phone: str, budget_since: float | None) -> LineState:
         self._check()
         self.journal.append("line_state")
         partner = self.keys.get(key_hash)
@@ -124,39 +130,33 @@ class FakeStore:
         counted = [] if since is None else [at for at in self.attempts.get(phone, []) if at > since]
         return LineState(partner, owns, card, len(counted), min(counted) if counted else None)
 
-    async def store_inactive(
-        self,
-        phone: str,
-        values: CardValues,
-        *,
-        attempt_at: float | None,
-        prune_before: float,
-        image_url: str | None,
-        device_scripted: bool | None = None,
-        card_id: str | None = None,
-        event: Any = None,
-    ) -> Stored:
-
+    async def store(self, write: PendingWrite) -> Stored:
         self._check()
-        if event is not None:
-            self.events.append(event)  # recorded with the change, as the store's outbox does
-        self.journal.append("store_inactive")
-        if attempt_at is not None:
-            kept = [at for at in self.attempts.get(phone, []) if at > prune_before]
-            self.attempts[phone] = [*kept, attempt_at]
+        phone, values = write.phone, write.values
+        if write.event is not None:
+            self.events.append(write.event)  # recorded with the change, as the store's outbox does
+        self.journal.append("store")
+        if write.attempt_at is not None:
+            kept = [at for at in self.attempts.get(phone, []) if at > write.prune_before]
+            self.attempts[phone] = [*kept, write.attempt_at]
+        shown = write.joined is not None and not self.refuse_joined
+        if shown:
+            assert write.joined is not None
+            self.displays[phone] = write.joined
         old = self.cards.get(phone)
         card = Card(
-            id=old.id if old is not None else (card_id or f"card-{next(self._ids)}"),
+            id=old.id if old is not None else write.card_id,
             phone_number=phone,
             first_name=values.first_name,
             last_name=values.last_name,
             image_blob=values.image_blob,
             image_source_url=values.image_source_url,
-            is_active=False,
-            ever_active=old.ever_active if old is not None else False,
+            is_active=shown,
+            ever_active=shown or (old.ever_active if old is not None else False),
         )
         self.cards[phone] = card
-        return Stored(card)  # the fake device applies on its own, after the commit
+        # Not joined, or joined and not shown: the device applies on its own, after the commit.
+        return Stored(card, Outcome.APPLIED if shown else None)
 
     async def mark_active(self, card: Card) -> Card:
         self._check()
@@ -213,9 +213,15 @@ class FakeLocks:
 
 
 class FakeDevice:
-    """A line's device whose answers a test sets; it records what it was asked."""
+    """A line's device whose answers a test sets; it records what it was asked.
 
-    def __init__(self, journal: list[str] | None = None) -> None:
+    By default it cannot join the card's commit, as a real device behind a network: the
+    use case calls `apply` after the store. With `joins` set it joins as the unscripted
+    simulated device does (`joined_apply`), and `apply` is then asked only when the store
+    did not show the card (`FakeStore.refuse_joined`)."""
+
+    def __init__(self, journal: list[str] | None = None, *, joins: bool = False) -> None:
+        self.joins = joins
         self.outcomes: deque[Outcome] = deque()  # answered in order; APPLIED once empty
         self.rcs_available = True
         self.applied: list[tuple[Card, str | None]] = []  # every apply asked: card, image URL
@@ -242,6 +248,11 @@ class FakeDevice:
     async def rcs_check_available(self, phone_number: str) -> bool:
         self.rcs_checks.append(phone_number)
         return self.rcs_available
+
+    def joined_apply(self, state: LineState, values: CardValues, image_url: str | None) -> JoinedApply | None:
+        if not self.joins:
+            return None
+        return JoinedApply(values.first_name, values.last_name, image_url)
 
 
 class FakeBlobStore:
@@ -311,11 +322,14 @@ def make_world(
     write_budget_window: int = 600,
     write_queue_limit: int = 10_000,
     allow_http: bool = False,
+    device_joins: bool = False,
 ) -> World:
+    """`device_joins`: the line's device joins the card's commit (as the unscripted
+    simulated device does); by default it applies after it (as a real device)."""
     journal: list[str] = []
     store = FakeStore(CDN_PREFIX, journal)
     locks = FakeLocks()
-    device = FakeDevice(journal)
+    device = FakeDevice(journal, joins=device_joins)
     cdn = FakeBlobStore()
     fetcher = FakeFetcher()
     clock = FakeClock()

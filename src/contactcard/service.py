@@ -1,11 +1,12 @@
 """The contact-card use cases: list, get, set up (POST) and update (PATCH).
 
-Every write follows the same lifecycle, holding only its line's lock: read the line's
-state, check it, spend the write budget, rehost the image, store the card inactive and
-commit, ask the device to apply it, then mark it active. A crash anywhere leaves either
-the old card or the new values inactive, never a half-written card. (When the device's
-apply can join the store's commit, the store may do all three in one; see
-`store/cards.py`.)
+Every write follows the same sequence, holding only its line's lock (`_line`): read the
+line's state (`LineState`), check it, rehost the image, then `_store_and_apply`: store
+the `PendingWrite` (the new values, the write attempt that spends the budget, the
+webhook event) in one commit, ask the device to apply it unless its apply joined that
+commit (`Device.joined_apply`), and mark the card active. A crash anywhere leaves either
+the old card, the new values inactive, or (joined) the new card applied; never a
+half-written card.
 
 The use cases receive their collaborators (`bootstrap.py` builds the real ones; the unit
 tests hand in-memory fakes) and never see SQL.
@@ -19,7 +20,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -32,10 +33,10 @@ from contactcard.cdn import BlobStore, BlobStoreUnavailable
 from contactcard.contract import UNSET, ImageRules, SetupRequest, UpdateRequest
 from contactcard.controls import Controls
 from contactcard.device import Device
+from contactcard.domain import CardValues, LineState, PendingWrite, Stored
 from contactcard.errors import ApiError
 from contactcard.logs import note
-from contactcard.store.cards import CardValues, LineState, Stored
-from contactcard.store.locks import LineBusy
+from contactcard.store.locks import FirstRead, LineBusy
 from contactcard.store.writer import StoreUnavailable, WriteExpired, WriteInDoubt
 from contactcard.webhooks import events
 
@@ -94,7 +95,7 @@ class RuntimeControls(Protocol):
 class FixedControls:
     """The policy as it was given, on a clock function (unit tests; no database)."""
 
-    def __init__(self, policy: Policy, clock: Any = time.time) -> None:
+    def __init__(self, policy: Policy, clock: Callable[[], float] = time.time) -> None:
         self.current = Controls(0, policy.profile, policy.write_budget, policy.write_budget_window, 0)
         self._clock = clock
 
@@ -111,28 +112,25 @@ class Fetcher(Protocol):
 
 
 class LineLocks(Protocol):
-    # An async context manager yielding the rows of `first()`'s statement when the lock's
-    # request carried it (`store/locks.py`), else None.
-    def hold(self, phone: str, first: Callable[[], Any] | None = None) -> Any: ...
+    def hold(
+        self, phone: str, first: Callable[[], FirstRead[LineState] | None] | None = None
+    ) -> AbstractAsyncContextManager[LineState | None]:
+        """Hold the line's lock; yields the line's state when the lock's request carried
+        `first()`'s read (`store/locks.py`), None when the holder must read it."""
+        ...
 
 
 class CardWrites(Protocol):
-    def state_read(self, key_hash: str, phone: str, budget_since: float | None) -> Any: ...
-    async def line_state(
-        self, key_hash: str, phone: str, budget_since: float | None, rows: Any = None
-    ) -> LineState: ...
-    async def store_inactive(
-        self,
-        phone: str,
-        values: CardValues,
-        *,
-        attempt_at: float | None,
-        prune_before: float,
-        image_url: str | None,
-        device_scripted: bool | None = None,
-        card_id: str | None = None,
-        event: events.Outbox | None = None,
-    ) -> Stored: ...
+    def state_read(self, key_hash: str, phone: str, budget_since: float | None) -> FirstRead[LineState] | None:
+        """The line's state read, for the lock's request to carry; None: read it with `line_state`."""
+        ...
+
+    async def line_state(self, key_hash: str, phone: str, budget_since: float | None) -> LineState: ...
+    async def store(self, write: PendingWrite) -> Stored:
+        """One commit: the card (active when the device's apply joined and showed it), the
+        write attempt, the webhook event."""
+        ...
+
     async def mark_active(self, card: Card) -> Card: ...
 
 
@@ -155,7 +153,7 @@ class ContactCards:
         rules: ImageRules,
         policy: Policy,
         read_cache_size: int = 0,
-        clock: Any = time.time,
+        clock: Callable[[], float] = time.time,
         on_event: Callable[[], None] | None = None,
         tally: Tally | None = None,
         controls: RuntimeControls | None = None,
@@ -218,8 +216,7 @@ class ContactCards:
 
     async def setup(self, key_hash: str, request: SetupRequest, trace_id: str = "") -> WriteResult:
         phone = request.phone_number
-        async with self._line(phone, key_hash) as first:
-            state = await self._state(key_hash, phone, first)
+        async with self._line(phone, key_hash) as state:
             if state.card is not None and state.card.is_active:
                 raise ApiError(errors.CARD_EXISTS, headers={"x-should-retry": "false"})
             self._check_budget(state)
@@ -228,8 +225,7 @@ class ContactCards:
             return await self._store_and_apply(phone, values, state, trace_id)
 
     async def update(self, key_hash: str, phone: str, request: UpdateRequest, trace_id: str = "") -> WriteResult:
-        async with self._line(phone, key_hash) as first:
-            state = await self._state(key_hash, phone, first)
+        async with self._line(phone, key_hash) as state:
             current = state.card
             needs_setup_once = self._controls.current.profile == "seed"
             if current is None or (needs_setup_once and not current.ever_active):
@@ -253,10 +249,10 @@ class ContactCards:
         return CardValues(first_name, last_name, blob, source)
 
     @asynccontextmanager
-    async def _line(self, phone: str, key_hash: str) -> AsyncIterator[Any]:
-        """Hold the line's lock, refusing at once when too many writes already wait. The
-        store's failures become the catalogue's: nothing was half-written either way.
-        Yields the line's state as read with the lock's request, or None (`_state` reads)."""
+    async def _line(self, phone: str, key_hash: str) -> AsyncIterator[LineState]:
+        """Hold the line's lock, refusing at once when too many writes already wait, and
+        yield the line's state once the key may write to it. The store's failures become
+        the catalogue's: nothing was half-written either way."""
         if self._writing >= self._policy.write_queue_limit:
             raise ApiError(errors.WRITES_BUSY, headers=_RETRY_SOON)
         self._writing += 1
@@ -264,12 +260,13 @@ class ContactCards:
         note(line=phone)
         known = self._controls.current
 
-        def first() -> Any:  # once the in-process lock is held: the budget's window from then
+        # Called once the in-process lock is held: the budget's window from then.
+        def first() -> FirstRead[LineState] | None:
             return self._writes.state_read(key_hash, phone, self._budget_since(known))
 
         try:
-            async with self._locks.hold(phone, first) as rows:
-                yield (known, rows) if rows is not None else None
+            async with self._locks.hold(phone, first) as read:
+                yield await self._state(key_hash, phone, known, read)
         except LineBusy:
             raise ApiError(errors.WRITES_BUSY, headers=_RETRY_SOON) from None
         except WriteInDoubt:
@@ -287,11 +284,11 @@ class ContactCards:
             self._writing -= 1
             self._tally.queued(-1)
 
-    async def _state(self, key_hash: str, phone: str, first: Any = None) -> LineState:
-        if first is not None:  # read with the lock's request, under `known` controls
-            known, rows = first
-            state = await self._writes.line_state(key_hash, phone, self._budget_since(known), rows)
-        else:
+    async def _state(self, key_hash: str, phone: str, known: Controls, read: LineState | None) -> LineState:
+        """The line's state: `read` with the lock's request under the `known` controls, or
+        read now. 401/403 unless the key's partner owns the line."""
+        state = read
+        if state is None:
             known = self._controls.current
             state = await self._writes.line_state(key_hash, phone, self._budget_since(known))
         if state.controls_version > known.version:
@@ -330,30 +327,31 @@ class ContactCards:
         )
 
     async def _store_and_apply(self, phone: str, values: CardValues, state: LineState, trace_id: str) -> WriteResult:
+        """Store, apply unless the device's apply joined the store's commit, mark active."""
         now = self._controls.time()
         controls = self._controls.current
         card_id = state.card.id if state.card is not None else uuid.uuid4().hex
-        event = self._event(phone, values, state, card_id, trace_id, now)
         image_url = f"{self.rules.own_cdn_prefix}{values.image_blob}" if values.image_blob else None
-        stored = await self._writes.store_inactive(
+        write = PendingWrite(
             phone,
             values,
             attempt_at=now if controls.write_budget > 0 else None,
             prune_before=now - controls.write_budget_window,
             image_url=image_url,
-            device_scripted=state.device_scripted,
             card_id=card_id,
-            event=event,
+            event=self._event(phone, values, state, card_id, trace_id, now),
+            joined=self._device.joined_apply(state, values, image_url),
         )
-        if event is not None and self._on_event is not None:
+        stored = await self._writes.store(write)
+        if write.event is not None and self._on_event is not None:
             # On the loop's next turn, after this request's answer is queued: the webhook
             # worker's wake-up then runs after the answer is written, not before it.
             asyncio.get_running_loop().call_soon(self._on_event)
         card, outcome = stored.card, stored.outcome
-        if outcome is None:
+        if outcome is None:  # not joined, or joined and refused (a script set since the state read)
             outcome = await self._device.apply(card, image_url)
         if outcome is Outcome.APPLIED:
-            # (Already active when the device's apply and the card shared one commit.)
+            # Already active when the device's apply joined the store's commit.
             active = card if card.is_active else await self._writes.mark_active(card)
             self._tally.write("applied")
             note(outcome="applied")

@@ -5,6 +5,7 @@ committed, across two lock connections as two server processes have them."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import psycopg
 import pytest
@@ -15,7 +16,20 @@ from contactcard.store.writer import Stmt
 from tests.support.databases import own_database
 
 PHONE = "+15550003333"
-READ = Stmt("SELECT value FROM marks WHERE phone = :phone", {"phone": PHONE}, rows=True)
+
+
+@dataclass(frozen=True)
+class MarkRead:
+    """A first read as the write path makes one: the statement, and the value its rows answer."""
+
+    stmt: Stmt
+
+    def answer(self, rows: list) -> int:
+        (value,) = rows[0]
+        return int(value)
+
+
+READ = MarkRead(Stmt("SELECT value FROM marks WHERE phone = :phone", {"phone": PHONE}, rows=True))
 
 
 @pytest.fixture
@@ -37,24 +51,24 @@ def _set(conninfo: str, value: int) -> None:
 
 
 def test_the_next_holder_reads_what_the_previous_one_committed(conninfo):
-    async def scenario() -> tuple[list, list, float]:
+    async def scenario() -> tuple[int | None, int | None, float]:
         one = LineLocks(timeout=5, shared=AdvisoryLocks(conninfo, connect_timeout=2))
         two = LineLocks(timeout=5, shared=AdvisoryLocks(conninfo, connect_timeout=2))
         holding = asyncio.Event()
         loop = asyncio.get_running_loop()
 
-        async def first_holder() -> list:
-            async with one.hold(PHONE, lambda: READ) as rows:
+        async def first_holder() -> int | None:
+            async with one.hold(PHONE, lambda: READ) as value:
                 holding.set()
                 await asyncio.sleep(0.3)  # the other process asks meanwhile, and is refused
                 await asyncio.to_thread(_set, conninfo, 7)  # committed before the release
-            return rows
+            return value
 
-        async def second_holder() -> tuple[list, float]:
+        async def second_holder() -> tuple[int | None, float]:
             await holding.wait()
             asked = loop.time()
-            async with two.hold(PHONE, lambda: READ) as rows:
-                return rows, loop.time() - asked
+            async with two.hold(PHONE, lambda: READ) as value:
+                return value, loop.time() - asked
 
         try:
             first, (second, waited) = await asyncio.gather(first_holder(), second_holder())
@@ -64,8 +78,8 @@ def test_the_next_holder_reads_what_the_previous_one_committed(conninfo):
         return first, second, waited
 
     first, second, waited = asyncio.run(scenario())
-    assert first == [(0,)]
-    assert second == [(7,)]  # not the value as it was when the second process first asked
+    assert first == 0
+    assert second == 7  # not the value as it was when the second process first asked
     assert waited >= 0.25
 
 

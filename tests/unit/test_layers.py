@@ -135,3 +135,11 @@ def test_the_device_seam_does_not_import_the_store(graph):
 
 def test_the_cycle_finder_finds_a_circle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_domain_imports_nothing_of_the_store_nor_the_seams(graph):
+    # The store and the device seam import the write's values from the domain, never back.
+    below = ("contactcard.store", "contactcard.device", "contactcard.cdn", "contactcard.images")
+    assert "contactcard.domain" in graph["contactcard.store.cards"]
+    assert "contactcard.domain" in graph["contactcard.device.base"]
+    assert {t for t in graph["contactcard.domain"] | graph["contactcard.card"] if _within(t, below + UPPER)} == set()

@@ -73,7 +73,7 @@ async def test_use_case_post_stores_inactive_then_applies_then_marks_active():
 
     result = await w.cards.setup(KEY, setup(last="Lovelace"))
 
-    assert w.journal == ["line_state", "store_inactive", "apply", "mark_active"]
+    assert w.journal == ["line_state", "store", "apply", "mark_active"]
     # When the device was asked, the new values were already stored, inactive.
     (stored_then,) = seen_at_apply
     assert stored_then is not None and stored_then.is_active is False
@@ -137,6 +137,60 @@ async def test_use_case_409_wins_over_429():
     w.store.spend(LINE, w.clock.now, w.clock.now, w.clock.now)
 
     await refused(errors.CARD_EXISTS, w.cards.setup(KEY, setup()))
+
+
+# --- a device that joins the card's commit, and one that cannot ------------------------
+
+
+async def test_use_case_a_device_that_cannot_join_is_applied_after_the_store_then_marked_active():
+    w = world()
+    result = await w.cards.setup(KEY, setup(first="Ada", image=IMAGE))
+
+    assert w.journal == ["line_state", "store", "apply", "mark_active"]
+    assert w.store.displays == {}  # nothing shown inside the store's commit
+    ((card, image_url),) = w.device.applied
+    assert image_url == f"{CDN_PREFIX}{w.store.cards[LINE].image_blob}"
+    assert card.is_active is False  # it was asked to apply the card stored inactive
+    assert result.card["is_active"] is True and w.store.cards[LINE].is_active
+
+
+async def test_use_case_a_device_that_joins_shows_the_card_in_the_store_commit_and_is_not_called():
+    w = world(device_joins=True)
+    result = await w.cards.setup(KEY, setup(first="Ada", last="Lovelace", image=IMAGE))
+
+    assert w.journal == ["line_state", "store"]  # one commit: no apply, no mark_active
+    assert w.device.applied == []
+    cdn_url = f"{CDN_PREFIX}{w.store.cards[LINE].image_blob}"
+    shown = w.store.displays[LINE]
+    assert (shown.first_name, shown.last_name, shown.image_url) == ("Ada", "Lovelace", cdn_url)
+    stored = w.store.cards[LINE]
+    assert stored.is_active and stored.ever_active
+    assert result.error is None and result.card["is_active"] is True and result.card["image_url"] == cdn_url
+
+
+async def test_use_case_a_joined_patch_spends_the_budget_and_records_its_event_in_the_one_commit():
+    w = world(device_joins=True, write_budget=3)
+    await active_card(w)
+
+    result = await w.cards.update(KEY, LINE, UpdateRequest(first_name="Grace"))
+
+    assert w.journal == ["line_state", "store"]
+    assert w.store.attempts[LINE] == [w.clock.now]
+    assert [event.event_type for event in w.store.events][-1] == "contact_card.updated"
+    assert w.store.displays[LINE].first_name == "Grace" and result.card["first_name"] == "Grace"
+
+
+async def test_use_case_a_joined_apply_the_store_did_not_show_is_applied_after_the_commit():
+    # As when an outcome was scripted for the simulated device after the state read.
+    w = world(device_joins=True)
+    w.store.refuse_joined = True
+    w.device.answer(Outcome.FAILED)
+
+    result = await w.cards.setup(KEY, setup(first="Ada"))
+
+    assert w.journal == ["line_state", "store", "apply"]  # failed: never marked active
+    assert LINE not in w.store.displays and len(w.device.applied) == 1
+    assert result.card["is_active"] is False and w.store.cards[LINE].is_active is False
 
 
 # --- the write budget ------------------------------------------------------------------
@@ -282,7 +336,7 @@ async def test_use_case_patch_empty_body_reapplies_the_stored_values():
 
     result = await w.cards.update(KEY, LINE, UpdateRequest())
 
-    assert w.journal == ["line_state", "store_inactive", "apply", "mark_active"]
+    assert w.journal == ["line_state", "store", "apply", "mark_active"]
     applied, image_url = w.device.applied[-1]
     assert (applied.first_name, applied.last_name, applied.image_blob) == ("Ada", "Lovelace", before.image_blob)
     assert image_url == f"{CDN_PREFIX}{before.image_blob}"

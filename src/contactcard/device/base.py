@@ -1,4 +1,11 @@
-"""What the server needs from a line's device."""
+"""What the server needs from a line's device.
+
+A write stores the card, asks the device to apply it, then marks it active: three steps,
+two commits. A device whose records live in the card's own database (the simulated one)
+may instead apply inside the card's transaction: it says so with `joined_apply`, the
+store makes that apply a part of the card's statement, and the write is one commit. A
+real device, behind a network, cannot: it answers None and is asked after the commit.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from contactcard.card import Card, Outcome
+from contactcard.domain import CardValues, JoinedApply, LineState
 
 
 class Device(Protocol):
@@ -18,6 +26,11 @@ class Device(Protocol):
 
     async def rcs_check_available(self, phone_number: str) -> bool:
         """Whether the line's RCS capability check can run now."""
+        ...
+
+    def joined_apply(self, state: LineState, values: CardValues, image_url: str | None) -> JoinedApply | None:
+        """This device's apply as a part of the card's own transaction, for the line as
+        `state` read it; None when it cannot join (then `apply` runs after the commit)."""
         ...
 
 

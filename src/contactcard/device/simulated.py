@@ -4,6 +4,11 @@ Its records (scripts and displays) are kept in the database, so that another pro
 script it and read what a line shows. The device asks only for the `DeviceRecords` below;
 the store provides them (`store/devices.py`, wired by `bootstrap.py`), so this seam does
 not import the layer beneath the use cases.
+
+Its records being in the card's own database, its apply can join the card's transaction
+(`joined_apply`) when the line's state read saw nothing scripted for it: the display
+shows the card in the card's commit. A scripted outcome (a failure, a rate limit, a
+delay) is taken by `apply` after the card was stored, as a real device would answer.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Protocol
 
 from contactcard.card import Card, Outcome
 from contactcard.device.base import DeviceScript, DeviceView
+from contactcard.domain import CardValues, JoinedApply, LineState
 
 
 class DeviceRecords(Protocol):
@@ -40,6 +46,13 @@ class SimulatedDevice:
 
     async def rcs_check_available(self, phone_number: str) -> bool:
         return not await self._records.rcs_unavailable(phone_number)
+
+    def joined_apply(self, state: LineState, values: CardValues, image_url: str | None) -> JoinedApply | None:
+        # Only when the state read saw this device's records and no script: an outcome
+        # scripted since makes the display show nothing, and `apply` then takes it.
+        if state.device_scripted is not False:
+            return None
+        return JoinedApply(values.first_name, values.last_name, image_url)
 
     def set_script(self, phone_number: str, script: DeviceScript) -> None:
         self._records.set_script(phone_number, script)

@@ -1,69 +1,137 @@
 """The write path's statements: a line's state under its lock, the card stored, activated.
 
-Each step is one transaction of statements that do not depend on each other's answers,
-so the writer can send a whole batch of them at once (see `writer.py`). The SQL is the
-same on SQLite and PostgreSQL.
+A write's store is one transaction made of typed parts, in this order: the write attempt
+that spends the budget and the prune of attempts that can no longer count (when the
+budget is on), the device's display (when its apply joins the commit, `JoinedApply`),
+the webhook fan-out (when the change makes an event) and the card. None of them needs
+another's answer, so the writer can send a whole batch of them at once (see
+`writer.py`). On SQLite the parts are the transaction's statements, one each; on
+PostgreSQL they are data-modifying CTEs of one statement whose last part is the card
+(`_one_statement`), so a write costs the driver one statement instead of five.
 
-When the line's device is the simulated one, its records live in this database too, so
-its steps ride along with the card's: the RCS check and whether anything is scripted are
-columns of the state read, and the apply joins the transaction that stores the card.
-Unscripted (the usual case), the device shows the card and the card is stored active in
-that one commit: a write is one read and one commit, and a crash leaves the old card or
-the new one applied. Scripted, the card is stored inactive with the scripted apply, then
-marked active if it applied: a crash leaves the old card or the new values inactive.
+When the device's apply joins (the simulated device, its records in this database, with
+nothing scripted), the card is stored active exactly when the display showed it: the
+write is one read and one commit, and a crash leaves the old card or the new one
+applied. Otherwise the card is stored inactive, the device applies after the commit, and
+`mark_active` is a second commit: a crash leaves the old card or the new values
+inactive.
 """
 
 from __future__ import annotations
 
 import functools
 import hmac
-import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from contactcard.card import Card, Outcome
+from contactcard.domain import LineState, PendingWrite, Stored
 from contactcard.store import devices
-from contactcard.store.outbox import RecordedEvent
 from contactcard.store.webhooks import fan_out
 from contactcard.store.writer import Row, Stmt, Writer
 
 # The key, the line's owner, its card (only when the key's partner owns the line) and the
-# write budget used, in one statement; and the runtime controls' version, so a write learns
-# of a changed setting or a moved clock without a query of its own.
+# write budget used, in one statement; the runtime controls' version, so a write learns of
+# a changed setting or a moved clock without a query of its own; and the simulated
+# device's columns (NULLs when the device keeps no records here). Read as `_StateRow`.
 _STATE = """
 SELECT k.key_hash, k.partner_id, l.partner_id,
        c.id, c.first_name, c.last_name, c.image_blob, c.image_source_url, c.is_active, c.ever_active,
        {budget},
-       (SELECT r.version FROM runtime_controls AS r WHERE r.id = 1){device}
+       (SELECT r.version FROM runtime_controls AS r WHERE r.id = 1),
+       {device}
 FROM api_keys AS k
 LEFT JOIN lines AS l ON l.phone_number = :phone
 LEFT JOIN cards AS c ON c.phone_number = l.phone_number AND l.partner_id = k.partner_id
 WHERE k.key_hash = :key AND k.revoked_at IS NULL
 """
 
+# The budget's columns; constants when it is off, which spares two lookups a write.
+_BUDGET_ON = """(SELECT count(*) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since),
+       (SELECT min(w.at) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since)"""
+_BUDGET_OFF = "0, NULL"
+_NO_DEVICE_COLUMNS = "NULL, NULL"
+
+
+class _StateRow(NamedTuple):
+    """The state read's one row, column by column."""
+
+    key_hash: str
+    key_partner: str
+    line_partner: str | None
+    card_id: str | None  # None: no card, or not the key's partner's line
+    first_name: str
+    last_name: str | None
+    image_blob: str | None
+    image_source_url: str | None
+    is_active: bool
+    ever_active: bool
+    attempts: int | None
+    oldest_attempt: float | None
+    controls_version: int | None
+    rcs_unavailable: bool | None  # the simulated device's, when its columns are read
+    device_scripted: bool | None
+
+
+_UNKNOWN_KEY = LineState(None, False, None, 0, None)
+
+
+@dataclass(frozen=True)
+class StateRead:
+    """The line's state read: its statement (the line's lock may send it with its request,
+    `locks.FirstRead`) and the `LineState` its rows answer."""
+
+    stmt: Stmt
+    key_hash: str
+    phone: str
+    device_columns: bool  # the simulated device's columns are in the row
+
+    def answer(self, rows: list[Row]) -> LineState:
+        if not rows:
+            return _UNKNOWN_KEY
+        row = _StateRow._make(rows[0])
+        if not hmac.compare_digest(row.key_hash, self.key_hash):
+            return _UNKNOWN_KEY
+        owns = row.line_partner is not None and row.line_partner == row.key_partner
+        card = None
+        if owns and row.card_id is not None:
+            card = Card(
+                id=row.card_id,
+                phone_number=self.phone,
+                first_name=row.first_name,
+                last_name=row.last_name,
+                image_blob=row.image_blob,
+                image_source_url=row.image_source_url,
+                is_active=bool(row.is_active),
+                ever_active=bool(row.ever_active),
+            )
+        device = self.device_columns
+        return LineState(
+            partner_id=row.key_partner,
+            owns_line=owns,
+            card=card,
+            attempts=int(row.attempts or 0),
+            oldest_attempt=row.oldest_attempt,
+            controls_version=int(row.controls_version or 0),
+            rcs_unavailable=bool(row.rcs_unavailable) if device else None,
+            device_scripted=bool(row.device_scripted) if device else None,
+        )
+
+
 _RECORD_ATTEMPT = "INSERT INTO write_attempts (phone_number, at) VALUES (:phone, :at)"
 # Attempts older than the window can never count again.
 _PRUNE_ATTEMPTS = "DELETE FROM write_attempts WHERE phone_number = :phone AND at <= :before"
 
-_STORE_INACTIVE = """
-INSERT INTO cards (phone_number, id, first_name, last_name, image_blob, image_source_url,
-                   is_active, ever_active, created_at, updated_at)
-VALUES (:phone, :id, :first_name, :last_name, :image_blob, :image_source_url, false, false, :now, :now)
-ON CONFLICT (phone_number) DO UPDATE SET
-  first_name = excluded.first_name, last_name = excluded.last_name,
-  image_blob = excluded.image_blob, image_source_url = excluded.image_source_url,
-  is_active = false, updated_at = excluded.updated_at
-RETURNING id, ever_active
-"""
-
-# After the unscripted device showed the card in the same transaction: stored active, so
-# the whole write is one commit. (The casts: PostgreSQL types a SELECT's parameters here.)
-_STORE_IF_SHOWN = f"""
+# The card, stored `active` as the condition given says (false when the device applies
+# after the commit). (The casts: PostgreSQL types a SELECT's parameters here; `WHERE
+# true`: SQLite's upsert after a SELECT needs it.)
+_STORE = """
 INSERT INTO cards (phone_number, id, first_name, last_name, image_blob, image_source_url,
                    is_active, ever_active, created_at, updated_at)
 SELECT CAST(:phone AS VARCHAR), CAST(:id AS VARCHAR), CAST(:first_name AS VARCHAR), CAST(:last_name AS VARCHAR),
        CAST(:image_blob AS VARCHAR), CAST(:image_source_url AS VARCHAR),
-       {devices.SHOWN_IN_THIS_TX}, {devices.SHOWN_IN_THIS_TX}, :now, :now
+       {active}, {active}, :now, :now
 WHERE true
 ON CONFLICT (phone_number) DO UPDATE SET
   first_name = excluded.first_name, last_name = excluded.last_name,
@@ -72,23 +140,9 @@ ON CONFLICT (phone_number) DO UPDATE SET
   updated_at = excluded.updated_at
 RETURNING id, ever_active, is_active
 """
-
-# PostgreSQL: the device's apply, the card and the webhook fan-out as one statement
-# (data-modifying CTEs), so a write costs the driver one statement instead of three. The
-# card reads whether the card was shown from the apply's RETURNING instead of the table
-# (the parts of one statement share a snapshot); the meaning is the same as the three.
-_SHOWN = "EXISTS (SELECT 1 FROM shown)"
-_STORE_SHOWN_PART = _STORE_IF_SHOWN.replace(devices.SHOWN_IN_THIS_TX, _SHOWN).replace(
-    "RETURNING id, ever_active, is_active", f"RETURNING id, ever_active, is_active, {_SHOWN}"
-)
-assert _STORE_SHOWN_PART.count(_SHOWN) == 3, "the stored-if-shown statement changed shape"
-
-
-@functools.cache  # two statements: with the fan-out and without
-def _composed(fan_out_sql: str | None) -> str:
-    fanned = f", fanned AS ({fan_out_sql})" if fan_out_sql else ""
-    return f"WITH shown AS ({devices.SHOW} RETURNING 1){fanned}\n{_STORE_SHOWN_PART}"
-
+_STORE_INACTIVE = _STORE.format(active="false")
+_STORE_IF_SHOWN = _STORE.format(active=devices.SHOWN_IN_THIS_TX)  # after the display's statement
+_STORE_IF_SHOWN_HERE = _STORE.format(active=devices.SHOWN_IN_THIS_STATEMENT)  # the display a CTE
 
 _MARK_ACTIVE = """
 UPDATE cards SET is_active = true, ever_active = true, updated_at = :now
@@ -97,159 +151,102 @@ WHERE phone_number = :phone AND id = :id
 
 
 @dataclass(frozen=True)
-class LineState:
-    """What one key may do with one line, read under the line's lock."""
+class _Part:
+    """One step of a card's store: its statement, and its name as a CTE of the one statement."""
 
-    partner_id: str | None  # None: unknown or revoked key
-    owns_line: bool
-    card: Card | None
-    attempts: int  # writes that reached the device since the budget window began
-    oldest_attempt: float | None
-    controls_version: int = 0  # of the runtime controls row (`contactcard/controls.py`)
-    rcs_unavailable: bool | None = None  # None: not read here; ask the device
-    device_scripted: bool | None = None  # the simulated device has outcomes scripted
+    name: str
+    stmt: Stmt
 
 
-@dataclass(frozen=True)
-class Stored:
-    """A card stored inactive, and the device's answer when its apply joined the commit."""
-
-    card: Card
-    outcome: Outcome | None = None  # None: the device has yet to apply it
-
-
-@dataclass(frozen=True)
-class CardValues:
-    first_name: str
-    last_name: str | None
-    image_blob: str | None
-    image_source_url: str | None
+@functools.cache  # a handful of shapes: which parts a write has
+def _with(parts: tuple[tuple[str, str], ...], last: str) -> str:
+    if not parts:
+        return last
+    return "WITH " + ",\n".join(f"{name} AS ({sql})" for name, sql in parts) + "\n" + last
 
 
-# The budget's columns; constants when it is off, which spares two lookups a write.
-_BUDGET_ON = """(SELECT count(*) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since),
-       (SELECT min(w.at) FROM write_attempts AS w WHERE w.phone_number = :phone AND w.at > :since)"""
-_BUDGET_OFF = "0, NULL"
+def _one_statement(parts: list[_Part], last: Stmt) -> Stmt:
+    """`parts` as data-modifying CTEs of `last` (PostgreSQL): one statement, one snapshot
+    shared by every part, so `last` reads what a part did from its RETURNING, not the table."""
+    params = dict(last.params)
+    for part in parts:
+        for name, value in part.stmt.params.items():
+            # A name two parts share (the phone, the time) must mean the same in both.
+            if params.setdefault(name, value) != value:
+                raise ValueError(f"the parts of a card's store disagree on :{name}")
+    return Stmt(_with(tuple((p.name, p.stmt.sql) for p in parts), last.sql), params, rows=True)
 
 
 class CardWrites:
     def __init__(self, writer: Writer, *, simulated_device: bool = False) -> None:
         self._writer = writer
-        self._device_joins = simulated_device
+        # The simulated device keeps its records in this database: its RCS flag and
+        # whether anything is scripted are columns of the state read.
+        self._device_columns = simulated_device
         self._composes = writer.composes_writes
-        device = f",\n       {devices.STATE_COLUMNS}" if simulated_device else ""
+        device = devices.STATE_COLUMNS if simulated_device else _NO_DEVICE_COLUMNS
         self._state = {
             on: _STATE.format(budget=_BUDGET_ON if on else _BUDGET_OFF, device=device) for on in (True, False)
         }
 
-    def state_read(self, key_hash: str, phone: str, budget_since: float | None) -> Stmt:
-        """The statement `line_state` reads (the line's lock may send it with its request)."""
+    def state_read(self, key_hash: str, phone: str, budget_since: float | None) -> StateRead:
+        """The line's state read (the line's lock may send it with its request).
+        `budget_since`: where the budget's window begins; None when the budget is off."""
         params: dict[str, object] = {"key": key_hash, "phone": phone}
         if budget_since is not None:
             params["since"] = budget_since
-        return Stmt(self._state[budget_since is not None], params, rows=True)
+        stmt = Stmt(self._state[budget_since is not None], params, rows=True)
+        return StateRead(stmt, key_hash, phone, self._device_columns)
 
-    async def line_state(
-        self, key_hash: str, phone: str, budget_since: float | None, rows: list[Row] | None = None
-    ) -> LineState:
-        """`budget_since`: where the budget's window begins; None when the budget is off.
-        `rows`: what `state_read`'s statement answered, when it was already read."""
-        if rows is None:
-            rows = await self._writer.read(self.state_read(key_hash, phone, budget_since))
-        row = rows[0] if rows else None
-        if row is None or not hmac.compare_digest(row[0], key_hash):
-            return LineState(None, False, None, 0, None)
-        owns = row[2] is not None and row[2] == row[1]
-        card = None
-        if owns and row[3] is not None:
-            card = Card(
-                id=row[3],
-                phone_number=phone,
-                first_name=row[4],
-                last_name=row[5],
-                image_blob=row[6],
-                image_source_url=row[7],
-                is_active=bool(row[8]),
-                ever_active=bool(row[9]),
-            )
-        rcs_unavailable = bool(row[13]) if self._device_joins else None
-        scripted = bool(row[14]) if self._device_joins else None
-        return LineState(row[1], owns, card, int(row[10] or 0), row[11], int(row[12] or 0), rcs_unavailable, scripted)
+    async def line_state(self, key_hash: str, phone: str, budget_since: float | None) -> LineState:
+        """The line's state, read on its own (when the lock's request did not carry it)."""
+        read = self.state_read(key_hash, phone, budget_since)
+        return read.answer(await self._writer.read(read.stmt))
 
-    async def store_inactive(
-        self,
-        phone: str,
-        values: CardValues,
-        *,
-        attempt_at: float | None,
-        prune_before: float,
-        image_url: str | None,
-        device_scripted: bool | None = None,
-        card_id: str | None = None,
-        event: RecordedEvent | None = None,
-    ) -> Stored:
-        """Step one of every apply: the new values, inactive, committed (with the write
-        attempt that spends the budget, when the budget is on; the simulated device's apply
-        of `image_url`, our CDN's URL of the image; and the webhook event the change makes,
-        so that an acknowledged change is never without its event)."""
+    async def store(self, write: PendingWrite) -> Stored:
+        """One commit: the new values (active when the device's joined apply showed them,
+        else inactive), the write attempt, and the webhook event the change makes, so that
+        an acknowledged change is never without its event."""
         now = datetime.now(UTC)
-        tx = []
-        if attempt_at is not None:
-            tx.append(Stmt(_RECORD_ATTEMPT, {"phone": phone, "at": attempt_at}))
-            tx.append(Stmt(_PRUNE_ATTEMPTS, {"phone": phone, "before": prune_before}))
+        parts: list[_Part] = []
+        if write.attempt_at is not None:
+            parts.append(_Part("attempt", Stmt(_RECORD_ATTEMPT, {"phone": write.phone, "at": write.attempt_at})))
+            parts.append(_Part("pruned", Stmt(_PRUNE_ATTEMPTS, {"phone": write.phone, "before": write.prune_before})))
+        if write.joined is not None:
+            parts.append(_Part(devices.DISPLAY_PART, devices.show(write.phone, write.joined, now)))
+        if write.event is not None:
+            parts.append(_Part("fanned", fan_out(write.event)))
+        values = write.values
         card_params: dict[str, object] = {
-            "phone": phone,
-            "id": card_id or uuid.uuid4().hex,  # kept by an existing card
+            "phone": write.phone,
+            "id": write.card_id,
             "first_name": values.first_name,
             "last_name": values.last_name,
             "image_blob": values.image_blob,
             "image_source_url": values.image_source_url,
             "now": now,
         }
-        # The state read saw no script (the usual case): the device shows the card and the
-        # card is stored active after it, in one commit. Otherwise the card is stored
-        # inactive, then the scripted apply joins (or follows) it.
-        scripted = device_scripted is not False
-        shown_first = self._device_joins and not scripted
-        if shown_first and self._composes:
-            return await self._store_composed(phone, values, card_params, tx, image_url, event)
-        if shown_first:
-            tx += devices.apply_statements(
-                phone, values.first_name, values.last_name, image_url, scripted=False, now=now
-            )
-        stored_at = len(tx)
-        tx.append(Stmt(_STORE_IF_SHOWN if shown_first else _STORE_INACTIVE, card_params, rows=True))
-        if self._device_joins and scripted:
-            tx += devices.apply_statements(phone, values.first_name, values.last_name, image_url, scripted=True)
-        if event is not None:
-            tx.append(fan_out(event))  # last: the indexes above stay as they are
-        results = await self._writer.run(tx, lines=frozenset((phone,)))
-        stored = results[stored_at][0]
-        card = _stored_card(phone, values, stored, active=bool(stored[2]) if shown_first else False)
-        if not self._device_joins:
-            return Stored(card)
-        device_answer = results[stored_at - 1] if shown_first else results[stored_at + 1]
-        return Stored(card, devices.joined_outcome(device_answer, scripted=scripted))
-
-    async def _store_composed(
-        self,
-        phone: str,
-        values: CardValues,
-        card_params: dict[str, object],
-        tx: list[Stmt],
-        image_url: str | None,
-        event: RecordedEvent | None,
-    ) -> Stored:
-        """The unscripted apply, the card and the fan-out in one statement (PostgreSQL)."""
-        params = {**card_params, "image_url": image_url}
-        fanned = fan_out(event) if event is not None else None
-        if fanned is not None:
-            params.update(fanned.params)  # the names they share (the phone) hold the same values
-        sql = _composed(fanned.sql if fanned is not None else None)
-        results = await self._writer.run([*tx, Stmt(sql, params, rows=True)], lines=frozenset((phone,)))
-        stored = results[-1][0]
-        card = _stored_card(phone, values, stored, active=bool(stored[2]))
-        return Stored(card, devices.joined_outcome([(1,)] if stored[3] else [], scripted=False))
+        lines = frozenset((write.phone,))
+        if self._composes:
+            sql = _STORE_INACTIVE if write.joined is None else _STORE_IF_SHOWN_HERE
+            tx = [_one_statement(parts, Stmt(sql, card_params, rows=True))]
+        else:
+            sql = _STORE_INACTIVE if write.joined is None else _STORE_IF_SHOWN
+            tx = [*(p.stmt for p in parts), Stmt(sql, card_params, rows=True)]
+        card_id, ever_active, is_active = (await self._writer.run(tx, lines=lines))[-1][0]
+        card = Card(
+            id=card_id,
+            phone_number=write.phone,
+            first_name=values.first_name,
+            last_name=values.last_name,
+            image_blob=values.image_blob,
+            image_source_url=values.image_source_url,
+            is_active=bool(is_active),
+            ever_active=bool(ever_active),
+        )
+        # Joined and not shown: an outcome was scripted since the state read; the device
+        # takes it on its own, after this commit.
+        return Stored(card, Outcome.APPLIED if write.joined is not None and card.is_active else None)
 
     async def mark_active(self, card: Card) -> Card:
         await self._writer.run(
@@ -257,17 +254,3 @@ class CardWrites:
             lines=frozenset((card.phone_number,)),
         )
         return replace(card, is_active=True, ever_active=True)
-
-
-def _stored_card(phone: str, values: CardValues, stored: Row, *, active: bool) -> Card:
-    """The card as a store statement left it: `stored` is its `RETURNING id, ever_active, ...`."""
-    return Card(
-        id=stored[0],
-        phone_number=phone,
-        first_name=values.first_name,
-        last_name=values.last_name,
-        image_blob=values.image_blob,
-        image_source_url=values.image_source_url,
-        is_active=active,
-        ever_active=bool(stored[1]),
-    )

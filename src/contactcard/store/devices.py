@@ -2,9 +2,11 @@
 
 They live in the database, so another process (the admin CLI, a test suite in another
 language through the admin API) can script outcomes and read what a line shows. An
-apply is one transaction of three statements that need no answer from each other: the
-scripted counts are read, the card is shown unless something is scripted, and the counts
-are taken down, the conditions written in SQL (an UPDATE's SET sees the row as it was).
+apply on its own (`take_apply`) is one transaction of three statements that need no
+answer from each other: the scripted counts are read, the card is shown unless something
+is scripted, and the counts are taken down, the conditions written in SQL (an UPDATE's
+SET sees the row as it was). An apply joined to the card's transaction (`show`) is the
+display's statement alone, made only when nothing was scripted.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from sqlalchemy import Engine, delete, insert, select
 
 from contactcard.card import Card, Outcome
 from contactcard.device.base import DeviceScript, DeviceView
+from contactcard.domain import JoinedApply
 from contactcard.store.schema import device_displays, device_scripts
-from contactcard.store.writer import NO_LINES, Row, Stmt, Writer
+from contactcard.store.writer import NO_LINES, Stmt, Writer
 
 _SCRIPTED = "(fail_next > 0 OR rate_limit_next > 0 OR apply_delay > 0)"
 
@@ -54,66 +57,30 @@ STATE_COLUMNS = (
     f"EXISTS (SELECT 1 FROM device_scripts AS d WHERE d.phone_number = :phone AND {_SCRIPTED})"
 )
 
-# The apply joined to the card's own transaction takes a scripted failure or rate limit,
-# but leaves a scripted delay alone: a slow apply is then made on its own, after the
-# commit, by `take_apply` (the request must not sleep inside a transaction).
-_TAKE_JOINED = f"""
-UPDATE device_scripts SET
-  rate_limit_next = CASE WHEN rate_limit_next > 0 THEN rate_limit_next - 1 ELSE rate_limit_next END,
-  fail_next = CASE WHEN rate_limit_next > 0 THEN fail_next
-                   WHEN fail_next > 0 THEN fail_next - 1 ELSE fail_next END
-WHERE phone_number = :phone AND apply_delay <= 0 AND {_SCRIPTED}
-"""
+# The display's part of a card's store when the device's apply joins it (`JoinedApply`):
+# the card is shown unless an outcome is scripted (one set since the state read makes it
+# show nothing), and the statement answers a row only if it was shown.
+_SHOW_JOINED = SHOW + " RETURNING 1"
 
-
-# True in the transaction that showed the card (`apply_statements(..., now=now)` with the
-# same `:now`): a card stored after it in that transaction is then active at once.
+# Whether the display showed the card, as the card's own statement reads it, so the card
+# is stored active exactly then. In a later statement of the same transaction (SQLite):
+# the display was written with the same `:now`. Within one statement (PostgreSQL, the
+# display a CTE named `DISPLAY_PART`, whose rows the statement's parts share).
 SHOWN_IN_THIS_TX = "EXISTS (SELECT 1 FROM device_displays AS s WHERE s.phone_number = :phone AND s.applied_at = :now)"
+DISPLAY_PART = "shown"
+SHOWN_IN_THIS_STATEMENT = f"EXISTS (SELECT 1 FROM {DISPLAY_PART})"
 
 
-def apply_statements(
-    phone: str,
-    first_name: str,
-    last_name: str | None,
-    image_url: str | None,
-    *,
-    scripted: bool,
-    now: datetime | None = None,
-) -> list[Stmt]:
-    """The simulated device's apply as statements that join the card's transaction.
-
-    Unscripted (as the state read saw it, the usual case): the card is shown, and the
-    statement answers a row only if it was (a script set since then makes it answer none).
-    Scripted: the script as it was, the card shown unless something is scripted, the
-    script taken down."""
+def show(phone: str, joined: JoinedApply, now: datetime) -> Stmt:
+    """The simulated device's apply as a statement of the card's transaction."""
     params = {
         "phone": phone,
-        "first_name": first_name,
-        "last_name": last_name,
-        "image_url": image_url,
-        "now": now or datetime.now(UTC),
+        "first_name": joined.first_name,
+        "last_name": joined.last_name,
+        "image_url": joined.image_url,
+        "now": now,
     }
-    if not scripted:
-        return [Stmt(SHOW + " RETURNING 1", params, rows=True)]
-    return [Stmt(_READ_SCRIPT, params, rows=True), Stmt(SHOW, params), Stmt(_TAKE_JOINED, params)]
-
-
-def joined_outcome(answer: list[Row], *, scripted: bool) -> Outcome | None:
-    """What the joined apply answered; None when the device must still apply on its own
-    (a delay is scripted, or a script appeared after the state read)."""
-    if not scripted:
-        return Outcome.APPLIED if answer else None
-    script = answer
-    if not script:
-        return Outcome.APPLIED
-    fail_next, rate_limit_next, apply_delay = script[0]
-    if apply_delay > 0:
-        return None
-    if rate_limit_next > 0:
-        return Outcome.RATE_LIMITED
-    if fail_next > 0:
-        return Outcome.FAILED
-    return Outcome.APPLIED
+    return Stmt(_SHOW_JOINED, params, rows=True)
 
 
 class DeviceRecords:

@@ -12,7 +12,8 @@ in-process lock is the whole rule there.
 The write's first read (its line's state) may ride along with the lock's request
 (`hold(phone, first=...)`): PostgreSQL runs it on the locks' connection right after the
 lock is granted, in the same round trip, so it sees every commit made before the lock
-was granted, and a write costs one round trip fewer.
+was granted, and a write costs one round trip fewer. The read brings its own answer
+(`FirstRead.answer`), so the holder gets a typed value, not rows.
 
 Every wait is bounded: past `timeout` the write answers "too many writes waiting". Each
 round trip on the locks' connection is bounded by the database timeout: past it the
@@ -32,14 +33,22 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from contactcard.store.deadlines import abandon, connection_options
 from contactcard.store.writer import Row, Stmt, StoreUnavailable, pyformat
 
-# What a holder may ask to read as soon as it holds the lock (called once it holds the
-# in-process lock); None from it: nothing.
-FirstRead = Callable[[], Stmt | None]
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class FirstRead(Protocol[T_co]):
+    """What a holder may ask to read as soon as it holds the lock: the statement, and the
+    value its rows answer (made on the event loop, once they are back)."""
+
+    @property
+    def stmt(self) -> Stmt: ...
+    def answer(self, rows: list[Row]) -> T_co: ...
 
 
 class LineBusy(Exception):
@@ -60,9 +69,10 @@ class LineLocks:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @asynccontextmanager
-    async def hold(self, phone: str, first: FirstRead | None = None) -> AsyncIterator[list[Row] | None]:
-        """Hold the line's lock; yields the rows of `first`'s statement when the lock's
-        request carried it, None when the holder must read for itself."""
+    async def hold(self, phone: str, first: Callable[[], FirstRead[T] | None] | None = None) -> AsyncIterator[T | None]:
+        """Hold the line's lock; yields the answer of `first()`'s read (called once the
+        in-process lock is held) when the lock's request carried it, None when the holder
+        must read for itself."""
         lock = self._locks.get(phone)
         if lock is None:
             lock = self._locks[phone] = asyncio.Lock()  # a strong reference while we wait or hold
@@ -75,11 +85,12 @@ class LineLocks:
         except TimeoutError:
             raise LineBusy(phone) from None
         try:
-            rows = None
+            read, rows = None, None
             if self._shared is not None:
-                rows = await self._shared.acquire(phone, deadline, first() if first is not None else None)
+                read = first() if first is not None else None
+                rows = await self._shared.acquire(phone, deadline, read.stmt if read is not None else None)
             try:
-                yield rows
+                yield read.answer(rows) if read is not None and rows is not None else None
             finally:
                 if self._shared is not None:
                     self._shared.release(phone)  # synchronous: a cancelled holder still unlocks
