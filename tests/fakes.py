@@ -1,4 +1,5 @@
-"""In-memory collaborators for the use cases (`contactcard.service.ContactCards`).
+"""In-memory collaborators for the use cases (`contactcard.service.ContactCards`, and
+`contactcard.admin.Admin` in the section at the end).
 
 Small classes over dicts and lists, no database, no network, no threads of their own:
 the unit tests build a `World` and drive the use cases in milliseconds. Each fake keeps
@@ -16,18 +17,27 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from PIL import Image
 
 from contactcard import images
+from contactcard.admin import Admin, AdminRecords
 from contactcard.card import Card, Outcome
 from contactcard.cdn.base import BLOB_NAME, CONTENT_TYPES, Blob, BlobStoreUnavailable
 from contactcard.contract import ImageRules
+from contactcard.device import DeviceScript, DeviceView
 from contactcard.domain import CardValues, JoinedApply, LineState, PendingWrite, RecordedEvent, Stored
 from contactcard.service import ContactCards, Policy
+from contactcard.store.api_keys import KeyInUse, KeyRow, NewKey
+from contactcard.store.deliveries import EVERY_DELIVERY, AttemptRow, DeliveryFilter, DeliveryRow
+from contactcard.store.lines import EVERY_LINE, DeletedEvent, LineCardRow, LineFilter, LineRow, LineTaken
 from contactcard.store.locks import LineBusy
+from contactcard.store.overview import Counts
+from contactcard.store.partners import Holdings, NoSuchPartner, PartnerRow
 from contactcard.store.reads import LineAccess
+from contactcard.store.subscriptions import SubscriptionRow
 from contactcard.store.writer import StoreUnavailable
 
 CDN_PREFIX = "https://cdn.test/contact-card/"
@@ -351,3 +361,285 @@ def make_world(
         clock=clock,
     )
     return World(cards, store, locks, device, cdn, fetcher, clock, rules, journal)
+
+
+# --- the operator's use cases (`contactcard.admin.Admin`) ---------------------------------
+#
+# One in-memory book of partners, keys, lines, cards, subscriptions and deliveries, seen
+# through one fake per protocol of `admin.py`, each with the rules of its store module
+# (`store/partners.py`, `api_keys.py`, `lines.py`, `subscriptions.py`, `deliveries.py`).
+
+
+@dataclass
+class AccountBook:
+    partners: dict[str, PartnerRow] = field(default_factory=dict)
+    keys: dict[str, NewKey] = field(default_factory=dict)
+    revoked: dict[str, datetime] = field(default_factory=dict)  # key id -> when
+    lines: dict[str, str] = field(default_factory=dict)  # phone -> partner id
+    cards: dict[str, Card] = field(default_factory=dict)  # phone -> its card
+    subscriptions: dict[str, SubscriptionRow] = field(default_factory=dict)
+    deliveries: list[DeliveryRow] = field(default_factory=list)  # oldest first
+    bodies: dict[tuple[str, str], str] = field(default_factory=dict)  # (event, subscription) -> body
+    events: list[RecordedEvent] = field(default_factory=list)  # recorded with a line's removal
+
+    def require_partner(self, partner_id: str) -> None:
+        if partner_id not in self.partners:
+            raise NoSuchPartner()
+
+
+class FakePartners:
+    def __init__(self, book: AccountBook) -> None:
+        self.book = book
+
+    def add(self, partner: PartnerRow) -> None:
+        self.book.partners[partner.id] = partner
+
+    def all(self) -> list[PartnerRow]:
+        return sorted(self.book.partners.values(), key=lambda p: (p.created_at, p.id))
+
+    def count(self) -> int:
+        return len(self.book.partners)
+
+    def rename(self, partner_id: str, name: str) -> bool:
+        found = self.book.partners.get(partner_id)
+        if found is None:
+            return False
+        self.book.partners[partner_id] = replace(found, name=name)
+        return True
+
+    def holdings(self, partner_id: str) -> Holdings:
+        b = self.book
+        return Holdings(
+            sum(k.partner_id == partner_id for k in b.keys.values()),
+            sum(owner == partner_id for owner in b.lines.values()),
+            sum(s.partner_id == partner_id for s in b.subscriptions.values()),
+        )
+
+    def delete(self, partner_id: str) -> bool:
+        b = self.book
+        if b.partners.pop(partner_id, None) is None:
+            return False
+        for phone in [p for p, owner in b.lines.items() if owner == partner_id]:
+            del b.lines[phone]
+            b.cards.pop(phone, None)
+        gone = {s for s, row in b.subscriptions.items() if row.partner_id == partner_id}
+        b.subscriptions = {s: row for s, row in b.subscriptions.items() if s not in gone}
+        b.deliveries = [d for d in b.deliveries if d.subscription_id not in gone]
+        b.keys = {k: row for k, row in b.keys.items() if row.partner_id != partner_id}
+        return True
+
+
+class FakeKeys:
+    def __init__(self, book: AccountBook) -> None:
+        self.book = book
+
+    def add(self, key: NewKey) -> None:
+        self.book.require_partner(key.partner_id)
+        if any(k.key_hash == key.key_hash for k in self.book.keys.values()):
+            raise KeyInUse()  # the column is unique
+        self.book.keys[key.id] = key
+
+    def owner(self, key_hash: str) -> str | None:
+        return next((k.partner_id for k in self.book.keys.values() if k.key_hash == key_hash), None)
+
+    def all(self, partner_id: str | None = None) -> list[KeyRow]:
+        return [
+            KeyRow(k.id, k.partner_id, k.prefix, k.created_at, self.book.revoked.get(k.id), k.label)
+            for k in sorted(self.book.keys.values(), key=lambda k: (k.created_at, k.id))
+            if not partner_id or k.partner_id == partner_id
+        ]
+
+    def revoke(self, key_id: str, at: datetime) -> bool:
+        if key_id not in self.book.keys:
+            return False
+        self.book.revoked.setdefault(key_id, at)  # the first revocation's time stays
+        return True
+
+
+class FakeLines:
+    def __init__(self, book: AccountBook) -> None:
+        self.book = book
+
+    def _row(self, phone: str) -> LineRow:
+        card = self.book.cards.get(phone)
+        return LineRow(phone, self.book.lines[phone], card is not None, bool(card and card.is_active))
+
+    def add(self, partner_id: str, phone_number: str, created_at: datetime) -> LineRow:
+        self.book.require_partner(partner_id)
+        owner = self.book.lines.setdefault(phone_number, partner_id)
+        if owner != partner_id:
+            raise LineTaken()
+        return self._row(phone_number)
+
+    def remove(self, phone_number: str, deleted: DeletedEvent | None = None) -> bool:
+        owner = self.book.lines.pop(phone_number, None)
+        card = self.book.cards.pop(phone_number, None)
+        if owner is not None and card is not None and deleted is not None:
+            self.book.events.append(deleted(owner, card))  # recorded with the removal
+        return owner is not None
+
+    def all(self, partner_id: str | None = None) -> list[LineRow]:
+        return [self._row(p) for p in sorted(self.book.lines) if not partner_id or self.book.lines[p] == partner_id]
+
+    def has(self, phone_number: str) -> bool:
+        return phone_number in self.book.lines
+
+    def _matching(self, where: LineFilter) -> list[str]:
+        found = []
+        for phone in sorted(self.book.lines):
+            card = self.book.cards.get(phone)
+            state = "none" if card is None else "active" if card.is_active else "inactive"
+            names = "" if card is None else f"{card.first_name}\n{card.last_name or ''}".lower()
+            if (
+                phone.startswith(where.number_prefix)
+                and (not where.partner_id or self.book.lines[phone] == where.partner_id)
+                and (where.state is None or where.state == state)
+                and (not where.name or (card is not None and where.name.lower() in names))
+            ):
+                found.append(phone)
+        return found
+
+    def page(
+        self, where: LineFilter = EVERY_LINE, *, after: str = "", before: str | None = None, limit: int = 50
+    ) -> list[LineCardRow]:
+        numbers = self._matching(where)
+        if before is not None:
+            numbers = [p for p in reversed(numbers) if p < before]
+        else:
+            numbers = [p for p in numbers if p > after]
+        rows = []
+        for phone in numbers[:limit]:
+            card = self.book.cards.get(phone)
+            partner = self.book.partners[self.book.lines[phone]]
+            rows.append(
+                LineCardRow(
+                    phone,
+                    partner.id,
+                    partner.name,
+                    card.first_name if card else None,
+                    card.last_name if card else None,
+                    card.image_blob if card else None,
+                    bool(card and card.is_active),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            )
+        return rows
+
+    def count(self, where: LineFilter = EVERY_LINE) -> int:
+        return len(self._matching(where))
+
+
+class FakeSubscriptions:
+    def __init__(self, book: AccountBook) -> None:
+        self.book = book
+
+    def all(self, partner_id: str | None = None) -> list[SubscriptionRow]:
+        return [s for s in self.book.subscriptions.values() if not partner_id or s.partner_id == partner_id]
+
+    def set_active(self, subscription_id: str, active: bool, at: datetime) -> bool:
+        found = self.book.subscriptions.get(subscription_id)
+        if found is None:
+            return False
+        self.book.subscriptions[subscription_id] = replace(found, is_active=active)
+        return True
+
+
+class FakeDeliveries:
+    def __init__(self, book: AccountBook) -> None:
+        self.book = book
+
+    def body(self, event_id: str, subscription_id: str) -> str | None:
+        return self.book.bodies.get((event_id, subscription_id))
+
+    def newest(self, where: DeliveryFilter = EVERY_DELIVERY, *, limit: int = 200, offset: int = 0) -> list[DeliveryRow]:
+        w = where
+        found = [
+            d
+            for d in reversed(self.book.deliveries)
+            if (not w.subscription_id or d.subscription_id == w.subscription_id)
+            and (not w.event_id or d.event_id == w.event_id)
+            and (not w.phone_number or d.phone_number == w.phone_number)
+            and (
+                not w.state
+                or (w.state == "retrying" and d.status == "pending" and d.attempts > 0)
+                or d.status == w.state
+            )
+        ]
+        return found[offset : offset + limit]
+
+    def attempts(self, event_id: str, subscription_id: str) -> list[AttemptRow]:
+        return []  # no attempt is made in memory
+
+    def redeliver(self, event_id: str, subscription_id: str, due: float) -> bool:
+        for i, d in enumerate(self.book.deliveries):
+            if (d.event_id, d.subscription_id) == (event_id, subscription_id):
+                self.book.deliveries[i] = replace(
+                    d, status="pending", attempts=0, next_attempt_at=due, finished_at=None
+                )
+                return True
+        return False
+
+
+class FakeOverview:
+    def __init__(self, book: AccountBook) -> None:
+        self.book = book
+
+    def counts(self) -> Counts:
+        b = self.book
+        active = sum(c.is_active for c in b.cards.values())
+        return Counts(
+            len(b.partners),
+            sum(k not in b.revoked for k in b.keys),
+            len(b.lines),
+            active,
+            len(b.cards) - active,
+            len(b.subscriptions),
+            sum(not s.is_active for s in b.subscriptions.values()),
+            sum(d.status == "pending" and d.attempts > 0 for d in b.deliveries),
+            sum(d.status == "failed" for d in b.deliveries),
+        )
+
+
+class FakeLineDevices:
+    """The simulated devices' scripts and what each line's device shows."""
+
+    def __init__(self) -> None:
+        self.scripts: dict[str, DeviceScript] = {}
+
+    def set_script(self, phone_number: str, script: DeviceScript) -> None:
+        self.scripts[phone_number] = script
+
+    def view(self, phone_number: str) -> DeviceView:
+        script = self.scripts.get(phone_number, DeviceScript())
+        return DeviceView(phone_number, None, None, None, 0, None, script)
+
+
+@dataclass
+class AdminWorld:
+    """The operator's use cases over the fakes, with the book and the devices at hand."""
+
+    admin: Admin
+    book: AccountBook
+    devices: FakeLineDevices
+    clock: FakeClock
+
+
+def make_admin_world() -> AdminWorld:
+
+    book = AccountBook()
+    devices = FakeLineDevices()
+    clock = FakeClock()
+    records = AdminRecords(
+        partners=FakePartners(book),
+        keys=FakeKeys(book),
+        lines=FakeLines(book),
+        subscriptions=FakeSubscriptions(book),
+        deliveries=FakeDeliveries(book),
+        overview=FakeOverview(book),
+    )
+    admin = Admin(records, devices, card_url_prefix=CDN_PREFIX, now=lambda: datetime.fromtimestamp(clock(), UTC))
+    return AdminWorld(admin, book, devices, clock)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import make_url
 
 from contactcard import images
-from contactcard.admin import Admin
+from contactcard.admin import Admin, AdminRecords
 from contactcard.cdn import BlobStore, LocalFolderCdn
 from contactcard.contract import ImageRules
 from contactcard.controls import Controls, LiveControls
@@ -21,15 +21,20 @@ from contactcard.metrics import Metrics
 from contactcard.readiness import Readiness
 from contactcard.service import ContactCards, Policy
 from contactcard.settings import Settings
-from contactcard.store.accounts import Accounts
+from contactcard.store.api_keys import ApiKeys
 from contactcard.store.cards import CardWrites
 from contactcard.store.commits import CommitLog, CountLog
 from contactcard.store.controls import ControlRecords
 from contactcard.store.db import Database, connect, migrate
+from contactcard.store.deliveries import DeliveryRecords
 from contactcard.store.devices import DeviceRecords
 from contactcard.store.journal import JournalRecords
+from contactcard.store.lines import Lines
 from contactcard.store.locks import AdvisoryLocks, LineLocks
+from contactcard.store.overview import Overview
+from contactcard.store.partners import Partners
 from contactcard.store.reads import CardReads
+from contactcard.store.subscriptions import SubscriptionRecords
 from contactcard.store.webhooks import WebhookStore
 from contactcard.store.writer import PostgresWriter, SqliteWriter, Writer
 from contactcard.webhooks.delivery import Clock, DeliveryWorker, Resolver, RetryPolicy, WebhookSender
@@ -100,10 +105,45 @@ def writer_for(database: Database, timeout: float, commits: CommitLog | CountLog
     )
 
 
-def admin_for(database: Database, writer: Writer | None = None) -> Admin:
-    """The operator use cases on a database (the CLI needs no writer threads)."""
-    records = DeviceRecords(writer or writer_for(database, 2.0), database.writer)
-    return Admin(Accounts(database), SimulatedDevice(records))
+def admin_records(database: Database) -> AdminRecords:
+    """The operator's records, one per aggregate, each a transaction on the database's engines."""
+    return AdminRecords(
+        partners=Partners(database),
+        keys=ApiKeys(database),
+        lines=Lines(database),
+        subscriptions=SubscriptionRecords(database),
+        deliveries=DeliveryRecords(database),
+        overview=Overview(database),
+    )
+
+
+def admin_for(database: Database, *, timeout: float = 2.0, card_url_prefix: str = "") -> Admin:
+    """The operator use cases on a database, and nothing else: no line locks, no reads, no
+    webhook worker. Scripts and views of the simulated device go through the database's
+    engines; the writer the device's records hold starts its thread only at an apply, which
+    no operator use case makes."""
+    devices = DeviceRecords(writer_for(database, timeout), database.writer)
+    return Admin(admin_records(database), devices, card_url_prefix=card_url_prefix)
+
+
+@dataclass
+class AdminSession:
+    """What one admin command runs on: the database (migrated) and the operator use cases."""
+
+    database: Database
+    admin: Admin
+
+    def close(self) -> None:
+        self.database.dispose()
+
+
+def admin_session(settings: Settings) -> AdminSession:
+    """For the CLI's admin commands: the database and `Admin` only (`build` would make the
+    whole server: writer, line locks, GET pool, webhook worker)."""
+    database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
+    migrate(database)
+    prefix = f"{settings.resolved_cdn_base_url}/contact-card/"
+    return AdminSession(database, admin_for(database, timeout=settings.database_timeout, card_url_prefix=prefix))
 
 
 def cdn_for(settings: Settings) -> BlobStore:
@@ -244,7 +284,7 @@ def build(
         controls=controls,
         on_event=deliveries.wake,  # the write's event is due now: look at once
     )
-    admin = Admin(Accounts(database), device, card_url_prefix=rules.own_cdn_prefix)
+    admin = Admin(admin_records(database), device, card_url_prefix=rules.own_cdn_prefix)
     readiness = Readiness(database, cdn, timeout=settings.database_timeout)
     journal = Journal(JournalRecords(database), controls, unread=settings.journal_unread)
     kit = Kit(ControlRecords(database), controls, journal)

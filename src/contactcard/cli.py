@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from contactcard.admin import Admin, AdminError
+from contactcard import errors
+from contactcard.admin import Admin
 from contactcard.device import DeviceScript, DeviceView
+from contactcard.errors import ApiError
 from contactcard.settings import JOURNAL_HOLD_ALL, Settings, docs_table
 
 if TYPE_CHECKING:
@@ -83,9 +85,11 @@ def _say(text: str, *, fg: str | None = None, label: str | None = None) -> None:
 
 
 def _admin() -> Admin:
-    from contactcard.bootstrap import build
+    # The database and the operator use cases only: one command needs no writer thread,
+    # line locks or webhook worker (the process ends with the command).
+    from contactcard.bootstrap import admin_session
 
-    return build(Settings()).admin
+    return admin_session(Settings()).admin
 
 
 def _kit() -> Kit:
@@ -490,7 +494,7 @@ def _instant(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text)
     except ValueError:
-        raise AdminError(f"{text!r} is not an ISO 8601 instant") from None
+        raise ApiError(errors.BAD_VALUE, f"{text!r} is not an ISO 8601 instant") from None
 
 
 @admin_app.command("reset")
@@ -634,6 +638,6 @@ def main() -> None:
     # and exit status 1, rather than a traceback.
     try:
         app()
-    except AdminError as exc:
-        _out().print(f"[red]error:[/red] {exc}", highlight=False)
+    except ApiError as exc:
+        _out().print(f"[red]error:[/red] {exc.reason}", highlight=False)
         sys.exit(1)

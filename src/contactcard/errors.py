@@ -246,5 +246,11 @@ class ApiError(Exception):
             return self.text
         return f"{self.error.message}: {self.detail}" if self.detail else self.error.message
 
+    @property
+    def reason(self) -> str:
+        """What went wrong in the words of whoever refused it: the detail alone when there is
+        one (an operator's refusal, shown as such by the dashboard and the CLI)."""
+        return self.detail or self.message
+
     def __str__(self) -> str:  # keeps logs readable
         return f"{self.error.status} {self.error.code} {self.message}"

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from contactcard.admin import AdminError
+from contactcard import errors
 from contactcard.controls import PROFILES, Controls, LiveControls
+from contactcard.errors import ApiError
 from contactcard.journal import Entry, Journal, Query
 from contactcard.store.controls import FORGOTTEN_TABLES, FORGOTTEN_WITH_EVERYTHING, ControlRecords
 
@@ -49,10 +50,10 @@ class Kit:
         """Change some settings; a None value puts the process's own setting back."""
         for name, value in changes.items():
             if name not in _CHECKS:
-                raise AdminError(f"{name} is not a setting that can change at run time")
+                raise ApiError(errors.BAD_VALUE, f"{name} is not a setting that can change at run time")
             ok, message = _CHECKS[name]
             if value is not None and not ok(value):
-                raise AdminError(message)
+                raise ApiError(errors.BAD_VALUE, message)
         if changes:
             self._records.change(changes)
         controls = self._controls.reload()
@@ -72,7 +73,7 @@ class Kit:
 
     def advance_clock(self, seconds: float) -> ClockView:
         if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_ADVANCE:
-            raise AdminError("seconds must be 0 or more (to move the clock back, set it to an instant)")
+            raise ApiError(errors.BAD_VALUE, "seconds must be 0 or more (to move the clock back, set it to an instant)")
         self._store_journal()
         self._records.advance_clock(seconds)
         return self._view(self._controls.reload())
@@ -80,10 +81,10 @@ class Kit:
     def set_clock(self, instant: datetime) -> ClockView:
         """Now becomes `instant`; time goes on from there."""
         if instant.tzinfo is None:
-            raise AdminError("the instant needs a time zone, e.g. 2030-01-01T00:00:00Z")
+            raise ApiError(errors.BAD_VALUE, "the instant needs a time zone, e.g. 2030-01-01T00:00:00Z")
         offset = instant.timestamp() - time.time()
         if abs(offset) > MAX_ADVANCE:
-            raise AdminError("the instant is more than a hundred years away")
+            raise ApiError(errors.BAD_VALUE, "the instant is more than a hundred years away")
         self._store_journal()
         self._records.set_clock_offset(offset)
         return self._view(self._controls.reload())
@@ -120,9 +121,9 @@ class Kit:
 
     def requests(self, query: Query) -> list[Entry]:
         if not 1 <= query.limit <= 1000:
-            raise AdminError("limit must be 1 to 1000")
+            raise ApiError(errors.BAD_VALUE, "limit must be 1 to 1000")
         if self.journal is None:
-            raise AdminError("no request journal in this process")
+            raise ApiError(errors.BAD_VALUE, "no request journal in this process")
         return self.journal.find(query)
 
 

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Sequence
 
 from contactcard import contract, keys
-from contactcard.admin import Admin, AdminError
+from contactcard.admin import Admin
 from contactcard.errors import ApiError
 
 # Host entries (any port) a sandbox's webhook policy adds to the operator's allowlist.
@@ -62,7 +62,7 @@ class Sandbox:
             return  # not a number: the API answers that
         try:
             self._admin.add_line(partner, phone)
-        except AdminError:
+        except ApiError:
             pass  # another partner's: the API answers 403, as it should
         self._lines.add(phone)
 
@@ -77,7 +77,7 @@ class Sandbox:
             try:
                 self._admin.issue_key(made.id, key)
                 owner = made.id
-            except AdminError:  # another process made it meanwhile
+            except ApiError:  # another process made it meanwhile
                 owner = self._admin.key_owner(hashed)
         if owner is not None:
             self._partners[hashed] = owner

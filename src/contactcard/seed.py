@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contactcard import contract, keys
-from contactcard.admin import AdminError
 from contactcard.device import DeviceScript
 from contactcard.errors import ApiError
 
@@ -115,8 +114,8 @@ async def apply(seed: Seed, services: Services) -> bool:
             for line, script in partner.devices.items():
                 admin.script_device(line, DeviceScript(**script.model_dump()))
         kit.forget_budgets(seeded_lines)
-    except AdminError as exc:
-        raise SeedError(str(exc)) from None
+    except ApiError as exc:
+        raise SeedError(exc.reason) from None
     return True
 
 

@@ -23,7 +23,7 @@ from linq import LinqAPIV3
 from contactcard.bootstrap import admin_for
 from contactcard.keys import key_hash
 from contactcard.keys_seen import KeysSeen, KeyUseFlusher
-from contactcard.store.accounts import Accounts
+from contactcard.store.api_keys import ApiKeys
 from contactcard.store.db import connect, migrate
 from contactcard.store.key_use import store_key_use
 from tests.conftest import Partner, RunningServer, make_partner, new_number, start_server
@@ -202,7 +202,7 @@ def test_a_server_stores_its_tally_when_it_stops(tmp_path, own_url, image_host):
         server.stop()
     database = connect(server.settings.resolved_database_url)
     try:
-        (key,) = [k for k in Accounts(database).keys(partner.id)]
+        (key,) = [k for k in ApiKeys(database).all(partner.id)]
         assert key.last_used_at is not None
     finally:
         database.dispose()
@@ -231,9 +231,9 @@ def test_a_failed_flush_keeps_the_tally_and_logs_one_line_without_secrets(tmp_pa
         assert len(failed) == 1
         line = failed[0].getMessage()
         assert key not in line and key_hash(key) not in line and "UPDATE" not in line
-        assert Accounts(database).keys(partner.id)[0].last_used_at is None
+        assert ApiKeys(database).all(partner.id)[0].last_used_at is None
         assert anyio.run(flusher.flush) is True  # the kept tally, stored by the next flush
-        assert Accounts(database).keys(partner.id)[0].last_used_at is not None
+        assert ApiKeys(database).all(partner.id)[0].last_used_at is not None
     finally:
         database.dispose()
 
@@ -254,7 +254,7 @@ def test_storing_key_use_leaves_the_sqlite_get_memo_be(tmp_path):
 
         before = count()
         store_key_use(database, {key_hash(issued.key): time.time()}, timeout=2)
-        assert Accounts(database).keys(partner.id)[0].last_used_at is not None
+        assert ApiKeys(database).all(partner.id)[0].last_used_at is not None
         assert count() == before
         admin.revoke_key(issued.id)
         assert count() > before

@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import insert
 
-from contactcard.admin import AdminError
+from contactcard import errors
+from contactcard.admin import LineFilter
 from contactcard.bootstrap import admin_for
-from contactcard.store.accounts import line_cards_query
+from contactcard.errors import ApiError
 from contactcard.store.db import connect, migrate
+from contactcard.store.lines import line_cards_query
 from contactcard.store.schema import cards, device_displays
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -69,7 +71,7 @@ def test_pages_follow_number_order_from_the_last_number_shown(world):
     )
     assert (row.is_active, row.shown_first_name, row.applied_at is not None) == (False, "Shown", True)
     assert first[0].first_name is None and first[0].applied_at is None  # a line without a card
-    assert [r.phone_number for r in admin.line_cards(partner_id=ada.id)] == numbers[1::2]
+    assert [r.phone_number for r in admin.line_cards(LineFilter(partner_id=ada.id))] == numbers[1::2]
 
 
 def test_search_by_the_start_of_a_number(world):
@@ -77,16 +79,20 @@ def test_search_by_the_start_of_a_number(world):
     partner = admin.create_partner("P")
     for number in ("+15550001", "+155500012", "+15550002", "+4420000"):
         admin.add_line(partner.id, number)
-    assert [r.phone_number for r in admin.line_cards(number_prefix="+1555000")] == [
+    assert [r.phone_number for r in admin.line_cards(LineFilter(number_prefix="+1555000"))] == [
         "+15550001",
         "+155500012",
         "+15550002",
     ]
     # Without its plus, as people type it.
-    assert [r.phone_number for r in admin.line_cards(number_prefix="15550001")] == ["+15550001", "+155500012"]
+    assert [r.phone_number for r in admin.line_cards(LineFilter(number_prefix="15550001"))] == [
+        "+15550001",
+        "+155500012",
+    ]
     for bad in ("%", "_", "+1%", "1 OR 1", "+١٢"):
-        with pytest.raises(AdminError):
-            admin.line_cards(number_prefix=bad)
+        with pytest.raises(ApiError) as refused:
+            admin.line_cards(LineFilter(number_prefix=bad))
+        assert refused.value.error is errors.BAD_VALUE
 
 
 @pytest.mark.parametrize(("page", "seek"), [({"after": "+15550005000"}, ">"), ({"before": "+15550005000"}, "<")])

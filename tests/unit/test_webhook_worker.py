@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from contactcard.store.accounts import Accounts
 from contactcard.store.db import connect, migrate
+from contactcard.store.deliveries import DeliveryRecords
 from contactcard.store.webhooks import Outcome, Subscription, WebhookStore, fan_out
 from contactcard.store.writer import SqliteWriter, Stmt
 from contactcard.webhooks import events
@@ -172,19 +172,19 @@ async def test_every_attempt_is_kept_and_one_whose_delivery_went_leaves_nothing(
     event = await record(writer, clock)
     database = connect(f"sqlite:///{tmp_path / 'w.db'}")
     try:
-        await _attempts_kept(writer, store, clock, event, Accounts(database))
+        await _attempts_kept(writer, store, clock, event, DeliveryRecords(database))
     finally:
         database.dispose()
 
 
-async def _attempts_kept(writer, store, clock, event, accounts) -> None:
+async def _attempts_kept(writer, store, clock, event, deliveries) -> None:
     outcomes = [("pending", 500, None), ("delivered", 200, None)]
     for status, answer, error in outcomes:
         (claimed,) = await store.claim(clock.now().timestamp() + 1, 1e12, 1e12 + 60, 10)
         await store.finish(
             claimed, status=status, next_at=0.0, answer=answer, error=error, latency_ms=12.5, at=clock.now()
         )
-    kept = accounts.attempts(event.event_id, "s")
+    kept = deliveries.attempts(event.event_id, "s")
     assert [(a.attempt, a.outcome, a.answer, a.latency_ms) for a in kept] == [
         (1, "pending", 500, 12.5),
         (2, "delivered", 200, 12.5),
@@ -197,7 +197,7 @@ async def _attempts_kept(writer, store, clock, event, accounts) -> None:
     await store.finish(
         claimed, status="failed", next_at=None, answer=None, error="gone", latency_ms=None, at=clock.now()
     )
-    assert accounts.attempts(later.event_id, "s") == []
+    assert deliveries.attempts(later.event_id, "s") == []
 
 
 class CountingStore(WebhookStore):

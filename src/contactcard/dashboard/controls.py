@@ -11,11 +11,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from contactcard.admin import AdminError
+from contactcard import errors
 from contactcard.controls import PROFILES
 from contactcard.dashboard.flash import Flash
 from contactcard.dashboard.session import Session
 from contactcard.dashboard.web import Nav, answered, dashboard, form, off_loop, redirect, render, signed_in
+from contactcard.errors import ApiError
 from contactcard.kit import EVERYTHING_ALSO_FORGETS, RESET_FORGETS
 
 NAV = Nav("Runtime controls", "/controls")
@@ -76,7 +77,7 @@ def _whole(fields: dict[str, str], name: str) -> int:
     value = fields.get(name, "").strip()
     # ASCII digits only: str.isdigit() alone takes "١" or "²".
     if not value.isascii() or not value.isdigit() or len(value) > 10 or not low <= int(value) <= high:
-        raise AdminError(f"{label} must be a whole number from {low} to {high}")
+        raise ApiError(errors.BAD_VALUE, f"{label} must be a whole number from {low} to {high}")
     return int(value)
 
 
@@ -87,14 +88,14 @@ async def change_settings(request: Request, session: Session) -> Response:
     try:
         profile = fields.get("profile", "")
         if profile not in PROFILES:
-            raise AdminError(f"the profile must be one of {', '.join(PROFILES)}")
+            raise ApiError(errors.BAD_VALUE, f"the profile must be one of {', '.join(PROFILES)}")
         wanted: dict[str, Any] = {"profile": profile, **{name: _whole(fields, name) for name in _NUMBERS}}
         current = await off_loop(kit.settings)
         # Only what changed: the others keep following the server's own settings.
         changes = {name: value for name, value in wanted.items() if getattr(current, name) != value}
         await off_loop(kit.change_settings, changes)
-    except AdminError as exc:
-        return answered(request, session, "/controls", Flash(error=str(exc), form="settings", typed=fields))
+    except ApiError as exc:
+        return answered(request, session, "/controls", Flash(error=exc.reason, form="settings", typed=fields))
     return redirect(request, "/controls?done=settings")
 
 
@@ -113,7 +114,9 @@ def _seconds(fields: dict[str, str]) -> float:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds < 0:
         # The words of the docs and the admin API: 0 or more (back in time is "Set clock").
-        raise AdminError("advance the clock by a number of seconds, 0 or more (to go back, set an instant)")
+        raise ApiError(
+            errors.BAD_VALUE, "advance the clock by a number of seconds, 0 or more (to go back, set an instant)"
+        )
     return seconds
 
 
@@ -124,7 +127,7 @@ def _instant(fields: dict[str, str]) -> datetime:
     except ValueError:
         instant = None
     if instant is None:
-        raise AdminError("the instant must be a date and time, e.g. 2030-01-01T00:00:00")
+        raise ApiError(errors.BAD_VALUE, "the instant must be a date and time, e.g. 2030-01-01T00:00:00")
     # The form's datetime-local field has no zone: its label says UTC.
     return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 
@@ -142,11 +145,11 @@ async def change_clock(request: Request, session: Session) -> Response:
         elif action == "real":
             await off_loop(kit.real_clock)
         else:
-            raise AdminError("advance, set or real: nothing else can be done to the clock")
-    except AdminError as exc:
+            raise ApiError(errors.BAD_VALUE, "advance, set or real: nothing else can be done to the clock")
+    except ApiError as exc:
         # Beside the form it came from; an action no form sends, at the top of the page.
         where = f"clock-{action}" if action in ("advance", "set", "real") else ""
-        return answered(request, session, "/controls", Flash(error=str(exc), form=where, typed=fields))
+        return answered(request, session, "/controls", Flash(error=exc.reason, form=where, typed=fields))
     return redirect(request, "/controls?done=clock")
 
 

@@ -15,9 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from contactcard.admin import Admin, AdminError
+from contactcard import errors
+from contactcard.admin import Admin
 from contactcard.dashboard.session import Session
 from contactcard.dashboard.web import Nav, dashboard, off_loop, render, signed_in
+from contactcard.errors import ApiError
 from contactcard.journal import Entry, Query
 from contactcard.kit import Kit
 
@@ -51,7 +53,7 @@ _PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}")
 
 def _filters(request: Request) -> tuple[Query, dict[str, str]]:
     """The journal query the page's GET form asks for, and the filters as typed (for the
-    form and the live view's URL); AdminError names the first field that is not right."""
+    form and the live view's URL); ApiError names the first field that is not right."""
     names = ("trace_id", "number", "status", "method", "path", "api", "partner")
     given = {name: request.query_params.get(name, "").strip() for name in names}
     trace_id, number, status = given["trace_id"], given["number"], given["status"].lower()
@@ -60,15 +62,15 @@ def _filters(request: Request) -> tuple[Query, dict[str, str]]:
     if number.startswith(" "):
         number = "+" + number[1:]
     if trace_id and not _TRACE_ID.fullmatch(trace_id):
-        raise AdminError("a trace id is 32 hexadecimal digits, as in the x-trace-id header")
+        raise ApiError(errors.BAD_VALUE, "a trace id is 32 hexadecimal digits, as in the x-trace-id header")
     if number and not _E164.fullmatch(number):
-        raise AdminError("the number must be in E.164 form, e.g. +15551234567")
+        raise ApiError(errors.BAD_VALUE, "the number must be in E.164 form, e.g. +15551234567")
     if status and not _STATUS.fullmatch(status):
-        raise AdminError("the status must be an HTTP status from 100 to 599, or a class such as 4xx")
+        raise ApiError(errors.BAD_VALUE, "the status must be an HTTP status from 100 to 599, or a class such as 4xx")
     if method and method not in _METHODS:
-        raise AdminError(f"the method must be one of {', '.join(_METHODS)}")
+        raise ApiError(errors.BAD_VALUE, f"the method must be one of {', '.join(_METHODS)}")
     if path and not _PATH.fullmatch(path):
-        raise AdminError("the path must start with / (e.g. /v3/contact_card)")
+        raise ApiError(errors.BAD_VALUE, "the path must start with / (e.g. /v3/contact_card)")
     exact = int(status) if status and not status.endswith("xx") else None
     lowest = int(status[0]) * 100 if status.endswith("xx") else None
     before = request.query_params.get("before", "")
@@ -85,7 +87,7 @@ def _filters(request: Request) -> tuple[Query, dict[str, str]]:
         api_only=given["api"] == "on",
     )
     if given["partner"] and not _ID.fullmatch(given["partner"]):
-        raise AdminError("a partner id is 32 hexadecimal digits")
+        raise ApiError(errors.BAD_VALUE, "a partner id is 32 hexadecimal digits")
     given["status"], given["method"] = status, method
     return query, {name: value for name, value in given.items() if value}
 
@@ -97,7 +99,7 @@ async def _with_partner(admin: Admin, query: Query, filters: dict[str, str]) -> 
         return query, filters
     numbers = tuple(line.phone_number for line in await off_loop(admin.list_lines, partner))
     if len(numbers) > PARTNER_LINES_MAX:
-        raise AdminError(f"that partner has over {PARTNER_LINES_MAX} lines: filter by number instead")
+        raise ApiError(errors.BAD_VALUE, f"that partner has over {PARTNER_LINES_MAX} lines: filter by number instead")
     return replace(query, phone_numbers=numbers), filters
 
 
@@ -133,8 +135,8 @@ async def requests_page(request: Request, session: Session) -> Response:
     try:
         query, filters = await _with_partner(board.admin, *_filters(request))
         entries = await off_loop(kit.requests, query)
-    except AdminError as exc:
-        error, status = str(exc), 400
+    except ApiError as exc:
+        error, status = exc.reason, 400
     journal_on = (await off_loop(kit.settings)).journal_size > 0
     rows = [row(entry) for entry in reversed(entries)]  # newest first
     return render(
@@ -196,8 +198,8 @@ async def live(request: Request, session: Session) -> Response:
     kit = dashboard(request).kit
     try:
         query, _ = await _with_partner(dashboard(request).admin, *_filters(request))
-    except AdminError as exc:
-        return Response(str(exc), status_code=400, media_type="text/plain")
+    except ApiError as exc:
+        return Response(exc.reason, status_code=400, media_type="text/plain")
     query = replace(query, before_id=None)
     if kit.journal is None:
         return Response("no request journal in this process", status_code=404, media_type="text/plain")

@@ -8,11 +8,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from contactcard.admin import AdminError, LineCard
+from contactcard import errors
+from contactcard.admin import LineCard, LineFilter
 from contactcard.dashboard.flash import Flash
 from contactcard.dashboard.session import Session
 from contactcard.dashboard.web import Nav, answered, dashboard, form, off_loop, redirect, render, signed_in, visible
 from contactcard.device import DeviceScript
+from contactcard.errors import ApiError
 
 NAV = Nav("Lines and cards", "/lines")
 PAGE_SIZE = 50
@@ -31,14 +33,14 @@ async def _list(request: Request, session: Session, *, error: str | None = None,
     state = state if state in STATES else ""
     # One box for both: the start of a number (+ and digits), else a part of a card's name.
     number, name = (query, "") if _NUMBERISH.fullmatch(query) else ("", query[:100])
-    filters = {"number_prefix": number, "partner_id": partner, "state": state or None, "name": name}
+    where = LineFilter(number_prefix=number, partner_id=partner, state=state or None, name=name)
     total = 0
     try:
         # One row more than shown: whether a page lies beyond, without counting.
-        rows = await off_loop(board.admin.line_cards, after=after, before=before, limit=PAGE_SIZE + 1, **filters)
-        total = await off_loop(board.admin.line_count, **filters)
-    except AdminError as exc:
-        rows, error, status = [], str(exc), 400
+        rows = await off_loop(board.admin.line_cards, where, after=after, before=before, limit=PAGE_SIZE + 1)
+        total = await off_loop(board.admin.line_count, where)
+    except ApiError as exc:
+        rows, error, status = [], exc.reason, 400
     more = len(rows) > PAGE_SIZE
     page = rows[:PAGE_SIZE]
     if before is not None:
@@ -78,14 +80,14 @@ async def add_line(request: Request, session: Session) -> Response:
     number = fields.get("phone_number", "").strip()
     try:
         await off_loop(dashboard(request).admin.add_line, fields.get("partner_id", ""), number)
-    except AdminError as exc:
+    except ApiError as exc:
         typed = {"partner_id": fields.get("partner_id", ""), "phone_number": fields.get("phone_number", "")}
-        return answered(request, session, "/lines", Flash(error=str(exc), form="add-line", typed=typed))
+        return answered(request, session, "/lines", Flash(error=exc.reason, form="add-line", typed=typed))
     return answered(request, session, f"/lines/{number}", Flash(done="Line added."))
 
 
 async def _line_card(request: Request, phone: str) -> LineCard | None:
-    rows = await off_loop(dashboard(request).admin.line_cards, number_prefix=phone, limit=1)
+    rows = await off_loop(dashboard(request).admin.line_cards, LineFilter(number_prefix=phone), limit=1)
     # The exact number sorts before any longer number it begins.
     return rows[0] if rows and rows[0].phone_number == phone else None
 
@@ -112,7 +114,7 @@ async def line_page(request: Request, session: Session) -> Response:
 def _count(fields: dict[str, str], name: str) -> int:
     value = fields.get(name, "").strip() or "0"
     if not value.isascii() or not value.isdigit() or len(value) > 7:
-        raise AdminError(f"{name.replace('_', ' ')} must be a whole number from 0 to 1000000")
+        raise ApiError(errors.BAD_VALUE, f"{name.replace('_', ' ')} must be a whole number from 0 to 1000000")
     return int(value)
 
 
@@ -121,9 +123,9 @@ def _delay(fields: dict[str, str]) -> float:
     try:
         delay = float(value)
     except ValueError:
-        raise AdminError("the delay must be a number of seconds") from None
+        raise ApiError(errors.BAD_VALUE, "the delay must be a number of seconds") from None
     if not 0 <= delay <= 3600:  # also refuses NaN
-        raise AdminError("the delay must be from 0 to 3600 seconds")
+        raise ApiError(errors.BAD_VALUE, "the delay must be from 0 to 3600 seconds")
     return delay
 
 
@@ -139,10 +141,10 @@ async def script_line(request: Request, session: Session) -> Response:
             apply_delay=_delay(fields),
         )
         await off_loop(dashboard(request).admin.script_device, phone, script)
-    except AdminError as exc:
-        if exc.not_found:
-            return answered(request, session, "/lines", Flash(error=str(exc)))
-        return answered(request, session, f"/lines/{phone}", Flash(error=str(exc), form="script", typed=fields))
+    except ApiError as exc:
+        if exc.error is errors.NOT_FOUND:
+            return answered(request, session, "/lines", Flash(error=exc.reason))
+        return answered(request, session, f"/lines/{phone}", Flash(error=exc.reason, form="script", typed=fields))
     return answered(request, session, f"/lines/{phone}", Flash(done="Script saved."))
 
 
@@ -176,8 +178,8 @@ async def remove_line(request: Request, session: Session) -> Response:
         return redirect(request, f"/lines/{phone}/remove")
     try:
         await off_loop(dashboard(request).admin.remove_line, phone)
-    except AdminError as exc:
-        return answered(request, session, "/lines", Flash(error=str(exc)))
+    except ApiError as exc:
+        return answered(request, session, "/lines", Flash(error=exc.reason))
     return answered(request, session, "/lines", Flash(done=f"Line {phone} removed."))
 
 

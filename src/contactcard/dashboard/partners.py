@@ -7,10 +7,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from contactcard.admin import AdminError, KeyInfo
+from contactcard.admin import KeyInfo
 from contactcard.dashboard.flash import Flash
 from contactcard.dashboard.session import Session
 from contactcard.dashboard.web import Nav, answered, dashboard, form, off_loop, redirect, render, signed_in, visible
+from contactcard.errors import ApiError
 
 NAV = Nav("Partners and keys", "/partners")
 
@@ -35,8 +36,10 @@ async def create_partner(request: Request, session: Session) -> Response:
     name = fields.get("name", "")
     try:
         await off_loop(dashboard(request).admin.create_partner, name)
-    except AdminError as exc:
-        return answered(request, session, "/partners", Flash(error=str(exc), form="new-partner", typed={"name": name}))
+    except ApiError as exc:
+        return answered(
+            request, session, "/partners", Flash(error=exc.reason, form="new-partner", typed={"name": name})
+        )
     return answered(request, session, "/partners", Flash(done="Partner created."))
 
 
@@ -47,8 +50,8 @@ async def issue_key(request: Request, session: Session) -> Response:
     label = fields.get("label", "")
     try:
         issued = await off_loop(dashboard(request).admin.issue_key, partner_id, None, label)
-    except AdminError as exc:
-        flash = Flash(error=str(exc), form=f"issue-{partner_id}", typed={"label": label})
+    except ApiError as exc:
+        flash = Flash(error=exc.reason, form=f"issue-{partner_id}", typed={"label": label})
         return answered(request, session, "/partners", flash)
     # The secret rides in the flash cookie, never in a URL: the page shows it once, and a
     # reload of that page neither shows it again nor issues another key.
@@ -92,8 +95,8 @@ async def revoke_key(request: Request, session: Session) -> Response:
         return redirect(request, f"/keys/{request.path_params['key_id']}/revoke")
     try:
         await off_loop(dashboard(request).admin.revoke_key, request.path_params["key_id"])
-    except AdminError as exc:
-        return answered(request, session, "/partners", Flash(error=str(exc)))
+    except ApiError as exc:
+        return answered(request, session, "/partners", Flash(error=exc.reason))
     return answered(request, session, "/partners", Flash(done="Key revoked: it is refused from now on."))
 
 
@@ -104,8 +107,8 @@ async def rename_partner(request: Request, session: Session) -> Response:
     name = fields.get("name", "")
     try:
         await off_loop(dashboard(request).admin.rename_partner, partner_id, name)
-    except AdminError as exc:
-        flash = Flash(error=str(exc), form=f"rename-{partner_id}", typed={"name": name})
+    except ApiError as exc:
+        flash = Flash(error=exc.reason, form=f"rename-{partner_id}", typed={"name": name})
         return answered(request, session, "/partners", flash)
     return answered(request, session, "/partners", Flash(done="Partner renamed."))
 
@@ -143,8 +146,8 @@ async def delete_partner(request: Request, session: Session) -> Response:
         return redirect(request, f"/partners/{partner_id}/delete")
     try:
         await off_loop(dashboard(request).admin.delete_partner, partner_id)
-    except AdminError as exc:
-        return answered(request, session, "/partners", Flash(error=str(exc)))
+    except ApiError as exc:
+        return answered(request, session, "/partners", Flash(error=exc.reason))
     return answered(
         request, session, "/partners", Flash(done="Partner deleted, with its keys, lines and subscriptions.")
     )

@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from contactcard.admin import AdminError
 from contactcard.dashboard.flash import Flash
 from contactcard.dashboard.session import Session
 from contactcard.dashboard.web import Nav, answered, dashboard, form, off_loop, redirect, render, signed_in
+from contactcard.errors import ApiError
 
 NAV = Nav("Webhooks", "/webhooks")
 PAGE_SIZE = 200
@@ -81,7 +81,7 @@ async def delivery_page(request: Request, session: Session) -> Response:
     event_id, subscription_id = request.path_params["event_id"], request.path_params["subscription_id"]
     try:
         delivery, attempts = await off_loop(admin.delivery, event_id, subscription_id)
-    except AdminError:
+    except ApiError:
         return render(request, "not_found.html", session, status=404, kind="delivery", what=event_id)
     targets = {s.id: s.target_url for s in await off_loop(admin.list_subscriptions, delivery.partner_id)}
     body = await off_loop(admin.delivery_body, event_id, subscription_id)
@@ -116,8 +116,8 @@ async def redeliver(request: Request, session: Session) -> Response:
     event_id, subscription_id = request.path_params["event_id"], request.path_params["subscription_id"]
     try:
         await off_loop(dashboard(request).admin.redeliver, event_id, subscription_id)
-    except AdminError as exc:
-        return answered(request, session, "/webhooks", Flash(error=str(exc)))
+    except ApiError as exc:
+        return answered(request, session, "/webhooks", Flash(error=exc.reason))
     # Back to the page it was sent from: the delivery's own, or the list (of one subscription).
     if request.query_params.get("from") == "delivery":
         return redirect(request, f"/webhooks/deliveries/{event_id}/{subscription_id}?done=redelivered")
@@ -133,8 +133,8 @@ async def set_active(request: Request, session: Session) -> Response:
     active = fields.get("active") == "on"
     try:
         await off_loop(dashboard(request).admin.set_subscription_active, subscription_id, active)
-    except AdminError as exc:
-        return answered(request, session, "/webhooks", Flash(error=str(exc)))
+    except ApiError as exc:
+        return answered(request, session, "/webhooks", Flash(error=exc.reason))
     said = "enabled: new events are delivered to it again" if active else "disabled: no new event is delivered to it"
     return answered(request, session, "/webhooks", Flash(done=f"Subscription {said}."))
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from contactcard import errors
-from contactcard.admin import Admin, AdminError
+from contactcard.admin import Admin
 from contactcard.device import DeviceScript, DeviceView
 from contactcard.errors import ApiError
 from contactcard.http.admin_auth import require_admin
@@ -39,7 +39,7 @@ ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 def admin_app(
     settings: Settings, admin: Admin, handlers: Mapping[type[Exception], ErrorHandler], *, kit: Kit | None = None
 ) -> FastAPI:
-    """The sub-app, with the app's error handlers plus the two of its own."""
+    """The sub-app, with the app's error handlers plus its own for pydantic's validation."""
     app = FastAPI(redirect_slashes=False, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.admin = admin
@@ -47,10 +47,6 @@ def admin_app(
     for kind, handler in handlers.items():
         app.add_exception_handler(kind, handler)
     api_error = handlers[ApiError]
-
-    async def admin_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, AdminError)
-        return await api_error(request, admin_failure(exc))
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         # pydantic's validation, in the same envelope (never 422).
@@ -64,7 +60,6 @@ def admin_app(
             return await api_error(request, ApiError(errors.BAD_BODY))
         return await api_error(request, ApiError(errors.BAD_VALUE, f"{where}: {first.get('msg', 'invalid')}"))
 
-    app.add_exception_handler(AdminError, admin_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(router)
     if kit is not None:
@@ -72,11 +67,6 @@ def admin_app(
 
         app.include_router(admin_kit.router)
     return app
-
-
-def admin_failure(exc: AdminError) -> ApiError:
-    """An operator request that cannot be done, as the envelope."""
-    return ApiError(errors.NOT_FOUND if exc.not_found else errors.BAD_VALUE, str(exc))
 
 
 class PartnerIn(BaseModel):
