@@ -1,5 +1,5 @@
 """In-memory collaborators for the use cases (`contactcard.service.ContactCards`, and
-`contactcard.admin.Admin` in the section at the end).
+`contactcard.admin.Admin` and `contactcard.kit.Kit` in the sections at the end).
 
 Small classes over dicts and lists, no database, no network, no threads of their own:
 the unit tests build a `World` and drive the use cases in milliseconds. Each fake keeps
@@ -27,8 +27,11 @@ from contactcard.admin import Admin, AdminRecords
 from contactcard.card import Card, Outcome
 from contactcard.cdn.base import BLOB_NAME, CONTENT_TYPES, Blob, BlobStoreUnavailable
 from contactcard.contract import ImageRules
+from contactcard.controls import Controls, LiveControls, Overrides
 from contactcard.device import DeviceScript, DeviceView
 from contactcard.domain import CardValues, JoinedApply, LineState, PendingWrite, RecordedEvent, Stored
+from contactcard.journal_entry import Entry, Query
+from contactcard.kit import Kit
 from contactcard.service import ContactCards, Policy
 from contactcard.store.api_keys import KeyInUse, KeyRow, NewKey
 from contactcard.store.deliveries import EVERY_DELIVERY, AttemptRow, DeliveryFilter, DeliveryRow
@@ -643,3 +646,95 @@ def make_admin_world() -> AdminWorld:
     )
     admin = Admin(records, devices, card_url_prefix=CDN_PREFIX, now=lambda: datetime.fromtimestamp(clock(), UTC))
     return AdminWorld(admin, book, devices, clock)
+
+
+# --- the test kit's use cases (`contactcard.kit.Kit`) -------------------------------------
+
+KIT_DEFAULTS = Controls(version=0, profile="seed", write_budget=10, write_budget_window=600, journal_size=100)
+
+
+class FakeControlRow:
+    """The one row of runtime controls (`store/controls.py` `ControlRecords`): a value that
+    grows a version with every change, as the row's `_bump` does. `log` is shared with the
+    journal's fake, so a test can see what happened in which order."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.row = Overrides()
+        self.log = log
+        self.budgets_forgotten: list[str] = []
+        self.resets: list[bool] = []  # `everything` of each reset
+
+    def load(self) -> Overrides:
+        return self.row
+
+    def change(self, values: dict[str, Any]) -> Overrides:
+        return self._bump(**values)
+
+    def forget_settings(self) -> Overrides:
+        return self._bump(profile=None, write_budget=None, write_budget_window=None, journal_size=None)
+
+    def set_clock_offset(self, offset: float) -> Overrides:
+        return self._bump(clock_offset=offset)
+
+    def advance_clock(self, seconds: float) -> Overrides:
+        return self._bump(clock_offset=self.row.clock_offset + seconds)
+
+    def forget_write_attempts(self, phone_numbers: list[str]) -> None:
+        self.budgets_forgotten += phone_numbers
+
+    def reset(self, *, everything: bool) -> None:
+        self.resets.append(everything)
+        self.log.append("reset everything" if everything else "reset")
+        if everything:
+            self.forget_settings()
+            self.set_clock_offset(0.0)
+
+    def _bump(self, **values: Any) -> Overrides:
+        if "clock_offset" in values:
+            self.log.append("clock")
+        self.row = replace(self.row, version=self.row.version + 1, **values)
+        return self.row
+
+
+class FakeJournal:
+    """The request journal (`journal.Journal`): entries in a list, newest last; `flush`
+    only notes that the buffer was stored."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.entries: list[Entry] = []
+        self.log = log
+
+    def flush(self) -> None:
+        self.log.append("flush")
+
+    def forget(self) -> None:
+        self.log.append("forget")
+        self.entries.clear()
+
+    def find(self, query: Query) -> list[Entry]:
+        found = [
+            entry
+            for entry in reversed(self.entries)
+            if query.trace_id in (None, entry.trace_id)
+            and query.phone_number in (None, entry.phone_number)
+            and query.status in (None, entry.status)
+        ]
+        return found[: query.limit]
+
+
+@dataclass
+class KitWorld:
+    kit: Kit
+    row: FakeControlRow
+    journal: FakeJournal
+    controls: LiveControls
+    log: list[str]
+
+
+def make_kit_world(*, journal: bool = True) -> KitWorld:
+    """`Kit` on the fakes above and a real `LiveControls` (plain code over the row)."""
+    log: list[str] = []
+    row = FakeControlRow(log)
+    found = FakeJournal(log)
+    controls = LiveControls(KIT_DEFAULTS, row.load)
+    return KitWorld(Kit(row, controls, found if journal else None), row, found, controls, log)

@@ -4,6 +4,10 @@ The `contactcard admin settings|clock|reset|requests` commands and the `/admin/v
 both call these. Every change is written to the database (`store/controls.py`), so it
 holds in every process sharing it; this process reloads at once, the others within a
 moment (see `controls.py`).
+
+`Kit` names what it needs of the rest as protocols (`ControlChanges`, `ControlsInForce`,
+`RequestJournal`): the store's `ControlRecords`, `LiveControls` and `Journal` in a server,
+in-memory fakes in the unit tests (`tests/fakes.py`, `make_kit_world`).
 """
 
 from __future__ import annotations
@@ -13,13 +17,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from contactcard import errors
-from contactcard.controls import PROFILES, Controls, LiveControls
+from contactcard.controls import PROFILES, Controls, Overrides
 from contactcard.errors import ApiError
-from contactcard.journal import Entry, Journal, Query
-from contactcard.store.controls import FORGOTTEN_TABLES, FORGOTTEN_WITH_EVERYTHING, ControlRecords
+from contactcard.journal_entry import Entry, Query
+from contactcard.store.controls import FORGOTTEN_TABLES, FORGOTTEN_WITH_EVERYTHING
 
 # Far enough for any budget window or retry schedule, near enough for datetime to hold.
 MAX_ADVANCE = 100 * 365 * 86400
@@ -35,8 +39,37 @@ class ClockView:
         return self.offset == 0
 
 
+class ControlChanges(Protocol):
+    """The one row of runtime controls every process shares (`store/controls.py`
+    `ControlRecords`), and the tables a reset empties."""
+
+    def change(self, values: dict[str, Any]) -> Overrides: ...
+    def forget_settings(self) -> Overrides: ...
+    def set_clock_offset(self, offset: float) -> Overrides: ...
+    def advance_clock(self, seconds: float) -> Overrides: ...
+    def forget_write_attempts(self, phone_numbers: list[str]) -> None: ...
+    def reset(self, *, everything: bool) -> None: ...
+
+
+class ControlsInForce(Protocol):
+    """This process's copy of the controls (`controls.LiveControls`): `reload` reads the
+    row again, so a change is in force here the moment `Kit` answers."""
+
+    def reload(self) -> Controls: ...
+
+
+class RequestJournal(Protocol):
+    """The request journal (`journal.Journal`): its buffer stored, forgotten, searched."""
+
+    def flush(self) -> None: ...
+    def forget(self) -> None: ...
+    def find(self, query: Query) -> list[Entry]: ...
+
+
 class Kit:
-    def __init__(self, records: ControlRecords, controls: LiveControls, journal: Journal | None = None) -> None:
+    def __init__(
+        self, records: ControlChanges, controls: ControlsInForce, journal: RequestJournal | None = None
+    ) -> None:
         self._records = records
         self._controls = controls
         self.journal = journal
