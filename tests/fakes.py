@@ -1,5 +1,6 @@
 """In-memory collaborators for the use cases (`contactcard.service.ContactCards`, and
-`contactcard.admin.Admin` and `contactcard.kit.Kit` in the sections at the end).
+`contactcard.admin.Admin`, `contactcard.kit.Kit` and the webhook subscriptions in the
+sections at the end).
 
 Small classes over dicts and lists, no database, no network, no threads of their own:
 the unit tests build a `World` and drive the use cases in milliseconds. Each fake keeps
@@ -41,6 +42,7 @@ from contactcard.store.overview import Counts
 from contactcard.store.partners import Holdings, NoSuchPartner, PartnerRow
 from contactcard.store.reads import LineAccess
 from contactcard.store.subscriptions import SubscriptionRow
+from contactcard.store.webhooks import Subscription, TargetTaken
 from contactcard.store.writer import StoreUnavailable
 
 CDN_PREFIX = "https://cdn.test/contact-card/"
@@ -738,3 +740,63 @@ def make_kit_world(*, journal: bool = True) -> KitWorld:
     found = FakeJournal(log)
     controls = LiveControls(KIT_DEFAULTS, row.load)
     return KitWorld(Kit(row, controls, found if journal else None), row, found, controls, log)
+
+
+# --- webhook subscriptions (`contactcard.webhooks.subscriptions.Subscriptions`) ---------------
+
+
+class FakeSubscriptionRecords:
+    """A partner's subscriptions (`store/webhooks.py` `WebhookStore`): keys and lines by
+    partner, subscriptions by id, and the events each change announced. One target URL per
+    partner, as the table's unique constraint says (`TargetTaken`); `down` makes every call
+    fail as a database that did not answer in time."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, str] = {}  # key hash -> partner
+        self.lines: dict[str, str] = {}  # number -> partner
+        self.subs: dict[str, Subscription] = {}
+        self.announced: list[str] = []  # event types, in order
+        self.down = False
+
+    def _up(self) -> None:
+        if self.down:
+            raise StoreUnavailable("the fake database is down")
+
+    async def partner_of(self, key_hash: str) -> str | None:
+        self._up()
+        return self.keys.get(key_hash)
+
+    async def owned_lines(self, partner_id: str, phones: list[str]) -> set[str]:
+        self._up()
+        return {phone for phone in phones if self.lines.get(phone) == partner_id}
+
+    async def subscriptions(self, partner_id: str) -> list[Subscription]:
+        self._up()
+        return sorted((s for s in self.subs.values() if s.partner_id == partner_id), key=lambda s: s.created_at)
+
+    async def subscription(self, partner_id: str, subscription_id: str) -> Subscription | None:
+        self._up()
+        found = self.subs.get(subscription_id)
+        return found if found is not None and found.partner_id == partner_id else None
+
+    async def add(self, sub: Subscription, announce: Any = None) -> None:
+        self._store(sub, announce)
+
+    async def replace(self, sub: Subscription, announce: Any = None) -> None:
+        if await self.subscription(sub.partner_id, sub.id) is not None:
+            self._store(sub, announce)
+
+    async def remove(self, partner_id: str, subscription_id: str, announce: Any = None) -> bool:
+        if await self.subscription(partner_id, subscription_id) is None:
+            return False
+        del self.subs[subscription_id]
+        self.announced += [event.event_type for event in announce or ()]
+        return True
+
+    def _store(self, sub: Subscription, announce: Any) -> None:
+        self._up()
+        for other in self.subs.values():
+            if other.id != sub.id and other.partner_id == sub.partner_id and other.target_url == sub.target_url:
+                raise TargetTaken()
+        self.subs[sub.id] = sub
+        self.announced += [event.event_type for event in announce or ()]

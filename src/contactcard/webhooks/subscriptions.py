@@ -8,6 +8,10 @@ the host policy lets its host through), a literal address the policy refuses, or
 that resolves to one. A name that does not resolve right now (an offline machine, a CI
 runner without DNS) is accepted: each attempt checks the address again, and fails as a
 connection failure, retried, until the name resolves.
+
+`Subscriptions` names what it needs of the store as one protocol, `SubscriptionStore`
+(`store/webhooks.py` `WebhookStore` in a server, `tests/fakes.py` `FakeSubscriptionStore`
+in the unit tests), and takes the name resolution as a function (`Resolver`).
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ import base64
 import ipaddress
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
@@ -27,7 +31,8 @@ from contactcard import contract, errors
 from contactcard.errors import ApiError
 from contactcard.images.addresses import HostPolicy, IPAddress
 from contactcard.images.urls import ImageUrl
-from contactcard.store.webhooks import Subscription, TargetTaken, WebhookStore
+from contactcard.store.outbox import RecordedEvent
+from contactcard.store.webhooks import Subscription, TargetTaken
 from contactcard.store.writer import StoreUnavailable
 from contactcard.webhooks.delivery import Resolver, TargetRefused, parse_target, system_resolver
 from contactcard.webhooks.events import DOC_URL, EVENT_TYPES, KNOWN_EVENTS, Outbox, subscription_event, webhook_version
@@ -117,10 +122,27 @@ def _active(value: object) -> bool:
     return value
 
 
+class SubscriptionStore(Protocol):
+    """A partner's subscriptions and what they refer to. `add` and `replace` raise
+    `TargetTaken` when another of the partner's subscriptions has the target URL; every
+    method raises `StoreUnavailable` when the database does not answer in time. `announce`:
+    events about the subscription, stored in the same transaction."""
+
+    async def partner_of(self, key_hash: str) -> str | None: ...
+    async def owned_lines(self, partner_id: str, phones: list[str]) -> set[str]: ...
+    async def subscriptions(self, partner_id: str) -> list[Subscription]: ...
+    async def subscription(self, partner_id: str, subscription_id: str) -> Subscription | None: ...
+    async def add(self, sub: Subscription, announce: Sequence[RecordedEvent] | None = None) -> None: ...
+    async def replace(self, sub: Subscription, announce: Sequence[RecordedEvent] | None = None) -> None: ...
+    async def remove(
+        self, partner_id: str, subscription_id: str, announce: Sequence[RecordedEvent] | None = None
+    ) -> bool: ...
+
+
 class Subscriptions:
     def __init__(
         self,
-        store: WebhookStore,
+        store: SubscriptionStore,
         policy: HostPolicy,
         *,
         resolver: Resolver | None = None,
