@@ -1,9 +1,41 @@
-"""The contact card: the name and photo a line shares, and whether its device shows them."""
+"""The contact card: the name and photo a line shares, and whether its device shows them.
+
+`wire` is the one place a card becomes what the API shows, and `WIRE_PROPERTIES` describes
+that form: the OpenAPI document's `ContactCard` schema is built from it (`http/openapi.py`),
+so the answer and its description cannot drift apart.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
+
+from contactcard.contract import E164
+
+WireCard = dict[str, Any]
+
+# The wire form's fields, in the order `wire` writes them, each with its JSON schema.
+WIRE_PROPERTIES: dict[str, dict[str, Any]] = {
+    "phone_number": {"type": "string", "pattern": f"^{E164.pattern}$", "examples": ["+15551234567"]},
+    "first_name": {"type": "string"},
+    "last_name": {"type": ["string", "null"]},
+    "image_url": {"type": ["string", "null"], "description": "The rehosted copy on our CDN."},
+    "is_active": {"type": "boolean", "description": "The line's device confirmed these values."},
+}
+
+
+def wire(phone_number: str, first_name: str, last_name: str | None, image_url: str | None, active: object) -> WireCard:
+    """A card as the API shows it (its id and the caller's source URL stay inside). Takes
+    the columns, not a `Card`: the GET path builds its answers from rows with no `Card` in
+    between, one call per card."""
+    return {
+        "phone_number": phone_number,
+        "first_name": first_name,
+        "last_name": last_name,
+        "image_url": image_url,
+        "is_active": bool(active),
+    }
 
 
 @dataclass(frozen=True)
@@ -20,15 +52,9 @@ class Card:
     def image_url(self, cdn_prefix: str) -> str | None:
         return f"{cdn_prefix}{self.image_blob}" if self.image_blob else None
 
-    def public(self, cdn_prefix: str) -> dict[str, object]:
-        """The card as the API shows it (the id and the source URL stay inside)."""
-        return {
-            "phone_number": self.phone_number,
-            "first_name": self.first_name,
-            "last_name": self.last_name,
-            "image_url": self.image_url(cdn_prefix),
-            "is_active": self.is_active,
-        }
+    def public(self, cdn_prefix: str) -> WireCard:
+        """The card as the API shows it."""
+        return wire(self.phone_number, self.first_name, self.last_name, self.image_url(cdn_prefix), self.is_active)
 
 
 class Outcome(Enum):

@@ -140,3 +140,15 @@ def test_the_domain_imports_nothing_of_the_store_nor_the_seams(graph):
     assert "contactcard.domain" in graph["contactcard.store.cards"]
     assert "contactcard.domain" in graph["contactcard.device.base"]
     assert {t for t in graph["contactcard.domain"] | graph["contactcard.card"] if _within(t, below + UPPER)} == set()
+
+
+def test_the_card_has_one_wire_form_and_the_openapi_schema_is_built_from_it():
+    from contactcard.card import WIRE_PROPERTIES, Card, wire
+    from contactcard.http.openapi import document
+
+    card = Card("id", "+15551234567", "Ada", None, "abc.jpg", "https://example.com/a.jpg", True, True)
+    shown = card.public("https://cdn.example/")
+    assert list(shown) == list(WIRE_PROPERTIES)  # every field described, in the order written
+    assert shown == wire("+15551234567", "Ada", None, "https://cdn.example/abc.jpg", 1)
+    schema = document("http://127.0.0.1:1")["components"]["schemas"]["ContactCard"]
+    assert schema["properties"] == WIRE_PROPERTIES and schema["required"] == list(WIRE_PROPERTIES)

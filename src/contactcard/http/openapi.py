@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from contactcard import errors
-from contactcard.contract import E164, MAX_BODY_BYTES, NAME_MAX
+from contactcard.card import WIRE_PROPERTIES
+from contactcard.contract import MAX_BODY_BYTES, NAME_MAX
 from contactcard.webhooks.events import DOC_URL, EVENT_TYPES
 
 CARD_PATHS = ("/v3/contact_card", "/api/partner/v3/contact_card")
@@ -46,7 +47,7 @@ OPERATION_ERRORS: dict[str, dict[int, list[int]]] = {
     "list_event_types": {**_COMMON},
 }
 
-_PHONE = {"type": "string", "pattern": f"^{E164.pattern}$", "examples": ["+15551234567"]}
+_PHONE = WIRE_PROPERTIES["phone_number"]
 _NAME = {
     "type": "string",
     "minLength": 1,
@@ -55,16 +56,11 @@ _NAME = {
 _IMAGE_URL = {"type": "string", "maxLength": 2048, "description": "Absolute https URL of the image to rehost."}
 
 _SCHEMAS: dict[str, Any] = {
+    # Built from the one conversion's own description (card.py), never written twice.
     "ContactCard": {
         "type": "object",
-        "required": ["phone_number", "first_name", "last_name", "image_url", "is_active"],
-        "properties": {
-            "phone_number": _PHONE,
-            "first_name": {"type": "string"},
-            "last_name": {"type": ["string", "null"]},
-            "image_url": {"type": ["string", "null"], "description": "The rehosted copy on our CDN."},
-            "is_active": {"type": "boolean", "description": "The line's device confirmed these values."},
-        },
+        "required": list(WIRE_PROPERTIES),
+        "properties": WIRE_PROPERTIES,
         "additionalProperties": False,
     },
     "ContactCardList": {

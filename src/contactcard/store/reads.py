@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from contactcard.card import WireCard, wire
 from contactcard.store.commits import CommitLog, CountLog
 from contactcard.store.deadlines import abandon, connection_options, sweep
 from contactcard.store.memo import BatchMemo, Memo, TurnMemo
@@ -43,7 +44,7 @@ ORDER BY l.phone_number
 """
 
 # A card as the API answers it (not the domain `Card`: the read path never builds one).
-CardDict = dict[str, Any]
+CardDict = WireCard
 
 
 # Moves whenever a transaction that had an id ends, on the whole PostgreSQL server: a
@@ -264,13 +265,7 @@ class CardReads:
 
     def _card(self, row: tuple[Any, ...], at: int) -> CardDict:
         blob = row[at + 3]
-        return {
-            "phone_number": row[at],
-            "first_name": row[at + 1],
-            "last_name": row[at + 2],
-            "image_url": self._prefix + blob if blob else None,
-            "is_active": bool(row[at + 4]),
-        }
+        return wire(row[at], row[at + 1], row[at + 2], self._prefix + blob if blob else None, row[at + 4])
 
     async def line_access_async(self, key_hash: str, phone: str) -> LineAccess:
         row = await self._rows_async(self._one, (phone, key_hash), many=False)
@@ -301,15 +296,9 @@ class CardReads:
         if not rows or not hmac.compare_digest(rows[0][0], key_hash):
             return None, []
         prefix = self._prefix
-        # Inlined rather than `_card` per row: this loop is most of GET-all's own cost.
+        # Unpacked here rather than `_card` per row: this loop is most of GET-all's own cost.
         return rows[0][1], [
-            {
-                "phone_number": phone,
-                "first_name": first,
-                "last_name": last,
-                "image_url": prefix + blob if blob else None,
-                "is_active": bool(active),
-            }
+            wire(phone, first, last, prefix + blob if blob else None, active)
             for _, _, phone, first, last, blob, active in rows
             if phone is not None
         ]
