@@ -96,7 +96,8 @@ def start_server(
         data_dir=data_dir,
         public_base_url=base_url,
         admin_token=ADMIN_TOKEN,
-        **settings_overrides,
+        # In this process: its resolver and clock are the test's, which a child would not share.
+        **{"webhook_delivery": "inline", **settings_overrides},
     )
     app = create_app(settings, build(settings, resolver=resolver) if resolver else None)
     # The protocol production serves with (cli._run_uvicorn), so the tests run what it runs.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.engine import make_url
 
@@ -37,7 +38,7 @@ from contactcard.store.reads import CardReads
 from contactcard.store.subscriptions import SubscriptionRecords
 from contactcard.store.webhooks import WebhookStore
 from contactcard.store.writer import PostgresWriter, SqliteWriter, Writer
-from contactcard.webhooks.delivery import Clock, DeliveryWorker, Resolver, RetryPolicy, WebhookSender
+from contactcard.webhooks.delivery import AttemptTally, Clock, DeliveryWorker, Resolver, RetryPolicy, WebhookSender
 from contactcard.webhooks.subscriptions import Subscriptions
 
 
@@ -56,6 +57,80 @@ class FetcherOnFirstUse:
         return data
 
 
+class Deliveries(Protocol):
+    """Who makes a server's webhook attempts (`CONTACTCARD_WEBHOOK_DELIVERY`): told of each
+    recorded event by `wake`, started and stopped with the server."""
+
+    def start(self) -> None: ...
+
+    def wake(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class InlineDeliveries:
+    """The delivery worker on this process's event loop, with its sender and, on
+    PostgreSQL, the writer its claims and outcomes go through."""
+
+    worker: DeliveryWorker
+    sender: WebhookSender
+    lane: Writer | None = None
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def wake(self) -> None:
+        self.worker.wake()
+
+    async def aclose(self) -> None:
+        await self.worker.aclose()
+        await self.sender.aclose()
+
+    def close(self) -> None:
+        if self.lane is not None:
+            self.lane.close()
+
+
+class NoDeliveries:
+    """`off`: this server makes no attempts (a `contactcard deliver` elsewhere does)."""
+
+    def start(self) -> None:
+        pass
+
+    def wake(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessDeliveries:
+    """`process`: a `contactcard deliver` child makes the attempts (webhooks/process.py)."""
+
+    def __init__(self, settings: Settings, tally: AttemptTally | None) -> None:
+        from contactcard.webhooks.process import DeliveryProcess
+
+        self.process = DeliveryProcess(settings, tally)
+
+    def start(self) -> None:
+        self.process.start()
+
+    def wake(self) -> None:
+        self.process.wake()
+
+    async def aclose(self) -> None:
+        await self.process.aclose()
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class Services:
     database: Database
@@ -71,23 +146,18 @@ class Services:
     journal: Journal
     kit: Kit
     subscriptions: Subscriptions
-    deliveries: DeliveryWorker
-    sender: WebhookSender
-    # PostgreSQL: the webhook worker's own writer (claims and outcomes), beside the cards'.
-    webhook_lane: Writer | None = None
+    deliveries: Deliveries
 
     async def aclose(self) -> None:
         """Let queued writes finish and close what is bound to the event loop."""
         await self.deliveries.aclose()
-        await self.sender.aclose()
         await self.locks.aclose()
         await self.reads.aclose()
 
     def close(self) -> None:
         self.journal.close()
         self.writer.close()
-        if self.webhook_lane is not None:
-            self.webhook_lane.close()
+        self.deliveries.close()
         self.database.dispose()
 
 
@@ -193,6 +263,100 @@ def webhook_policy(settings: Settings, images_policy: HostPolicy) -> HostPolicy:
     )
 
 
+def inline_deliveries(
+    settings: Settings,
+    database: Database,
+    writer: Writer,
+    controls: LiveControls,
+    hooks_policy: HostPolicy,
+    *,
+    tally: AttemptTally | None,
+    clock: Clock | None = None,
+    resolver: Resolver | None = None,
+    own_lane: bool,
+) -> InlineDeliveries:
+    """The delivery worker on `writer`'s database. `own_lane`: on PostgreSQL, the worker's
+    claims and outcomes go through a writer of their own, so that they never queue behind
+    a batch of card writes, nor card writes behind them (a server's; a delivery process has
+    no card writes to share with). SQLite has one writer at a time: they share the card
+    writer's commits, two statements for a whole batch of outcomes (store/webhooks.py)."""
+    lane = None
+    if own_lane and database.dialect == "postgresql":
+        lane = PostgresWriter(_conninfo(database.url), timeout=settings.database_timeout, reads=False)
+    store = WebhookStore(writer, dialect=database.dialect, lane=lane)
+    sender = WebhookSender(
+        hooks_policy,
+        timeout=settings.webhook_attempt_timeout,
+        max_answer_bytes=settings.webhook_max_answer_bytes,
+        resolver=resolver,
+    )
+    worker = DeliveryWorker(
+        store,
+        sender,
+        clock=clock or controls,  # a moved test clock makes due retries run
+        retry=RetryPolicy(settings.retry_delays),
+        concurrency=settings.webhook_concurrency,
+        per_target=settings.webhook_concurrency_per_target,
+        poll_interval=settings.webhook_poll_interval,
+        # A process that died mid-attempt holds it no longer than this.
+        lease=settings.webhook_attempt_timeout + 5,
+        tally=tally,
+        database_timeout=settings.database_timeout,
+    )
+    return InlineDeliveries(worker, sender, lane)
+
+
+@dataclass
+class DeliveryServices:
+    """What a delivery process (`contactcard deliver`) runs on: the database, one writer,
+    the runtime controls and the worker; no card path, no HTTP."""
+
+    database: Database
+    writer: Writer
+    controls: LiveControls
+    deliveries: InlineDeliveries
+
+    def start(self) -> None:
+        self.deliveries.start()
+
+    def wake(self) -> None:
+        self.deliveries.wake()
+
+    def reload_controls(self) -> None:
+        self.controls.reload()
+
+    async def aclose(self) -> None:
+        await self.deliveries.aclose()
+
+    def close(self) -> None:
+        self.deliveries.close()
+        self.writer.close()
+        self.database.dispose()
+
+
+def delivery_services(
+    settings: Settings, tally: AttemptTally | None, *, run_migrations: bool = False
+) -> DeliveryServices:
+    """A delivery process's services. One writer for everything (on PostgreSQL one connection,
+    used at every poll, so a restarted database is noticed at once rather than left
+    half-closed). `run_migrations`: for a `deliver` run on its own; a server's child finds the
+    database migrated by its server."""
+    database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
+    try:
+        if run_migrations:
+            migrate(database)
+        controls = controls_for(settings, database)
+        writer = writer_for(database, settings.database_timeout)
+    except BaseException:
+        database.dispose()
+        raise
+    policy = HostPolicy(allow_private=settings.image_allow_private, allowed_hosts=settings.allowed_image_hosts)
+    deliveries = inline_deliveries(
+        settings, database, writer, controls, webhook_policy(settings, policy), tally=tally, own_lane=False
+    )
+    return DeliveryServices(database, writer, controls, deliveries)
+
+
 def build(
     settings: Settings,
     *,
@@ -236,34 +400,18 @@ def build(
     )
     metrics = Metrics() if settings.metrics != "off" else None
     controls = controls_for(settings, database)
-    # On PostgreSQL the worker's claims and outcomes go through a writer of their own:
-    # they never queue behind a batch of card writes, nor card writes behind them. SQLite
-    # has one writer at a time: they share the card writer's commits, two statements for
-    # a whole batch of outcomes (store/webhooks.py).
-    lane = None
-    if database.dialect == "postgresql":
-        lane = PostgresWriter(_conninfo(database.url), timeout=settings.database_timeout, reads=False)
-    webhook_store = WebhookStore(writer, dialect=database.dialect, lane=lane)
+    webhook_store = WebhookStore(writer, dialect=database.dialect)
     hooks_policy = webhook_policy(settings, policy)
-    sender = WebhookSender(
-        hooks_policy,
-        timeout=settings.webhook_attempt_timeout,
-        max_answer_bytes=settings.webhook_max_answer_bytes,
-        resolver=resolver,
-    )
-    deliveries = DeliveryWorker(
-        webhook_store,
-        sender,
-        clock=clock or controls,  # a moved test clock makes due retries run
-        retry=RetryPolicy(settings.retry_delays),
-        concurrency=settings.webhook_concurrency,
-        per_target=settings.webhook_concurrency_per_target,
-        poll_interval=settings.webhook_poll_interval,
-        # A process that died mid-attempt holds it no longer than this.
-        lease=settings.webhook_attempt_timeout + 5,
-        tally=metrics,
-        database_timeout=settings.database_timeout,
-    )
+    deliveries: Deliveries
+    if settings.webhook_delivery == "process":
+        deliveries = ProcessDeliveries(settings, metrics)
+    elif settings.webhook_delivery == "inline":
+        deliveries = inline_deliveries(
+            settings, database, writer, controls, hooks_policy, tally=metrics, clock=clock, resolver=resolver,
+            own_lane=True,
+        )  # fmt: skip
+    else:
+        deliveries = NoDeliveries()
     cards = ContactCards(
         reads=reads,
         # The device is the simulated one: its steps join the card's statements.
@@ -309,6 +457,4 @@ def build(
             replace_same_target=settings.open_sandbox,
         ),
         deliveries,
-        sender,
-        lane,
     )

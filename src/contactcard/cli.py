@@ -228,6 +228,24 @@ def _serve(host: str, port: int, workers: int, simulate_images: bool, seed_file:
     )
 
 
+@app.command()
+def deliver(
+    lifeline: Annotated[
+        bool, typer.Option(help="Run as a server's child: settings and wakes on stdin, stop at its end.")
+    ] = False,
+) -> None:
+    """Make webhook attempts, and nothing else. A server starts one of these itself (unless
+    `CONTACTCARD_WEBHOOK_DELIVERY` says otherwise); run it on its own beside servers set to
+    `off`. SIGTERM or Ctrl-C stops it."""
+    from contactcard.bootstrap import delivery_services
+    from contactcard.webhooks.process import run_child
+
+    def services(settings: Settings, tally: Any) -> Any:
+        return delivery_services(settings, tally, run_migrations=not lifeline)
+
+    raise typer.Exit(run_child(services, lifeline=lifeline))
+
+
 async def _seeded(loaded: Any, services: Any) -> bool:
     from contactcard import seed
 

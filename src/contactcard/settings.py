@@ -135,6 +135,12 @@ class Settings(BaseSettings):
         description="Of those, at most this many to one subscription: a slow receiver cannot take them all. "
         "Each is a kept-alive connection to the receiver.",
     )
+    webhook_delivery: Literal["process", "inline", "off"] = Field(
+        "process",
+        description="Who makes this server's webhook attempts. `process`: a `contactcard deliver` child of "
+        "each server process, on the other cores (restarted if it dies, stopped with its server). `inline`: "
+        "a task on the server's own event loop. `off`: none here; run `contactcard deliver` yourself.",
+    )
     webhook_poll_interval: float = Field(
         0.5,
         gt=0,

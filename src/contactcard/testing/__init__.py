@@ -284,6 +284,8 @@ def _start(data_dir: Path, overrides: dict[str, Any]) -> Server:
         "admin_token": secrets.token_urlsafe(24),
         "image_fetch": "simulated",  # never the network, unless a test asks for it
         "journal_unread": JOURNAL_HOLD_ALL,  # a test's first look at the journal sees all it sent
+        # One process: a test server starts in a moment and stops with no child left behind.
+        "webhook_delivery": "inline",
         **overrides,
     }
     settings = Settings(**values)
