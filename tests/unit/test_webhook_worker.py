@@ -454,3 +454,23 @@ async def test_recording_an_event_claims_the_next_of_its_line_in_the_same_commit
     assert [c.event_id for c in found] == [second.event_id]
     rows = await writer.read(Stmt("SELECT event_id, status FROM webhook_deliveries ORDER BY created_at", {}))
     assert [tuple(r) for r in rows] == [(first.event_id, "delivered"), (second.event_id, "pending")]
+
+
+async def test_a_worker_woken_as_it_is_stopped_stops(outbox):
+    """A stop that arrives in the same turn as a wake stops the worker (Python 3.11's
+    `wait_for` could swallow such a cancellation, and `aclose` then waited for good)."""
+    _writer, store = outbox
+    for turns in range(4):
+        for _ in range(10):
+            worker = DeliveryWorker(store, ScriptedSender(), clock=ManualClock(), poll_interval=0.02)
+            worker.start()
+            await asyncio.sleep(0.03)  # in its wait
+            worker.wake()
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            closing = asyncio.ensure_future(worker.aclose())
+            done, _ = await asyncio.wait({closing}, timeout=2)
+            while worker._task is not None and not closing.done():  # failed: stop it anyway
+                worker._task.cancel()
+                await asyncio.sleep(0.01)
+            assert closing in done, f"the worker outlived aclose (woken {turns} turns before the stop)"

@@ -361,7 +361,11 @@ class DeliveryWorker:
             if claimed:
                 continue  # there may be more due right now
             try:
-                await asyncio.wait_for(self._wake.wait(), self._poll)
+                # `asyncio.timeout`, not `wait_for`: on Python 3.11, `wait_for` may swallow a
+                # cancellation that arrives as the wake does, and this loop would outlive
+                # `aclose` (which then waits for it for good).
+                async with asyncio.timeout(self._poll):
+                    await self._wake.wait()
             except TimeoutError:
                 self._only_busy_due = False  # retries come due, other processes record events
                 continue
