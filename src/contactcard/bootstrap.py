@@ -165,13 +165,20 @@ def _conninfo(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def writer_for(database: Database, timeout: float, commits: CommitLog | CountLog | None = None) -> Writer:
+def writer_for(
+    database: Database, timeout: float, commits: CommitLog | CountLog | None = None, *, reads: bool = True
+) -> Writer:
+    """`reads`: on PostgreSQL, the writer's reads go through a connection of their own (a
+    server's write path); without, through the writer's one connection."""
     url = make_url(database.url)
     if database.dialect == "sqlite":
         counts = commits if isinstance(commits, CountLog) else None
         return SqliteWriter(url.database or ":memory:", timeout=timeout, counts=counts)
     return PostgresWriter(
-        _conninfo(database.url), timeout=timeout, commits=commits if isinstance(commits, CommitLog) else None
+        _conninfo(database.url),
+        timeout=timeout,
+        reads=reads,
+        commits=commits if isinstance(commits, CommitLog) else None,
     )
 
 
@@ -346,7 +353,7 @@ def delivery_services(
         if run_migrations:
             migrate(database)
         controls = controls_for(settings, database)
-        writer = writer_for(database, settings.database_timeout)
+        writer = writer_for(database, settings.database_timeout, reads=False)
     except BaseException:
         database.dispose()
         raise

@@ -42,7 +42,7 @@ from contactcard.store.schema import api_keys, cards, lines, partners, webhook_d
 from tests.conftest import ADMIN_TOKEN
 from tests.dashboard.conftest import signed_in_http
 from tests.support.own_cluster import OwnCluster, own_cluster, wait_for
-from tests.support.processes import ServerProcess, create_partner, script
+from tests.support.processes import ServerProcess, _children, create_partner, script
 from tests.support.writes import Write, card_problems, device_shows, fire, first, outcomes, send_all
 
 pytestmark = pytest.mark.slow
@@ -191,16 +191,28 @@ class Burst:
 
 
 def _server_ports(server: ServerProcess, port: int) -> dict[int, str]:
-    """The server's sockets to the cluster's port: their local port and TCP state (01:
-    established)."""
+    """The server's sockets to the cluster's port, its webhook delivery process's included:
+    their local port and TCP state (01: established)."""
     assert server.proc is not None
+    found: dict[int, str] = {}
+    for pid in (server.proc.pid, *_children(server.proc.pid)):
+        found.update(_server_ports_of(pid, port))
+    return found
+
+
+def _server_ports_of(pid: int, port: int) -> dict[int, str]:
+    """`_server_ports` of one process."""
     inodes: dict[str, tuple[int, str]] = {}
     for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = row.split()
         if int(fields[2].rsplit(":", 1)[1], 16) == port:
             inodes[fields[9]] = (int(fields[1].rsplit(":", 1)[1], 16), fields[3])
     found: dict[int, str] = {}
-    for fd in Path(f"/proc/{server.proc.pid}/fd").iterdir():
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return found  # a child that has just left
+    for fd in fds:
         try:
             target = fd.readlink().name
         except OSError:
@@ -222,7 +234,9 @@ def _leftovers(server: ServerProcess, cluster: OwnCluster) -> str:
             "SELECT client_port, state, backend_start, left(query, 60) FROM pg_stat_activity "
             "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
         ).fetchall()
-    return f"server sockets {_server_ports(server, cluster.port)}, sessions {sessions}"
+    assert server.proc is not None
+    owners = {pid: _server_ports_of(pid, cluster.port) for pid in (server.proc.pid, *_children(server.proc.pid))}
+    return f"server sockets by process {owners}, sessions {sessions}"
 
 
 def _no_leftovers(server: ServerProcess, cluster: OwnCluster) -> bool:

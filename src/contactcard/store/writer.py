@@ -39,6 +39,7 @@ import functools
 import logging
 import queue
 import re
+import select
 import sqlite3
 import threading
 import time
@@ -155,6 +156,10 @@ class Writer:
 
     threads = 1
     idle_close: float | None = None  # seconds a connection may stay unused before it is closed
+    # Seconds between looks at an unused connection for a database that closed it (it was
+    # restarted, or ended the session): dropped then, not left half-closed until its next
+    # use. None: never looked at.
+    idle_check: float | None = None
     # Whether statements may be composed with data-modifying CTEs (`WITH ... AS (INSERT ...)`):
     # PostgreSQL's, not SQLite's.
     composes_writes = False
@@ -245,16 +250,30 @@ class Writer:
             worker.join(timeout=30)
         self._workers = []
 
+    def _closed_by_database(self, connection: Any) -> bool:
+        """Whether the database has closed `connection`, which is unused (a subclass knows how)."""
+        return False
+
+    def _idle_wait(self, connection: Any) -> float | None:
+        """How long the thread waits for a job before it looks at its idle connection."""
+        if connection is None:
+            return None
+        waits = [w for w in (self.idle_close, self.idle_check) if w is not None]
+        return min(waits) if waits else None
+
     def _serve(self) -> None:
         connection: Any = None
+        used = time.monotonic()
         while True:
             try:
-                first = self._queue.get(timeout=self.idle_close if connection is not None else None)
+                first = self._queue.get(timeout=self._idle_wait(connection))
             except queue.Empty:
+                idle = self.idle_close is not None and time.monotonic() - used >= self.idle_close
                 # Idle: give the connection back, so that quiet processes leave room under
                 # the database's connection limit. The next write connects again.
-                self._disconnect(connection)
-                connection = None
+                if idle or self._closed_by_database(connection):
+                    self._disconnect(connection)
+                    connection = None
                 continue
             if first is None:
                 break
@@ -269,6 +288,7 @@ class Writer:
                     break
                 batch.append(job)
             connection = self._serve_batch(connection, batch)
+            used = time.monotonic()
         if connection is not None:
             self._disconnect(connection)
 
@@ -508,6 +528,7 @@ class PostgresWriter(Writer):
     # per batch is paid more often, and the threads contend for the interpreter.)
     threads = 1
     idle_close = 30.0
+    idle_check = 1.0
     composes_writes = True
     abandons = True
     abandoned_may_commit = True
@@ -534,6 +555,17 @@ class PostgresWriter(Writer):
 
     def _abandon(self, connection: Any) -> None:
         abandon(connection)
+
+    def _closed_by_database(self, connection: Any) -> bool:
+        # Nothing is due from the server on an unused connection (no LISTEN here): a
+        # readable socket is its goodbye (a restart's FATAL, or the end of file).
+        try:
+            if connection.closed:
+                return True
+            ready, _, _ = select.select([connection.pgconn.socket], [], [], 0)
+        except Exception:  # no socket left to look at: closed
+            return True
+        return bool(ready)
 
     def _connect(self) -> Any:
         import psycopg
