@@ -287,9 +287,11 @@ def measure(
     latency_writes: int = 100,
     database_url: str | None = None,
     workers: int = 1,
+    delivery: str = "process",
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Every webhook figure, on one fresh server: the raw results."""
+    """Every webhook figure, on one fresh server: the raw results. `delivery`: the
+    server's `CONTACTCARD_WEBHOOK_DELIVERY` (a child process, the default; or `inline`)."""
     receiver = ReceiverProcess()
     tmp = Path(tempfile.mkdtemp(prefix="contactcard-bench-hooks-"))
     server = contactcard_server(
@@ -302,6 +304,7 @@ def measure(
             "CONTACTCARD_ADMIN_TOKEN": ADMIN,
             "CONTACTCARD_IMAGE_ALLOW_PRIVATE": "true",
             "CONTACTCARD_WRITE_BUDGET": "0",
+            "CONTACTCARD_WEBHOOK_DELIVERY": delivery,
         },
         args=["--workers", str(workers)] if workers > 1 else None,
     )
@@ -549,6 +552,7 @@ def main() -> None:
     parser.add_argument("--slow-backlog", type=int, default=1000)
     parser.add_argument("--database-url", help="PostgreSQL (SQLAlchemy URL of an existing, empty database)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--delivery", choices=["process", "inline"], default="process")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     options = parser.parse_args()
     try:
@@ -561,6 +565,7 @@ def main() -> None:
             slow_backlog=options.slow_backlog,
             database_url=options.database_url,
             workers=options.workers,
+            delivery=options.delivery,
         )
     finally:
         stop_all()
