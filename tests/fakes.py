@@ -42,7 +42,8 @@ from contactcard.store.overview import Counts
 from contactcard.store.partners import Holdings, NoSuchPartner, PartnerRow
 from contactcard.store.reads import LineAccess
 from contactcard.store.subscriptions import SubscriptionRow
-from contactcard.store.webhooks import Subscription, TargetTaken
+from contactcard.store.webhooks import Claimed, Subscription, TargetTaken
+from contactcard.store.webhooks import Outcome as DeliveryOutcome
 from contactcard.store.writer import StoreUnavailable
 
 CDN_PREFIX = "https://cdn.test/contact-card/"
@@ -800,3 +801,133 @@ class FakeSubscriptionRecords:
                 raise TargetTaken()
         self.subs[sub.id] = sub
         self.announced += [event.event_type for event in announce or ()]
+
+
+@dataclass
+class QueuedDelivery:
+    """One outbox row of `FakeDeliveryQueue`."""
+
+    claimed: Claimed
+    phone_number: str | None
+    order: int  # when it was recorded: a line's events go in this order
+    status: str = "pending"
+    next_at: float = 0.0
+    lease_until: float | None = None
+    outcomes: list[DeliveryOutcome] = field(default_factory=list)
+
+
+class FakeDeliveryQueue:
+    """The outbox in memory, as `webhooks.delivery.DeliveryQueue` describes it: the claim's
+    rules (due, leased, a line in order, a share per subscription) over a list of rows."""
+
+    def __init__(self) -> None:
+        self.rows: list[QueuedDelivery] = []
+        self.subscriptions: dict[str, Subscription] = {}
+        self.claims = 0  # claims made (a commit each in a server)
+        self.fail_next = 0  # the next N calls raise StoreUnavailable
+        self._order = itertools.count()
+
+    def add(self, subscription_id: str, event_id: str, *, phone: str | None, at: float = 0.0) -> QueuedDelivery:
+        row = QueuedDelivery(
+            Claimed(event_id, subscription_id, "contact_card.updated", f'{{"event_id": "{event_id}"}}', 0),
+            phone,
+            next(self._order),
+            next_at=at,
+        )
+        self.rows.append(row)
+        return row
+
+    def status(self, event_id: str, subscription_id: str) -> str:
+        (row,) = [
+            r for r in self.rows if r.claimed.event_id == event_id and r.claimed.subscription_id == subscription_id
+        ]
+        return row.status
+
+    def _maybe_fail(self) -> None:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise StoreUnavailable("the database is away")
+
+    def _due(self, now: float, real_now: float, skip: list[str]) -> list[QueuedDelivery]:
+        pending = [r for r in self.rows if r.status == "pending"]
+        found = []
+        for row in pending:
+            sid = row.claimed.subscription_id
+            if row.next_at > now or sid in skip or (row.lease_until is not None and row.lease_until >= real_now):
+                continue
+            earlier = row.phone_number is not None and any(
+                other.claimed.subscription_id == sid
+                and other.phone_number == row.phone_number
+                and other.order < row.order
+                for other in pending
+            )
+            if not earlier:
+                found.append(row)
+        return sorted(found, key=lambda r: (r.next_at, r.order))
+
+    async def has_due(self, now: float, real_now: float) -> bool:
+        self._maybe_fail()
+        return bool(self._due(now, real_now, []))
+
+    async def claim(
+        self,
+        now: float,
+        real_now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        skip: list[str] | None = None,
+        per_subscription: int | None = None,
+    ) -> list[Claimed]:
+        self._maybe_fail()
+        self.claims += 1
+        taken: list[Claimed] = []
+        per: dict[str, int] = {}
+        for row in self._due(now, real_now, skip or []):
+            sid = row.claimed.subscription_id
+            if len(taken) == limit:
+                break
+            if per.get(sid, 0) >= (per_subscription or limit):
+                continue
+            per[sid] = per.get(sid, 0) + 1
+            row.lease_until = lease_until
+            row.claimed = replace(row.claimed, attempts=row.claimed.attempts + 1)
+            taken.append(row.claimed)
+        return taken
+
+    async def finish_and_claim(
+        self,
+        outcomes: list[DeliveryOutcome],
+        now: float,
+        real_now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        skip: list[str] | None = None,
+        per_subscription: int | None = None,
+    ) -> list[Claimed]:
+        await self.finish_many(outcomes)
+        return await self.claim(now, real_now, lease_until, limit, skip=skip, per_subscription=per_subscription)
+
+    async def finish_many(self, outcomes: list[DeliveryOutcome]) -> None:
+        self._maybe_fail()
+        for outcome in outcomes:
+            for row in self.rows:
+                if (row.claimed.event_id, row.claimed.subscription_id) == (
+                    outcome.claimed.event_id,
+                    outcome.claimed.subscription_id,
+                ):
+                    row.status, row.lease_until = outcome.status, None
+                    row.next_at = outcome.next_at if outcome.next_at is not None else row.next_at
+                    row.outcomes.append(outcome)
+
+    async def release(self, claimed: list[Claimed]) -> None:
+        for given in claimed:
+            for row in self.rows:
+                if row.claimed.event_id == given.event_id and row.claimed.subscription_id == given.subscription_id:
+                    row.lease_until = None
+                    row.claimed = replace(row.claimed, attempts=row.claimed.attempts - 1)
+
+    async def targets(self, ids: list[str]) -> dict[str, Subscription]:
+        self._maybe_fail()
+        return {sid: self.subscriptions[sid] for sid in ids if sid in self.subscriptions}

@@ -32,7 +32,7 @@ import anyio.to_thread
 
 from contactcard.images.addresses import HostPolicy, IPAddress
 from contactcard.images.urls import ImageUrl, ImageUrlError, parse_image_url
-from contactcard.store.webhooks import Claimed, Outcome, Subscription, WebhookStore
+from contactcard.store.webhooks import Claimed, Outcome, Subscription
 from contactcard.webhooks.client import AnswerError, Endpoint, HookClient
 
 log = logging.getLogger("contactcard")
@@ -265,12 +265,54 @@ class Sender(Protocol):
     async def post(self, target_url: str, body: bytes, headers: dict[str, str]) -> Answer: ...
 
 
+class DeliveryQueue(Protocol):
+    """The outbox as the worker schedules from it (`store.webhooks.WebhookStore` in a
+    server, `tests/fakes.py` `FakeDeliveryQueue` in the unit tests).
+
+    `claim` takes due attempts (`next_at <= now` on the worker's clock) whose lease has run
+    out (`real_now`, real time), at most `per_subscription` of one subscription and none of
+    `skip`'s, and leases them until `lease_until`; a line's event is due at a subscription
+    only when no earlier event of that line is pending there. `finish_many` records
+    outcomes and ends their leases; `release` gives claims back unmade."""
+
+    async def has_due(self, now: float, real_now: float) -> bool: ...
+
+    async def claim(
+        self,
+        now: float,
+        real_now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        skip: list[str] | None = None,
+        per_subscription: int | None = None,
+    ) -> list[Claimed]: ...
+
+    async def finish_and_claim(
+        self,
+        outcomes: list[Outcome],
+        now: float,
+        real_now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        skip: list[str] | None = None,
+        per_subscription: int | None = None,
+    ) -> list[Claimed]: ...
+
+    async def finish_many(self, outcomes: list[Outcome]) -> None: ...
+
+    async def release(self, claimed: list[Claimed]) -> None: ...
+
+    async def targets(self, ids: list[str]) -> dict[str, Subscription]: ...
+
+
 class DeliveryWorker:
     """Claims due attempts and makes them, `concurrency` at a time, until stopped."""
 
     def __init__(
         self,
-        store: WebhookStore,
+        store: DeliveryQueue,
         sender: Sender,
         *,
         clock: Clock | None = None,
