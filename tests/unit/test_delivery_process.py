@@ -76,3 +76,15 @@ async def test_wakes_are_one_byte_per_turn_and_tallies_come_back(tmp_path, caplo
     assert "unreadable tally line" in caplog.text
     assert "exited" not in caplog.text  # stopped, not died: no restart
     assert process.starts == 1
+
+
+@pytest.mark.parametrize("line", [b"not json\n", b"[1, 2]\n", b'{"webhook_concurrency": 0}\n'])
+def test_a_child_started_with_a_bad_settings_line_says_so_without_a_traceback(line):
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "contactcard", "deliver", "--lifeline"], input=line, capture_output=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert b"the first line on stdin must be the server's settings" in done.stderr
+    assert b"Traceback" not in done.stderr + done.stdout

@@ -216,8 +216,19 @@ def read_settings_line(stream: IO[bytes]) -> Settings:
     line = stream.readline()
     if not line:
         raise SystemExit(0)  # the server went before it said anything
-    values: dict[str, Any] = json.loads(line)
-    return Settings(**values)
+    try:
+        values = json.loads(line)
+        if not isinstance(values, dict):
+            raise ValueError("not a JSON object")
+        return Settings(**values)
+    except ValueError as exc:  # pydantic's ValidationError is one too
+        # Started by hand, most likely: say what this mode expects, without a traceback.
+        print(
+            "contactcard deliver --lifeline: the first line on stdin must be the server's settings as "
+            f"one JSON object ({_first_line(exc)}); run `contactcard deliver` without --lifeline on its own",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
 
 
 class _Lifeline(asyncio.Protocol):
