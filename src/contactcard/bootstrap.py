@@ -166,19 +166,26 @@ def _conninfo(url: str) -> str:
 
 
 def writer_for(
-    database: Database, timeout: float, commits: CommitLog | CountLog | None = None, *, reads: bool = True
+    database: Database,
+    timeout: float,
+    commits: CommitLog | CountLog | None = None,
+    *,
+    reads: bool = True,
+    durable: bool = True,
 ) -> Writer:
     """`reads`: on PostgreSQL, the writer's reads go through a connection of their own (a
-    server's write path); without, through the writer's one connection."""
+    server's write path); without, through the writer's one connection. `durable`: on
+    SQLite and PostgreSQL alike, whether each commit waits for the disk (see `SqliteWriter`)."""
     url = make_url(database.url)
     if database.dialect == "sqlite":
         counts = commits if isinstance(commits, CountLog) else None
-        return SqliteWriter(url.database or ":memory:", timeout=timeout, counts=counts)
+        return SqliteWriter(url.database or ":memory:", timeout=timeout, counts=counts, durable=durable)
     return PostgresWriter(
         _conninfo(database.url),
         timeout=timeout,
         reads=reads,
         commits=commits if isinstance(commits, CommitLog) else None,
+        durable=durable,
     )
 
 
@@ -353,7 +360,8 @@ def delivery_services(
         if run_migrations:
             migrate(database)
         controls = controls_for(settings, database)
-        writer = writer_for(database, settings.database_timeout, reads=False)
+        # Claims and outcomes only: one lost to a power cut is an attempt made again.
+        writer = writer_for(database, settings.database_timeout, reads=False, durable=False)
     except BaseException:
         database.dispose()
         raise

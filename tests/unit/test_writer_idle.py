@@ -72,3 +72,31 @@ def test_an_unused_connection_the_database_ended_is_dropped_and_the_next_write_c
         assert second != first
     finally:
         writer.close()
+
+
+def test_a_delivery_process_writer_commits_without_waiting_for_the_disk(conninfo, tmp_path):
+    """Claims and outcomes only (bootstrap.delivery_services): `durable=False`."""
+    from contactcard.store.db import connect, migrate
+    from contactcard.store.writer import SqliteWriter
+
+    async def setting(writer, sql: str) -> str:
+        await writer.run([Stmt("SELECT 1", {})])  # the writer's own connection is open
+        return str((await writer.read(Stmt(sql, {}, rows=True)))[0][0])
+
+    for durable, wanted in ((True, "on"), (False, "off")):
+        writer = PostgresWriter(conninfo, timeout=5, reads=False, durable=durable)
+        try:
+            assert asyncio.run(setting(writer, "SHOW synchronous_commit")) == wanted
+        finally:
+            writer.close()
+
+    database = connect(f"sqlite:///{tmp_path / 'd.db'}")
+    migrate(database)
+    database.dispose()
+    for durable, level in ((True, 2), (False, 1)):  # FULL, NORMAL
+        sqlite = SqliteWriter(str(tmp_path / "d.db"), timeout=5, durable=durable)
+        try:
+            rows = asyncio.run(sqlite.run([Stmt("PRAGMA synchronous", {}, rows=True)]))
+            assert rows[0][0][0] == level
+        finally:
+            sqlite.close()

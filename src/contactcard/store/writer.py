@@ -425,9 +425,15 @@ class SqliteWriter(Writer):
 
     threads = 1
 
-    def __init__(self, path: str, *, timeout: float, counts: CountLog | None = None) -> None:
+    def __init__(self, path: str, *, timeout: float, counts: CountLog | None = None, durable: bool = True) -> None:
+        """`durable`: each commit is on disk before it is answered (`synchronous=FULL`). A
+        webhook delivery process passes False: its commits are claims and outcomes, and one
+        lost to a power cut is an attempt made once more, which at-least-once delivery
+        allows; without a sync of their own they hold the file's one write lock for
+        microseconds instead of a disk flush, which the card writes would wait behind."""
         super().__init__(timeout=timeout)
         self._path = path
+        self._synchronous = "FULL" if durable else "NORMAL"
         self._counts = counts  # told of each commit whose lines are known (the GET memo reads it)
         self._reader: sqlite3.Connection | None = None
 
@@ -454,7 +460,7 @@ class SqliteWriter(Writer):
             connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             # FULL: a write the server acknowledged survives a crash of the machine too.
-            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute(f"PRAGMA synchronous={self._synchronous}")
             connection.execute("PRAGMA foreign_keys=ON")
             # Another process holding the file's write lock (the admin CLI, say) is waited
             # for this long, then the batch answers "database unavailable".
@@ -535,9 +541,21 @@ class PostgresWriter(Writer):
 
     autocommit = False
 
-    def __init__(self, conninfo: str, *, timeout: float, reads: bool = True, commits: CommitLog | None = None) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        timeout: float,
+        reads: bool = True,
+        commits: CommitLog | None = None,
+        durable: bool = True,
+    ) -> None:
+        """`durable`: False sets `synchronous_commit = off` on the connection, for a webhook
+        delivery process (see `SqliteWriter`): a commit is answered before it is flushed,
+        and one lost to a crash of the database is an attempt made once more."""
         super().__init__(timeout=timeout)
         self._conninfo = conninfo
+        self._session: dict[str, Any] = {} if durable else {"options": "-c synchronous_commit=off"}
         self._commits = commits  # told of each commit whose lines are known (the GET memo reads it)
         # The write path's reads go to a thread of their own: in a writer's batch they
         # would wait for the batch's commit to be flushed to disk, which they do not need.
@@ -571,7 +589,9 @@ class PostgresWriter(Writer):
         import psycopg
 
         try:
-            return psycopg.connect(self._conninfo, autocommit=self.autocommit, **connection_options(self._timeout))
+            return psycopg.connect(
+                self._conninfo, autocommit=self.autocommit, **connection_options(self._timeout), **self._session
+            )
         except psycopg.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
 
