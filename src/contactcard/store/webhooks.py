@@ -251,8 +251,8 @@ class WebhookStore:
 
         On PostgreSQL the due rows are locked `SKIP LOCKED`: processes claiming at once
         each take other rows, never waiting for one another."""
-        stmt = self._claim_stmt(now, real_now, lease_until, limit, skip, per_subscription)
-        rows = (await self._lane.run([stmt], lines=NO_LINES))[0]
+        stmts = [*self._claim_plan(), self._claim_stmt(now, real_now, lease_until, limit, skip, per_subscription)]
+        rows = (await self._lane.run(stmts, lines=NO_LINES))[-1]
         return [_claimed(r) for r in rows]
 
     async def finish_and_claim(
@@ -270,10 +270,20 @@ class WebhookStore:
         recorded has its next one claimed in the same commit, not one commit later."""
         stmts = [
             *self._finish_stmts(outcomes),
+            *self._claim_plan(),
             self._claim_stmt(now, real_now, lease_until, limit, skip, per_subscription),
         ]
         rows = (await self._lane.run(stmts, lines=NO_LINES))[-1]
         return [_claimed(r) for r in rows]
+
+    def _claim_plan(self) -> list[Stmt]:
+        """On PostgreSQL, what the claim's transaction sets first: no bitmap scans. The
+        claim wants the first `scan` due rows in `next_at` order, which an index scan reads
+        and stops at; with the statistics behind a growing backlog (they always are) the
+        planner picks a bitmap scan instead, which visits every pending row and sorts them
+        all: 23 ms a claim at 20,000 pending rows against 3 ms, and deliveries from a
+        backlog held to a few hundred a second. `SET LOCAL` ends with the transaction."""
+        return [Stmt("SET LOCAL enable_bitmapscan = off", {})] if self._postgres else []
 
     def _claim_stmt(
         self,
