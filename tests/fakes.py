@@ -35,16 +35,16 @@ from contactcard.journal_entry import Entry, Query
 from contactcard.kit import Kit
 from contactcard.service import ContactCards, Policy
 from contactcard.store.api_keys import KeyInUse, KeyRow, NewKey
+from contactcard.store.core import StoreUnavailable
+from contactcard.store.core.locks import LineBusy
 from contactcard.store.deliveries import EVERY_DELIVERY, AttemptRow, DeliveryFilter, DeliveryRow
 from contactcard.store.lines import EVERY_LINE, DeletedEvent, LineCardRow, LineFilter, LineRow, LineTaken
-from contactcard.store.locks import LineBusy
 from contactcard.store.overview import Counts
 from contactcard.store.partners import Holdings, NoSuchPartner, PartnerRow
 from contactcard.store.reads import LineAccess
 from contactcard.store.subscriptions import SubscriptionRow
 from contactcard.store.webhooks import Claimed, Subscription, TargetTaken
 from contactcard.store.webhooks import Outcome as DeliveryOutcome
-from contactcard.store.writer import StoreUnavailable
 
 CDN_PREFIX = "https://cdn.test/contact-card/"
 

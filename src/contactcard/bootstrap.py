@@ -24,20 +24,22 @@ from contactcard.service import ContactCards, Policy
 from contactcard.settings import Settings
 from contactcard.store.api_keys import ApiKeys
 from contactcard.store.cards import CardWrites
-from contactcard.store.commits import CommitLog, CountLog
 from contactcard.store.controls import ControlRecords
+from contactcard.store.core import Writer
+from contactcard.store.core.commits import CommitLog, CountLog
+from contactcard.store.core.locks import AdvisoryLocks, LineLocks
+from contactcard.store.core.postgres import postgres_writer
+from contactcard.store.core.sqlite import sqlite_writer
 from contactcard.store.db import Database, connect, migrate
 from contactcard.store.deliveries import DeliveryRecords
 from contactcard.store.devices import DeviceRecords
 from contactcard.store.journal import JournalRecords
 from contactcard.store.lines import Lines
-from contactcard.store.locks import AdvisoryLocks, LineLocks
 from contactcard.store.overview import Overview
 from contactcard.store.partners import Partners
 from contactcard.store.reads import CardReads
 from contactcard.store.subscriptions import SubscriptionRecords
 from contactcard.store.webhooks import WebhookStore
-from contactcard.store.writer import PostgresWriter, SqliteWriter, Writer
 from contactcard.webhooks.delivery import AttemptTally, Clock, DeliveryWorker, Resolver, RetryPolicy, WebhookSender
 from contactcard.webhooks.subscriptions import Subscriptions
 
@@ -175,12 +177,12 @@ def writer_for(
 ) -> Writer:
     """`reads`: on PostgreSQL, the writer's reads go through a connection of their own (a
     server's write path); without, through the writer's one connection. `durable`: on
-    SQLite and PostgreSQL alike, whether each commit waits for the disk (see `SqliteWriter`)."""
+    SQLite and PostgreSQL alike, whether each commit waits for the disk (see `store/core/sqlite.py`)."""
     url = make_url(database.url)
     if database.dialect == "sqlite":
         counts = commits if isinstance(commits, CountLog) else None
-        return SqliteWriter(url.database or ":memory:", timeout=timeout, counts=counts, durable=durable)
-    return PostgresWriter(
+        return sqlite_writer(url.database or ":memory:", timeout=timeout, counts=counts, durable=durable)
+    return postgres_writer(
         _conninfo(database.url),
         timeout=timeout,
         reads=reads,
@@ -296,7 +298,7 @@ def inline_deliveries(
     writer's commits, two statements for a whole batch of outcomes (store/webhooks.py)."""
     lane = None
     if own_lane and database.dialect == "postgresql":
-        lane = PostgresWriter(_conninfo(database.url), timeout=settings.database_timeout, reads=False)
+        lane = postgres_writer(_conninfo(database.url), timeout=settings.database_timeout, reads=False)
     store = WebhookStore(writer, dialect=database.dialect, lane=lane)
     sender = WebhookSender(
         hooks_policy,

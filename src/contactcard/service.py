@@ -36,8 +36,8 @@ from contactcard.device import Device
 from contactcard.domain import CardValues, LineState, PendingWrite, Stored
 from contactcard.errors import ApiError
 from contactcard.logs import note
-from contactcard.store.locks import FirstRead, LineBusy
-from contactcard.store.writer import StoreUnavailable, WriteExpired, WriteInDoubt
+from contactcard.store.core import StoreUnavailable, WriteExpired, WriteInDoubt
+from contactcard.store.core.locks import FirstRead, LineBusy
 from contactcard.webhooks import events
 
 log = logging.getLogger("contactcard")
@@ -116,7 +116,7 @@ class LineLocks(Protocol):
         self, phone: str, first: Callable[[], FirstRead[LineState] | None] | None = None
     ) -> AbstractAsyncContextManager[LineState | None]:
         """Hold the line's lock; yields the line's state when the lock's request carried
-        `first()`'s read (`store/locks.py`), None when the holder must read it."""
+        `first()`'s read (`store/core/locks.py`), None when the holder must read it."""
         ...
 
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from contactcard.store.memo import BatchMemo, TurnMemo
+from contactcard.store.core.memo import BatchMemo, TurnMemo
 from tests.conftest import Partner, RunningServer, make_partner, start_server
 from tests.support.databases import own_database
 from tests.support.reads import lookups_while_still, recorded_lookups

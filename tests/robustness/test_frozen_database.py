@@ -405,7 +405,8 @@ def test_processes_starting_together_on_an_empty_database_make_one_demo_partner(
 def test_writes_queued_at_their_deadline_never_land_and_one_sent_lands_whole_or_not_at_all(cluster):
     import asyncio
 
-    from contactcard.store.writer import PostgresWriter, Stmt, WriteExpired, WriteInDoubt
+    from contactcard.store.core import Stmt, WriteExpired, WriteInDoubt, Writer
+    from contactcard.store.core.postgres import postgres_writer
 
     url = _database(cluster)
     conninfo = url.replace("postgresql+psycopg://", "postgresql://")
@@ -418,7 +419,7 @@ def test_writes_queued_at_their_deadline_never_land_and_one_sent_lands_whole_or_
     async def scenario() -> dict[str, BaseException | None]:
         outcomes: dict[str, BaseException | None] = {}
 
-        async def run(writer: PostgresWriter, name: str, *names: str) -> None:
+        async def run(writer: Writer, name: str, *names: str) -> None:
             try:
                 await writer.run(insert(*names))
                 outcomes[name] = None
@@ -426,9 +427,9 @@ def test_writes_queued_at_their_deadline_never_land_and_one_sent_lands_whole_or_
                 outcomes[name] = exc
 
         # `warm` holds a connection when the freeze comes: its next batch is sent, unanswered.
-        warm = PostgresWriter(conninfo, timeout=DATABASE_TIMEOUT, reads=False)
+        warm = postgres_writer(conninfo, timeout=DATABASE_TIMEOUT, reads=False)
         # `cold` has none: its writer thread waits to connect while its writes sit queued.
-        cold = PostgresWriter(conninfo, timeout=1.0, reads=False)
+        cold = postgres_writer(conninfo, timeout=1.0, reads=False)
         try:
             await warm.run(insert("before"))
             with cluster.frozen():

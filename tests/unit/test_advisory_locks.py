@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from contactcard.bootstrap import _conninfo
-from contactcard.store.locks import AdvisoryLocks, LineBusy, LineLocks
-from contactcard.store.writer import Stmt
+from contactcard.store.core import Stmt
+from contactcard.store.core.locks import AdvisoryLocks, LineBusy, LineLocks
 from tests.support.databases import own_database
 
 PHONE = "+15550003333"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from contactcard.store.commits import MAX_RANGES, MAX_SPAN, CommitLog, CountLog, parse_snapshot
-from contactcard.store.memo import BatchMemo, TurnMemo
+from contactcard.store.core.commits import MAX_RANGES, MAX_SPAN, CommitLog, CountLog, parse_snapshot
+from contactcard.store.core.memo import BatchMemo, TurnMemo
 
 
 def test_snapshots_are_parsed_as_postgresql_prints_them():

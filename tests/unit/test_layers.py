@@ -99,7 +99,7 @@ def _within(name: str, prefixes: tuple[str, ...]) -> bool:
 
 def test_the_graph_is_read_from_the_source(graph):
     # The reader sees relative, lazy and package imports alike, or the tests below prove nothing.
-    assert "contactcard.store.writer" in graph["contactcard.store.cards"]
+    assert "contactcard.store.core" in graph["contactcard.store.cards"]
     assert "contactcard.http.admin_kit" in graph["contactcard.http.admin"]  # imported inside a function
     assert "contactcard.device.simulated" in graph["contactcard.device"]
 

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from contactcard.store.core import Stmt
+from contactcard.store.core.sqlite import sqlite_writer
 from contactcard.store.db import connect, migrate
 from contactcard.store.deliveries import DeliveryRecords
 from contactcard.store.webhooks import Outcome, Subscription, WebhookStore, fan_out
-from contactcard.store.writer import SqliteWriter, Stmt
 from contactcard.webhooks import events
 from contactcard.webhooks.delivery import Answer, DeliveryWorker, RetryPolicy
 from contactcard.webhooks.subscriptions import new_secret
@@ -51,7 +52,7 @@ async def until(condition, within: float = 5.0) -> None:
 async def outbox(tmp_path):
     database = connect(f"sqlite:///{tmp_path / 'w.db'}")
     migrate(database)
-    writer = SqliteWriter(str(tmp_path / "w.db"), timeout=2)
+    writer = sqlite_writer(str(tmp_path / "w.db"), timeout=2)
     store = WebhookStore(writer, dialect="sqlite")
     now = datetime.now(UTC)
     await writer.run([Stmt("INSERT INTO partners (id, name, created_at) VALUES ('p', 'p', :now)", {"now": now})])

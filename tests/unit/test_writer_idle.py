@@ -1,5 +1,5 @@
 """A PostgreSQL writer's unused connection that the database ends (a restart, a
-terminated session) is dropped within a look or two (`Writer.idle_check`), not held
+terminated session) is dropped within a look or two (`PostgresDialect.idle_check`), not held
 half-closed until its next use; the next transaction connects again."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from contactcard.bootstrap import _conninfo
-from contactcard.store.writer import PostgresWriter, Stmt
+from contactcard.store.core import Stmt
+from contactcard.store.core.postgres import postgres_writer
 from tests.support.databases import own_database
 
 
@@ -47,7 +48,7 @@ def half_closed_sockets(port: int) -> int:
 
 def test_an_unused_connection_the_database_ended_is_dropped_and_the_next_write_connects(conninfo):
     port = psycopg.conninfo.conninfo_to_dict(conninfo).get("port") or 5432
-    writer = PostgresWriter(conninfo, timeout=5, reads=False)
+    writer = postgres_writer(conninfo, timeout=5, reads=False)
     try:
 
         async def backend() -> int:
@@ -67,7 +68,7 @@ def test_an_unused_connection_the_database_ended_is_dropped_and_the_next_write_c
             time.sleep(0.05)
         dropped_after = time.monotonic() - ended_at
         assert half_closed_sockets(int(port)) == 0, "the ended connection is still held"
-        assert dropped_after < writer.idle_close, dropped_after  # well before the idle close
+        assert dropped_after < writer.dialect.idle_close, dropped_after  # well before the idle close
         second = asyncio.run(backend())  # a fresh connection, at once
         assert second != first
     finally:
@@ -76,15 +77,15 @@ def test_an_unused_connection_the_database_ended_is_dropped_and_the_next_write_c
 
 def test_a_delivery_process_writer_commits_without_waiting_for_the_disk(conninfo, tmp_path):
     """Claims and outcomes only (bootstrap.delivery_services): `durable=False`."""
+    from contactcard.store.core.sqlite import sqlite_writer
     from contactcard.store.db import connect, migrate
-    from contactcard.store.writer import SqliteWriter
 
     async def setting(writer, sql: str) -> str:
         await writer.run([Stmt("SELECT 1", {})])  # the writer's own connection is open
         return str((await writer.read(Stmt(sql, {}, rows=True)))[0][0])
 
     for durable, wanted in ((True, "on"), (False, "off")):
-        writer = PostgresWriter(conninfo, timeout=5, reads=False, durable=durable)
+        writer = postgres_writer(conninfo, timeout=5, reads=False, durable=durable)
         try:
             assert asyncio.run(setting(writer, "SHOW synchronous_commit")) == wanted
         finally:
@@ -94,7 +95,7 @@ def test_a_delivery_process_writer_commits_without_waiting_for_the_disk(conninfo
     migrate(database)
     database.dispose()
     for durable, level in ((True, 2), (False, 1)):  # FULL, NORMAL
-        sqlite = SqliteWriter(str(tmp_path / "d.db"), timeout=5, durable=durable)
+        sqlite = sqlite_writer(str(tmp_path / "d.db"), timeout=5, durable=durable)
         try:
             rows = asyncio.run(sqlite.run([Stmt("PRAGMA synchronous", {}, rows=True)]))
             assert rows[0][0][0] == level

@@ -11,9 +11,12 @@ import pytest
 from sqlalchemy import text
 
 from contactcard.bootstrap import _conninfo
-from contactcard.store.commits import CommitLog, CountLog
+from contactcard.store.core import Stmt, StoreUnavailable, Writer
+from contactcard.store.core.commits import CommitLog, CountLog
+from contactcard.store.core.postgres import postgres_writer
+from contactcard.store.core.sqlite import sqlite_writer
+from contactcard.store.core.writer import _disconnect, _Job
 from contactcard.store.db import connect, migrate
-from contactcard.store.writer import PostgresWriter, SqliteWriter, Stmt, StoreUnavailable, Writer, _Job
 from tests.support.databases import own_database
 
 PHONE = "+15550001111"
@@ -52,7 +55,7 @@ def _run_one_batch(writer: Writer) -> tuple[object, object]:
         bad = _Job([Stmt(BROKEN, {})], loop.create_future(), loop, frozenset({"+15550002222"}))
 
         def serve() -> None:  # as a writer thread does, on a connection of its own
-            writer._disconnect(writer._serve_batch(None, [good, bad]))
+            _disconnect(writer._serve_batch(None, [good, bad]))
 
         await asyncio.to_thread(serve)
         answers = await asyncio.gather(good.future, bad.future, return_exceptions=True)
@@ -65,7 +68,7 @@ def test_sqlite_a_rerun_transaction_tells_its_own_range_and_the_failed_batch_not
     path = tmp_path / "w.db"
     _seed(f"sqlite:///{path}")
     counts = CountLog()
-    writer = SqliteWriter(str(path), timeout=2, counts=counts)
+    writer = sqlite_writer(str(path), timeout=2, counts=counts)
     good, bad = _run_one_batch(writer)
     assert good == [[]] and isinstance(bad, Exception) and not isinstance(bad, StoreUnavailable)
     # One range: the rename's (its trigger counted once), after the rolled-back batch.
@@ -88,7 +91,7 @@ def test_postgres_a_rerun_transaction_tells_its_own_id_and_the_failed_batch_noth
         finally:
             database.dispose()
         commits = CommitLog()
-        writer = PostgresWriter(_conninfo(url), timeout=2, reads=False, commits=commits)
+        writer = postgres_writer(_conninfo(url), timeout=2, reads=False, commits=commits)
         good, bad = _run_one_batch(writer)
         assert good == [[]] and isinstance(bad, Exception) and not isinstance(bad, StoreUnavailable)
         assert list(commits._known.values()) == [frozenset({PHONE})]

@@ -41,9 +41,9 @@ from contactcard.dashboard.web import (
 )
 from contactcard.kit import Kit
 from contactcard.settings import Settings
+from contactcard.store.core import StoreUnavailable
 from contactcard.store.dashboard_sessions import SessionRecords
 from contactcard.store.db import Database
-from contactcard.store.writer import StoreUnavailable
 
 DATABASE_ERRORS: tuple[type[Exception], ...] = (StoreUnavailable, OperationalError, PoolTimeout)
 
@@ -68,7 +68,7 @@ async def _not_a_page(request: Request, exc: Exception) -> Response:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
-    # The database refused or did not answer within its timeout (`store/deadlines.py`).
+    # The database refused or did not answer within its timeout (`store/core/deadlines.py`).
     return PlainTextResponse("The database is not answering; try again in a moment.", 503, headers={"retry-after": "1"})
 
 

@@ -50,11 +50,11 @@ _RETRY_SOON = {"retry-after": "1", "x-should-retry": "true"}
 
 
 def _database_unavailable(exc: Exception) -> bool:
-    """The database could not be reached or did not answer in time (`store/deadlines.py`)."""
+    """The database could not be reached or did not answer in time (`store/core/deadlines.py`)."""
     from sqlalchemy.exc import DBAPIError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    from contactcard.store.writer import StoreUnavailable
+    from contactcard.store.core import StoreUnavailable
 
     if isinstance(exc, StoreUnavailable | OperationalError | PoolTimeout):
         return True

@@ -5,7 +5,7 @@ that spends the budget and the prune of attempts that can no longer count (when 
 budget is on), the device's display (when its apply joins the commit, `JoinedApply`),
 the webhook fan-out (when the change makes an event) and the card. None of them needs
 another's answer, so the writer can send a whole batch of them at once (see
-`writer.py`). On SQLite the parts are the transaction's statements, one each; on
+`core/writer.py`). On SQLite the parts are the transaction's statements, one each; on
 PostgreSQL they are data-modifying CTEs of one statement whose last part is the card
 (`_one_statement`), so a write costs the driver one statement instead of five.
 
@@ -28,8 +28,8 @@ from typing import NamedTuple
 from contactcard.card import Card, Outcome
 from contactcard.domain import LineState, PendingWrite, Stored
 from contactcard.store import devices
+from contactcard.store.core import Row, Stmt, Writer
 from contactcard.store.webhooks import fan_out
-from contactcard.store.writer import Row, Stmt, Writer
 
 # The key, the line's owner, its card (only when the key's partner owns the line) and the
 # write budget used, in one statement; the runtime controls' version, so a write learns of

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, delete, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from contactcard.controls import Overrides
+from contactcard.store.core import StoreUnavailable
 from contactcard.store.db import Database
 from contactcard.store.schema import (
     api_keys,
@@ -27,7 +28,6 @@ from contactcard.store.schema import (
     webhook_subscriptions,
     write_attempts,
 )
-from contactcard.store.writer import StoreUnavailable
 
 _ENSURE_ROW = "INSERT INTO runtime_controls (id, version, clock_offset) VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING"
 # What a reset forgets, children before parents; `everything` adds what it keeps otherwise.

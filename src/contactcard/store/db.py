@@ -16,9 +16,9 @@ from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from contactcard.store.deadlines import WATCHDOG, connection_options
+from contactcard.store.core import StoreUnavailable
+from contactcard.store.core.deadlines import WATCHDOG, connection_options
 from contactcard.store.schema import metadata
-from contactcard.store.writer import StoreUnavailable
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration; a test keeps it equal to Alembic's head. Knowing it lets a start on
@@ -29,7 +29,7 @@ HEAD_REVISION = "0008_webhook_line_order"
 @dataclass
 class Database:
     """The operator side's engines (admin, CLI, migrations); the API's writes go through
-    `writer.py` and its reads through `reads.py`.
+    `core/writer.py` and its reads through `reads.py`.
 
     `reader` reads; `writer` opens transactions that may write.
 
@@ -123,7 +123,7 @@ def unbounded(connection: Connection) -> Iterator[None]:
 def _bound_every_call(engine: Engine, timeout: float) -> None:
     """Every round trip of the engine's connections (the check at checkout, each
     statement, commit, rollback, the reset at checkin) is abandoned past `timeout`
-    (`deadlines.py`): a frozen server costs an operator request `timeout`, not forever."""
+    (`core/deadlines.py`): a frozen server costs an operator request `timeout`, not forever."""
 
     def arm(info: dict[Any, Any], dbapi_connection: Any) -> None:
         disarm(info)

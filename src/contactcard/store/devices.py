@@ -18,8 +18,8 @@ from sqlalchemy import Engine, delete, insert, select
 from contactcard.card import Card, Outcome
 from contactcard.device.base import DeviceScript, DeviceView
 from contactcard.domain import JoinedApply
+from contactcard.store.core import NO_LINES, Stmt, Writer
 from contactcard.store.schema import device_displays, device_scripts
-from contactcard.store.writer import NO_LINES, Stmt, Writer
 
 _SCRIPTED = "(fail_next > 0 OR rate_limit_next > 0 OR apply_delay > 0)"
 

@@ -11,12 +11,12 @@ from sqlalchemy import Select, delete, func, insert, select, text
 
 from contactcard.card import Card
 from contactcard.store import rows
+from contactcard.store.core import sqlite_value
 from contactcard.store.db import Database
 from contactcard.store.outbox import RecordedEvent
 from contactcard.store.partners import require_partner
 from contactcard.store.schema import cards, device_displays, device_scripts, lines, partners
 from contactcard.store.webhooks import fan_out
-from contactcard.store.writer import sqlite_value
 
 
 class LineTaken(Exception):

@@ -4,7 +4,7 @@ GET is the hot path, so it skips the ORM layers: one prepared statement, rows tu
 straight into the dicts the API answers with.
 
 `memo()` gives the HTTP layer a place to keep GET answers that can never be stale: see
-`memo.py` for why it is exact on both databases.
+`core/memo.py` for why it is exact on both databases.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from contactcard.card import WireCard, wire
-from contactcard.store.commits import CommitLog, CountLog
-from contactcard.store.deadlines import abandon, connection_options, sweep
-from contactcard.store.memo import BatchMemo, Memo, TurnMemo
-from contactcard.store.writer import StoreUnavailable, read_change_count
+from contactcard.store.core import StoreUnavailable
+from contactcard.store.core.commits import CommitLog, CountLog
+from contactcard.store.core.deadlines import abandon, connection_options, sweep
+from contactcard.store.core.memo import BatchMemo, Memo, TurnMemo
+from contactcard.store.core.sqlite import read_change_count
 
 _ONE = """
 SELECT k.key_hash, k.partner_id, l.partner_id,
@@ -105,7 +106,7 @@ class CardReads:
         self._pool_failed = False  # the last pool gave no connection in time
         self._probing = False  # a read is asking on a connection of its own
         # With this process's commit log, a move of the version caused only by its own
-        # writes drops only their lines' answers (`commits.py`).
+        # writes drops only their lines' answers (`core/commits.py`).
         self._pg_memo = BatchMemo(self._pg_version, commits.lines_changed if isinstance(commits, CommitLog) else None)
         self._counts = commits if isinstance(commits, CountLog) else None
         self._one = _ONE.format(p=marker)
@@ -140,7 +141,7 @@ class CardReads:
             raise StoreUnavailable("the database was unreachable moments ago")
         loop = asyncio.get_running_loop()
         # One bound for the whole read, the retry on a dropped connection included. Past it
-        # the connection is abandoned (`deadlines.py`), not cancelled: a cancellation would
+        # the connection is abandoned (`core/deadlines.py`), not cancelled: a cancellation would
         # wait for a server that may never answer.
         deadline = loop.time() + self._timeout
         try:

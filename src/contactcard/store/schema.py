@@ -268,7 +268,7 @@ dashboard_sessions = Table(
 # (keys, lines, cards), kept by the triggers below in the changing transaction itself, so
 # that every writer (another process, the admin CLI, a statement typed in sqlite3) moves
 # it. The GET memo's version: with this process's own writes known as ranges of the count
-# (`store/commits.py`), a move made only by them drops only their lines' answers.
+# (`store/core/commits.py`), a move made only by them drops only their lines' answers.
 # PostgreSQL leaves the row alone; its memo reads the cluster's snapshot instead.
 change_count = Table(
     "change_count",

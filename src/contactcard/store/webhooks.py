@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
+from contactcard.store.core import NO_LINES, Row, Stmt, Writer, sqlite_value
 from contactcard.store.outbox import RecordedEvent
-from contactcard.store.writer import NO_LINES, Row, Stmt, Writer, sqlite_value
 
 _FAN_OUT = """
 INSERT INTO webhook_deliveries (event_id, subscription_id, event_type, phone_number, body, status, attempts,

@@ -31,9 +31,9 @@ from contactcard import contract, errors
 from contactcard.errors import ApiError
 from contactcard.images.addresses import HostPolicy, IPAddress
 from contactcard.images.urls import ImageUrl
+from contactcard.store.core import StoreUnavailable
 from contactcard.store.outbox import RecordedEvent
 from contactcard.store.webhooks import Subscription, TargetTaken
-from contactcard.store.writer import StoreUnavailable
 from contactcard.webhooks.delivery import Resolver, TargetRefused, parse_target, system_resolver
 from contactcard.webhooks.events import DOC_URL, EVENT_TYPES, KNOWN_EVENTS, Outbox, subscription_event, webhook_version
 

@@ -35,8 +35,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
-from contactcard.store.deadlines import abandon, connection_options
-from contactcard.store.writer import Row, Stmt, StoreUnavailable, pyformat
+from contactcard.store.core import Row, Stmt, StoreUnavailable, pyformat
+from contactcard.store.core.deadlines import abandon, connection_options
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
