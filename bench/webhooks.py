@@ -80,6 +80,10 @@ class ReceiverProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def _get(self, path: str) -> bytes:
         with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as answer:
             return answer.read()
@@ -219,6 +223,58 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
+def _machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent not idle, so far (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_sample(server: Server, receiver: ReceiverProcess) -> dict[str, float]:
+    """CPU seconds so far: the machine, the server with its children, the delivery
+    children among them, the receiver (to tell what a load on 2 cores is bound by)."""
+    delivery = 0.0
+    for pid in _descendants(server.pid):
+        try:
+            if b"deliver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                delivery += _cpu_seconds(pid)
+        except OSError:
+            continue
+    return {
+        "machine": _machine_busy_seconds(),
+        "server": _cpu_seconds(server.pid),
+        "delivery": delivery,
+        "receiver": _cpu_seconds(receiver.pid),
+    }
+
+
+def _descendants(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = [int(c) for c in (task / "children").read_text().split()]
+                found += children
+                pending += children
+        except OSError:
+            continue
+    return found
+
+
+def _cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores each part kept busy on average (the server's own without its delivery children;
+    `other` is the load generator, the bench and everything else on the machine)."""
+    used = {k: (after[k] - before[k]) / seconds for k in before}
+    return {
+        "machine": used["machine"],
+        "server": used["server"] - used["delivery"],
+        "delivery": used["delivery"],
+        "receiver": used["receiver"],
+        "other": used["machine"] - used["server"] - used["receiver"],
+    }
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -324,7 +380,9 @@ def measure(
             for n in order:
                 _, key, phones = partners[n]
                 began = time.time() - 0.001  # (created_at has milliseconds)
+                cpu_before, cpu_began = _cpu_sample(server, receiver), time.perf_counter()
                 result = _load(server, key, phones, duration, connections, tmp)
+                result["cores"] = _cores(cpu_before, _cpu_sample(server, receiver), time.perf_counter() - cpu_began)
                 ended = time.time()
                 if n:
                     # Until every event arrived, or 30 s passed with some still missing.
@@ -348,7 +406,8 @@ def measure(
                 log(f"  round {index + 1}/{rounds}, {n} subscriptions: {result['ok_rps']:.0f} writes/s, "
                     f"p99 {result['p99_ms']:.1f} ms" + (f", {result['arrived']}/{result['expected']} events, "
                     f"delay p99 {result['delay_p99_ms']:.0f} ms, drained {result['drain_s']:.2f} s after"
-                    if n and result["drain_s"] is not None else ""))  # fmt: skip
+                    if n and result["drain_s"] is not None else "")
+                    + f"; {_cores_note([result], 'cores')}")  # fmt: skip
                 receiver.settled(quiet=0.5)
                 receiver.arrivals()
 
@@ -463,7 +522,8 @@ def rows_of(result: dict) -> list[dict]:
         title = f"PATCH writes/s at {at}, {n} subscription{'s' if n != '1' else ''} against none"
         rows.append(row(12, db, title, "writes/s", target, info_target=None if target else "webhook_write_rps",
                         subject=spread(_values(side, "ok_rps")), baseline=spread(_values(none, "ok_rps")),
-                        ratio=spread(ratios(_values(side, "ok_rps"), _values(none, "ok_rps")))))  # fmt: skip
+                        ratio=spread(ratios(_values(side, "ok_rps"), _values(none, "ok_rps"))),
+                        notes=[_cores_note(none, "none"), _cores_note(side, n)]))  # fmt: skip
     three = writes["3"]
     rows.append(row(12, db, f"PATCH p99 at {at}, 3 subscriptions against none", "ms", "webhook_write_p99",
                     subject=spread(_values(three, "p99_ms")), baseline=spread(_values(none, "p99_ms")),
@@ -505,6 +565,19 @@ def rows_of(result: dict) -> list[dict]:
                     broken=not slow["healthy_delivered"],
                     notes=[f"{slow['healthy_delivered']} deliveries measured"]))  # fmt: skip
     return rows
+
+
+def _cores_note(results: list[dict], side: str) -> str:
+    """The cores each part kept busy during the load, median over the rounds."""
+    samples = [r["cores"] for r in results if "cores" in r]
+    if not samples:
+        return f"{side}: no CPU sample"
+    median = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+    return (
+        f"{side}: cores busy {median['machine']:.2f} (server {median['server']:.2f}, delivery "
+        f"{median['delivery']:.2f}, receiver {median['receiver']:.2f}, load generator and the rest "
+        f"{median['other']:.2f})"
+    )
 
 
 def webhook_figure(run) -> list[dict]:
