@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from contactcard.store.core import Stmt, StoreUnavailable, Writer, WriteExpired, WriteInDoubt
+from contactcard.store.core import Stmt, StoreUnavailable, WriteExpired, WriteInDoubt, Writer
 from contactcard.store.core.statements import Lines, Tx
 from contactcard.store.core.writer import Results
 
