@@ -169,7 +169,6 @@ class Writer:
     def __init__(self, dialect: Dialect, *, timeout: float, reads: Reads | None = None) -> None:
         """`reads`: where `read` goes (else a read is a transaction of the writer's own)."""
         self.dialect = dialect
-        self.composes_writes = dialect.composes_writes
         self._timeout = timeout  # how long a transaction may wait for the database
         self._reads = reads
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -181,6 +180,11 @@ class Writer:
         self._sending: tuple[Any, list[_Job]] | None = None
         self._abandoned = False
         self._failed = False  # the last batch found no database (the writer thread's own)
+
+    @property
+    def composes_writes(self) -> bool:
+        """Whether the store may compose statements with data-modifying CTEs (the dialect's say)."""
+        return self.dialect.composes_writes
 
     async def run(self, tx: Tx, *, lines: Lines = None) -> list[list[Row]]:
         """Run `tx` in a committed transaction; the rows of each statement that wants them.
