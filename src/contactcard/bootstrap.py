@@ -3,6 +3,7 @@ database, writer, line locks, reads, device, CDN, image fetcher, readiness."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,11 +26,12 @@ from contactcard.settings import Settings
 from contactcard.store.api_keys import ApiKeys
 from contactcard.store.cards import CardWrites
 from contactcard.store.controls import ControlRecords
-from contactcard.store.core import Writer
+from contactcard.store.core import Transactions, Writer
 from contactcard.store.core.commits import CommitLog, CountLog
 from contactcard.store.core.locks import AdvisoryLocks, LineLocks
 from contactcard.store.core.postgres import postgres_writer
-from contactcard.store.core.sqlite import sqlite_writer
+from contactcard.store.core.relay import RelayedWriter
+from contactcard.store.core.sqlite import LoopReads, sqlite_writer
 from contactcard.store.db import Database, connect, migrate
 from contactcard.store.deliveries import DeliveryRecords
 from contactcard.store.devices import DeviceRecords
@@ -115,10 +117,10 @@ class NoDeliveries:
 class ProcessDeliveries:
     """`process`: a `contactcard deliver` child makes the attempts (webhooks/process.py)."""
 
-    def __init__(self, settings: Settings, tally: AttemptTally | None) -> None:
+    def __init__(self, settings: Settings, tally: AttemptTally | None, relay_to: Writer | None = None) -> None:
         from contactcard.webhooks.process import DeliveryProcess
 
-        self.process = DeliveryProcess(settings, tally)
+        self.process = DeliveryProcess(settings, tally, relay_to=relay_to)
 
     def start(self) -> None:
         self.process.start()
@@ -282,7 +284,7 @@ def webhook_policy(settings: Settings, images_policy: HostPolicy) -> HostPolicy:
 def inline_deliveries(
     settings: Settings,
     database: Database,
-    writer: Writer,
+    writer: Transactions,
     controls: LiveControls,
     hooks_policy: HostPolicy,
     *,
@@ -328,7 +330,7 @@ class DeliveryServices:
     the runtime controls and the worker; no card path, no HTTP."""
 
     database: Database
-    writer: Writer
+    writer: Transactions
     controls: LiveControls
     deliveries: InlineDeliveries
 
@@ -351,19 +353,29 @@ class DeliveryServices:
 
 
 def delivery_services(
-    settings: Settings, tally: AttemptTally | None, *, run_migrations: bool = False
+    settings: Settings, tally: AttemptTally | None, *, run_migrations: bool = False, relay_fd: int | None = None
 ) -> DeliveryServices:
     """A delivery process's services. One writer for everything (on PostgreSQL one connection,
     used at every poll, so a restarted database is noticed at once rather than left
     half-closed). `run_migrations`: for a `deliver` run on its own; a server's child finds the
-    database migrated by its server."""
+    database migrated by its server. `relay_fd`: a SQLite server's child, whose transactions
+    its server's writer runs (store/core/relay.py)."""
     database = connect(settings.resolved_database_url, timeout=settings.database_timeout)
     try:
         if run_migrations:
             migrate(database)
         controls = controls_for(settings, database)
         # Claims and outcomes only: one lost to a power cut is an attempt made again.
-        writer = writer_for(database, settings.database_timeout, reads=False, durable=False)
+        writer: Transactions
+        if relay_fd is not None and database.dialect == "sqlite":
+            path = make_url(database.url).database or ":memory:"
+            writer = RelayedWriter(
+                socket.socket(fileno=relay_fd),
+                timeout=settings.database_timeout,
+                reads=LoopReads(path, timeout=settings.database_timeout),
+            )
+        else:
+            writer = writer_for(database, settings.database_timeout, reads=False, durable=False)
     except BaseException:
         database.dispose()
         raise
@@ -421,7 +433,8 @@ def build(
     hooks_policy = webhook_policy(settings, policy)
     deliveries: Deliveries
     if settings.webhook_delivery == "process":
-        deliveries = ProcessDeliveries(settings, metrics)
+        # On SQLite the child's claims and outcomes join this writer's batches (store/core/relay.py).
+        deliveries = ProcessDeliveries(settings, metrics, writer if database.dialect == "sqlite" else None)
     elif settings.webhook_delivery == "inline":
         deliveries = inline_deliveries(
             settings, database, writer, controls, hooks_policy, tally=metrics, clock=clock, resolver=resolver,

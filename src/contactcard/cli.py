@@ -233,6 +233,10 @@ def deliver(
     lifeline: Annotated[
         bool, typer.Option(help="Run as a server's child: settings and wakes on stdin, stop at its end.")
     ] = False,
+    relay_fd: Annotated[
+        int | None,
+        typer.Option(help="With --lifeline on SQLite: the socket its server's writer runs its transactions on."),
+    ] = None,
 ) -> None:
     """Make webhook attempts, and nothing else. A server starts one of these itself (unless
     `CONTACTCARD_WEBHOOK_DELIVERY` says otherwise); run it on its own beside servers set to
@@ -241,7 +245,7 @@ def deliver(
     from contactcard.webhooks.process import run_child
 
     def services(settings: Settings, tally: Any) -> Any:
-        return delivery_services(settings, tally, run_migrations=not lifeline)
+        return delivery_services(settings, tally, run_migrations=not lifeline, relay_fd=relay_fd)
 
     raise typer.Exit(run_child(services, lifeline=lifeline))
 

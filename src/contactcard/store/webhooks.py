@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from contactcard.store.core import NO_LINES, Row, Stmt, Writer, sqlite_value
+from contactcard.store.core import NO_LINES, Row, Stmt, Transactions, sqlite_value
 from contactcard.store.outbox import RecordedEvent
 
 _FAN_OUT = """
@@ -118,7 +118,7 @@ class TargetTaken(Exception):
 
 
 class WebhookStore:
-    def __init__(self, writer: Writer, *, dialect: str, lane: Writer | None = None) -> None:
+    def __init__(self, writer: Transactions, *, dialect: str, lane: Transactions | None = None) -> None:
         """`lane`: the writer the delivery worker's claims and outcomes go through when not
         the card writes' own (PostgreSQL: a connection of their own, so that they never
         queue behind card writes; SQLite has one writer at a time, and shares its commits)."""

@@ -14,6 +14,9 @@ The two processes talk over the child's standard streams, nothing else:
 - **stdout carries the attempt tallies back**, one JSON line every `TALLY_SECONDS`, so the
   server's `/metrics` still counts every attempt.
 - stderr is the server's own: the child's log lines land where the server's do.
+- On SQLite, a socket pair carries the child's claims and outcomes to the server's
+  writer (`store/core/relay.py`): the file has one write lock, and two processes taking
+  turns at it kept the child waiting while events piled up.
 
 `DeliveryProcess` is the server side: a supervisor thread starts the child, reads its
 tallies and starts a new one, after a growing pause, when it dies. `run_child` is the child
@@ -29,6 +32,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +41,7 @@ from collections.abc import Callable
 from typing import IO, Any, Protocol
 
 from contactcard.settings import Settings
+from contactcard.store.core import Writer
 from contactcard.webhooks.delivery import AttemptTally
 
 log = logging.getLogger("contactcard")
@@ -59,8 +64,18 @@ def child_settings(settings: Settings) -> str:
 class DeliveryProcess:
     """The server side: one `contactcard deliver --lifeline` child, kept running."""
 
-    def __init__(self, settings: Settings, tally: AttemptTally | None, command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tally: AttemptTally | None,
+        command: list[str] | None = None,
+        *,
+        relay_to: Writer | None = None,
+    ) -> None:
+        """`relay_to`: the server's writer, which runs the child's transactions (SQLite)."""
         self._line = child_settings(settings).encode()
+        self._relay_to = relay_to
+        self._relays: set[asyncio.Task[None]] = set()  # one per child; each ends with its child
         self._tally = tally
         self._command = command or [sys.executable, "-m", "contactcard", "deliver", "--lifeline"]
         self._child: subprocess.Popen[bytes] | None = None
@@ -106,6 +121,8 @@ class DeliveryProcess:
         await anyio.to_thread.run_sync(self._stop_child)
         if self._supervisor is not None:
             await anyio.to_thread.run_sync(self._supervisor.join, STOP_WAIT_S)
+        if self._relays:  # its child is gone: each ends once it has answered what it holds
+            await asyncio.wait(list(self._relays), timeout=STOP_WAIT_S)
 
     def _stop_child(self) -> None:
         child = self._child
@@ -137,11 +154,23 @@ class DeliveryProcess:
 
     def _run_one(self) -> int | None:
         """Start a child, read its tallies until it ends; its exit code."""
+        command, relay = self._command, None
+        if self._relay_to is not None:
+            relay, theirs = socket.socketpair()
+            command = [*command, "--relay-fd", str(theirs.fileno())]
         try:
-            child = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            passed = (theirs.fileno(),) if relay is not None else ()
+            child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=passed)
         except OSError as exc:
             log.warning("could not start the webhook delivery process: %s", exc)
+            if relay is not None:
+                relay.close()
             return None
+        finally:
+            if relay is not None:
+                theirs.close()  # the child's now
+        if relay is not None:
+            self._serve_relay(relay)
         assert child.stdin is not None and child.stdout is not None
         try:
             child.stdin.write(self._line)
@@ -162,6 +191,27 @@ class DeliveryProcess:
                 child.stdin.close()
         child.stdout.close()
         return code
+
+    def _serve_relay(self, relay: socket.socket) -> None:
+        """Answer the child's transactions on the server's loop until it closes its end.
+        (A thread and loop of their own were tried: answers came sooner, but the thread's
+        turns at the interpreter cost the card writes more than they saved.)"""
+        from contactcard.store.core import relay as relays
+
+        assert self._loop is not None and self._relay_to is not None
+        relay.setblocking(False)
+        writer = self._relay_to
+
+        def start() -> None:
+            # Held here: the loop keeps only a weak reference to a task.
+            task = asyncio.ensure_future(relays.serve(relay, writer))
+            self._relays.add(task)
+            task.add_done_callback(self._relays.discard)
+
+        try:
+            self._loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop is closed: the server is stopping
+            relay.close()
 
     def _read_tallies(self, stream: IO[bytes]) -> None:
         for raw in stream:

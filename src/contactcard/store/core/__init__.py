@@ -20,6 +20,9 @@ runs a connection; the database differences are each in one place.
   statement per batch.
 - `memo.py` and `commits.py`: the GET memo, and the log of this process's own commits
   that lets it keep other lines' answers. The writer tells the log after each commit.
+- `relay.py`, `RelayedWriter`: a SQLite server's webhook delivery child sends its
+  transactions to its server's writer over a socket pair, so the file's one write lock
+  has one holder.
 - `deadlines.py`: client-side deadlines for PostgreSQL calls (a frozen server's socket is
   shut down), for every caller of PostgreSQL.
 
@@ -35,7 +38,7 @@ thread, psycopg's async pool) are `store/reads.py`'s, beside the card statements
 
 from contactcard.store.core.errors import StoreUnavailable, WriteExpired, WriteInDoubt
 from contactcard.store.core.statements import NO_LINES, Lines, Params, Row, Stmt, Tx, pyformat, sqlite_value
-from contactcard.store.core.writer import Dialect, Writer
+from contactcard.store.core.writer import Dialect, Transactions, Writer
 
 __all__ = [
     "NO_LINES",
@@ -45,6 +48,7 @@ __all__ = [
     "Row",
     "Stmt",
     "StoreUnavailable",
+    "Transactions",
     "Tx",
     "WriteExpired",
     "WriteInDoubt",

@@ -104,6 +104,17 @@ class Reads(Protocol):
     def close(self) -> None: ...
 
 
+class Transactions(Protocol):
+    """What the store's modules run their statements on: a `Writer`, or a SQLite delivery
+    child's `relay.RelayedWriter`, which hands them to its server's writer."""
+
+    @property
+    def composes_writes(self) -> bool: ...
+    async def run(self, tx: Tx, *, lines: Lines = None) -> list[list[Row]]: ...
+    async def read(self, stmt: Stmt) -> list[Row]: ...
+    def close(self) -> None: ...
+
+
 # Where a transaction is; changed under the writer's lock, by its thread or the deadline.
 _QUEUED, _SENT, _DONE = 0, 1, 2
 
