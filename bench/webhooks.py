@@ -344,6 +344,7 @@ def measure(
     database_url: str | None = None,
     workers: int = 1,
     delivery: str = "process",
+    settings: dict[str, str] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Every webhook figure, on one fresh server: the raw results. `delivery`: the
@@ -361,6 +362,7 @@ def measure(
             "CONTACTCARD_IMAGE_ALLOW_PRIVATE": "true",
             "CONTACTCARD_WRITE_BUDGET": "0",
             "CONTACTCARD_WEBHOOK_DELIVERY": delivery,
+            **(settings or {}),
         },
         args=["--workers", str(workers)] if workers > 1 else None,
     )
@@ -627,7 +629,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--delivery", choices=["process", "inline"], default="process")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting for this run, e.g. CONTACTCARD_WEBHOOK_CONCURRENCY=256 (repeatable)",
+    )
     options = parser.parse_args()
+    try:
+        settings = dict(pair.split("=", 1) for pair in options.setting)
+    except ValueError:
+        parser.error("--setting takes NAME=VALUE")
     try:
         result = measure(
             rounds=options.rounds,
@@ -639,6 +652,7 @@ def main() -> None:
             database_url=options.database_url,
             workers=options.workers,
             delivery=options.delivery,
+            settings=settings,
         )
     finally:
         stop_all()
