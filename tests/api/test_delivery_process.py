@@ -10,38 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.api.test_webhook_processes import CARD_EVENTS, webhook_env
-from tests.support.databases import own_database
-from tests.support.processes import ADMIN_TOKEN, ServerProcess, _children, assert_clean_log, create_partner, stop_all
+from tests.support.processes import ADMIN_TOKEN, ServerProcess, _children, assert_clean_log, create_partner
 from tests.support.receiver import Receiver
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    yield found
-    found.close()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    try:
-        yield started
-    finally:
-        stop_all(started)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, postgres_url) -> Iterator[str | None]:
-    with own_database(request.param, postgres_url) as url:
-        yield url
 
 
 def delivery_children(pid: int) -> list[int]:

@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -24,20 +23,10 @@ from tests.support.processes import (
     ServerProcess,
     create_partner,
     free_port,
-    stop_all,
 )
 from tests.support.s3 import SECRET_KEY, S3Server
 
 CARDS = "/api/partner/v3/contact_card"
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    try:
-        yield started
-    finally:
-        stop_all(started)
 
 
 def scrape(server: ServerProcess, *, base: str | None = None, token: str | None = ADMIN_TOKEN) -> dict:

@@ -22,7 +22,6 @@ import pytest
 
 from tests.support.node import node_sdk_folder
 from tests.support.processes import free_port
-from tests.support.receiver import Receiver
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
 IMAGE = "https://cdn.linqapp.com/contact-card/example.jpg"  # what the generated tests send
@@ -124,13 +123,6 @@ def test_an_open_sandbox_refuses_to_listen_beyond_loopback(tmp_path):
 GENERATED_EVENTS = ["message.sent", "message.delivered", "message.read"]  # what the generated tests send
 GENERATED_TARGET = "https://webhooks.example.com/linq/events"
 INVENTED_ID = "b2c3d4e5-f6a7-8901-bcde-f23456789012"  # the generated tests' id, which nobody created
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    yield found
-    found.close()
 
 
 @pytest.fixture(scope="module")

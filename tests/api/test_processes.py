@@ -37,18 +37,7 @@ from tests.support.processes import (
     device,
     issue_key,
     script,
-    stop_all,
 )
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    """Every process a test registers here is stopped (or killed) at teardown, pass or fail."""
-    started: list[ServerProcess] = []
-    try:
-        yield started
-    finally:
-        stop_all(started)
 
 
 @pytest.fixture

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-
-import pytest
 
 from tests.support.databases import own_database
 from tests.support.processes import ServerProcess, create_partner, stop_all
-from tests.support.receiver import Receiver
 
 CARD_EVENTS = ["contact_card.created", "contact_card.updated", "contact_card.deleted"]
 
@@ -26,29 +22,6 @@ def webhook_env(**more: str) -> dict[str, str]:
         "CONTACTCARD_WEBHOOK_ATTEMPT_TIMEOUT": "2",
         **more,
     }
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    yield found
-    found.close()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    try:
-        yield started
-    finally:
-        stop_all(started)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, postgres_url) -> Iterator[str | None]:
-    # A database of the test's own: no other server's worker claims these deliveries.
-    with own_database(request.param, postgres_url) as url:
-        yield url
 
 
 def test_killed_right_after_a_write_the_event_is_delivered_after_restart(database, tmp_path, processes, receiver):

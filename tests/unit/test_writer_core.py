@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -195,3 +196,27 @@ def test_reads_go_where_the_writer_is_told_and_close_with_it():
         assert _run(alone.read(Stmt("state", {}))) == [("state",)]  # a transaction of its own
     finally:
         alone.close()
+
+
+def test_the_writer_goes_on_after_a_callers_event_loop_closed_before_its_answer():
+    dialect = ScriptedDialect()
+    writer = Writer(dialect, timeout=5)
+    dialect.gate = threading.Event()
+
+    async def leave_early() -> None:
+        orphan = asyncio.ensure_future(writer.run([Stmt("orphan", {})]))
+        await asyncio.sleep(0.05)  # sent, held at the gate; then this loop closes
+        assert not orphan.done()
+
+    try:
+        _run(leave_early())
+        dialect.gate.set()  # its answer now has no loop to go to
+        deadline = time.monotonic() + 2
+        while ["orphan"] not in dialect.batches and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ["orphan"] in dialect.batches
+        # The thread dropped that answer and still serves callers on other loops.
+        answer = _run(asyncio.wait_for(writer.run([Stmt("next", {}, rows=True)]), 2))
+        assert answer == [[("next",)]]
+    finally:
+        writer.close()
