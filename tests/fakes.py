@@ -535,8 +535,9 @@ class FakeLines:
             )
         return rows
 
-    def count(self, where: LineFilter = EVERY_LINE) -> int:
-        return len(self._matching(where))
+    def count(self, where: LineFilter = EVERY_LINE, *, at_most: int | None = None) -> int:
+        found = len(self._matching(where))
+        return found if at_most is None else min(found, at_most + 1)
 
 
 class FakeSubscriptions:

@@ -82,7 +82,7 @@ class LineRecords(Protocol):
     def page(
         self, where: LineFilter = EVERY_LINE, *, after: str = "", before: str | None = None, limit: int = 50
     ) -> list[LineCard]: ...
-    def count(self, where: LineFilter = EVERY_LINE) -> int: ...
+    def count(self, where: LineFilter = EVERY_LINE, *, at_most: int | None = None) -> int: ...
 
 
 class SubscriptionRecords(Protocol):
@@ -267,8 +267,9 @@ class Admin:
         or with `before`, the lines just before it, nearest first."""
         return self._records.lines.page(self._checked(where), after=after, before=before, limit=limit)
 
-    def line_count(self, where: LineFilter = EVERY_LINE) -> int:
-        return self._records.lines.count(self._checked(where))
+    def line_count(self, where: LineFilter = EVERY_LINE, *, at_most: int | None = None) -> int:
+        """How many lines `where` finds; with `at_most`, counted no further than `at_most + 1`."""
+        return self._records.lines.count(self._checked(where), at_most=at_most)
 
     @staticmethod
     def _checked(where: LineFilter) -> LineFilter:

@@ -244,6 +244,9 @@ def deliver(
     from contactcard.bootstrap import delivery_services
     from contactcard.webhooks.process import run_child
 
+    if relay_fd is not None and not lifeline:
+        raise typer.BadParameter("is for a server's child only: give it with --lifeline", param_hint="--relay-fd")
+
     def services(settings: Settings, tally: Any) -> Any:
         return delivery_services(settings, tally, run_migrations=not lifeline, relay_fd=relay_fd)
 

@@ -240,6 +240,17 @@ def test_pages_of_10000_cards_answer_and_page_exactly(dash_server):
     ):
         answer = client.get(path, params=params)
         assert answer.status_code == 200, (path, answer.status_code)
+    # The total above the list: counted exactly up to 10,000, then "more than" (a count reads
+    # every row it counts; the page does not wait for a million of them).
+    other = admin_request(dash_server.base_url, "POST", "/partners", json={"name": "one more"}).json()["id"]
+    added = admin_request(
+        dash_server.base_url, "POST", "/lines", json={"partner_id": other, "phone_number": new_number()}
+    )
+    assert added.status_code == 200, added.text
+    of_partner = client.get("/dashboard/lines", params={"partner": partner_id}).text
+    assert re.search(r'id="lines-total">10000 lines of', of_partner), of_partner[:2000]
+    every = client.get("/dashboard/lines").text
+    assert 'id="lines-total">More than 10,000 lines' in every
     page = client.get("/dashboard/lines", params={"partner": partner_id, "after": deep}).text
     shown = re.findall(r'data-number="([^"]+)"', page)
     assert shown == [f"+{17_770_009_001 + i}" for i in range(50)]  # the page after `deep`

@@ -105,3 +105,14 @@ def test_the_plan_seeks_to_the_page_start_by_the_primary_key(world, page, seek):
     # A SEARCH on the key (not a SCAN of the table) and no sort: the rows come in index order.
     assert f"SEARCH lines USING PRIMARY KEY (phone_number{seek}?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+def test_a_count_told_where_to_stop_reads_no_further(world):
+    _, admin = world
+    ada = admin.create_partner("Ada")
+    for i in range(12):
+        admin.add_line(ada.id, f"+1555100{i:04d}")
+    assert admin.line_count() == 12
+    assert admin.line_count(at_most=20) == 12  # below the bound: the count itself
+    assert admin.line_count(at_most=5) == 6  # past it: one more than the bound, "more than 5"
+    assert admin.line_count(LineFilter(number_prefix="+15551000000"), at_most=5) == 1

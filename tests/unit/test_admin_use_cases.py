@@ -184,6 +184,7 @@ def test_the_line_filter_takes_a_number_prefix_with_or_without_its_plus(w):
     def numbers(where: LineFilter) -> list[str]:
         found = [row.phone_number for row in w.admin.line_cards(where)]
         assert w.admin.line_count(where) == len(found)
+        assert w.admin.line_count(where, at_most=0) == min(len(found), 1)  # stops past the bound
         return found
 
     assert numbers(LineFilter()) == [LINE, LINE_2, LINE_3]

@@ -88,3 +88,14 @@ def test_a_child_started_with_a_bad_settings_line_says_so_without_a_traceback(li
     assert done.returncode == 2
     assert b"the first line on stdin must be the server's settings" in done.stderr
     assert b"Traceback" not in done.stderr + done.stdout
+
+
+def test_a_relay_socket_without_a_lifeline_is_refused_without_a_traceback():
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "contactcard", "deliver", "--relay-fd", "5"], capture_output=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert b"--relay-fd" in done.stderr and b"--lifeline" in done.stderr
+    assert b"Traceback" not in done.stderr + done.stdout

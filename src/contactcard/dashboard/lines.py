@@ -18,6 +18,8 @@ from contactcard.errors import ApiError
 
 NAV = Nav("Lines and cards", "/lines")
 PAGE_SIZE = 50
+# The total above the list is counted no further: past it the page says "more than".
+TOTAL_MOST = 10_000
 STATES = {"active": "active card", "inactive": "inactive card", "none": "no card"}
 # What the search box takes as the start of a number; anything else is a part of a name.
 _NUMBERISH = re.compile(r"\+?[0-9]*")
@@ -38,7 +40,7 @@ async def _list(request: Request, session: Session, *, error: str | None = None,
     try:
         # One row more than shown: whether a page lies beyond, without counting.
         rows = await off_loop(board.admin.line_cards, where, after=after, before=before, limit=PAGE_SIZE + 1)
-        total = await off_loop(board.admin.line_count, where)
+        total = await off_loop(board.admin.line_count, where, at_most=TOTAL_MOST)
     except ApiError as exc:
         rows, error, status = [], exc.reason, 400
     more = len(rows) > PAGE_SIZE
@@ -63,6 +65,7 @@ async def _list(request: Request, session: Session, *, error: str | None = None,
         state=state,
         states=STATES,
         total=total,
+        total_most=TOTAL_MOST,
         partners=partners,
         partner_name=next((p.name for p in partners if p.id == partner), None),
         error=error,
