@@ -784,9 +784,11 @@ class FakeSubscriptionRecords:
     async def add(self, sub: Subscription, announce: Any = None) -> None:
         self._store(sub, announce)
 
-    async def replace(self, sub: Subscription, announce: Any = None) -> None:
-        if await self.subscription(sub.partner_id, sub.id) is not None:
-            self._store(sub, announce)
+    async def replace(self, sub: Subscription, announce: Any = None) -> bool:
+        if await self.subscription(sub.partner_id, sub.id) is None:
+            return False
+        self._store(sub, announce)
+        return True
 
     async def remove(self, partner_id: str, subscription_id: str, announce: Any = None) -> bool:
         if await self.subscription(partner_id, subscription_id) is None:

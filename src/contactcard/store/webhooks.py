@@ -50,11 +50,19 @@ def unwrap(text: str | None) -> list[str] | None:
     return [v for v in text.split(",") if v] if text else None
 
 
-def fan_out(event: RecordedEvent) -> Stmt:
-    """The statement that records `event` for every subscription it matches."""
+# A subscription's own event is recorded only while that subscription is there: an update
+# or a delete that lost a race with a delete (in this batch, or in another process's
+# transaction, which the row's lock waits for) announces nothing.
+_WHILE_THERE = "\n  AND EXISTS (SELECT 1 FROM webhook_subscriptions AS x WHERE x.id = :about)"
+
+
+def fan_out(event: RecordedEvent, *, about: str | None = None) -> Stmt:
+    """The statement that records `event` for every subscription it matches; with `about`,
+    only while the subscription of that id exists."""
     return Stmt(
-        _FAN_OUT,
+        _FAN_OUT + (_WHILE_THERE if about is not None else ""),
         {
+            **({"about": about} if about is not None else {}),
             "event_id": event.event_id,
             "event_type": event.event_type,
             "phone": event.phone_number,
@@ -184,17 +192,21 @@ class WebhookStore:
                 raise TargetTaken() from None
             raise
 
-    async def replace(self, sub: Subscription, announce: Sequence[RecordedEvent] | None = None) -> None:
+    async def replace(self, sub: Subscription, announce: Sequence[RecordedEvent] | None = None) -> bool:
+        """Store `sub` over its earlier self; False (and nothing announced) when it is gone.
+        The UPDATE takes the row's lock first, so that a delete under way elsewhere is
+        waited for, and the announcement then finds the row gone."""
         try:
-            await self._writer.run(
+            results = await self._writer.run(
                 [
                     Stmt(
                         "UPDATE webhook_subscriptions SET target_url = :target_url, events = :events, "
                         "phone_numbers = :phone_numbers, is_active = :is_active, webhook_version = :webhook_version, "
-                        "updated_at = :updated_at WHERE id = :id AND partner_id = :partner_id",
+                        "updated_at = :updated_at WHERE id = :id AND partner_id = :partner_id RETURNING id",
                         _params(sub),
+                        rows=True,
                     ),
-                    *(fan_out(event) for event in announce or ()),
+                    *(fan_out(event, about=sub.id) for event in announce or ()),
                 ],
                 lines=NO_LINES,
             )
@@ -202,22 +214,30 @@ class WebhookStore:
             if _is_unique_violation(exc):
                 raise TargetTaken() from None
             raise
+        return bool(results[0])
 
     async def remove(
         self, partner_id: str, subscription_id: str, announce: Sequence[RecordedEvent] | None = None
     ) -> bool:
+        """Delete the subscription; False (and nothing announced) when it was gone already.
+        The announcement is recorded first, while the row is there: on PostgreSQL the row is
+        locked before it, so of two deletes at once the second waits, finds it gone and
+        announces nothing (SQLite's one writer runs them one after the other)."""
+        which = {"partner": partner_id, "id": subscription_id}
+        lock = "SELECT id FROM webhook_subscriptions WHERE partner_id = :partner AND id = :id FOR UPDATE"
         results = await self._writer.run(
             [
+                *([Stmt(lock, which)] if self._postgres else []),
+                *(fan_out(event, about=subscription_id) for event in announce or ()),
                 Stmt(
                     "DELETE FROM webhook_subscriptions WHERE partner_id = :partner AND id = :id RETURNING id",
-                    {"partner": partner_id, "id": subscription_id},
+                    which,
                     rows=True,
                 ),
-                *(fan_out(event) for event in announce or ()),
             ],
             lines=NO_LINES,
         )
-        return bool(results[0])
+        return bool(results[-1])
 
     # --- the delivery worker ---------------------------------------------------------
 

@@ -133,7 +133,9 @@ class SubscriptionStore(Protocol):
     async def subscriptions(self, partner_id: str) -> list[Subscription]: ...
     async def subscription(self, partner_id: str, subscription_id: str) -> Subscription | None: ...
     async def add(self, sub: Subscription, announce: Sequence[RecordedEvent] | None = None) -> None: ...
-    async def replace(self, sub: Subscription, announce: Sequence[RecordedEvent] | None = None) -> None: ...
+    async def replace(
+        self, sub: Subscription, announce: Sequence[RecordedEvent] | None = None
+    ) -> bool: ...  # False: gone meanwhile
     async def remove(
         self, partner_id: str, subscription_id: str, announce: Sequence[RecordedEvent] | None = None
     ) -> bool: ...
@@ -216,7 +218,8 @@ class Subscriptions:
         # The secret, ids and unknown fields are not changed by a PUT.
         updated = replace(current, **changes, updated_at=datetime.now(UTC))
         announce = _changes(current, updated, trace_id)
-        await self._guarded(self._store.replace(updated, announce))
+        if not await self._guarded(self._store.replace(updated, announce)):
+            raise ApiError(errors.NOT_FOUND)  # deleted since it was read: nothing was changed
         if announce:
             self._on_event()
         return wire(updated)
