@@ -30,12 +30,12 @@ def _file(tmp_path: Path) -> str:
 
 
 async def _pair(
-    path: str, server_writer: Any, timeout: float = TIMEOUT
+    path: str, server_writer: Any, child_wait: float = TIMEOUT
 ) -> tuple[relays.RelayedWriter, asyncio.Task[None]]:
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     serving = asyncio.ensure_future(relays.serve(ours, server_writer))
-    child = relays.RelayedWriter(theirs, timeout=timeout, reads=LoopReads(path, timeout=TIMEOUT))
+    child = relays.RelayedWriter(theirs, timeout=child_wait, reads=LoopReads(path, timeout=TIMEOUT))
     return child, serving
 
 
@@ -117,7 +117,7 @@ def test_a_server_that_never_answers_is_waited_for_a_bounded_time(tmp_path: Path
     path = _file(tmp_path)
 
     async def scenario() -> None:
-        child, serving = await _pair(path, _Hanging(), timeout=SHORT)
+        child, serving = await _pair(path, _Hanging(), child_wait=SHORT)
         began = time.monotonic()
         with pytest.raises(StoreUnavailable, match="in time"):
             await child.run([Stmt("SELECT 1", {})])
