@@ -37,7 +37,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -66,6 +66,9 @@ KILLS = int(os.environ.get("CRASH_LOOP_KILLS", "5"))
 # applied: the window is a quarter of a second, and on a loaded machine five kills
 # sometimes all missed it, failing a run that had found nothing wrong.
 KILLS_MOST = 2 * KILLS
+# From this kill on, while none has caught the window, a kill waits for a slow line's write
+# to be this many seconds old (stored by now, its apply under way) rather than for chance.
+AIM_FROM = KILLS // 2 + 1
 LINES = 6  # driven by the client threads
 SLOW_LINES = 3  # the first lines: each write takes APPLY_DELAY on the device
 # One more line gets a single POST just before the last kill, on a device that takes far
@@ -73,6 +76,7 @@ SLOW_LINES = 3  # the first lines: each write takes APPLY_DELAY on the device
 LATE_DELAY = 60.0
 APPLY_DELAY = 0.25
 KILL_DELAY = (0.05, 0.6)  # seconds after a restart is ready
+AIM_AGE = (0.1, APPLY_DELAY - 0.05)
 
 
 @dataclass
@@ -86,6 +90,7 @@ class Write:
     status: int | None = None  # None: no answer
     body: Any = None
     error: str | None = None
+    at: float = field(default_factory=time.monotonic)  # when it was made (sent at once)
 
     @property
     def acknowledged(self) -> bool:
@@ -210,6 +215,25 @@ class Loop:
         return True
 
 
+def _aim(loop: Loop, slow: list[str], within: float = 3.0) -> bool:
+    """Wait until a slow line's newest write of this incarnation is in its apply (by age);
+    False if none was within `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        for line in slow:
+            newest = loop.writes[line][-1] if loop.writes[line] else None
+            if (
+                newest is not None
+                and newest.in_flight
+                and newest.epoch == loop.server.starts
+                and AIM_AGE[0] <= now - newest.at <= AIM_AGE[1]
+            ):
+                return True
+        time.sleep(0.005)
+    return False
+
+
 def test_sigkill_loop_loses_no_acknowledged_write(server, engine):
     seed = SEED + (0 if server.database_url is None else 1)
     where = f"[seed {seed}, {'postgres' if server.database_url else 'sqlite'}]"
@@ -237,7 +261,8 @@ def test_sigkill_loop_loses_no_acknowledged_write(server, engine):
             last = kill >= KILLS and (bool(window_hits) or kill >= KILLS_MOST)
             if last:
                 _start_late_post(loop, engine, late)
-            time.sleep(loop.rng.uniform(*KILL_DELAY))
+            if window_hits or kill < AIM_FROM or not _aim(loop, partner.lines[:SLOW_LINES]):
+                time.sleep(loop.rng.uniform(*KILL_DELAY))
             loop.up.clear()
             server.kill()
             snapshot = {
