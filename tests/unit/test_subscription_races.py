@@ -66,15 +66,24 @@ def _announced(database: Any, event_type: str) -> int:
         return int(conn.execute(query.where(webhook_deliveries.c.event_type == event_type)).scalar_one())
 
 
+async def _watched_and_doomed(
+    subs: Subscriptions, store: WebhookStore, partner: str
+) -> tuple[dict[str, Any], Subscriptions]:
+    """A subscription that watches the partner's subscription events, one that is to be
+    deleted, and the use cases on a store that deletes it right after reading it."""
+    await subs.create(partner, {"target_url": "https://hooks.example.com/watch", "subscribed_events": WATCHED})
+    doomed = await subs.create(
+        partner, {"target_url": "https://hooks.example.com/doomed", "subscribed_events": ["contact_card.created"]}
+    )
+    racing = Subscriptions(GoneAfterRead(store, subs), HostPolicy(), resolver=resolve)  # type: ignore[arg-type]
+    return doomed, racing
+
+
 def test_an_update_that_lost_the_race_with_a_delete_answers_404_and_announces_nothing(world):
     database, subs, store, partner = world
 
     async def scenario() -> None:
-        await subs.create(partner, {"target_url": "https://hooks.example.com/watch", "subscribed_events": WATCHED})
-        doomed = await subs.create(
-            partner, {"target_url": "https://hooks.example.com/doomed", "subscribed_events": ["contact_card.created"]}
-        )
-        racing = Subscriptions(GoneAfterRead(store, subs), HostPolicy(), resolver=resolve)  # type: ignore[arg-type]
+        doomed, racing = await _watched_and_doomed(subs, store, partner)
         with pytest.raises(ApiError) as caught:
             await racing.update(partner, doomed["id"], {"subscribed_events": ["contact_card.updated"]})
         assert caught.value.error is errors.NOT_FOUND
@@ -90,11 +99,7 @@ def test_of_two_deletes_at_once_only_one_announces_the_deletion(world):
     database, subs, store, partner = world
 
     async def scenario() -> None:
-        await subs.create(partner, {"target_url": "https://hooks.example.com/watch", "subscribed_events": WATCHED})
-        doomed = await subs.create(
-            partner, {"target_url": "https://hooks.example.com/doomed", "subscribed_events": ["contact_card.created"]}
-        )
-        racing = Subscriptions(GoneAfterRead(store, subs), HostPolicy(), resolver=resolve)  # type: ignore[arg-type]
+        doomed, racing = await _watched_and_doomed(subs, store, partner)
         with pytest.raises(ApiError) as caught:
             await racing.delete(partner, doomed["id"])
         assert caught.value.error is errors.NOT_FOUND

@@ -58,8 +58,6 @@ def _kind(exc: BaseException) -> str:
 class RelayedWriter:
     """The child's writer: `run` sends the transaction to the server; `read` is local."""
 
-    composes_writes = False
-
     def __init__(self, sock: socket.socket, *, timeout: float, reads: Reads) -> None:
         self._sock = sock
         self._wait = timeout + MARGIN_S
@@ -90,9 +88,6 @@ class RelayedWriter:
 
     async def read(self, stmt: Stmt) -> list[Row]:
         return await self._reads.read(stmt)
-
-    def backlog(self) -> int:
-        return len(self._waiting)
 
     def close(self) -> None:
         if self._answers is not None:
